@@ -1,0 +1,29 @@
+"""``medseg convert PATH OUT.nii.gz``: a DICOM series (or any loadable image) to NIfTI, with checks."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from medseg.errors import NotBuiltError
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("convert", help="convert a DICOM series to NIfTI (with geometry checks)",
+                       description="Load PATH (DICOM series folder, DICOM file, NIfTI, PNG/TIFF) with medseg's "
+                       "geometry checks and write it as NIfTI in RAS+ world coordinates.")
+    p.add_argument("path", type=Path, help="DICOM series folder or image file")
+    p.add_argument("output", type=Path, help="output .nii or .nii.gz")
+    p.add_argument("--series", default=None, help="SeriesInstanceUID (or its index in 'medseg info') when PATH holds several")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        from medseg.io import load, save_nifti  # type: ignore[attr-defined]
+    except ImportError:
+        raise NotBuiltError("image conversion (medseg.io.load/save_nifti) is not built in this version") from None
+    img = load(args.path, series=args.series) if args.series else load(args.path)
+    out = save_nifti(img, args.output)
+    print(f"wrote {out}  shape={tuple(img.shape[1:])}")
+    return 0

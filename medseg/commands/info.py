@@ -1,0 +1,33 @@
+"""``medseg info PATH [--json]``: the series table of a folder / DICOMDIR / zip / image file."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from medseg.commands import add_config_args  # noqa: F401  (kept for symmetry)
+from medseg.errors import NotBuiltError
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("info", help="list the image series found under PATH",
+                       description="Walk PATH (folder, DICOMDIR, zip or single file), group DICOM files by series "
+                       "and print modality, description, slices, shape, spacing, orientation and problems found.")
+    p.add_argument("path", type=Path, help="folder, DICOMDIR, zip, DICOM/NIfTI/PNG/TIFF file")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        from medseg.io import discover, format_series_table  # type: ignore[attr-defined]
+    except ImportError:
+        raise NotBuiltError("series discovery (medseg.io.discover) is not built in this version") from None
+    import json
+
+    series = discover(args.path)
+    if args.json:
+        print(json.dumps([s.to_dict() for s in series], indent=2, default=str))
+    else:
+        print(format_series_table(series))
+    return 0

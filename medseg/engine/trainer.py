@@ -1,0 +1,361 @@
+"""A generic training loop shared by every task (segmentation, detection, classification).
+
+What it does for every task: device placement, AMP on CUDA, gradient clipping, a scheduler step
+per epoch, validation every N epochs, best/last checkpoints, exact resume, early stopping, a
+wall-time budget, per-epoch ``metrics.csv`` and a training-curve PNG, and a progress bar (quiet
+when stdout is not a terminal).
+
+Exact resume without pickling RNG objects: at the start of epoch ``e`` every RNG (Python, NumPy,
+torch, and the MONAI transforms of the training dataset) is re-seeded from ``(seed, e)``, so the
+state at an epoch boundary is a function of the seed and the epoch alone. Resuming from a
+checkpoint written at the end of epoch ``e`` continues exactly as the uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional
+
+import torch
+from torch import nn
+
+from medseg.engine.checkpoint import load_checkpoint, save_checkpoint
+from medseg.utils import atomic_write_bytes, atomic_write_text, seed_everything
+
+__all__ = ["Trainer", "TrainState", "default_step", "build_optimizer", "build_scheduler"]
+
+log = logging.getLogger("medseg.engine")
+
+StepFn = Callable[[nn.Module, Any, torch.device], torch.Tensor]
+ValFn = Callable[[nn.Module], dict[str, float]]
+
+
+def default_step(loss_fn: Callable) -> StepFn:
+    """Step for dict batches ``{"image": (B, C, *S), "label": (B, *, *S)}``: ``loss_fn(model(x), y)``."""
+
+    def step(model: nn.Module, batch: Any, device: torch.device) -> torch.Tensor:
+        x = batch["image"].to(device, non_blocking=True)
+        y = batch["label"].to(device, non_blocking=True)
+        return loss_fn(model(x), y)
+
+    return step
+
+
+def build_optimizer(params: Iterable, name: str = "adamw", lr: float = 1e-3, weight_decay: float = 1e-5):
+    """AdamW or SGD (momentum 0.99, Nesterov, as nnU-Net uses)."""
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.99, nesterov=True, weight_decay=weight_decay)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+
+
+def build_scheduler(optimizer, name: str = "cosine", epochs: int = 100):
+    """Per-epoch LR schedule: cosine annealing, nnU-Net's poly (exponent 0.9), or none."""
+    if name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs))
+    if name == "poly":
+        return torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=max(1, epochs), power=0.9)
+    return None
+
+
+@dataclass
+class TrainState:
+    """Where training stands; saved in every checkpoint (plain values only)."""
+
+    epoch: int = 0  # epochs completed
+    global_step: int = 0
+    best_metric: Optional[float] = None
+    best_epoch: Optional[int] = None
+    validations_without_improvement: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    stop_reason: Optional[str] = None
+    train_seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainState":
+        s = cls()
+        for k, v in d.items():
+            if hasattr(s, k):
+                setattr(s, k, v)
+        return s
+
+
+class Trainer:
+    """Train ``model`` with ``step_fn`` over ``train_loader``; validate with ``val_fn``.
+
+    Parameters
+    ----------
+    model, optimizer, train_loader : the usual; ``train_loader`` yields whatever ``step_fn`` takes.
+    step_fn : ``(model, batch, device) -> scalar loss``; see :func:`default_step`.
+    val_fn : ``(model) -> {"metric": value}``, called in eval mode under ``torch.no_grad`` is *not*
+        imposed (sliding-window inferers manage it); the dict must include ``key_metric``.
+    key_metric, mode : the metric that picks the best checkpoint and drives early stopping.
+    run_dir : where ``checkpoints/``, ``metrics.csv`` and ``training_curve.png`` go.
+    model_meta : plain values saved with every checkpoint (e.g. the model's build parameters).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        train_loader: Iterable,
+        step_fn: StepFn,
+        *,
+        val_fn: ValFn | None = None,
+        key_metric: str = "val_loss",
+        mode: str = "min",
+        scheduler=None,
+        device: torch.device | str = "cpu",
+        amp: bool = False,
+        grad_clip: float | None = None,
+        max_epochs: int = 10,
+        max_minutes: float | None = None,
+        val_every: int = 1,
+        early_stop_patience: int | None = None,
+        steps_per_epoch: int | None = None,
+        seed: int = 0,
+        run_dir: str | Path | None = None,
+        model_meta: dict[str, Any] | None = None,
+        progress: bool | None = None,
+    ):
+        self.device = torch.device(device)
+        self.model = model.to(self.device)
+        self.optimizer = optimizer
+        self.train_loader = train_loader
+        self.step_fn = step_fn
+        self.val_fn = val_fn
+        self.key_metric = key_metric
+        if mode not in ("min", "max"):
+            raise ValueError("mode must be 'min' or 'max'")
+        self.mode = mode
+        self.scheduler = scheduler
+        self.amp = bool(amp) and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.grad_clip = grad_clip
+        self.max_epochs = int(max_epochs)
+        self.max_minutes = max_minutes
+        self.val_every = max(1, int(val_every))
+        self.early_stop_patience = early_stop_patience
+        self.steps_per_epoch = steps_per_epoch
+        self.seed = int(seed)
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.model_meta = model_meta or {}
+        self.progress = sys.stderr.isatty() if progress is None else progress
+        self.state = TrainState()
+        if self.device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last) if _is_2d(self.model) else self.model
+
+    # -- checkpoints -------------------------------------------------------------------
+    def checkpoint_path(self, which: str) -> Path:
+        assert self.run_dir is not None
+        return self.run_dir / "checkpoints" / f"{which}.pt"
+
+    def save(self, which: str) -> Path | None:
+        if self.run_dir is None:
+            return None
+        return save_checkpoint(
+            self.checkpoint_path(which),
+            model=self.model.state_dict(),
+            optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict() if self.scheduler is not None else None,
+            scaler=self.scaler.state_dict() if self.amp else None,
+            state=self.state.to_dict(),
+            meta={**self.model_meta, "seed": self.seed},
+        )
+
+    def resume(self, path: str | Path | None = None) -> TrainState:
+        """Restore model, optimiser, scheduler and state from ``last.pt`` (or ``path``)."""
+        path = Path(path) if path is not None else self.checkpoint_path("last")
+        ckpt = load_checkpoint(path, map_location=self.device)
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.scheduler is not None and ckpt.get("scheduler") is not None:
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+        if self.amp and ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.state = TrainState.from_dict(ckpt["state"])
+        self.state.stop_reason = None
+        log.info("resumed from %s at epoch %d", path, self.state.epoch)
+        return self.state
+
+    # -- loop --------------------------------------------------------------------------
+    def _seed_epoch(self, epoch: int) -> None:
+        s = self.seed * 100_003 + epoch
+        seed_everything(s)
+        ds = getattr(self.train_loader, "dataset", None)
+        tf = getattr(ds, "transform", None)
+        if tf is not None and hasattr(tf, "set_random_state"):
+            tf.set_random_state(seed=s % (2**32))
+
+    def _better(self, value: float) -> bool:
+        best = self.state.best_metric
+        if best is None or math.isnan(best):
+            return not math.isnan(value)
+        return value > best if self.mode == "max" else value < best
+
+    def train_epoch(self) -> float:
+        """One pass over the training loader (or ``steps_per_epoch`` batches); returns mean loss."""
+        self.model.train()
+        total, n = 0.0, 0
+        batches = self.train_loader
+        limit = self.steps_per_epoch
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=limit or _len_or_none(batches), desc=f"epoch {self.state.epoch + 1}/{self.max_epochs}",
+                       leave=False)
+        for i, batch in enumerate(batches):
+            if limit is not None and i >= limit:
+                break
+            self.optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(device_type=self.device.type, enabled=self.amp):
+                loss = self.step_fn(self.model, batch, self.device)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite training loss at epoch {self.state.epoch + 1}, step {i}")
+            self.scaler.scale(loss).backward()
+            if self.grad_clip:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            total += float(loss.detach())
+            n += 1
+            self.state.global_step += 1
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{total / n:.4f}")
+        if bar is not None:
+            bar.close()
+        return total / max(n, 1)
+
+    def fit(self, resume: bool | str | Path = False) -> TrainState:
+        """Train until ``max_epochs``, the time budget, or early stopping. Returns the final state."""
+        if resume:
+            self.resume(None if resume is True else resume)
+        t_start = time.perf_counter()
+        budget_s = self.max_minutes * 60 if self.max_minutes else None
+        spent_before = self.state.train_seconds
+        while self.state.epoch < self.max_epochs:
+            epoch = self.state.epoch
+            self._seed_epoch(epoch)
+            t0 = time.perf_counter()
+            train_loss = self.train_epoch()
+            row: dict[str, float] = {
+                "epoch": epoch + 1,
+                "train_loss": train_loss,
+                "lr": float(self.optimizer.param_groups[0]["lr"]),
+            }
+            if self.scheduler is not None:
+                self.scheduler.step()
+            row["epoch_seconds"] = time.perf_counter() - t0
+            self.state.epoch = epoch + 1
+            validated = False
+            if self.val_fn is not None and (self.state.epoch % self.val_every == 0 or self.state.epoch == self.max_epochs):
+                self.model.eval()
+                metrics = self.val_fn(self.model)
+                self.model.train()
+                row.update({k: float(v) for k, v in metrics.items()})
+                validated = True
+            elif self.val_fn is None:
+                metrics = {"train_loss": train_loss}
+                validated = True
+            self.state.train_seconds = spent_before + (time.perf_counter() - t_start)
+            row["elapsed_seconds"] = self.state.train_seconds
+            self.state.history.append(row)
+            if validated:
+                value = row.get(self.key_metric, row.get("train_loss"))
+                if self._better(value):
+                    self.state.best_metric = float(value)
+                    self.state.best_epoch = self.state.epoch
+                    self.state.validations_without_improvement = 0
+                    self.save("best")
+                else:
+                    self.state.validations_without_improvement += 1
+            log.info("epoch %d/%d %s", self.state.epoch, self.max_epochs,
+                     " ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"))
+            if (self.early_stop_patience is not None
+                    and self.state.validations_without_improvement >= self.early_stop_patience):
+                self.state.stop_reason = f"early stop: no {self.key_metric} improvement in {self.early_stop_patience} validations"
+            elif budget_s is not None and (time.perf_counter() - t_start) >= budget_s:
+                self.state.stop_reason = f"time budget of {self.max_minutes} min reached"
+            self.save("last")
+            self.write_metrics()
+            if self.state.stop_reason:
+                log.info(self.state.stop_reason)
+                break
+        if self.state.stop_reason is None:
+            self.state.stop_reason = f"completed {self.state.epoch} epochs"
+        self.save("last")
+        self.write_metrics(plot=True)
+        return self.state
+
+    # -- outputs -----------------------------------------------------------------------
+    def write_metrics(self, plot: bool = False) -> None:
+        """``metrics.csv`` (one row per epoch) and, with ``plot``, ``training_curve.png``."""
+        if self.run_dir is None or not self.state.history:
+            return
+        keys: list[str] = []
+        for row in self.state.history:
+            keys += [k for k in row if k not in keys]
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=keys)
+        w.writeheader()
+        for row in self.state.history:
+            w.writerow(row)
+        atomic_write_text(self.run_dir / "metrics.csv", buf.getvalue())
+        if plot:
+            atomic_write_bytes(self.run_dir / "training_curve.png", plot_history(self.state.history))
+
+
+def plot_history(history: list[dict[str, float]]) -> bytes:
+    """PNG bytes: losses (left axis) and validation metrics (right axis) per epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in history]
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    for k in ("train_loss", "val_loss"):
+        pts = [(r["epoch"], r[k]) for r in history if k in r]
+        if pts:
+            ax.plot(*zip(*pts), label=k)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax2 = ax.twinx()
+    skip = {"epoch", "train_loss", "val_loss", "lr", "epoch_seconds", "elapsed_seconds"}
+    metric_keys = sorted({k for r in history for k in r if k not in skip})
+    for k in metric_keys:
+        pts = [(r["epoch"], r[k]) for r in history if k in r]
+        ax2.plot(*zip(*pts), "--", marker=".", label=k)
+    ax2.set_ylabel("validation metric")
+    lines = ax.get_legend_handles_labels()
+    lines2 = ax2.get_legend_handles_labels()
+    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=8, loc="best")
+    ax.set_xlim(min(epochs), max(max(epochs), min(epochs) + 1))
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _len_or_none(x) -> int | None:
+    try:
+        return len(x)
+    except TypeError:
+        return None
+
+
+def _is_2d(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())

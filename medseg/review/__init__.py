@@ -1,0 +1,1 @@
+"""Review outputs for radiologists: overlays (PNG), the HTML review report."""
