@@ -47,7 +47,7 @@ def test_report_content(sample_run):
     assert 'id=export-csv' in doc and 'id=export-json' in doc
     assert "localStorage" in doc and "new Blob" in doc
     # no network: CSP forbids it and nothing points outside
-    assert "connect-src 'none'" in doc
+    assert "connect-src &#x27;none&#x27;" in doc
     assert "http://" not in doc and "https://" not in doc
 
 
