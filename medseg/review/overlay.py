@@ -45,6 +45,7 @@ __all__ = [
     "heatmap_2d",
     "markers_2d",
     "save_png",
+    "save_case_overlays",
 ]
 
 log = logging.getLogger("medseg.review.overlay")
@@ -730,3 +731,45 @@ def save_png(rgb: np.ndarray, path: str | Path) -> Path:
     with atomic_write(path, suffix=".png") as tmp:
         Image.fromarray(np.ascontiguousarray(a)).save(tmp, format="PNG", optimize=False)
     return path
+
+
+def save_case_overlays(
+    image: Any,
+    labels: Any,
+    out_dir: str | Path,
+    case_id: str,
+    *,
+    affine: np.ndarray | None = None,
+    window: str | tuple[float, float] | None = "soft_tissue",
+    class_names: Mapping[int, str] | Sequence[str] | None = None,
+    lesion_label: int | None = None,
+    max_slices: int = 12,
+) -> dict[str, Path]:
+    """The standard review set for one 3D case: three orthogonal views, a montage, a lesion view.
+
+    Parameters
+    ----------
+    image, labels : (X, Y, Z) arrays / MetaTensors (as in :func:`overlay_volume`).
+    out_dir : folder for the PNGs (created). File names are ``{case_id}_{kind}.png``; ``case_id``
+        must be medseg's own id (a file stem or an index), never a DICOM value.
+    lesion_label : class value for the lesion-centred view (skipped when absent from ``labels``).
+    Other parameters as in :func:`overlay_volume` / :func:`montage`.
+
+    Returns
+    -------
+    ``{"axial", "coronal", "sagittal", "montage"[, "lesion"]} -> PNG path``; ``"axial"`` makes a
+    good thumbnail for :class:`~medseg.review.cases.ReviewCase`.
+    """
+    out_dir = Path(out_dir)
+    img, lab, aff = _prepare(image, labels, affine)
+    out: dict[str, Path] = {}
+    for view in ("axial", "coronal", "sagittal"):
+        out[view] = save_png(overlay_volume(img, lab, affine=aff, view=view, window=window,
+                                            class_names=class_names), out_dir / f"{case_id}_{view}.png")
+    if lab is not None and np.any(lab > 0):
+        out["montage"] = save_png(montage(img, lab, affine=aff, window=window, class_names=class_names,
+                                          max_slices=max_slices), out_dir / f"{case_id}_montage.png")
+        if lesion_label is not None and np.any(lab == lesion_label):
+            out["lesion"] = save_png(lesion_view(img, lab, label=lesion_label, affine=aff, window=window,
+                                                 class_names=class_names), out_dir / f"{case_id}_lesion.png")
+    return out

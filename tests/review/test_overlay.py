@@ -184,3 +184,14 @@ def test_save_png_roundtrip(tmp_path):
     assert [f.name for f in p.parent.iterdir()] == ["x.png"]  # no temp file left
     with pytest.raises(InputError):
         ov.save_png(rgb.astype(float), tmp_path / "y.png")
+
+
+def test_save_case_overlays(tmp_path):
+    from medseg.data.synthetic import CT_CLASSES, ct_phantom
+
+    ph = ct_phantom(0, shape=(48, 48, 16), spacing=(4.0, 4.0, 6.0))
+    ph.label[20:23, 20:23, 7:9] = 4
+    out = ov.save_case_overlays(ph.image, ph.label, tmp_path, "case_000", affine=ph.affine,
+                                class_names=CT_CLASSES, lesion_label=4)
+    assert sorted(out) == ["axial", "coronal", "lesion", "montage", "sagittal"]
+    assert all(p.is_file() and p.parent == tmp_path and p.name.startswith("case_000_") for p in out.values())
