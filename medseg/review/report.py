@@ -134,6 +134,14 @@ class _Paths:
             return full.as_uri()
         return quote(Path(rel).as_posix())
 
+    def display(self, p: str | os.PathLike) -> str:
+        """A path for display: relative to the run folder when inside it, else as given."""
+        full = Path(p)
+        try:
+            return full.resolve().relative_to(self.run_dir).as_posix() or "."
+        except (ValueError, OSError):
+            return str(p)
+
     def img_src(self, p: str | os.PathLike) -> str | None:
         """data: URI for a small image, else a relative link; None when the file is missing."""
         full = self.resolve(p)
@@ -167,16 +175,19 @@ def _kv_list(d: Mapping[str, Any], unit: str = "", digits: int = 3) -> str:
     return f"<ul class=kv>{items}</ul>"
 
 
-def _summary_value(v: Any) -> str:
+def _summary_value(v: Any, paths: "_Paths | None" = None) -> str:
     if isinstance(v, Mapping):
-        return "; ".join(f"{k}: {_fmt(x) if not isinstance(x, (Mapping, list)) else json.dumps(x, default=str)}"
-                         for k, x in v.items())
+        return "; ".join(f"{k}: {_summary_value(x, paths)}" for k, x in v.items())
     if isinstance(v, (list, tuple)):
-        return ", ".join(str(x) for x in v)
+        return ", ".join(_summary_value(x, paths) for x in v)
+    if v is None:
+        return "n/a"
+    if isinstance(v, str) and paths is not None and os.path.isabs(v):
+        return paths.display(v)
     return _fmt(v)
 
 
-def _summary_html(cases: list[ReviewCase], summary: Mapping[str, Any] | None) -> str:
+def _summary_html(cases: list[ReviewCase], summary: Mapping[str, Any] | None, paths: "_Paths") -> str:
     ok = [c for c in cases if c.status == "ok"]
     skipped = [c for c in cases if c.status != "ok"]
     flagged = [c for c in ok if c.needs_review]
@@ -202,9 +213,9 @@ def _summary_html(cases: list[ReviewCase], summary: Mapping[str, Any] | None) ->
                 status = v.get("status", "")
                 rest = {kk: vv for kk, vv in v.items() if kk != "status"}
                 cls = " class=failed" if status == "failed" else ""
-                parts.append(f"<tr{cls}><td>{_e(k)}</td><td>{_e(status)}</td><td>{_e(_summary_value(rest))}</td></tr>")
+                parts.append(f"<tr{cls}><td>{_e(k)}</td><td>{_e(status)}</td><td>{_e(_summary_value(rest, paths))}</td></tr>")
             else:
-                parts.append(f"<tr><td>{_e(k)}</td><td></td><td>{_e(_summary_value(v))}</td></tr>")
+                parts.append(f"<tr><td>{_e(k)}</td><td></td><td>{_e(_summary_value(v, paths))}</td></tr>")
         parts.append("</table>")
     parts.append("</section>")
     return "".join(parts)
@@ -533,7 +544,7 @@ def write_report(
 <body>
 <h1>{_e(title)}</h1>
 <div class=meta>generated {_e(generated)} by medseg {_e(medseg.__version__)} &middot; {len(cases)} cases</div>
-{_summary_html(cases, summary)}
+{_summary_html(cases, summary, paths)}
 <section id=review><h2>Cases</h2>
 <div class=toolbar>
 <label><input type=checkbox id=only-review> only cases flagged for review</label>

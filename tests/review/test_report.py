@@ -97,11 +97,13 @@ def test_phi_keys_dropped_unless_asked(tmp_path):
 
 
 def test_demo_signature_and_edge_cases(tmp_path):
-    stages = {"data": {"status": "ok", "seconds": 0.4}, "segmentation": {"status": "not built"},
+    stages = {"data": {"status": "ok", "seconds": 0.4, "datalist": str(tmp_path / "data" / "dataset.json"),
+                       "best": None}, "segmentation": {"status": "not built"},
               "detection": {"status": "failed", "error": "ValueError: x"}}
     p = write_report(tmp_path, [], title="medseg demo", summary=stages)
     doc = p.read_text()
     assert "<b id=n-done>0</b>" in doc and "medseg demo" in doc
+    assert "datalist: data/dataset.json" in doc and "best: n/a" in doc and str(tmp_path) not in doc
     # dict cases and non-finite numbers do not break the page
     p = write_report(tmp_path, [{"case_id": "a", "task": "classification", "uncertainty": float("nan"),
                                  "probability": 0.5, "extra_key": 1}])
