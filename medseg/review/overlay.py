@@ -10,12 +10,15 @@ Conventions
 - 2D images are ``(H, W)`` (rows, columns) gray or ``(H, W, 3)`` RGB; label maps ``(H, W)`` int,
   0 = background. ``spacing`` of a 2D image is ``(row spacing, column spacing)`` in mm.
 - 3D volumes are medseg's ``(X, Y, Z)`` arrays (or MONAI MetaTensors ``(1, X, Y, Z)``) with a
-  voxel->RAS affine. Views are drawn **in voxel order** (axial: rows = the voxel axis nearest A/P,
-  columns = the one nearest R/L, as a DICOM slice's pixel array is shown; coronal / sagittal: the
-  voxel axis nearest S/I runs bottom to top) and each edge is labelled with the patient direction
-  the affine says it points to (R/L, A/P, S/I). A standard DICOM axial stack therefore shows in the
-  radiological convention (patient's right on the left of the screen, anterior at the top), and a
-  flipped affine moves the letters: a flip is visible to a human.
+  voxel->RAS affine. Views are drawn **in voxel order**: the affine only decides which voxel axis
+  is which (axial: rows = the voxel axis nearest A/P, columns = the one nearest R/L; coronal:
+  rows S/I, columns R/L; sagittal: rows S/I, columns A/P); the in-plane voxel axes (0, 1) run
+  left-to-right / top-to-bottom as a DICOM slice's pixel array is shown, the slice axis (2) runs
+  left-to-right or bottom-to-top. Each edge is then labelled with the patient direction the affine
+  says it points to (R/L, A/P, S/I). A standard DICOM axial stack therefore shows in the
+  radiological convention in all three views (patient's right on the left of the screen, anterior
+  and superior at the top), a natively sagittal or coronal series shows its slices as the scanner
+  stored them, and a flipped affine moves the letters: a flip is visible to a human.
 - Pixels are made square in millimetres (display follows spacing, not voxel counts).
 - Every function returns an ``(H, W, 3)`` uint8 RGB array; :func:`save_png` writes it atomically.
 """
@@ -404,7 +407,7 @@ def _view_axes(affine: np.ndarray | None, view: str) -> tuple[np.ndarray, tuple[
     roles = _axis_roles(aff)
     vox = {w: roles.index(w) for w in range(3)}
     n, r, c = (vox[w] for w in _VIEW_WORLD[view])
-    return aff, (n, r, c), view != "axial"  # S/I axis runs bottom-to-top in coronal/sagittal views
+    return aff, (n, r, c), r == 2  # the slice axis runs bottom-to-top when shown vertically
 
 
 def _slice_2d(vol: np.ndarray, axes: tuple[int, int, int], index: int, flip_rows: bool) -> np.ndarray:
