@@ -1,7 +1,7 @@
 """The review report in a real browser: headless Chromium driven over the DevTools protocol.
 
 Chromium: Debian's ``chromium`` package (``/usr/bin/chromium``), or ``$MEDSEG_CHROMIUM``. When it is
-missing, this module tries ``apt-get install -y --no-install-recommends chromium`` (only as root
+missing, this module tries ``apt-get install -y --no-install-recommends chromium fonts-liberation`` (only as root
 with apt-get available, time-boxed; ``apt-get update`` first if the plain install fails) and skips
 with the reason where it cannot be installed. Set ``MEDSEG_NO_BROWSER_INSTALL=1`` to never install.
 
@@ -57,7 +57,7 @@ def _try_install() -> str | None:
     if not shutil.which("apt-get"):
         return "chromium is not installed and apt-get is not available"
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    cmd = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium"]
+    cmd = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium", "fonts-liberation"]
     try:
         r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
         if r.returncode != 0:
