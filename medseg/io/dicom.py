@@ -313,7 +313,7 @@ def _slices_of(h: _Hdr) -> list[_Slice]:
         "DiffusionBValue": ds.get((0x0018, 0x9087)).value if (0x0018, 0x9087) in ds else None,
     }
     inst = int(_num(ds.get("InstanceNumber", 0), 0))
-    if frames > 1 and "PerFrameFunctionalGroupsSequence" in ds:
+    if "PerFrameFunctionalGroupsSequence" in ds:
         out = []
         for f in range(frames):
             pos = _frame_group(ds, f, "PlanePositionSequence")
@@ -626,11 +626,15 @@ def _fix_bits(arr: np.ndarray, ds) -> np.ndarray:
 
 
 def _decode_error(h: _Hdr, e: Exception) -> Exception:
+    """A MissingDependencyError when no decoder is installed for the transfer syntax, else FileFormatError."""
     ts = str(getattr(getattr(h.ds, "file_meta", None), "TransferSyntaxUID", ""))
     msg = str(e)
-    if isinstance(e, (NotImplementedError, RuntimeError, ImportError)) and (
-        "plugin" in msg.lower() or "decod" in msg.lower() or "install" in msg.lower() or isinstance(e, ImportError)
-    ):
+    low = msg.lower()
+    if "exceptions were raised by all available plugins" in low:
+        detail = " | ".join(line.strip() for line in msg.splitlines()[1:3])
+        return FileFormatError(f"the installed decoders could not decode the pixel data (transfer syntax {ts}): "
+                               f"{detail[:300]}", path=str(h.src))
+    if isinstance(e, ImportError) or ("plugin" in low or "decoder" in low or "install" in low):
         pkg = _DECODER_HINT.get(ts, "pylibjpeg with the matching plugin")
         return MissingDependencyError(
             f"no decoder for transfer syntax {ts} is installed; install it with: pip install {pkg}", path=str(h.src)
