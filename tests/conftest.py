@@ -135,6 +135,24 @@ def dicom_writer() -> Callable[..., list[Path]]:
     return write_dicom_series
 
 
+@pytest.fixture
+def pydicom_file() -> Callable[[str], str]:
+    """:func:`pydicom_test_file`: path of a pydicom / pydicom-data test file (skips when absent, never downloads)."""
+    return pydicom_test_file
+
+
+@pytest.fixture
+def nibabel_file() -> Callable[[str], str]:
+    """:func:`nibabel_test_file`: path of a file in nibabel's tests/data (skips when absent)."""
+    return nibabel_test_file
+
+
+@pytest.fixture
+def rotation_matrix() -> Callable[..., np.ndarray]:
+    """:func:`rotation`: 3x3 rotation matrix from angles (radians) about x, y, z."""
+    return rotation
+
+
 @pytest.fixture(scope="session")
 def small_ct_series(tmp_path_factory) -> tuple[Path, object]:
     """A small synthetic CT phantom written as a DICOM series: (folder, Phantom)."""
