@@ -28,7 +28,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from medseg.errors import FileFormatError, GeometryError, InputError, MissingDependencyError, MissingFileError
+from medseg.errors import MedsegError, FileFormatError, GeometryError, InputError, MissingDependencyError, MissingFileError
 from medseg.io.geometry import dicom_affine, orientation_code
 
 __all__ = ["SeriesInfo", "discover", "format_series_table", "load_dicom", "read_dicom_header"]
@@ -43,6 +43,14 @@ _SKIP_SUFFIXES = {".txt", ".json", ".md", ".csv", ".py", ".yaml", ".yml", ".xml"
                   ".icc", ".sh", ".ini", ".cfg", ".jsonl"}
 _DICOM_SUFFIXES = {".dcm", ".dicom", ".ima", ".dic"}
 _DICOMDIR_SOP = "1.2.840.10008.1.3.10"
+_USED_KEYWORDS = (
+    "SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID", "Modality",
+    "SeriesDescription", "SeriesNumber", "InstanceNumber", "ImageType", "ImagePositionPatient",
+    "ImageOrientationPatient", "PixelSpacing", "ImagerPixelSpacing", "SliceThickness", "SpacingBetweenSlices",
+    "Rows", "Columns", "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation", "SamplesPerPixel",
+    "NumberOfFrames", "PhotometricInterpretation", "PlanarConfiguration", "RescaleSlope", "RescaleIntercept",
+    "AcquisitionNumber", "TemporalPositionIdentifier", "EchoNumbers", "TriggerTime", "GridFrameOffsetVector",
+)
 _MAX_WORKERS = max(2, min(8, (os.cpu_count() or 2) * 2))
 
 # which package decodes which transfer syntax (for the error message when a decoder is missing)
@@ -211,8 +219,11 @@ def read_dicom_header(src: str | Path | _Src, *, check_truncation: bool = True) 
         force = not _looks_like_dicom(head)
         try:
             ds = pydicom.dcmread(fp, stop_before_pixels=True, force=force)
-            # touch the elements we rely on so that lazy parsing errors surface here
-            _ = ds.get("SOPClassUID"), ds.get("Rows"), ds.get("Columns")
+            # pydicom converts values lazily: convert the elements medseg uses now, so that a corrupt
+            # header fails here (naming the file) and not later in the middle of a volume
+            for kw in _USED_KEYWORDS:
+                if kw in ds:
+                    ds[kw].value  # noqa: B018
             pos = fp.tell()
         except InvalidDicomError:
             raise FileFormatError("not a DICOM file (no 'DICM' marker and no valid DICOM elements)", path=name) from None
@@ -864,7 +875,11 @@ def _series_info(headers: list[_Hdr], resample: bool = False) -> SeriesInfo:
         info.problems.append("error: no image data (not an image object: "
                              f"SOP class {ds.get('SOPClassUID', 'unknown')})")
         return info
-    plan = _plan(headers, where, resample=resample)
+    try:
+        plan = _plan(headers, where, resample=resample)
+    except Exception as e:  # corrupt nested header values (lazy pydicom conversion)
+        info.problems.append(f"error: {where}: corrupt DICOM header values ({type(e).__name__}: {str(e)[:120]})")
+        return info
     info.problems.extend(plan.problems)
     info.excluded.extend(plan.excluded)
     if plan.volumes:
@@ -993,14 +1008,25 @@ def load_dicom(
     ds0 = headers[0].ds
     if "Rows" not in ds0:
         raise FileFormatError(f"not an image (SOP class {ds0.get('SOPClassUID', 'unknown')}; no pixel data)", path=where)
-    plan = _plan(headers, where, resample=resample)
+    try:
+        plan = _plan(headers, where, resample=resample)
+    except Exception as e:  # corrupt nested header values (lazy pydicom conversion)
+        raise FileFormatError(f"corrupt DICOM header values ({type(e).__name__}: {str(e)[:200]})", path=where) from None
     if plan.errors:
         cls, msg = plan.errors[0]
         raise cls(msg, path=where)
     for p in plan.problems:
         log.warning("%s: %s", where, p)
-    arr = _build(plan, where, dtype=dtype)
-    return _to_metatensor(arr, plan, headers, where)
+    try:
+        arr = _build(plan, where, dtype=dtype)
+        return _to_metatensor(arr, plan, headers, where)
+    except MedsegError:
+        raise
+    except MemoryError:
+        raise
+    except Exception as e:
+        raise FileFormatError(f"cannot build the volume ({type(e).__name__}: {str(e)[:200]}); a file may be "
+                              "damaged", path=where) from None
 
 
 def _src_from_str(s: str) -> _Src:
