@@ -98,19 +98,18 @@ def world_to_voxel(affine: np.ndarray, xyz: Sequence[float]) -> np.ndarray:
     return np.linalg.solve(a[:3, :3], np.asarray(xyz, float) - a[:3, 3])
 
 
-def affines_close(a: np.ndarray, b: np.ndarray, tol_mm: float = 1e-3) -> bool:
-    """True when two affines place every voxel of a 1000-voxel-wide grid within ``tol_mm`` of each other.
+def affines_close(a: np.ndarray, b: np.ndarray, tol_mm: float = 1e-2) -> bool:
+    """True when two affines place the voxels of a 100-voxel-wide grid within ``tol_mm`` of each other.
 
-    The linear part is compared scaled by 1000 voxels (a direction error of 1e-6 over 1000 voxels is
-    1e-3 mm), the translation directly, so float32 round-off (NIfTI headers) passes and half a voxel
-    (or a flip) does not.
+    The linear part's difference is scaled by 100 voxels, the translation compared directly, so float32
+    round-off of NIfTI headers passes and half a voxel (or a flip) does not.
     """
     a = np.asarray(a, float)
     b = np.asarray(b, float)
     if a.shape != b.shape:
         return False
     d = a.shape[0] - 1
-    lin = np.abs(a[:d, :d] - b[:d, :d]).max() * 1000.0
+    lin = np.abs(a[:d, :d] - b[:d, :d]).max() * 100.0
     trans = np.abs(a[:d, d] - b[:d, d]).max()
     return bool(lin <= tol_mm and trans <= tol_mm)
 
@@ -132,7 +131,7 @@ def check_image_label(
     image_path: str | Path | None = None,
     label_path: str | Path | None = None,
     *,
-    tol_mm: float = 1e-3,
+    tol_mm: float = 1e-2,
 ) -> None:
     """Check that a label map overlays its image: same spatial shape, same affine (within ``tol_mm``).
 
