@@ -450,7 +450,8 @@ def _plan(headers: list[_Hdr], where: str, resample: bool = False) -> _Plan:
             problems.append(f"{sum(len(g) for g in others)} image(s) of a different orientation excluded as localizers")
             slices = main
         else:
-            desc = ", ".join(f"{len(g)} slices with orientation {list(np.round(g[0].iop, 3))}" for g in order)
+            desc = ", ".join(f"{len(g)} slice(s) with orientation {[round(float(v), 3) for v in g[0].iop]}"
+                             for g in order[:3]) + (f" and {len(order) - 3} more orientations" if len(order) > 3 else "")
             fail(GeometryError, f"{where}: mixed slice orientations in one series ({desc}); "
                  "split the series or load one orientation")
             slices = main
@@ -777,9 +778,10 @@ def _dicomdir_sources(path: Path) -> list[_Src]:
     return out
 
 
-def _walk(path: Path) -> tuple[list[_Src], list[Path], list[Path], list[SeriesInfo]]:
-    """Candidate DICOM sources, NIfTI files, 2D image files, and entries for unreadable containers."""
+def _walk(path: Path) -> tuple[list[_Src], list[_Src], list[Path], list[Path], list[SeriesInfo]]:
+    """DICOM-named sources, extension-less candidates, NIfTI files, 2D image files, unreadable containers."""
     dicom: list[_Src] = []
+    maybe: list[_Src] = []  # files without extension: reported only if they look like DICOM
     nifti: list[Path] = []
     img2d: list[Path] = []
     bad: list[SeriesInfo] = []
@@ -792,8 +794,11 @@ def _walk(path: Path) -> tuple[list[_Src], list[Path], list[Path], list[SeriesIn
             img2d.append(p)
         elif _is_dicomdir_file(p):
             return  # the referenced files are found by the walk itself
-        elif suf in _DICOM_SUFFIXES or suf == "" or suf.lstrip(".").isdigit():
+        elif suf in _DICOM_SUFFIXES:
             dicom.append(_Src(str(p)))
+        elif suf == "" or suf.lstrip(".").isdigit():
+            # no extension (typical of DICOMDIR trees): DICOM if it has the 'DICM' marker or parses as DICOM
+            maybe.append(_Src(str(p)))
         elif suf not in _SKIP_SUFFIXES:
             try:
                 with open(p, "rb") as f:
@@ -809,7 +814,7 @@ def _walk(path: Path) -> tuple[list[_Src], list[Path], list[Path], list[SeriesIn
                     names = [i.filename for i in zf.infolist() if not i.is_dir()]
             except zipfile.BadZipFile:
                 bad.append(SeriesInfo(kind="unreadable", path=str(path), problems=["error: not a valid zip archive"]))
-                return dicom, nifti, img2d, bad
+                return dicom, maybe, nifti, img2d, bad
             for name in sorted(names):
                 suf = _suffix(name)
                 base = name.rsplit("/", 1)[-1]
@@ -817,19 +822,31 @@ def _walk(path: Path) -> tuple[list[_Src], list[Path], list[Path], list[SeriesIn
                     if suf in NIFTI_SUFFIXES or suf in IMAGE2D_SUFFIXES:
                         log.warning("%s: %s inside a zip is not read; extract the archive to load it", path, name)
                     continue
-                dicom.append(_Src(str(path), name))
+                (dicom if suf in _DICOM_SUFFIXES else maybe).append(_Src(str(path), name))
         elif _is_dicomdir_file(path):
             dicom.extend(_dicomdir_sources(path))
         else:
             consider(path)
-        return dicom, nifti, img2d, bad
+            dicom.extend(maybe)  # a single file named by the user: always report why it fails
+            maybe.clear()
+        return dicom, maybe, nifti, img2d, bad
     for root, dirs, files in os.walk(path):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for fn in sorted(files):
             if fn.startswith("."):
                 continue
             consider(Path(root) / fn)
-    return dicom, nifti, img2d, bad
+    return dicom, maybe, nifti, img2d, bad
+
+
+def _has_dicm(src: _Src) -> bool:
+    try:
+        if src.member is None:
+            with open(src.path, "rb") as f:
+                return _looks_like_dicom(f.read(132))
+        return _looks_like_dicom(src.read_bytes()[:132])
+    except Exception:
+        return False
 
 
 def _read_headers(srcs: Sequence[_Src]) -> tuple[list[_Hdr], list[tuple[_Src, Exception]]]:
@@ -872,7 +889,7 @@ def _series_info(headers: list[_Hdr], resample: bool = False) -> SeriesInfo:
         n_files=len(headers), files=[str(h.src) for h in headers], _headers=headers,
     )
     if ds.get("SOPClassUID") == _DICOMDIR_SOP or "Rows" not in ds:
-        info.problems.append("error: no image data (not an image object: "
+        info.problems.append("error: no image data (no Rows/Columns/pixel data in the files; "
                              f"SOP class {ds.get('SOPClassUID', 'unknown')})")
         return info
     try:
@@ -914,8 +931,13 @@ def discover(path: str | Path) -> list[SeriesInfo]:
     path = Path(path)
     if not path.exists():
         raise MissingFileError("path not found", path=str(path))
-    srcs, nifti, img2d, out_bad = _walk(path)
-    headers, bad = _read_headers(srcs)
+    srcs, maybe, nifti, img2d, out_bad = _walk(path)
+    headers, bad = _read_headers(srcs + maybe)
+    maybe_set = set(maybe)
+    skipped = [s for s, e in bad if s in maybe_set and not _has_dicm(s)]
+    if skipped:
+        log.debug("%s: %d file(s) without extension are not DICOM; skipped", path, len(skipped))
+    bad = [(s, e) for s, e in bad if not (s in maybe_set and not _has_dicm(s))]
     groups: dict[str, list[_Hdr]] = {}
     for h in headers:
         ds = h.ds
