@@ -51,6 +51,19 @@ _USED_KEYWORDS = (
     "NumberOfFrames", "PhotometricInterpretation", "PlanarConfiguration", "RescaleSlope", "RescaleIntercept",
     "AcquisitionNumber", "TemporalPositionIdentifier", "EchoNumbers", "TriggerTime", "GridFrameOffsetVector",
 )
+
+
+def _used_tags() -> list:
+    global _USED_TAGS
+    if _USED_TAGS is None:
+        from pydicom.datadict import tag_for_keyword
+        from pydicom.tag import Tag
+
+        _USED_TAGS = [Tag(tag_for_keyword(k)) for k in _USED_KEYWORDS]
+    return _USED_TAGS
+
+
+_USED_TAGS = None
 _MAX_WORKERS = max(2, min(8, (os.cpu_count() or 2) * 2))
 
 # which package decodes which transfer syntax (for the error message when a decoder is missing)
@@ -221,9 +234,9 @@ def read_dicom_header(src: str | Path | _Src, *, check_truncation: bool = True) 
             ds = pydicom.dcmread(fp, stop_before_pixels=True, force=force)
             # pydicom converts values lazily: convert the elements medseg uses now, so that a corrupt
             # header fails here (naming the file) and not later in the middle of a volume
-            for kw in _USED_KEYWORDS:
-                if kw in ds:
-                    ds[kw].value  # noqa: B018
+            for tag in _used_tags():
+                if tag in ds:
+                    ds[tag]  # noqa: B018  (converts the raw element)
             pos = fp.tell()
         except InvalidDicomError:
             raise FileFormatError("not a DICOM file (no 'DICM' marker and no valid DICOM elements)", path=name) from None
