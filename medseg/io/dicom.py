@@ -579,10 +579,13 @@ def _plan(headers: list[_Hdr], where: str, resample: bool = False) -> _Plan:
         med = float(np.median(diffs))
         span = float(s_arr[-1] - s_arr[0])
         dz = span / (nz - 1)
-        # float jitter (positions rounded in the header) is not irregular spacing
-        tol = 0.01 * med + 0.005
-        irregular = np.abs(diffs - med) > tol
-        if irregular.any():
+        # Float jitter (positions rounded in the header, e.g. to 0.1 mm) is not irregular spacing: a slice
+        # may sit up to 20% of the spacing off the uniform grid. A missing slice or a real change of
+        # spacing moves slices much further (and any gap > 1.5x / < 0.5x the median is irregular).
+        resid = s_arr - (s_arr[0] + np.arange(nz) * dz)
+        irregular = (np.abs(resid).max() > 0.2 * abs(dz) + 0.005) or bool(np.any(diffs > 1.5 * med)) or bool(
+            np.any(diffs < 0.5 * med))
+        if irregular:
             k = int(np.argmax(np.abs(diffs - med)))
             a, b = vol0[k].hdr.src, vol0[k + 1].hdr.src
             ratio = diffs[k] / med if med > 0 else 0

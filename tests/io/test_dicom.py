@@ -338,3 +338,11 @@ def test_undecodable_pixel_data_is_a_file_format_error(pydicom_file):
     # 12-bit JPEG extended: the installed decoders fail on this file; the error says so (not "install")
     with pytest.raises((FileFormatError, MissingDependencyError), match="JPEG-lossy.dcm"):
         mio.load(pydicom_file("JPEG-lossy.dcm"))
+
+
+def test_positions_rounded_to_a_tenth_mm_are_jitter(tmp_path, dicom_writer):
+    vol = np.zeros((4, 4, 12))
+    pos = [[0.0, 0.0, round(0.625 * k, 1)] for k in range(12)]  # 0.0, 0.6, 1.2, 1.9, ...
+    dicom_writer(tmp_path / "s", vol, positions=pos)
+    img = mio.load(tmp_path / "s")
+    assert img.meta["spacing"][2] == pytest.approx(0.627, abs=0.01)
