@@ -22,7 +22,7 @@ import logging
 import os
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -181,8 +181,8 @@ class SeriesInfo:
 
     def to_dict(self, with_files: bool = False) -> dict:
         """JSON-friendly dict (files listed only with ``with_files=True``: a series can have thousands)."""
-        d = asdict(self)
-        d.pop("_headers", None)
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "_headers"}
+        d["problems"], d["excluded"], d["files"] = list(self.problems), list(self.excluded), list(self.files)
         if not with_files:
             d.pop("files")
             d["n_files"] = self.n_files
