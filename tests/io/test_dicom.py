@@ -346,3 +346,11 @@ def test_positions_rounded_to_a_tenth_mm_are_jitter(tmp_path, dicom_writer):
     dicom_writer(tmp_path / "s", vol, positions=pos)
     img = mio.load(tmp_path / "s")
     assert img.meta["spacing"][2] == pytest.approx(0.627, abs=0.01)
+
+
+@pytest.mark.parametrize("name", ["0.dcm", "1.dcm"])
+def test_nibabel_dicom_files_match_simpleitk(name, nibabel_file):
+    import SimpleITK as sitk
+
+    path = nibabel_file(name)
+    _assert_same_as_sitk(mio.load(path), sitk.ReadImage(path))
