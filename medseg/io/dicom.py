@@ -238,6 +238,7 @@ def read_dicom_header(src: str | Path | _Src, *, check_truncation: bool = True) 
                 if tag in ds:
                     ds[tag]  # noqa: B018  (converts the raw element)
             pos = fp.tell()
+            next_tag = fp.read(4)  # the element pydicom stopped at: must be (7FE0,0010) Pixel Data for the fast path
         except InvalidDicomError:
             raise FileFormatError("not a DICOM file (no 'DICM' marker and no valid DICOM elements)", path=name) from None
         except Exception as e:  # pydicom raises many types on corrupt headers
@@ -256,6 +257,9 @@ def read_dicom_header(src: str | Path | _Src, *, check_truncation: bool = True) 
         native, little, implicit = False, True, False
     offset = None
     has_pixels = "Rows" in ds and pos < size
+    pixel_tag = (b"\xe0\x7f\x10\x00" if little else b"\x7f\xe0\x00\x10")
+    if native and has_pixels and next_tag != pixel_tag:
+        native = False  # float / double pixel data or something unusual: let pydicom decode it
     if native and has_pixels and str(ts) != pydicom.uid.DeflatedExplicitVRLittleEndian:
         offset = pos + (8 if implicit else 12)  # tag (4) + [VR (2) + reserved (2)] + length (4)
         if check_truncation:
@@ -438,6 +442,11 @@ def _plan(headers: list[_Hdr], where: str, resample: bool = False) -> _Plan:
         ps = slices[0].pixel_spacing
         aff = dicom_affine([1, 0, 0, 0, 1, 0], [0, 0, 0], ps, None)
         h0 = slices[0].hdr.ds
+        sizes = {(s.hdr.ds.get("Rows"), s.hdr.ds.get("Columns")) for s in slices}
+        if len(sizes) > 1:
+            fail(GeometryError, f"{where}: {len(slices)} images of different sizes {sorted(sizes)} and no patient "
+                 "geometry: they are not one volume; load the files one by one")
+            return _Plan([], np.eye(4), (1.0, 1.0, 1.0), (0, 0, 0), 1, problems, excluded, errors)
         shape = (int(h0.Columns), int(h0.Rows), len(slices))
         spp = int(_num(h0.get("SamplesPerPixel", 1), 1))
         return _Plan([slices], aff, (float(ps[1]), float(ps[0]), 1.0), shape, spp, problems, excluded, errors)

@@ -83,3 +83,23 @@ def test_cli_errors_exit_2_naming_the_file(tmp_path, capsys):
     assert main(["convert", str(bad), str(tmp_path / "o.nii.gz")]) == 2
     assert "bad.dcm" in capsys.readouterr().err
     assert not (tmp_path / "o.nii.gz").exists()
+
+
+def test_discover_mixed_folder(tmp_path, small_ct_series):
+    import shutil
+
+    import skimage.io
+
+    folder, ph = small_ct_series
+    shutil.copytree(folder, tmp_path / "dicom")
+    nib.save(nib.Nifti1Image(np.zeros((4, 5, 6, 3), np.float32), np.eye(4)), str(tmp_path / "fmri.nii.gz"))
+    skimage.io.imsave(tmp_path / "slide.png", np.zeros((7, 9, 3), np.uint8), check_contrast=False)
+    found = mio.discover(tmp_path)
+    kinds = {s.kind: s for s in found}
+    assert set(kinds) == {"dicom", "nifti", "image2d"}
+    assert kinds["nifti"].n_channels == 3 and kinds["nifti"].shape == (4, 5, 6)
+    assert kinds["image2d"].shape == (9, 7) and kinds["image2d"].n_channels == 3
+    assert kinds["dicom"].shape == ph.image.shape
+    assert mio.load(kinds["nifti"]).shape == (3, 4, 5, 6)
+    table = mio.format_series_table(found)
+    assert "fmri.nii.gz" in table and "slide.png" in table
