@@ -401,10 +401,6 @@ class _Plan:
     channel_key: str | None = None
 
 
-def _iop_key(iop: np.ndarray | None) -> tuple | None:
-    return None if iop is None else tuple(np.round(iop, 3))
-
-
 def _plan(headers: list[_Hdr], where: str, resample: bool = False) -> _Plan:
     """Sort, group and check slices; never raises (errors are collected)."""
     problems: list[str] = []
@@ -458,9 +454,15 @@ def _plan(headers: list[_Hdr], where: str, resample: bool = False) -> _Plan:
     slices = with_geo
 
     # 3. orientation groups: a small group of a different orientation is a localizer; big ones are an error
-    groups: dict[tuple, list[_Slice]] = {}
+    # cluster by tolerance (not by rounding, which could split jittered values at a rounding boundary)
+    groups: dict[int, list[_Slice]] = {}
     for s in slices:
-        groups.setdefault(_iop_key(s.iop), []).append(s)
+        for key, g in groups.items():
+            if np.abs(g[0].iop - s.iop).max() < 1e-3:
+                g.append(s)
+                break
+        else:
+            groups[len(groups)] = [s]
     if len(groups) > 1:
         order = sorted(groups.values(), key=len, reverse=True)
         main = order[0]
@@ -499,7 +501,7 @@ def _plan(headers: list[_Hdr], where: str, resample: bool = False) -> _Plan:
     iop = slices[0].iop
     r, c = iop[:3], iop[3:]
     if abs(np.linalg.norm(r) - 1) > 1e-3 or abs(np.linalg.norm(c) - 1) > 1e-3 or abs(r @ c) > 1e-3:
-        fail(GeometryError, f"{slices[0].hdr.src}: ImageOrientationPatient {list(iop)} is not two orthonormal "
+        fail(GeometryError, f"{slices[0].hdr.src}: ImageOrientationPatient {[round(float(v), 4) for v in iop]} is not two orthonormal "
              "direction cosines (corrupt header?)")
     r = r / max(np.linalg.norm(r), 1e-9)
     c = c / max(np.linalg.norm(c), 1e-9)
@@ -508,6 +510,9 @@ def _plan(headers: list[_Hdr], where: str, resample: bool = False) -> _Plan:
         s.s = float(s.ipp @ n)
     slices.sort(key=lambda s: (s.s, s.instance))
     dy, dx = slices[0].pixel_spacing
+    if not (dx > 0 and dy > 0):
+        fail(GeometryError, f"{slices[0].hdr.src}: PixelSpacing {[dy, dx]} is not positive (corrupt header?)")
+        dx, dy = abs(dx) or 1.0, abs(dy) or 1.0
 
     # 5. duplicate positions: 4D (channels) or error
     svals = np.array([s.s for s in slices])
