@@ -888,8 +888,14 @@ def _read_headers(srcs: Sequence[_Src]) -> tuple[list[_Hdr], list[tuple[_Src, Ex
 
     ok, bad = [], []
     if len(srcs) > 4:
+        import sys
+
+        from tqdm import tqdm
+
+        quiet = len(srcs) < 500 or not sys.stderr.isatty()
         with ThreadPoolExecutor(max_workers=_MAX_WORKERS) as ex:
-            results = list(ex.map(one, srcs))
+            results = list(tqdm(ex.map(one, srcs), total=len(srcs), desc="reading DICOM headers", unit="file",
+                                disable=quiet, leave=False))
     else:
         results = [one(s) for s in srcs]
     for s, (h, e) in zip(srcs, results):
