@@ -354,3 +354,19 @@ def test_nibabel_dicom_files_match_simpleitk(name, nibabel_file):
 
     path = nibabel_file(name)
     _assert_same_as_sitk(mio.load(path), sitk.ReadImage(path))
+
+
+def test_monai_transforms_accept_loaded_series(tmp_path, dicom_writer):
+    """MONAI's Orientation / Spacing work on the MetaTensor and keep the marker at its world position."""
+    from monai.transforms import Orientation, Spacing
+
+    iop = ORIENTATIONS["coronal"]
+    spacing = (0.8, 1.1, 2.5)
+    dicom_writer(tmp_path / "s", _marker_volume(), spacing=spacing, origin=_origin_for_marker(iop, spacing), iop=iop)
+    img = mio.load(tmp_path / "s")
+    ras = Orientation(axcodes="RAS")(img)
+    assert mio.orientation_code(ras.affine.numpy()) == "RAS"
+    assert np.linalg.norm(_marker_world(ras) - MARKER_RAS) < 0.4
+    iso = Spacing(pixdim=(1.0, 1.0, 1.0), mode="nearest")(ras)
+    # nearest-neighbour resampling: within half a source voxel plus half a target voxel per axis
+    assert np.all(np.abs(_marker_world(iso) - MARKER_RAS) <= 0.5 * 2.5 + 0.5)
