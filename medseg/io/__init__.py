@@ -12,6 +12,7 @@ See ``docs/io.md`` for the geometry rules.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Sequence
 
@@ -52,6 +53,9 @@ __all__ = [
 ]
 
 
+_log = logging.getLogger(__name__)
+
+
 def _pick(series: list[SeriesInfo], which, where: str) -> SeriesInfo:
     if which is not None:
         if isinstance(which, int) or (isinstance(which, str) and which.isdigit() and len(which) < 6):
@@ -66,6 +70,9 @@ def _pick(series: list[SeriesInfo], which, where: str) -> SeriesInfo:
                          path=where)
     images = [s for s in series if s.kind != "unreadable"]
     if len(images) == 1:
+        for s in series:
+            if s.kind == "unreadable":
+                _log.warning("%s: skipped: %s", where, "; ".join(s.problems))
         return images[0]
     if not images:
         bad = [s for s in series if s.kind == "unreadable"]

@@ -11,6 +11,8 @@ import pytest
 from medseg import io as mio
 from medseg.errors import FileFormatError, GeometryError, MedsegError, MissingFileError
 
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom warns about the corrupt values we make
+
 SECRET_NAME = "SECRET^PATIENTNAME"
 SECRET_ID = "SECRETID123"
 
