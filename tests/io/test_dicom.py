@@ -370,3 +370,30 @@ def test_monai_transforms_accept_loaded_series(tmp_path, dicom_writer):
     iso = Spacing(pixdim=(1.0, 1.0, 1.0), mode="nearest")(ras)
     # nearest-neighbour resampling: within half a source voxel plus half a target voxel per axis
     assert np.all(np.abs(_marker_world(iso) - MARKER_RAS) <= 0.5 * 2.5 + 0.5)
+
+
+def test_enhanced_multiframe_per_frame_rescale(tmp_path, pydicom_file):
+    """Per-frame PixelValueTransformation (different slope/intercept per frame) is applied frame by frame."""
+    import copy
+
+    import pydicom
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence as Seq
+
+    ds = pydicom.dcmread(pydicom_file("eCT_Supplemental.dcm"))
+    raw = ds.pixel_array.astype(np.float64)
+    shared = ds.SharedFunctionalGroupsSequence[0]
+    del shared.PixelValueTransformationSequence
+    rescale = [(1.0, -1024.0), (2.0, -2048.0)]
+    for f, (slope, inter) in enumerate(rescale):
+        pvt = Dataset()
+        pvt.RescaleSlope, pvt.RescaleIntercept, pvt.RescaleType = slope, inter, "HU"
+        ds.PerFrameFunctionalGroupsSequence[f].PixelValueTransformationSequence = Seq([copy.deepcopy(pvt)])
+    ds.save_as(tmp_path / "mf.dcm")
+    img = mio.load(tmp_path / "mf.dcm")
+    # frames are sorted along the normal r x c = (0, 0, -1): frame 1 (z = -149) comes first
+    order = np.argsort([-float(f.PlanePositionSequence[0].ImagePositionPatient[2])
+                        for f in ds.PerFrameFunctionalGroupsSequence])
+    for k, f in enumerate(order):
+        slope, inter = rescale[f]
+        np.testing.assert_array_equal(img[0, :, :, k].numpy(), (raw[f] * slope + inter).T.astype(np.float32))
