@@ -177,7 +177,7 @@ def _spatial_data(arr: np.ndarray) -> np.ndarray:
 
 
 def _pick_dtype(arr: np.ndarray) -> np.dtype:
-    """int16 for integer-valued data inside int16's range (HU), uint8 for 0..255 labels, else float32."""
+    """uint8 / int16 kept; other integer-valued data in int16 range (HU) -> int16, larger ints -> int32, else float32."""
     if arr.dtype == np.uint8 or arr.dtype == np.int16:
         return arr.dtype
     if arr.dtype.kind in "iub" or (arr.dtype.kind == "f" and arr.size and np.all(np.isfinite(arr))
