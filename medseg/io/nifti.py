@@ -177,7 +177,7 @@ def _spatial_data(arr: np.ndarray) -> np.ndarray:
 
 
 def _pick_dtype(arr: np.ndarray) -> np.dtype:
-    """uint8 / int16 kept; other integer-valued data in int16 range (HU) -> int16, larger ints -> int32, else float32."""
+    """uint8 / int16 kept; integer-valued data in int16 range (HU) -> int16, larger ints -> int32, else float32."""
     if arr.dtype == np.uint8 or arr.dtype == np.int16:
         return arr.dtype
     if arr.dtype.kind in "iub" or (arr.dtype.kind == "f" and arr.size and np.all(np.isfinite(arr))
