@@ -31,6 +31,7 @@ from medseg.io.geometry import (
 )
 from medseg.io.image2d import load_image2d
 from medseg.io.nifti import load_nifti, save_label, save_nifti
+from medseg.io.seg import write_dicom_seg
 
 __all__ = [
     "SeriesInfo",
@@ -42,6 +43,7 @@ __all__ = [
     "load_image2d",
     "save_nifti",
     "save_label",
+    "write_dicom_seg",
     "check_image_label",
     "read_dicom_header",
     "dicom_affine",
