@@ -460,6 +460,10 @@ def efficientnet_lite0(
     if in_channels < 1 or num_classes < 1:
         raise ConfigError(f"in_channels and num_classes must be >= 1 (got {in_channels}, {num_classes})")
     model = _build_lite0(num_classes, in_channels, spatial_dims, image_size, dropout_rate, drop_connect_rate)
+    # MONAI's TF-style init draws the classifier from U(-1/sqrt(num_classes), ...): for 2 classes
+    # and 1280 features that gives logits of ~+-10 and a huge initial loss. A new head starts small.
+    nn.init.normal_(model._fc.weight, std=0.01)
+    nn.init.zeros_(model._fc.bias)
     if pretrained:
         path = lite0_weights_path()
         full = _build_lite0(1000, 3, 2, image_size, dropout_rate, drop_connect_rate)
