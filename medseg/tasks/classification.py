@@ -71,7 +71,7 @@ def read_image(path: str | Path) -> np.ndarray:
     try:
         img = np.asarray(skio.imread(str(path)))
     except Exception as e:  # imageio/PIL/tifffile raise many types for corrupt files
-        raise FileFormatError(f"cannot read image ({type(e).__name__}: {str(e)[:120]}); is the file corrupt?",
+        raise FileFormatError(f"cannot read image ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:120]}); is the file corrupt?",
                               path) from None
     if img.ndim == 3 and img.shape[-1] in (2, 4):
         img = img[..., 0] if img.shape[-1] == 2 else img[..., :3]
