@@ -375,6 +375,8 @@ def _model_params(cfg, mode: str) -> dict[str, Any]:
         params.setdefault("num_classes", len(cfg.class_names))
     if "in_channels" in allowed:
         params.setdefault("in_channels", 3 if mode == "rgb" else 1)
+    if "image_size" in allowed and cfg.image_size:
+        params.setdefault("image_size", cfg.image_size)  # MONAI EfficientNet's static SAME padding
     if params.get("spatial_dims", 2) != 2:
         raise ConfigError(
             f"the classification pipeline classifies 2D images; model {name!r} with spatial_dims="
