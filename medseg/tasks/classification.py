@@ -565,8 +565,13 @@ def train(cfg, run, resume: bool = False) -> dict[str, Any]:
         z_va = _predict_logits(model, x_va, device)
         z_te = _predict_logits(model, x_te, device) if len(te.labels) else None
         temperature = 1.0
+        temp_note = None
         if cfg.operating_points.temperature_scaling:
-            temperature = fit_temperature(z_va, va.labels)
+            separated = binary and _auc_or_nan(va.labels, _softmax(z_va), pos) == 1.0
+            if separated:  # NLL -> 0 as T -> 0: nothing to calibrate on, keep T = 1
+                temp_note = "temperature scaling skipped: the validation set is perfectly separated"
+            else:
+                temperature = fit_temperature(z_va, va.labels)
         p_va = _softmax(z_va, temperature)
         ev_dir = run.subdir("evaluation")
         op = cfg.operating_points
@@ -591,6 +596,8 @@ def train(cfg, run, resume: bool = False) -> dict[str, Any]:
                                     specificity_target=op.specificity_target, n_boot=op.n_bootstrap, seed=cfg.seed,
                                     out_dir=ev_dir, class_names=(class_names[1 - pos], class_names[pos]))
                 rep["notes"].append("no test split: metrics are on the validation set (optimistic)")
+            if temp_note:
+                rep["notes"].append(temp_note)
             info["operating_points"] = {k: v["threshold"] for k, v in rep["operating_points"].items()}
             info["operating_points"]["default"] = 0.5
             summary.update({"test_auc" if z_te is not None else "val_auc": round(rep["auc"], 4),
@@ -865,14 +872,14 @@ def run_demo(out: Path, quick: bool = False) -> dict[str, Any]:
 
     out = Path(out)
     t0 = time.perf_counter()
-    n, size = (48, 64) if quick else (120, 96)
+    n, size = (40, 48) if quick else (80, 64)
     datalist = make_lesion_dataset(out / "data", n=n, seed=0, size=size, splits=(0.5, 0.25, 0.25))
     cfg = ClassificationConfig(
         name="run", seed=0, device="cpu", image_size=size, augmentation="dermoscopy",
         data=DataSection(datalist=datalist),
         model=ModelSection(name="efficientnet_lite0", pretrained=True, image_size=size),
-        train=TrainSection(epochs=2 if quick else 6, batch_size=16, lr=2e-3, max_minutes=0.25 if quick else 0.75,
-                           early_stop_patience=3),
+        train=TrainSection(epochs=1 if quick else 3, batch_size=16, lr=1e-3, max_minutes=0.2 if quick else 0.6,
+                           early_stop_patience=2),
         finetune=FinetuneSection(strategy="full"),
         operating_points=OperatingPointSection(n_bootstrap=200 if quick else 1000),
     )

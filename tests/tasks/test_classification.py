@@ -179,3 +179,20 @@ def test_lite0_reaches_auc_095_on_synthetic_lesions(tmp_path):
     with run:
         s = train(cfg, run)
     assert s["test_auc"] >= 0.95, s
+
+
+def test_cli_classify_and_evaluate(trained, tmp_path, capsys):
+    from medseg.cli import main
+
+    root, dl, _ = trained
+    rc = main(["classify", "--model", str(root / "run"), str(root / "data" / "images"), "--out", str(tmp_path / "p"),
+               "--device", "cpu", "--operating-point", "high_sensitivity"])
+    assert rc == 0
+    rows = list(csv.DictReader(open(tmp_path / "p" / "predictions.csv")))
+    assert len(rows) == 24 and rows[0]["operating_point"] == "high_sensitivity"
+    rc = main(["evaluate", "--task", "classification", "--pred", str(tmp_path / "p" / "predictions.csv"),
+               "--ref", str(root / "data" / "labels.csv"), "--out", str(tmp_path / "e")])
+    assert rc == 0 and "auc" in capsys.readouterr().out
+    # an existing output folder is never overwritten silently
+    rc = main(["classify", "--model", str(root / "run"), str(root / "data" / "images"), "--out", str(tmp_path / "p")])
+    assert rc == 2
