@@ -396,6 +396,9 @@ def _build_lite0(
         dropout_rate=dropout_rate,
         image_size=image_size,
         drop_connect_rate=drop_connect_rate,
+        # TF's BN epsilon (the weights expect it); PyTorch's momentum 0.1 rather than MONAI's 0.01, so
+        # the running statistics follow a short fine-tuning (or a from-scratch run) within a few steps
+        norm=("batch", {"eps": 1e-3, "momentum": 0.1}),
     )
     _use_relu6(model)
     return model
