@@ -36,6 +36,8 @@ from medseg.utils import atomic_write_text, seed_everything
 
 __all__ = [
     "read_image",
+    "load_classifier",
+    "preprocess",
     "prepare_images",
     "augmentation_transforms",
     "configure_finetuning",
@@ -654,6 +656,50 @@ def _expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
     return files
 
 
+def load_classifier(model_dir: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """A trained classifier and what it needs for inference (used by ``classify`` and Grad-CAM).
+
+    Returns
+    -------
+    (model in eval mode, info) where ``info`` holds ``class_names``, ``positive_index``,
+    ``image_size``, ``channels`` ("rgb"/"gray"), ``temperature``, ``operating_points``
+    ({name: probability threshold}) and ``use`` (the default point). Feed the model
+    :func:`preprocess` output.
+    """
+    from medseg.engine.checkpoint import load_run_model
+
+    model_dir = Path(model_dir)
+    model, cfg, ckpt = load_run_model(model_dir, map_location=map_location)
+    meta = ckpt.get("meta", {})
+    info_path = model_dir / "classifier.json"
+    if info_path.is_file():
+        info = json.loads(info_path.read_text())
+    else:
+        log.warning("%s has no classifier.json (training did not finish?): using threshold 0.5", model_dir)
+        info = {"class_names": meta.get("class_names", list(cfg.class_names)),
+                "positive_index": meta.get("positive_index", 1),
+                "image_size": meta.get("image_size", cfg.image_size), "channels": meta.get("channels", "rgb"),
+                "temperature": 1.0, "operating_points": {"default": 0.5}, "use": "default"}
+    return model, info
+
+
+def preprocess(images: Sequence[np.ndarray], info: dict, names: Optional[Sequence[str]] = None) -> torch.Tensor:
+    """Images -> the model's input: channel mode and size of training, Lite0 normalisation.
+
+    Parameters
+    ----------
+    images : (H, W) or (H, W, 3) uint8 arrays (e.g. from :func:`read_image`)
+    info : the ``info`` of :func:`load_classifier`
+
+    Returns
+    -------
+    Tensor (N, C, S, S) float32, ``(x - 127) / 128``.
+    """
+    names = list(names) if names is not None else [f"image {i}" for i in range(len(images))]
+    x, _ = prepare_images(list(images), names, int(info["image_size"]), info["channels"])
+    return _normalize(x)
+
+
 def classify(model_dir: str | Path, inputs: Sequence[str | Path], out: str | Path, device: str = "auto",
              force: bool = False, operating_point: Optional[str] = None) -> dict[str, Any]:
     """Classify images with a trained classifier run; per-image probabilities + predicted class.
@@ -677,22 +723,11 @@ def classify(model_dir: str | Path, inputs: Sequence[str | Path], out: str | Pat
     Images are converted to the model's channel mode (gray <-> RGB, logged) and resized to its
     training size. Unreadable images are listed in ``skipped.csv``; the others are classified.
     """
-    from medseg.engine.checkpoint import load_run_model
     from medseg.engine.device import describe_device, select_device
     from medseg.runs import Run
 
     model_dir = Path(model_dir)
-    model, cfg, ckpt = load_run_model(model_dir)
-    meta = ckpt.get("meta", {})
-    info_path = model_dir / "classifier.json"
-    if info_path.is_file():
-        info = json.loads(info_path.read_text())
-    else:
-        log.warning("%s has no classifier.json (training did not finish?): using threshold 0.5", model_dir)
-        info = {"class_names": meta.get("class_names", list(cfg.class_names)), "positive_index":
-                meta.get("positive_index", 1), "image_size": meta.get("image_size", cfg.image_size),
-                "channels": meta.get("channels", "rgb"), "temperature": 1.0, "operating_points": {"default": 0.5},
-                "use": "default"}
+    model, info = load_classifier(model_dir)
     class_names = info["class_names"]
     pos = int(info.get("positive_index", 1))
     point = operating_point or info.get("use", "default")

@@ -196,3 +196,15 @@ def test_cli_classify_and_evaluate(trained, tmp_path, capsys):
     # an existing output folder is never overwritten silently
     rc = main(["classify", "--model", str(root / "run"), str(root / "data" / "images"), "--out", str(tmp_path / "p")])
     assert rc == 2
+
+
+def test_load_classifier_and_preprocess(trained):
+    from medseg.tasks.classification import load_classifier, preprocess
+
+    root, dl, _ = trained
+    model, info = load_classifier(root / "run")
+    img, mask = lesion_image(11, 1, 50)
+    x = preprocess([img, img[..., 0]], info)  # RGB and gray both become the model's RGB 32px input
+    assert x.shape == (2, 3, 32, 32) and float(x.abs().max()) <= 1.0
+    with torch.no_grad():
+        assert model(x).shape == (2, 2)
