@@ -950,8 +950,8 @@ def run_demo(out: Path, quick: bool = False) -> dict[str, Any]:
         cases.append(ReviewCase(
             case_id=stem, task="classification", thumbnail=str(thumb.resolve()),
             prediction=r["predicted_class"], probability=round(p_mal, 4),
-            metrics={"reference": class_names[int(e["label"])], "correct": r["predicted_class"] ==
-                     class_names[int(e["label"])]},
+            metrics={f"reference_{class_names[1]}": float(e["label"]),
+                     "correct": float(r["predicted_class"] == class_names[int(e["label"])])},
             uncertainty=round(1.0 - abs(2 * p_mal - 1), 4), needs_review=abs(p_mal - 0.5) < 0.2,
             outputs={"predictions": str(Path(cls["predictions"]).resolve())},
         ))
