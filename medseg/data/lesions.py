@@ -50,22 +50,28 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float
     return (n - n.mean()) / (n.std() + 1e-8)
 
 
-def _radial_profile(rng: np.random.Generator, label: int, n_theta: int = 720) -> np.ndarray:
-    """Relative radius r(theta) (mean-square 1) of a benign (smooth) or malignant (irregular) border."""
+def _radial_profile(rng: np.random.Generator, label: int, atypical: bool = False, n_theta: int = 720) -> np.ndarray:
+    """Relative radius r(theta) (mean-square 1) of a benign (smooth) or malignant (irregular) border.
+
+    ``atypical`` moves a case towards the other class: a benign lesion with a mildly irregular
+    border (dysplastic naevus), a malignant one with a milder border and few spicules.
+    """
     theta = np.linspace(0, 2 * np.pi, n_theta, endpoint=False)
     # low-order shape (ellipticity, slight asymmetry): same for both classes
     r = 1.0 + rng.uniform(0.0, 0.15) * np.cos(2 * (theta - rng.uniform(0, np.pi)))
     r += rng.uniform(0.0, 0.05) * np.cos(3 * (theta - rng.uniform(0, np.pi)))
-    if label == 1:
+    irregular = label == 1 or atypical
+    if irregular:
         # irregular border: energy in harmonics 5..16
-        amp = rng.uniform(0.10, 0.22)
+        amp = rng.uniform(0.04, 0.09) if atypical else rng.uniform(0.10, 0.22)
         for k in range(5, 17):
             r += amp * rng.standard_normal() / np.sqrt(k - 3) * np.cos(k * theta + rng.uniform(0, 2 * np.pi))
         # spicules: narrow radial spikes
-        for _ in range(rng.integers(4, 10)):
+        n_spic = rng.integers(0, 3) if atypical else rng.integers(4, 10)
+        for _ in range(n_spic):
             c = rng.uniform(0, 2 * np.pi)
             d = np.angle(np.exp(1j * (theta - c)))
-            r += rng.uniform(0.25, 0.5) * np.exp(-0.5 * (d / rng.uniform(0.03, 0.06)) ** 2)
+            r += rng.uniform(0.15, 0.3 if atypical else 0.5) * np.exp(-0.5 * (d / rng.uniform(0.03, 0.06)) ** 2)
     else:
         r += rng.uniform(0.0, 0.03) * np.cos(5 * theta + rng.uniform(0, 2 * np.pi))
     r = np.clip(r, 0.3, None)
@@ -73,7 +79,7 @@ def _radial_profile(rng: np.random.Generator, label: int, n_theta: int = 720) ->
 
 
 def lesion_image(
-    seed: int, label: int, size: int = 128, rgb: bool = True
+    seed: int, label: int, size: int = 128, rgb: bool = True, atypical: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """One synthetic lesion image and its mask (deterministic in ``seed`` and ``label``).
 
@@ -87,6 +93,9 @@ def lesion_image(
         Image side in pixels (square), >= 32.
     rgb : bool
         RGB dermoscopy-like colours (True) or a single gray channel (False).
+    atypical : bool
+        A borderline case: benign with a mildly irregular border and some heterogeneity
+        (dysplastic naevus), or malignant with a milder border, few spicules, less heterogeneity.
 
     Returns
     -------
@@ -104,7 +113,7 @@ def lesion_image(
     r0 = rng.uniform(0.17, 0.27) * size  # equal-area radius: same distribution for both classes
     cy = size / 2 + rng.uniform(-0.08, 0.08) * size
     cx = size / 2 + rng.uniform(-0.08, 0.08) * size
-    prof = _radial_profile(rng, label)
+    prof = _radial_profile(rng, label, atypical)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
     dy, dx = yy - cy, xx - cx
     rad = np.hypot(dy, dx)
@@ -117,18 +126,18 @@ def lesion_image(
     # --- pigment -----------------------------------------------------------------------------
     darkness = rng.uniform(0.35, 0.6)  # mean fractional darkening inside the lesion, class-independent
     if label == 1:
-        het = rng.uniform(0.35, 0.55)
+        het = rng.uniform(0.18, 0.3) if atypical else rng.uniform(0.35, 0.55)
         tex = 1.0 + het * _smooth_noise(rng, (h, w), size / 25) + 0.5 * het * _smooth_noise(rng, (h, w), size / 64)
         # dark dots / globules, irregularly placed
         dots = np.zeros((h, w))
-        n_dots = rng.integers(8, 20)
+        n_dots = rng.integers(2, 8) if atypical else rng.integers(8, 20)
         py = np.clip(cy + rng.normal(0, r0 * 0.5, n_dots), 0, h - 1).astype(int)
         px = np.clip(cx + rng.normal(0, r0 * 0.5, n_dots), 0, w - 1).astype(int)
         dots[py, px] = 1.0
         dots = ndi.gaussian_filter(dots, size / 110) * (2 * np.pi * (size / 110) ** 2)
         tex += 1.2 * dots
     else:
-        het = rng.uniform(0.03, 0.10)
+        het = rng.uniform(0.12, 0.22) if atypical else rng.uniform(0.03, 0.10)
         tex = 1.0 + het * _smooth_noise(rng, (h, w), size / 25)
     tex = np.clip(tex, 0.05, None)
     if mask.any():
@@ -168,6 +177,7 @@ def make_lesion_dataset(
     malignant_fraction: float = 0.5,
     splits: Sequence[float] = (0.6, 0.2, 0.2),
     class_names: Optional[Sequence[str]] = None,
+    atypical_fraction: float = 0.2,
 ) -> Path:
     """Write ``n`` synthetic lesion images, their masks, a labels CSV and a datalist JSON.
 
@@ -189,6 +199,9 @@ def make_lesion_dataset(
     splits : (train, validation, test) fractions
         Stratified by class; each split gets at least one image of each class when n allows.
     class_names : two names, default ("benign", "malignant")
+    atypical_fraction : float
+        Fraction of borderline cases in each class (see :func:`lesion_image`), so the task is not
+        trivially separable; listed in the ``atypical`` column of ``labels.csv``.
 
     Returns
     -------
@@ -225,23 +238,26 @@ def make_lesion_dataset(
         split_of[idx[:n_val]] = "validation"
         split_of[idx[n_val : n_val + n_test]] = "test"
         split_of[idx[n_val + n_test :]] = "training"
+    if not 0.0 <= atypical_fraction <= 1.0:
+        raise ConfigError(f"atypical_fraction must be in [0, 1], got {atypical_fraction}")
+    atypical = rng.random(n) < atypical_fraction
     rows = []
     data: dict = {"name": "synthetic_lesions", "description": "medseg synthetic benign/malignant lesions",
                   "labels": {str(i): nm for i, nm in enumerate(names)}, "training": [], "validation": [], "test": []}
     for i in range(n):
         lab = int(labels[i])
-        img, mask = lesion_image(seed * 100003 + i, lab, size=size, rgb=rgb)
+        img, mask = lesion_image(seed * 100003 + i, lab, size=size, rgb=rgb, atypical=bool(atypical[i]))
         stem = f"lesion_{i:04d}"
         write_png(img, out / "images" / f"{stem}.png")
         write_png(mask.astype(np.uint8) * 255, out / "masks" / f"{stem}.png")
         entry = {"image": f"images/{stem}.png", "mask": f"masks/{stem}.png", "label": lab}
         data[str(split_of[i])].append(entry)
-        rows.append([entry["image"], entry["mask"], lab, names[lab], split_of[i]])
+        rows.append([entry["image"], entry["mask"], lab, names[lab], split_of[i], int(atypical[i])])
     buf = io.StringIO()
     wr = csv.writer(buf)
-    wr.writerow(["image", "mask", "label", "class_name", "split"])
+    wr.writerow(["image", "mask", "label", "class_name", "split", "atypical"])
     wr.writerows(rows)
     atomic_write_text(out / "labels.csv", buf.getvalue())
     path = atomic_write_text(out / "dataset.json", json.dumps(data, indent=1))
-    log.info("wrote %d synthetic lesion images (%d malignant) to %s", n, n_mal, out)
+    log.info("wrote %d synthetic lesion images (%d malignant, %d atypical) to %s", n, n_mal, int(atypical.sum()), out)
     return path
