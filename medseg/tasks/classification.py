@@ -481,7 +481,7 @@ def train(cfg, run, resume: bool = False) -> dict[str, Any]:
         lists = _read_datalist(datalist, cfg.data.root, class_names)
         train_rows, val_rows = lists["training"], lists["validation"]
         if not val_rows:
-            train_rows, val_rows = _stratified_holdout(train_rows, cfg.data.val_fraction or 0.2, cfg.seed)
+            train_rows, val_rows = _stratified_holdout(train_rows, cfg.data.val_fraction, cfg.seed)
         skipped: list[dict] = []
         tr_imgs, tr = _load_rows(train_rows, skipped)
         va_imgs, va = _load_rows(val_rows, skipped)
