@@ -41,6 +41,10 @@ def _cfg(datalist, **kw):
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("cls")
     dl = make_lesion_dataset(root / "data", n=24, seed=0, size=32)
+    d = json.loads(Path(dl).read_text())
+    (root / "data" / "images" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\ntruncated")
+    d["training"].append({"image": "images/broken.png", "label": "malignant"})  # a class name works too
+    Path(dl).write_text(json.dumps(d))
     cfg = _cfg(dl)
     run = Run.create(root / "run", cfg)
     with run:
@@ -60,6 +64,7 @@ def test_train_writes_a_usable_run_folder(trained):
     assert info["class_names"] == ["benign", "malignant"] and info["image_size"] == 32 and info["channels"] == "rgb"
     assert {"high_sensitivity", "high_specificity", "youden", "default"} <= set(info["operating_points"])
     assert 0.0 <= summary["test_auc"] <= 1.0 and len(summary["auc_ci95"]) == 2
+    assert summary["skipped"] == 1 and "broken.png" in (run / "skipped.json").read_text()
     model, cfg, ckpt = load_run_model(run)  # what the explain stage relies on
     assert ckpt["meta"]["model_params"]["name"] == "efficientnet_lite0"
     with torch.no_grad():
@@ -189,7 +194,7 @@ def test_cli_classify_and_evaluate(trained, tmp_path, capsys):
                "--device", "cpu", "--operating-point", "high_sensitivity"])
     assert rc == 0
     rows = list(csv.DictReader(open(tmp_path / "p" / "predictions.csv")))
-    assert len(rows) == 24 and rows[0]["operating_point"] == "high_sensitivity"
+    assert len(rows) == 24 and rows[0]["operating_point"] == "high_sensitivity"  # broken.png skipped
     rc = main(["evaluate", "--task", "classification", "--pred", str(tmp_path / "p" / "predictions.csv"),
                "--ref", str(root / "data" / "labels.csv"), "--out", str(tmp_path / "e")])
     assert rc == 0 and "auc" in capsys.readouterr().out
