@@ -213,3 +213,17 @@ def test_load_classifier_and_preprocess(trained):
     assert x.shape == (2, 3, 32, 32) and float(x.abs().max()) <= 1.0
     with torch.no_grad():
         assert model(x).shape == (2, 2)
+
+
+def test_run_demo_quick(tmp_path):
+    from medseg.engine.checkpoint import load_run_model
+    from medseg.tasks.classification import run_demo
+
+    res = run_demo(tmp_path / "classification", quick=True)
+    s = res["summary"]
+    assert s["n_test"] == len(res["cases"]) > 0 and 0.0 <= s["test_auc"] <= 1.0
+    assert {"high_sensitivity", "high_specificity", "youden"} <= set(s["operating_points"])
+    c = res["cases"][0]
+    assert c.task == "classification" and c.prediction in ("benign", "malignant") and 0 <= c.probability <= 1
+    assert Path(c.thumbnail).is_absolute() and Path(c.thumbnail).is_file()
+    load_run_model(tmp_path / "classification" / "run")  # the explain stage's entry point
