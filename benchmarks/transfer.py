@@ -80,10 +80,15 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=None, help="epochs per model (default 15; quick 2)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--sizes", default=None, help="comma-separated training-set sizes (default 50,100; quick 50)")
     args = ap.parse_args()
     size = 32 if args.quick else 64
     epochs = args.epochs or (2 if args.quick else 15)
     sizes = (50,) if args.quick else (50, 100)
+    if args.sizes:
+        sizes = tuple(int(v) for v in args.sizes.split(","))
+        if any(not 2 <= v <= 100 for v in sizes):
+            ap.error("--sizes must lie in 2..100 (the training pool has 100 images)")
     x, y = load_lfw(size)
     te_idx, pool = split(y, args.seed)
     dev = args.device
