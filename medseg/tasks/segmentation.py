@@ -445,7 +445,7 @@ def predict_case(model, path: str | Path, *, meta: Mapping[str, Any], infer, dev
     from monai.transforms import Invertd
 
     from medseg.engine.inference import component_volumes_ml, entropy_uncertainty, postprocess_labels, sliding_window_probs
-    from medseg.transforms.pipeline import preprocess
+    from medseg.transforms.pipeline import CheckCased, preprocess
 
     path = Path(path)
     if not path.exists():
@@ -454,7 +454,7 @@ def predict_case(model, path: str | Path, *, meta: Mapping[str, Any], infer, dev
     names = list(meta["class_names"])
     sd = int(meta["spatial_dims"])
     pre = preprocess(["image"], spatial_dims=sd, modality=meta["modality"], target_spacing=plan["target_spacing"],
-                     norm=plan["norm"], crop_foreground=True)
+                     norm=plan["norm"], crop_foreground=True, check=CheckCased(len(meta["class_names"])))
     try:
         d = pre({"image": str(path)})
     except Exception as e:

@@ -163,7 +163,7 @@ def test_bad_label_values_name_the_case(tmp_path):
         "task": "segmentation", "device": "cpu", "class_names": ["background", "liver"],
         "data": {"datalist": str(tmp_path / "dl.json"), "val_fraction": 0.0},
         "model": {"name": "unet", "channels": [4, 8]}, "train": {"epochs": 1}})
-    with pytest.raises(LabelMismatchError, match=r"labelsTr/.\.nii\.gz has unexpected values \[2, 3, 4\]"):
+    with pytest.raises(LabelMismatchError, match=r"labelsTr/.\.nii\.gz has unexpected values \[2, 3"):
         _train(cfg, tmp_path / "run")
 
 
