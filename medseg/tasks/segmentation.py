@@ -153,13 +153,15 @@ def _datalists(cfg, data_dir: Path) -> tuple[list[dict], list[dict], list[dict]]
 
 
 def _unwrap(e: BaseException) -> BaseException:
-    """The MedsegError inside MONAI's 'applying transform' RuntimeError chain, if any."""
+    """The MedsegError inside MONAI's 'applying transform' RuntimeError chain, else the root cause."""
     cur: BaseException | None = e
+    last = e
     while cur is not None:
         if isinstance(cur, MedsegError):
             return cur
+        last = cur
         cur = cur.__cause__ or cur.__context__
-    return e
+    return last if isinstance(e, RuntimeError) and str(e).startswith("applying transform") else e
 
 
 def _dataset(items: list[dict], transform, cfg, cache_dir: Path):
@@ -409,6 +411,10 @@ def _expand_inputs(inputs: Iterable[str | Path]) -> list[tuple[str, Path, Option
                     ip = (p.parent / img) if not Path(img).is_absolute() else Path(img)
                     lp = ((p.parent / lab) if not Path(lab).is_absolute() else Path(lab)) if lab else None
                     out.append((_case_id(ip), ip, lp))
+        elif p.is_dir() and any(c.name.lower().endswith(_NIFTI_SUFFIXES) for c in p.iterdir()):
+            for c in sorted(p.iterdir()):  # a folder of NIfTI files (not a DICOM series)
+                if c.name.lower().endswith(_NIFTI_SUFFIXES):
+                    out.append((_case_id(c), c, None))
         else:
             out.append((_case_id(p), p, None))
     seen: dict[str, int] = {}

@@ -117,11 +117,10 @@ class CheckCased(MapTransform):
             arr = out
         if self.require_foreground and not bool((arr > 0).any()):
             raise InputError(f"label map {lname} is empty (no foreground voxels); remove the case or label it", name)
-        if hasattr(lab, "meta"):
-            from monai.data import MetaTensor
-
-            arr = MetaTensor(arr.to(torch.float32), meta=lab.meta, applied_operations=lab.applied_operations)
-        d[self.label_key] = arr
+        if self.label_map:
+            lab = lab.clone()  # keeps the MetaTensor's affine / meta / applied operations
+            lab.copy_(arr.to(lab.dtype))
+        d[self.label_key] = lab
         return d
 
 
