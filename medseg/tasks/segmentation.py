@@ -192,6 +192,8 @@ def _model_params(cfg, plan: Mapping[str, Any], in_channels: int) -> dict[str, A
     params.setdefault("spatial_dims", cfg.spatial_dims)
     params.setdefault("in_channels", in_channels)
     params.setdefault("out_channels", len(cfg.class_names))
+    if name == "fcn" and params.get("pretrained"):
+        params["encoder"] = "lite0"  # so load_run_model rebuilds the same encoder (with pretrained: false)
     if name == "unet":
         levels = len(params.get("channels") or (16, 32, 64, 128))
         if "strides" not in params:
