@@ -102,7 +102,12 @@ def _synthetic_datalist(cfg, folder: Path) -> tuple[list[dict], list[dict]]:
     n_test = max(1, round(n * 0.25)) if n >= 4 else 0
     kw = dict(cfg.synthetic)
     if cfg.spatial_dims == 3:
-        dl = make_ct_dataset(folder, n_cases=n, seed=cfg.seed, n_test=n_test, **kw)
+        dl = folder / "dataset.json"
+        stamp = folder / "synthetic.json"  # what was generated: reuse it on resume / re-runs
+        want = json.dumps({"n": n, "seed": cfg.seed, "n_test": n_test, "kw": kw}, sort_keys=True, default=str)
+        if not (dl.is_file() and stamp.is_file() and stamp.read_text() == want):
+            dl = make_ct_dataset(folder, n_cases=n, seed=cfg.seed, n_test=n_test, **kw)
+            atomic_write_text(stamp, want)
         content = json.loads(dl.read_text())
         fix = lambda items: [{k: str(folder / v) for k, v in it.items()} for it in items]  # noqa: E731
         return fix(content["training"]), fix(content["test"])
