@@ -336,7 +336,7 @@ def plot_history(history: list[dict[str, float]]) -> bytes:
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
     ax2 = ax.twinx()
-    skip = {"epoch", "train_loss", "val_loss", "lr", "epoch_seconds", "elapsed_seconds"}
+    skip = {"epoch", "train_loss", "val_loss", "lr", "epoch_seconds", "elapsed_seconds", "cpu_seconds"}
     metric_keys = sorted({k for r in history for k in r if k not in skip})
     for k in metric_keys:
         pts = [(r["epoch"], r[k]) for r in history if k in r]
