@@ -15,6 +15,9 @@ def add_parser(sub) -> None:
     p.add_argument("path", type=Path, help="DICOM series folder or image file")
     p.add_argument("output", type=Path, help="output .nii or .nii.gz")
     p.add_argument("--series", default=None, help="SeriesInstanceUID (or its index in 'medseg info') when PATH holds several")
+    p.add_argument("--resample", action="store_true",
+                   help="interpolate irregular series (missing slices, uneven spacing, gantry tilt) onto a uniform "
+                   "grid instead of stopping with an error; what was done is printed")
     p.set_defaults(func=run)
 
 
@@ -23,7 +26,11 @@ def run(args: argparse.Namespace) -> int:
         from medseg.io import load, save_nifti  # type: ignore[attr-defined]
     except ImportError:
         raise NotBuiltError("image conversion (medseg.io.load/save_nifti) is not built in this version") from None
-    img = load(args.path, series=args.series) if args.series else load(args.path)
+    img = load(args.path, series=args.series, resample=args.resample)
     out = save_nifti(img, args.output)
-    print(f"wrote {out}  shape={tuple(img.shape[1:])}")
+    spacing = "x".join(f"{v:.4g}" for v in img.meta.get("spacing", []))
+    print(f"wrote {out}  channels={img.shape[0]} shape={tuple(img.shape[1:])} spacing={spacing} mm "
+          f"orientation={img.meta.get('orientation')}")
+    for p in img.meta.get("problems", []):
+        print(f"  note: {p}")
     return 0

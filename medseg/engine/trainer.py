@@ -180,6 +180,15 @@ class Trainer:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.scheduler is not None and ckpt.get("scheduler") is not None:
             self.scheduler.load_state_dict(ckpt["scheduler"])
+            # training extended past the planned epochs: stretch the schedule to the new length
+            for attr in ("T_max", "total_iters"):
+                if getattr(self.scheduler, attr, None) is not None and getattr(self.scheduler, attr) < self.max_epochs:
+                    setattr(self.scheduler, attr, self.max_epochs)
+                    # torch's schedulers update the LR recursively (a cosine that reached 0 stays 0):
+                    # restart the recursion from the closed-form LR of the stretched schedule
+                    if hasattr(self.scheduler, "_get_closed_form_lr"):
+                        for group, lr in zip(self.optimizer.param_groups, self.scheduler._get_closed_form_lr()):
+                            group["lr"] = lr
         if self.amp and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         self.state = TrainState.from_dict(ckpt["state"])

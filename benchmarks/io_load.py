@@ -1,0 +1,159 @@
+"""Benchmark: load a 300-slice 512x512 CT series with medseg.io.load vs SimpleITK and MONAI, and the byte floor.
+
+Prints one JSON object per line (keys: benchmark, metric, value, unit, baseline, baseline_value, ratio, goal,
+met, device, ...). Exits 0 whether or not the goals are met.
+
+    python benchmarks/io_load.py            # 300 slices, best of 3
+    python benchmarks/io_load.py --quick    # 40 slices, best of 2 (smoke run)
+    python benchmarks/io_load.py --data DIR # reuse / keep the generated series in DIR
+
+Every reader is timed on the same warm files (each is run once before timing), best of N.
+medseg's time includes discovering the files and checking the geometry; SimpleITK's includes
+GetGDCMSeriesFileNames (its own sorting).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def write_series(folder: Path, n_slices: int, size: int = 512) -> list[Path]:
+    """A synthetic CT series (int16 stored, intercept -1024) written with pydicom, one file per slice."""
+    import pydicom
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:size, :size]
+    body = ((xx - size / 2) ** 2 / (0.4 * size) ** 2 + (yy - size / 2) ** 2 / (0.33 * size) ** 2) <= 1
+    study, series, frame = generate_uid(), generate_uid(), generate_uid()
+    paths = []
+    for k in range(n_slices):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = CTImageStorage
+        uid = generate_uid()
+        meta.MediaStorageSOPInstanceUID = uid
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = Dataset()
+        ds.file_meta = meta
+        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, uid
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
+        ds.Modality = "CT"
+        ds.PatientName, ds.PatientID = "BENCH^MARK", "BENCH"
+        ds.SeriesDescription = "io_load benchmark"
+        ds.SeriesNumber, ds.InstanceNumber = 1, k + 1
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+        ds.ImagePositionPatient = [-250.0, -250.0, -300.0 + 1.25 * k]
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.PixelSpacing = [0.9765625, 0.9765625]
+        ds.SliceThickness = 1.25
+        ds.Rows = ds.Columns = size
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.RescaleIntercept, ds.RescaleSlope = "-1024", "1"
+        img = np.where(body, 1064, 24) + rng.integers(-20, 20, (size, size))
+        ds.PixelData = img.astype(np.int16).tobytes()
+        p = folder / f"slice_{k:04d}.dcm"
+        pydicom.dcmwrite(p, ds, enforce_file_format=True)
+        paths.append(p)
+    return paths
+
+
+def best_of(fn, n: int) -> tuple[float, object]:
+    out = fn()  # warm-up (also warms the page cache)
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return min(times), out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="40 slices, best of 2")
+    ap.add_argument("--slices", type=int, default=None)
+    ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--data", type=Path, default=None, help="folder for the generated series (kept)")
+    args = ap.parse_args(argv)
+    n = args.slices or (40 if args.quick else 300)
+    reps = args.repeats or (2 if args.quick else 3)
+    logging.basicConfig(level=logging.ERROR)
+    warnings.filterwarnings("ignore")
+
+    import SimpleITK as sitk
+    from monai.transforms import LoadImage
+
+    from medseg.io import load
+
+    tmp = None
+    folder = args.data
+    if folder is None:
+        tmp = tempfile.TemporaryDirectory(prefix="medseg_io_bench_")
+        folder = Path(tmp.name) / "series"
+    if not (folder.exists() and len(list(folder.glob("*.dcm"))) == n):
+        write_series(folder, n)
+    files = sorted(folder.glob("*.dcm"))
+
+    def floor():
+        return sum(len(p.read_bytes()) for p in files)
+
+    def ours():
+        return load(folder)
+
+    def itk():
+        r = sitk.ImageSeriesReader()
+        r.SetFileNames(r.GetGDCMSeriesFileNames(str(folder)))
+        return r.Execute()
+
+    # ITK (MONAI's default DICOM-series reader) is not installed here: MONAI reads the folder with pydicom
+    monai_loader = LoadImage(reader="PydicomReader", image_only=True)
+
+    def monai():
+        return monai_loader(str(folder))
+
+    t_floor, _ = best_of(floor, reps)
+    t_ours, img = best_of(ours, reps)
+    t_itk, si = best_of(itk, reps)
+    t_monai, mimg = best_of(monai, reps)
+    # the readers agree on the values (HU) and on the origin
+    ref = sitk.GetArrayFromImage(si).transpose(2, 1, 0)
+    agree_itk = bool(np.array_equal(img[0].numpy(), ref.astype(np.float32)))
+    origin_lps = (np.diag([-1.0, -1.0, 1.0, 1.0]) @ img.affine.numpy())[:3, 3]
+    agree_geo = bool(np.allclose(origin_lps, si.GetOrigin(), atol=1e-4))
+    fastest_name, fastest = min((("SimpleITK ImageSeriesReader", t_itk), ("MONAI LoadImage", t_monai)), key=lambda x: x[1])
+    device = f"cpu ({os.cpu_count()} cores)"
+    common = {"benchmark": "io_load", "unit": "s", "device": device, "slices": n, "matrix": "512x512"}
+    lines = [
+        {**common, "metric": "load_time", "value": round(t_ours, 4), "baseline": fastest_name,
+         "baseline_value": round(fastest, 4), "ratio": round(t_ours / fastest, 3), "goal": "ratio <= 1.0",
+         "met": t_ours <= fastest, "simpleitk_s": round(t_itk, 4), "monai_s": round(t_monai, 4),
+         "monai_reader": "PydicomReader",
+         "values_equal_simpleitk": agree_itk, "origin_equal_simpleitk": agree_geo},
+        {**common, "metric": "load_time_vs_byte_floor", "value": round(t_ours, 4),
+         "baseline": "read all file bytes (Path.read_bytes)", "baseline_value": round(t_floor, 4),
+         "ratio": round(t_ours / t_floor, 3), "goal": "ratio <= 2.0", "met": t_ours <= 2.0 * t_floor},
+    ]
+    for line in lines:
+        print(json.dumps(line))
+    if tmp is not None:
+        tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,297 @@
+"""NIfTI through nibabel: load with explicit channels, write images and label maps in the source geometry.
+
+- The affine is the one nibabel chooses (``img.affine``: sform when its code > 0, else qform, else the
+  fall-back); where both sform and qform are set and disagree by more than 1e-3 mm, a warning is logged
+  and recorded in ``meta["problems"]``.
+- ``scl_slope`` / ``scl_inter`` are applied (nibabel's ``dataobj`` scaling).
+- NaN voxels: kept as NaN by default (counted in ``meta["nan_voxels"]`` and warned about); pass
+  ``nan_value=`` to replace them (e.g. ``nan_value=-1024`` for CT).
+- 4D (X, Y, Z, T) becomes T channels, 5D (X, Y, Z, 1, C) C channels: never 3 spatial dimensions by accident.
+- Outputs are written with scl_slope 1 / scl_inter 0, qform = sform = the affine (code 1, scanner).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from medseg.errors import FileFormatError, InputError, LabelMismatchError, MissingFileError
+from medseg.io.geometry import affines_close, orientation_code, spacing_from_affine
+from medseg.utils import atomic_write
+
+__all__ = ["load_nifti", "save_nifti", "save_label", "nifti_info"]
+
+log = logging.getLogger(__name__)
+
+
+def _open(path: Path):
+    import nibabel as nib
+
+    if not path.exists():
+        raise MissingFileError("file not found", path=str(path))
+    if path.stat().st_size == 0:
+        raise FileFormatError("empty file (0 bytes)", path=str(path))
+    try:
+        return nib.load(str(path))
+    except Exception as e:
+        raise FileFormatError(f"not a readable NIfTI file ({type(e).__name__}: {str(e)[:200]})", path=str(path)) from None
+
+
+def _form_problem(img) -> str | None:
+    hdr = img.header
+    try:
+        s_aff, s_code = hdr.get_sform(coded=True)
+        q_aff, q_code = hdr.get_qform(coded=True)
+    except Exception:
+        return None
+    if s_code and q_code and s_aff is not None and q_aff is not None and not affines_close(s_aff, q_aff, 1e-3):
+        return (f"sform (code {int(s_code)}) and qform (code {int(q_code)}) disagree by up to "
+                f"{np.abs(s_aff - q_aff).max():.4g} mm; using the sform as nibabel does")
+    if not s_code and not q_code:
+        return "neither sform nor qform is set: using pixdim only (no patient position)"
+    return None
+
+
+def nifti_info(path: str | Path):
+    """A :class:`~medseg.io.dicom.SeriesInfo` for a NIfTI file (header only)."""
+    from medseg.io.dicom import SeriesInfo
+
+    path = Path(path)
+    try:
+        img = _open(path)
+    except (FileFormatError, MissingFileError) as e:
+        return SeriesInfo(kind="unreadable", path=str(path), problems=[f"error: {e}"], files=[str(path)], n_files=1)
+    shape = tuple(int(s) for s in img.shape)
+    problems = []
+    p = _form_problem(img)
+    if p:
+        problems.append(p)
+    chans = int(np.prod(shape[3:])) if len(shape) > 3 else 1
+    return SeriesInfo(kind="nifti", path=str(path), description=path.name, n_files=1, n_slices=shape[2] if len(shape) > 2 else 1,
+                      shape=shape[:3], n_channels=chans, spacing=tuple(round(float(v), 6) for v in img.header.get_zooms()[:3]),
+                      orientation=orientation_code(img.affine), problems=problems, files=[str(path)])
+
+
+def load_nifti(path: str | Path, *, nan_value: float | None = None, dtype=np.float32):
+    """Load a NIfTI file as a MetaTensor.
+
+    Parameters
+    ----------
+    path : ``.nii`` / ``.nii.gz`` / ``.hdr``.
+    nan_value : replace NaN voxels by this value; ``None`` keeps them (and warns).
+    dtype : output dtype (scl_slope/scl_inter applied first).
+
+    Returns
+    -------
+    MetaTensor (C, X, Y, Z): C = 1 for 3D, T for 4D (X, Y, Z, T), C for 5D (X, Y, Z, 1, C);
+    ``affine`` = nibabel's ``img.affine`` (voxel -> RAS mm).
+
+    Raises
+    ------
+    MissingFileError, FileFormatError : naming the file.
+    """
+    import torch
+    from monai.data import MetaTensor
+
+    path = Path(path)
+    img = _open(path)
+    problems = []
+    p = _form_problem(img)
+    if p:
+        log.warning("%s: %s", path, p)
+        problems.append(p)
+    try:
+        data = np.asanyarray(img.dataobj)  # applies scl_slope / scl_inter
+    except Exception as e:
+        raise FileFormatError(f"cannot read the voxel data ({type(e).__name__}: {str(e)[:200]}); truncated file?",
+                              path=str(path)) from None
+    if data.ndim < 2:
+        raise FileFormatError(f"{data.ndim}-D data is not an image", path=str(path))
+    if data.ndim == 2:
+        data = data[:, :, None]
+    if data.ndim == 3:
+        data = data[None]
+    elif data.ndim == 4:
+        data = np.moveaxis(data, 3, 0)
+        problems.append(f"4D image: {data.shape[0]} volumes as channels")
+    else:
+        sp = data.shape[:3]
+        data = np.moveaxis(data.reshape(*sp, -1), 3, 0)
+        problems.append(f"{img.ndim}D image: {data.shape[0]} channels")
+    data = np.asarray(data, dtype=dtype) if np.dtype(dtype).kind == "f" or data.dtype.kind != "f" else data
+    nan = 0
+    if data.dtype.kind == "f":
+        nanmask = np.isnan(data)
+        nan = int(nanmask.sum())
+        if nan:
+            if nan_value is None:
+                msg = f"{nan} NaN voxel(s) kept as NaN (pass nan_value= to replace them)"
+                log.warning("%s: %s", path, msg)
+            else:
+                data[nanmask] = nan_value
+                msg = f"{nan} NaN voxel(s) replaced by {nan_value}"
+            problems.append(msg)
+    affine = np.asarray(img.affine, float)
+    spacing = spacing_from_affine(affine)
+    meta = {
+        "filename_or_obj": str(path),
+        "format": "nifti",
+        "source_paths": [str(path)],
+        "spacing": np.array(spacing, float),
+        "original_affine": affine.copy(),
+        "orientation": orientation_code(affine),
+        "modality": None,
+        "series_uid": None,
+        "problems": problems,
+        "nan_voxels": nan,
+        "space": "RAS",
+        "original_channel_dim": 0,
+        "spatial_shape": np.array(data.shape[1:]),
+        "sform_code": int(img.header["sform_code"]) if "sform_code" in img.header else 0,
+        "qform_code": int(img.header["qform_code"]) if "qform_code" in img.header else 0,
+    }
+    return MetaTensor(torch.from_numpy(np.ascontiguousarray(data)), affine=torch.as_tensor(affine, dtype=torch.float64),
+                      meta=meta)
+
+
+def _as_array_affine(image, affine=None) -> tuple[np.ndarray, np.ndarray]:
+    if hasattr(image, "affine") and affine is None:
+        affine = image.affine
+    if hasattr(affine, "detach"):
+        affine = affine.detach().cpu().numpy()
+    arr = image.detach().cpu().numpy() if hasattr(image, "detach") else np.asarray(image)
+    if affine is None:
+        raise InputError("save_nifti needs an affine: pass a MetaTensor or affine=")
+    return arr, np.asarray(affine, float)
+
+
+def _spatial_data(arr: np.ndarray) -> np.ndarray:
+    """(C, X, Y, Z) -> (X, Y, Z) for C == 1, else (X, Y, Z, C)."""
+    if arr.ndim == 4:
+        return arr[0] if arr.shape[0] == 1 else np.moveaxis(arr, 0, -1)
+    if arr.ndim == 3:  # 2D image (C, X, Y)
+        return arr[0][..., None] if arr.shape[0] == 1 else np.moveaxis(arr, 0, -1)[:, :, None, :]
+    return arr
+
+
+def _pick_dtype(arr: np.ndarray) -> np.dtype:
+    """uint8 / int16 kept; integer-valued data in int16 range (HU) -> int16, larger ints -> int32, else float32."""
+    if arr.dtype == np.uint8 or arr.dtype == np.int16:
+        return arr.dtype
+    if arr.dtype.kind in "iub" or (arr.dtype.kind == "f" and arr.size and np.all(np.isfinite(arr))
+                                    and np.array_equal(arr, np.round(arr))):
+        lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
+        if -32768 <= lo and hi <= 32767:
+            return np.dtype(np.int16)
+        if arr.dtype.kind in "iu" and -(2**31) <= lo and hi < 2**31:
+            return np.dtype(np.int32)
+    return np.dtype(np.float32)
+
+
+def _write(data: np.ndarray, affine: np.ndarray, path: Path, header=None) -> Path:
+    import nibabel as nib
+
+    name = path.name.lower()
+    if not (name.endswith(".nii") or name.endswith(".nii.gz")):
+        raise InputError("output must end in .nii or .nii.gz", path=str(path))
+    if header is not None:
+        hdr = header.copy()
+        hdr.set_data_dtype(data.dtype)
+        # affine=None: nibabel keeps the copied header's qform/sform (and their codes) bit for bit
+        img = nib.Nifti1Image(data, None, header=hdr)
+    else:
+        img = nib.Nifti1Image(data, affine)
+        img.header.set_xyzt_units("mm")
+        img.set_qform(affine, code=1)
+        img.set_sform(affine, code=1)
+    img.header.set_data_dtype(data.dtype)
+    img.header.set_slope_inter(1.0, 0.0)
+    with atomic_write(path) as tmp:
+        nib.save(img, str(tmp))
+    return path
+
+
+def save_nifti(image, path: str | Path, *, affine: np.ndarray | None = None, dtype=None) -> Path:
+    """Write an image as NIfTI (atomic: temporary file, then rename).
+
+    Parameters
+    ----------
+    image : MetaTensor (C, X, Y, Z) from :func:`medseg.io.load` (or an array with ``affine=``).
+        C == 1 is written as a 3D volume, C > 1 as 4D (X, Y, Z, C).
+    path : ``.nii`` or ``.nii.gz``; parent folders are created.
+    affine : voxel -> RAS mm affine when ``image`` has none.
+    dtype : stored dtype; default int16 for integer-valued data in range (e.g. HU), else float32.
+        Values are stored unscaled: scl_slope 1, scl_inter 0.
+
+    Returns
+    -------
+    The written path. qform = sform = affine (code 1, scanner).
+    """
+    arr, aff = _as_array_affine(image, affine)
+    data = _spatial_data(arr)
+    dt = np.dtype(dtype) if dtype is not None else _pick_dtype(data)
+    if dt.kind in "iu" and data.dtype.kind == "f":
+        data = np.round(data)
+    return _write(np.asarray(data).astype(dt, copy=False), aff[:4, :4] if aff.shape == (4, 4) else _pad(aff), Path(path))
+
+
+def _pad(aff: np.ndarray) -> np.ndarray:
+    b = np.eye(4)
+    b[:2, :2] = aff[:2, :2]
+    b[:2, 3] = aff[:2, 2]
+    return b
+
+
+def save_label(labels, reference, path: str | Path) -> Path:
+    """Write a label map (uint8) on the reference image's grid, keeping its geometry exactly.
+
+    Parameters
+    ----------
+    labels : (X, Y, Z) or (1, X, Y, Z) integer array / tensor, values 0..255.
+    reference : the image the labels belong to: a MetaTensor from :func:`medseg.io.load`, or a NIfTI
+        path. When the reference came from a NIfTI file, its qform/sform (and codes) are copied from that
+        file's header verbatim; otherwise qform = sform = the reference affine.
+    path : ``.nii`` / ``.nii.gz`` output (atomic write).
+
+    Raises
+    ------
+    LabelMismatchError : the spatial shape differs from the reference, or values are not integers in 0..255.
+    """
+    import nibabel as nib
+
+    header = None
+    ref_path = None
+    if isinstance(reference, (str, Path)):
+        ref_path = Path(reference)
+        ref_img = _open(ref_path)
+        ref_shape = tuple(ref_img.shape[:3])
+        ref_aff = np.asarray(ref_img.affine, float)
+        header = ref_img.header
+    else:
+        ref_shape = tuple(int(s) for s in reference.shape[1:])
+        ref_aff = np.asarray(reference.affine.detach().cpu().numpy() if hasattr(reference.affine, "detach")
+                             else reference.affine, float)
+        meta = getattr(reference, "meta", {}) or {}
+        if meta.get("format") == "nifti" and meta.get("filename_or_obj"):
+            src = Path(str(meta["filename_or_obj"]))
+            if src.exists():
+                src_img = nib.load(str(src))
+                if affines_close(src_img.affine, ref_aff, 1e-6) and tuple(src_img.shape[:3]) == ref_shape[:3]:
+                    header = src_img.header
+            ref_path = src
+    arr = labels.detach().cpu().numpy() if hasattr(labels, "detach") else np.asarray(labels)
+    if arr.ndim == len(ref_shape) + 1 and arr.shape[0] == 1:
+        arr = arr[0]
+    if tuple(arr.shape) != tuple(ref_shape):
+        raise LabelMismatchError(f"label shape {tuple(arr.shape)} does not match the reference image "
+                                 f"{ref_path or ''} shape {tuple(ref_shape)}", path=str(path))
+    if arr.dtype.kind == "f" and (not np.all(np.isfinite(arr)) or not np.array_equal(arr, np.round(arr))):
+        raise LabelMismatchError("labels must be integers (got non-integer floats)", path=str(path))
+    if arr.size and (arr.min() < 0 or arr.max() > 255):
+        raise LabelMismatchError(f"label values must be in 0..255 (got {arr.min()}..{arr.max()})", path=str(path))
+    data = arr.astype(np.uint8)
+    if data.ndim == 2:
+        data = data[:, :, None]
+    return _write(data, ref_aff if ref_aff.shape == (4, 4) else _pad(ref_aff), Path(path), header=header)

@@ -1,0 +1,137 @@
+"""Config validation: bad configs give one clear paragraph naming the key, the file and the allowed values."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from medseg.config import apply_overrides, config_hash, config_to_yaml, load_config, load_datalist
+from medseg.errors import ConfigError, MedsegError, MissingFileError
+
+
+def write(tmp_path: Path, text: str, name: str = "cfg.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_valid_config_loads_with_defaults(tmp_path):
+    cfg = load_config(write(tmp_path, "task: segmentation\nname: ok\ntrain:\n  epochs: 3\n"))
+    assert cfg.task == "segmentation"
+    assert cfg.train.epochs == 3
+    assert cfg.train.optimizer == "adamw"
+    # relative output_dir resolved against the config file's folder
+    assert cfg.output_dir == (tmp_path / "runs").resolve()
+
+
+def test_unknown_key_names_key_file_and_suggestion(tmp_path):
+    p = write(tmp_path, "task: segmentation\ntrain:\n  epocs: 3\n")
+    with pytest.raises(ConfigError) as ei:
+        load_config(p)
+    msg = str(ei.value)
+    assert str(p) in msg
+    assert "'train.epocs'" in msg
+    assert "did you mean 'epochs'?" in msg
+    assert "allowed keys in train:" in msg and "batch_size" in msg
+    assert "\n" not in msg  # one paragraph
+
+
+def test_unknown_top_level_key(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown key 'sed' \(did you mean 'seed'\?\)"):
+        load_config(write(tmp_path, "task: segmentation\nsed: 3\n"))
+
+
+def test_wrong_type_is_named(tmp_path):
+    with pytest.raises(ConfigError) as ei:
+        load_config(write(tmp_path, "task: segmentation\ntrain:\n  epochs: ten\n"))
+    assert "'train.epochs' = 'ten'" in str(ei.value)
+    assert "integer" in str(ei.value)
+
+
+def test_bad_literal_lists_allowed_values_with_suggestion(tmp_path):
+    with pytest.raises(ConfigError) as ei:
+        load_config(write(tmp_path, "task: segmentation\ndevice: cud\n"))
+    msg = str(ei.value)
+    assert "'device' = 'cud' is not allowed" in msg
+    assert "did you mean 'cuda'?" in msg
+    assert "'auto'" in msg and "'cpu'" in msg
+
+
+def test_out_of_range_value(tmp_path):
+    with pytest.raises(ConfigError, match="train.lr"):
+        load_config(write(tmp_path, "task: segmentation\ntrain:\n  lr: -1\n"))
+
+
+def test_unknown_task_suggests(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown task 'segmentaion' \(did you mean 'segmentation'\?\)"):
+        load_config(write(tmp_path, "task: segmentaion\n"))
+
+
+def test_missing_task(tmp_path):
+    with pytest.raises(ConfigError, match="missing required key 'task'"):
+        load_config(write(tmp_path, "name: x\n"))
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(MissingFileError) as ei:
+        load_config(tmp_path / "nope.yaml")
+    assert "nope.yaml" in str(ei.value)
+    assert isinstance(ei.value, FileNotFoundError) and isinstance(ei.value, MedsegError)
+
+
+def test_missing_datalist_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"'data.datalist' points to a missing file: .*missing.json"):
+        load_config(write(tmp_path, "task: segmentation\ndata:\n  datalist: missing.json\n"))
+
+
+def test_invalid_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(write(tmp_path, "task: [segmentation\n"))
+
+
+def test_overrides_apply_and_validate(tmp_path):
+    p = write(tmp_path, "task: segmentation\n")
+    cfg = load_config(p, ["train.epochs=7", "train.amp=false", "name=exp1", "class_names=[bg, liver]"])
+    assert cfg.train.epochs == 7 and cfg.train.amp is False and cfg.name == "exp1"
+    assert cfg.class_names == ["bg", "liver"]
+    with pytest.raises(ConfigError, match=r"did you mean 'batch_size'"):
+        load_config(p, ["train.batchsize=2"])
+    with pytest.raises(ConfigError, match="must look like section.key=value"):
+        load_config(p, ["train.epochs"])
+
+
+def test_apply_overrides_does_not_mutate_input():
+    raw = {"train": {"epochs": 1}}
+    out = apply_overrides(raw, ["train.epochs=2", "data.num_cases=3"])
+    assert raw == {"train": {"epochs": 1}}
+    assert out == {"train": {"epochs": 2}, "data": {"num_cases": 3}}
+
+
+def test_run_name_cannot_escape_output_dir(tmp_path):
+    with pytest.raises(ConfigError, match="'name'"):
+        load_config(write(tmp_path, "task: segmentation\nname: ../../etc\n"))
+
+
+def test_yaml_roundtrip_and_hash(tmp_path):
+    cfg = load_config(write(tmp_path, "task: segmentation\ntrain:\n  epochs: 4\n"))
+    text = config_to_yaml(cfg)
+    again = load_config(write(tmp_path, text, "again.yaml"))
+    assert again.train.epochs == 4
+    assert config_hash(cfg) == config_hash(again)
+    assert config_hash(cfg) != config_hash(load_config(write(tmp_path, "task: segmentation\n", "other.yaml")))
+
+
+def test_datalist_msd_convention(tmp_path):
+    (tmp_path / "imagesTr").mkdir()
+    (tmp_path / "imagesTr" / "a.nii.gz").write_bytes(b"x")
+    dl = tmp_path / "dataset.json"
+    dl.write_text(json.dumps({"training": [{"image": "imagesTr/a.nii.gz", "label": "imagesTr/a.nii.gz"}]}))
+    items = load_datalist(dl)
+    assert items[0]["image"] == str(tmp_path / "imagesTr" / "a.nii.gz")
+    dl.write_text(json.dumps({"training": [{"image": "imagesTr/missing.nii.gz"}]}))
+    with pytest.raises(MissingFileError, match=r"training\[0\] 'image' refers to a missing file"):
+        load_datalist(dl)
+    with pytest.raises(ConfigError, match=r"no 'validation' list"):
+        load_datalist(dl, key="validation")
