@@ -13,8 +13,8 @@ Entry points (used by the CLI, the pipelines and the demo):
   class and case (MONAI metrics), CSV + JSON.
 - :func:`run_demo`: the demo stage.
 
-File reading happens in :func:`medseg.transforms.pipeline.loader` and :func:`read_image`; file
-writing in :func:`write_nifti` (the two places to swap for ``medseg.io`` at integration).
+Files are read with ``medseg.io.load`` (:func:`medseg.transforms.pipeline.loader`, :func:`read_image`)
+and written with ``medseg.io.save_label`` / ``save_nifti`` (:func:`write_nifti`).
 """
 
 from __future__ import annotations
@@ -53,34 +53,41 @@ _NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 
 def read_image(path: str | Path):
-    """Read an image or label map as a channel-first MetaTensor ``(C, *S)`` with its RAS affine.
+    """Read an image or label map as a channel-first MetaTensor ``(C, *S)`` with its RAS affine (``medseg.io.load``).
 
-    NIfTI, a DICOM series folder or PNG/TIFF (MONAI ``LoadImage``). Raises MissingFileError.
+    NIfTI, a DICOM series folder or PNG/TIFF. Raises MissingFileError and the other medseg.io errors.
     """
-    from monai.transforms import LoadImage
+    from medseg.io import load
 
-    path = Path(path)
-    if not path.exists():
-        raise MissingFileError("input not found", path)
-    return LoadImage(image_only=True, ensure_channel_first=True)(str(path))
+    return load(path)
 
 
 def write_nifti(array: np.ndarray, affine: np.ndarray, path: str | Path) -> Path:
-    """Write ``array`` ``(*S)`` (or ``(*S, K)`` for probabilities) as NIfTI with ``affine`` (RAS mm), atomically.
+    """Write ``array`` ``(*S)`` as NIfTI with ``affine`` (RAS mm), atomically.
 
-    qform and sform both carry the affine (code 1, scanner), units mm. At integration this is
-    ``medseg.io.save_label``; DICOM SEG output hooks in at :func:`_write_case_outputs`.
+    uint8 label maps go through ``medseg.io.save_label`` (qform = sform = affine), other arrays
+    through ``medseg.io.save_nifti``. DICOM SEG output for DICOM inputs hooks in at
+    :func:`_write_case_outputs` (``medseg.io.write_dicom_seg``).
     """
-    import nibabel as nib
+    import torch as _t
+    from monai.data import MetaTensor
 
-    nii = nib.Nifti1Image(np.asarray(array), np.asarray(affine, dtype=np.float64))
-    nii.header.set_xyzt_units("mm")
-    nii.set_qform(np.asarray(affine, dtype=np.float64), code=1)
-    nii.set_sform(np.asarray(affine, dtype=np.float64), code=1)
-    path = Path(path)
-    with atomic_write(path) as tmp:
-        nib.save(nii, str(tmp))
-    return path
+    from medseg.io import save_label, save_nifti
+
+    arr = np.asarray(array)
+    aff = np.asarray(affine, dtype=np.float64)
+    if arr.dtype == np.uint8:
+        ref = MetaTensor(_t.zeros((1,) + arr.shape, dtype=_t.uint8), affine=_t.as_tensor(aff))
+        return save_label(arr, ref, path)
+    return save_nifti(arr[None], path, affine=aff)
+
+
+def write_probabilities(probs: np.ndarray, affine: np.ndarray, path: str | Path) -> Path:
+    """Write class probabilities ``(K, *S)`` float32 as a NIfTI ``(*S, K)`` with ``affine`` (``medseg.io.save_nifti``)."""
+    from medseg.io import save_nifti
+
+    return save_nifti(np.asarray(probs, dtype=np.float32), path, affine=np.asarray(affine, np.float64),
+                      dtype=np.float32)
 
 
 def _case_id(path: Path) -> str:
@@ -489,7 +496,7 @@ def predict_case(model, path: str | Path, *, meta: Mapping[str, Any], infer, dev
     img = d["image"]
     if not torch.isfinite(img.as_tensor()).all():
         raise InputError("image contains NaN or infinite values", path)
-    src_affine = np.asarray(img.meta.get("original_affine", img.meta.get("affine")), dtype=np.float64)
+    src_affine = np.asarray(img.meta["source_affine"], dtype=np.float64)
     tta_axes = (infer.tta_axes if infer.tta_axes is not None else list(range(sd))) if infer.tta else None
     want_dis = infer.tta and infer.uncertainty == "tta"
     probs, dis = sliding_window_probs(model, img.as_tensor()[None], plan["patch_size"], sw_batch_size=infer.batch_size,
@@ -526,8 +533,8 @@ def _write_case_outputs(res: Mapping[str, Any], case_id: str, out: Path, save_pr
     """
     outputs = {"labels": str(write_nifti(res["labels"], res["affine"], out / "labels" / f"{case_id}.nii.gz").resolve())}
     if save_probs:
-        probs = np.moveaxis(res["probs"], 0, -1)  # NIfTI: channels last (X, Y, Z, K)
-        outputs["probabilities"] = str(write_nifti(probs, res["affine"], out / "probabilities" / f"{case_id}.nii.gz").resolve())
+        outputs["probabilities"] = str(write_probabilities(res["probs"], res["affine"],
+                                                           out / "probabilities" / f"{case_id}.nii.gz").resolve())
     return outputs
 
 

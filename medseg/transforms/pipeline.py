@@ -8,7 +8,7 @@ epochs after the first never decode files again)::
     -> intensity preset  ->  pad to the patch size            | cached up to here
     -> RandCropByPosNegLabeld (pos/neg balanced patches)  ->  augmentation
 
-Reading files happens in :func:`loader` only (the single place to swap in ``medseg.io``).
+Reading files happens in :func:`loader` only (``medseg.io.load``).
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from monai.transforms import (
     Compose,
     CropForegroundd,
     EnsureTyped,
-    LoadImaged,
     MapTransform,
     Orientationd,
     RandCropByPosNegLabeld,
@@ -48,13 +47,33 @@ def case_name(d: Mapping, key: str = "image") -> str:
     return str(src) if src else str(d.get(f"{key}_path", "<in memory>"))
 
 
-def loader(keys: Sequence[str], modality: str = "CT"):
-    """Read images / label maps from files into channel-first MetaTensors ``(C, *S)``, RAS affine.
+class LoadCased(MapTransform):
+    """Read the files of a case with :func:`medseg.io.load` (NIfTI, DICOM series folder, PNG/TIFF).
 
-    NIfTI (nibabel), DICOM series folders (pydicom) and PNG/TIFF through MONAI ``LoadImaged``.
-    This is the one place medseg's segmentation reads files: swap in ``medseg.io.load`` here.
+    Each key becomes a channel-first MetaTensor ``(C, *S)`` whose affine maps voxels to RAS mm;
+    ``meta["source_affine"]`` keeps the file's affine (outputs are written back onto it).
     """
-    return LoadImaged(list(keys), image_only=True, ensure_channel_first=True, allow_missing_keys=True)
+
+    def __init__(self, keys: Sequence[str]):
+        super().__init__(list(keys), allow_missing_keys=True)
+
+    def __call__(self, data):
+        from medseg.io import load
+
+        d = dict(data)
+        for k in self.key_iterator(d):
+            v = d[k]
+            if isinstance(v, (str, Path)):
+                img = load(v)
+                img.meta["source_affine"] = np.asarray(img.affine, dtype=np.float64).copy()
+                img.meta.setdefault("filename_or_obj", str(v))
+                d[k] = img
+        return d
+
+
+def loader(keys: Sequence[str], modality: str = "CT"):
+    """The file reader of the segmentation pipelines (``medseg.io.load`` for every key)."""
+    return LoadCased(keys)
 
 
 class CheckCased(MapTransform):
