@@ -40,7 +40,7 @@ def fingerprint(items: Sequence[Mapping[str, Any]], *, spatial_dims: int, modali
     rng = np.random.default_rng(seed)
     chosen = list(items)[:max_cases]
     keys = ["image", "label"]
-    t = [loader(keys, modality)]
+    t = [loader(keys, modality, spatial_dims)]
     if modality != "RGB":
         t.append(Orientationd(keys, axcodes="RAS"[:spatial_dims], labels=RAS_LABELS))
     load = Compose(t)

@@ -566,6 +566,8 @@ def segment_cases(model_dir: str | Path, inputs: Sequence[str | Path], out: str 
             metrics: dict[str, float] = {}
             if lp is not None and Path(lp).exists():
                 ref = np.asarray(read_image(lp))[0].astype(np.int64)
+                if ref.size == res["labels"].size:  # 2D label maps are stored as (X, Y, 1)
+                    ref = ref.reshape(res["labels"].shape)
                 for src, dst in cfg.label_map.items():
                     ref[ref == src] = dst
                 if ref.shape == res["labels"].shape:

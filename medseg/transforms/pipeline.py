@@ -54,8 +54,9 @@ class LoadCased(MapTransform):
     ``meta["source_affine"]`` keeps the file's affine (outputs are written back onto it).
     """
 
-    def __init__(self, keys: Sequence[str]):
+    def __init__(self, keys: Sequence[str], spatial_dims: int = 3):
         super().__init__(list(keys), allow_missing_keys=True)
+        self.spatial_dims = spatial_dims
 
     def __call__(self, data):
         from medseg.io import load
@@ -65,15 +66,19 @@ class LoadCased(MapTransform):
             v = d[k]
             if isinstance(v, (str, Path)):
                 img = load(v)
+                if self.spatial_dims == 2 and img.ndim == 4 and img.shape[-1] == 1:  # 2D stored as (X, Y, 1)
+                    from monai.data import MetaTensor
+
+                    img = MetaTensor(img.as_tensor()[..., 0], affine=img.affine, meta=dict(img.meta))
                 img.meta["source_affine"] = np.asarray(img.affine, dtype=np.float64).copy()
                 img.meta.setdefault("filename_or_obj", str(v))
                 d[k] = img
         return d
 
 
-def loader(keys: Sequence[str], modality: str = "CT"):
+def loader(keys: Sequence[str], modality: str = "CT", spatial_dims: int = 3):
     """The file reader of the segmentation pipelines (``medseg.io.load`` for every key)."""
-    return LoadCased(keys)
+    return LoadCased(keys, spatial_dims)
 
 
 class CheckCased(MapTransform):
@@ -194,7 +199,7 @@ def preprocess(
     has_label = "label" in keys
     t: list = []
     if load:
-        t.append(loader(keys, modality))
+        t.append(loader(keys, modality, spatial_dims))
     t.append(EnsureTyped(keys, dtype=torch.float32, track_meta=True))
     if check is not None:
         t.append(check)
