@@ -254,33 +254,6 @@ def _nd(t) -> int:
     return t.ndim if t.ndim in (2, 3) and t.shape[0] != 1 else t.ndim - 1
 
 
-def _extend_schedule(scheduler, total_epochs: int, epoch: int) -> None:
-    """Stretch a resumed cosine / poly schedule to ``total_epochs`` (``--set train.epochs=N`` on resume).
-
-    The LR is put on the closed-form value of the new schedule at ``epoch``; the schedulers'
-    recursive updates then follow the new curve.
-    """
-    if scheduler is None:
-        return
-    opt = scheduler.optimizer
-    if isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
-        if scheduler.T_max == total_epochs:
-            return
-        scheduler.T_max = total_epochs
-        for g, base in zip(opt.param_groups, scheduler.base_lrs):
-            g["lr"] = scheduler.eta_min + (base - scheduler.eta_min) * (1 + math.cos(math.pi * epoch / total_epochs)) / 2
-    elif isinstance(scheduler, torch.optim.lr_scheduler.PolynomialLR):
-        if scheduler.total_iters == total_epochs:
-            return
-        scheduler.total_iters = total_epochs
-        for g, base in zip(opt.param_groups, scheduler.base_lrs):
-            g["lr"] = base * (1 - min(epoch, total_epochs) / total_epochs) ** scheduler.power
-    else:
-        return
-    scheduler._last_lr = [g["lr"] for g in opt.param_groups]
-    log.info("schedule extended to %d epochs (lr now %.3g)", total_epochs, opt.param_groups[0]["lr"])
-
-
 # =============================================================================== train
 
 
@@ -393,11 +366,9 @@ def train(cfg, run, resume: bool = False) -> dict[str, Any]:
         model_meta={"model_params": params, "plan": _plan_meta(plan), "class_names": list(cfg.class_names),
                     "modality": cfg.modality, "spatial_dims": cfg.spatial_dims},
     )
-    if resume:
-        trainer.resume()
-        _extend_schedule(trainer.scheduler, cfg.train.epochs, trainer.state.epoch)
     with run.stage("train"):
-        state = trainer.fit(resume=False)
+        # resume: model, optimiser, scheduler (stretched by the Trainer when train.epochs grew), state, RNG
+        state = trainer.fit(resume=resume)
     summary = {
         "epochs": state.epoch,
         "best_val_dice": state.best_metric,
