@@ -103,6 +103,9 @@ def test_output_in_source_geometry(tmp_path, kind):
                            device=torch.device("cpu"))
     assert res["labels"].dtype == np.uint8 and res["labels"].shape == truth.shape
     assert np.allclose(res["affine"], ref_affine, atol=1e-4)
+    from medseg.io import load
+
+    assert np.allclose(res["affine"], np.asarray(load(path).affine), atol=1e-6)  # == what medseg convert reads
     out = seg.write_nifti(res["labels"], res["affine"], tmp_path / "out" / "lab.nii.gz")
     nii = nib.load(str(out))
     assert np.allclose(nii.affine, ref_affine, atol=1e-4)
