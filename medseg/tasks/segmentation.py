@@ -37,9 +37,8 @@ from medseg.errors import (
     LabelMismatchError,
     MedsegError,
     MissingFileError,
-    RunFolderExistsError,
 )
-from medseg.utils import atomic_write, atomic_write_text, seed_everything
+from medseg.utils import atomic_write_text, seed_everything
 
 __all__ = ["train", "segment", "segment_cases", "evaluate", "run_demo", "read_image", "write_nifti",
            "predict_case"]
@@ -103,7 +102,7 @@ def _case_id(path: Path) -> str:
 
 def _synthetic_datalist(cfg, folder: Path) -> tuple[list[dict], list[dict]]:
     """Generate the synthetic CT phantoms (3D) or their axial mid-slices (2D) as NIfTI; (train, test)."""
-    from medseg.data.synthetic import ct_phantom, make_ct_dataset, write_phantom_nifti
+    from medseg.data.synthetic import Phantom, ct_phantom, make_ct_dataset
 
     n = cfg.data.num_cases
     n_test = max(1, round(n * 0.25)) if n >= 4 else 0
@@ -122,8 +121,6 @@ def _synthetic_datalist(cfg, folder: Path) -> tuple[list[dict], list[dict]]:
     for i in range(n):
         ph = ct_phantom(seed=cfg.seed * 1000 + i, **kw)
         k = ph.image.shape[2] // 2 + int(np.random.default_rng(i).integers(-3, 4))
-        from medseg.data.synthetic import Phantom
-
         sl = Phantom(image=ph.image[:, :, k], label=ph.label[:, :, k], spacing=ph.spacing, origin=ph.origin,
                      seed=ph.seed)
         split = "Ts" if i >= n - n_test else "Tr"
@@ -132,7 +129,6 @@ def _synthetic_datalist(cfg, folder: Path) -> tuple[list[dict], list[dict]]:
         for arr, p in ((sl.image, img), (sl.label, lab)):
             write_nifti(arr, aff, p)
         (test if split == "Ts" else train).append({"image": str(img), "label": str(lab)})
-    _ = write_phantom_nifti  # the 3D writer; 2D slices are written with write_nifti
     return train, test
 
 

@@ -257,7 +257,3 @@ def train_transforms(
     val = Compose([*pre.transforms])
     return train, val
 
-
-def source_path(p: str | Path) -> str:
-    """A path as a string (MONAI readers take strings; a DICOM series is its folder)."""
-    return str(Path(p))

@@ -5,7 +5,7 @@ import torch
 
 from medseg.errors import ConfigError
 from medseg.models import available_models, build_model
-from medseg.models.fcn import FCN, _bilinear_kernel
+from medseg.models.fcn import _bilinear_kernel
 
 
 def test_registry_has_unet_and_fcn():
