@@ -762,7 +762,7 @@ def demo_config(out: Path, quick: bool = False):
     path = Path(__file__).resolve().parents[2] / "configs" / "seg_ct_phantom.yaml"
     over = [f"output_dir={out}", "name=train", "device=auto"]
     if quick:
-        over += ["data.num_cases=4", "train.epochs=2", "train.steps_per_epoch=3", "train.max_minutes=0.15",
+        over += ["data.num_cases=4", "train.epochs=6", "train.steps_per_epoch=3", "train.max_minutes=0.12",
                  "model.channels=[8,16,32]", "augment.samples_per_image=1"]
     else:
         over += ["data.num_cases=10", "train.epochs=40", "train.max_minutes=0.9"]
