@@ -269,7 +269,10 @@ class Trainer:
             row["epoch_seconds"] = time.perf_counter() - t0
             self.state.epoch = epoch + 1
             validated = False
-            if self.val_fn is not None and (self.state.epoch % self.val_every == 0 or self.state.epoch == self.max_epochs):
+            # the last epoch before the time budget runs out is validated too (so 'best' exists)
+            out_of_time = budget_s is not None and (time.perf_counter() - t_start) >= budget_s
+            if self.val_fn is not None and (self.state.epoch % self.val_every == 0 or self.state.epoch == self.max_epochs
+                                            or out_of_time):
                 self.model.eval()
                 metrics = self.val_fn(self.model)
                 self.model.train()
@@ -342,7 +345,7 @@ def plot_history(history: list[dict[str, float]]) -> bytes:
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
     ax2 = ax.twinx()
-    skip = {"epoch", "train_loss", "val_loss", "lr", "epoch_seconds", "elapsed_seconds"}
+    skip = {"epoch", "train_loss", "val_loss", "lr", "epoch_seconds", "elapsed_seconds", "cpu_seconds"}
     metric_keys = sorted({k for r in history for k in r if k not in skip})
     for k in metric_keys:
         pts = [(r["epoch"], r[k]) for r in history if k in r]
