@@ -489,19 +489,33 @@ def predict_case(model, path: str | Path, *, meta: Mapping[str, Any], infer, dev
         unc = float(dis[0][fg].mean()) if bool(fg.any()) else 0.0
     else:
         unc = entropy_uncertainty(probs_src, torch.as_tensor(labels))
+    src_meta = img.meta
+    dicom_sources = list(src_meta.get("source_paths") or []) if src_meta.get("format") == "dicom" else []
     return {"labels": labels, "probs": probs_src.numpy().astype(np.float32), "affine": src_affine,
-            "uncertainty": unc, "volumes_ml": component_volumes_ml(labels, src_affine, names)}
+            "uncertainty": unc, "volumes_ml": component_volumes_ml(labels, src_affine, names),
+            "dicom_sources": dicom_sources, "class_names": names}
 
 
-def _write_case_outputs(res: Mapping[str, Any], case_id: str, out: Path, save_probs: bool) -> dict[str, str]:
+def _write_case_outputs(res: Mapping[str, Any], case_id: str, out: Path, save_probs: bool,
+                        model_name: str | None = None) -> dict[str, str]:
     """Write the label map (and probabilities) of one case; returns {kind: absolute path}.
 
-    Hook: DICOM SEG for DICOM inputs is added here by the review/DICOM writer (issue 8).
+    For a DICOM series input a DICOM SEG referencing the slices that were used (localizers and
+    other excluded files stay out) is written too, via :func:`medseg.io.write_dicom_seg`.
     """
     outputs = {"labels": str(write_nifti(res["labels"], res["affine"], out / "labels" / f"{case_id}.nii.gz").resolve())}
     if save_probs:
         outputs["probabilities"] = str(write_probabilities(res["probs"], res["affine"],
                                                            out / "probabilities" / f"{case_id}.nii.gz").resolve())
+    if res.get("dicom_sources") and np.asarray(res["labels"]).ndim == 3:
+        from monai.data import MetaTensor
+
+        from medseg.io import write_dicom_seg
+
+        labels = MetaTensor(torch.as_tensor(res["labels"])[None], affine=torch.as_tensor(res["affine"]))
+        seg = write_dicom_seg(labels, res["dicom_sources"], out / "dicom_seg" / f"{case_id}.seg.dcm",
+                              dict(enumerate(res["class_names"])), model_name=model_name)
+        outputs["dicom_seg"] = str(Path(seg).resolve())
     return outputs
 
 
@@ -529,7 +543,8 @@ def segment_cases(model_dir: str | Path, inputs: Sequence[str | Path], out: str 
         t0 = time.perf_counter()
         try:
             res = predict_case(model, ip, meta=meta, infer=infer, device=dev, post=cfg.postprocess)
-            outputs = _write_case_outputs(res, cid, out, infer.save_probabilities)
+            outputs = _write_case_outputs(res, cid, out, infer.save_probabilities,
+                                          model_name=f"{cfg.model.name} ({Path(model_dir).name})")
             metrics: dict[str, float] = {}
             if lp is not None and Path(lp).exists():
                 ref = np.asarray(read_image(lp))[0].astype(np.int64)
@@ -633,6 +648,11 @@ def segment(model_dir: str | Path, inputs: Sequence[str | Path], out: str | Path
         skipped = {c.case_id: c.error for c in cases if c.status != "ok"}
         summary = {"cases": len(cases), "ok": len(cases) - len(skipped), "skipped": len(skipped),
                    "needs_review": [c.case_id for c in cases if c.needs_review], "table": str(csv_path)}
+        from medseg.review.report import write_report
+
+        summary["report"] = str(write_report(out, cases, title="medseg segmentation review",
+                                             summary={"segmentation": {k: v for k, v in summary.items()
+                                                                       if k not in ("table",)}}))
         if skipped:
             summary["skipped_cases"] = skipped
         run.set(model=str(model_dir.resolve()), summary=summary)

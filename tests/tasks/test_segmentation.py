@@ -135,6 +135,11 @@ def test_segment_cohort_skips_bad_case(trained, tmp_path):
         assert nii.shape == ph.image.shape
         assert nib.load(str(tmp_path / "out" / "probabilities" / f"{cid}.nii.gz")).shape == ph.image.shape + (2,)
     assert {"uncertainty", "needs_review", "volume_ml_liver"} <= set(table[0])
+    # DICOM input -> DICOM SEG beside the NIfTI; NIfTI input -> none; one review report for the run
+    assert table[3]["output_dicom_seg"].endswith("series.seg.dcm") and Path(table[3]["output_dicom_seg"]).exists()
+    assert not table[0].get("output_dicom_seg")
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert summary["report"].endswith("report.html") and "missing" in html and "NaN" in html
 
 
 def test_resume_reproduces_state(tmp_path):

@@ -25,3 +25,14 @@ def test_run_demo_quick(tmp_path):
         assert Path(c.outputs["labels"]).is_absolute()
         assert "liver" in c.volumes_ml and c.uncertainty is not None
     assert any("dice_mean" in c.metrics for c in res["cases"])
+    # the DICOM input also got a DICOM SEG that references the source series and holds the same voxels
+    import highdicom as hd
+    import pydicom
+
+    seg = hd.seg.segread(dicom_case.outputs["dicom_seg"])
+    src = pydicom.dcmread(next((tmp_path / "data" / "ct_dicom" / "study1" / "series1").iterdir()),
+                          stop_before_pixels=True)
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == src.SeriesInstanceUID
+    assert seg.SegmentSequence[0].SegmentLabel == "liver"
+    labels = np.asarray(out.dataobj)
+    assert int(seg.pixel_array.sum()) == int((labels == 1).sum()) > 0
