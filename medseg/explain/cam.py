@@ -111,8 +111,8 @@ def default_target_layer(model: nn.Module, example: torch.Tensor | None = None,
     Known MONAI/medseg networks get a fixed layer (EfficientNet: ``_bn1`` the head block;
     DenseNet: ``class_layers.relu``; ResNet: ``layer4``; BasicUNet: the bottleneck ``down_4``),
     also when nested in a wrapper module. Otherwise one forward pass of ``example`` is probed:
-    a classifier gets the last module whose output still has spatial extent (> 1 voxel); a
-    segmenter the last module with the coarsest spatial output (the bottleneck).
+    a classifier gets the last (leaf) module whose output still has spatial extent (> 1 voxel);
+    a segmenter the last (leaf) module with the coarsest spatial output (the bottleneck).
 
     Parameters
     ----------
@@ -157,7 +157,10 @@ def default_target_layer(model: nn.Module, example: torch.Tensor | None = None,
     finally:
         for h in handles:
             h.remove()
-    cands = [(n, s) for n, s in records if int(np.prod(s)) > 1 and not _is_inplace_act(probe_model, n)]
+    leaves = {n for n, m in probe_model.named_modules() if n and not any(True for _ in m.children())}
+    cands = [(n, s) for n, s in records if int(np.prod(s)) > 1]
+    # prefer leaf modules (a container's output is its last leaf's output, hooked twice)
+    cands = [(n, s) for n, s in cands if n in leaves] or cands
     if not cands:
         raise InputError(f"{cls}: no layer with a spatial output found for Grad-CAM; pass a layer name")
     if task == "segmentation":
@@ -166,11 +169,6 @@ def default_target_layer(model: nn.Module, example: torch.Tensor | None = None,
     else:
         name = cands[-1][0]
     return pref + name
-
-
-def _is_inplace_act(model: nn.Module, name: str) -> bool:
-    m = dict(model.named_modules()).get(name)
-    return bool(getattr(m, "inplace", False))
 
 
 def normalise_maps(maps: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
