@@ -530,49 +530,9 @@ def save_cam_png(image: np.ndarray | torch.Tensor, cam: np.ndarray | torch.Tenso
     c = np.squeeze(c)
     if c.shape != img.shape[:2]:
         raise InputError(f"map shape {c.shape} does not match image shape {img.shape[:2]}", path)
-    rgb = _heatmap(img, c, alpha)
-    return _save_png(rgb, Path(path))
+    from medseg.review.overlay import heatmap_2d, save_png
 
-
-def _heatmap(img: np.ndarray, cam: np.ndarray, alpha: float) -> np.ndarray:
-    try:
-        from medseg.review.overlay import heatmap_2d  # issue 8's overlay API (COMMON.md contract)
-
-        return heatmap_2d(img, cam, alpha=alpha)
-    except ImportError:
-        # TODO(issue-8 merge): delete this temporary fallback once medseg.review.overlay.heatmap_2d
-        # is merged; it exists only so that the explain stage runs before the review branch lands.
-        import matplotlib
-
-        matplotlib.use("Agg")
-        from matplotlib import colormaps
-
-        g = img.astype(np.float32)
-        if g.ndim == 3:
-            g = g.mean(-1)
-        lo, hi = np.percentile(g, [1, 99])
-        g = np.clip((g - lo) / max(hi - lo, 1e-6), 0, 1)
-        c = cam - cam.min()
-        c = c / max(float(c.max()), 1e-8)
-        heat = colormaps["jet"](c)[..., :3]
-        out = (1 - alpha * c[..., None]) * g[..., None] + alpha * c[..., None] * heat
-        return (np.clip(out, 0, 1) * 255).astype(np.uint8)
-
-
-def _save_png(rgb: np.ndarray, path: Path) -> Path:
-    try:
-        from medseg.review.overlay import save_png  # issue 8
-
-        return Path(save_png(rgb, path))
-    except ImportError:
-        # TODO(issue-8 merge): delete this temporary fallback (use medseg.review.overlay.save_png).
-        from skimage.io import imsave
-
-        from medseg.utils import atomic_write
-
-        with atomic_write(path, suffix=".png") as tmp:
-            imsave(str(tmp), rgb, check_contrast=False)
-        return path
+    return Path(save_png(heatmap_2d(img, c, alpha=alpha), Path(path)))
 
 
 def select_slices(cam: torch.Tensor | np.ndarray, n: int = 3, axis: int = -1) -> list[int]:
