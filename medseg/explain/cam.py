@@ -56,12 +56,20 @@ log = logging.getLogger("medseg.explain")
 Method = Literal["gradcam", "gradcampp"]
 Target = Union[int, Sequence[int], torch.Tensor, None]
 
-#: default target layer per model class (name of a submodule, relative to that model)
-_KNOWN_LAYERS: dict[str, str] = {
-    # MONAI EfficientNet (EfficientNet-Lite0 / -B0 ...): the head block conv -> BN; the activation
-    # module (_swish / ReLU6) is shared with the stem, so hooking it would mix two feature maps.
-    "EfficientNet": "_bn1",
-    "EfficientNetBN": "_bn1",
+def _efficientnet_layer(model: nn.Module) -> str:
+    # MONAI's EfficientNet groups its MBConv blocks by stage in ``_blocks`` (7 stages for B0 /
+    # Lite0). The default is the second-to-last stage (Lite0: 192 channels, stride 32), chosen by
+    # measurement on the synthetic lesion set (benchmarks/cam_localisation.py): Grad-CAM on the
+    # head block (``_conv_head``/``_bn1``/its activation) or on the last 1-block stage pointed
+    # outside the lesion (pointing game ~0.1), the stage before it inside it (~0.95+).
+    n = len(getattr(model, "_blocks", []))
+    return f"_blocks.{n - 2}" if n >= 2 else "_bn1"
+
+
+#: default target layer per model class (a submodule name relative to that model, or a function)
+_KNOWN_LAYERS: dict[str, Any] = {
+    "EfficientNet": _efficientnet_layer,
+    "EfficientNetBN": _efficientnet_layer,
     # MONAI DenseNet: the ReLU after the last dense block's norm (MONAI's own example).
     "DenseNet": "class_layers.relu",
     "DenseNet121": "class_layers.relu",
@@ -108,7 +116,8 @@ def default_target_layer(model: nn.Module, example: torch.Tensor | None = None,
                          task: Literal["classification", "segmentation"] | None = None) -> str:
     """A sensible Grad-CAM target layer name for ``model``.
 
-    Known MONAI/medseg networks get a fixed layer (EfficientNet: ``_bn1`` the head block;
+    Known MONAI/medseg networks get a fixed layer (EfficientNet incl. medseg's Lite0: the
+    second-to-last block stage ``_blocks.5``, measured to localise where the head does not;
     DenseNet: ``class_layers.relu``; ResNet: ``layer4``; BasicUNet: the bottleneck ``down_4``),
     also when nested in a wrapper module. Otherwise one forward pass of ``example`` is probed:
     a classifier gets the last (leaf) module whose output still has spatial extent (> 1 voxel);
@@ -127,7 +136,8 @@ def default_target_layer(model: nn.Module, example: torch.Tensor | None = None,
     inner, prefix = _unwrap(model)
     cls = type(inner).__name__
     if cls in _KNOWN_LAYERS:
-        return prefix + _KNOWN_LAYERS[cls]
+        known = _KNOWN_LAYERS[cls]
+        return prefix + (known(inner) if callable(known) else known)
     if example is None:
         raise InputError(f"no default Grad-CAM layer known for {cls}; pass a layer name "
                          f"(one of model.named_modules()) or an example input to probe")
@@ -268,7 +278,17 @@ class _Hooked:
             def class_score(self, logits, class_idx):
                 return outer._score(logits, class_idx)
 
+            def backward_hook(self, name):
+                # A module called more than once per forward (e.g. EfficientNet's shared activation
+                # module) sees several backward calls; the first one in the backward pass belongs
+                # to its last forward call, whose output the forward hook kept. MONAI keeps the last.
+                def _hook(_module, _grad_input, grad_output):
+                    self.gradients.setdefault(name, grad_output[0])
+
+                return _hook
+
             def __call__(self, x, class_idx=None, retain_graph=False, **kwargs):
+                self.gradients.clear()
                 logits, acti, grad = super().__call__(x, class_idx=class_idx, retain_graph=retain_graph, **kwargs)
                 outer.logits = logits.detach()
                 # MONAI's Grad-CAM++ multiplies by exp(score): a positive per-sample factor that the

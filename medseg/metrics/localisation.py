@@ -235,13 +235,20 @@ def deletion_auc(model: nn.Module, image: torch.Tensor, saliency, target: int, s
 # ----------------------------------------------------------------------------- sanity check
 
 
-def randomise_weights(model: nn.Module, seed: int = 0, layers: Sequence[str] | None = None) -> nn.Module:
+def randomise_weights(model: nn.Module, seed: int = 0, layers: Sequence[str] | None = None,
+                      calibrate: torch.Tensor | None = None) -> nn.Module:
     """A copy of ``model`` with re-initialised weights (Adebayo et al. 2018 model randomisation).
 
     Every submodule with ``reset_parameters`` (convolutions, linear layers, norms; norms also reset
     their running statistics) is re-initialised with its default initialiser, seeded. ``layers``
     restricts it to modules whose name starts with one of the given prefixes (a cascading
     randomisation step); default: all ("full randomisation").
+
+    ``calibrate`` (a batch ``(B, C, *S)``, optional): re-estimate the normalisation layers' running
+    statistics of the randomised network on these images. Without it a deep randomised network
+    with reset BatchNorm statistics often saturates (e.g. ReLU6 clipping everywhere), so all its
+    maps are constant and the check passes trivially; with it the randomised maps are real maps
+    of a network that has learned nothing.
     """
     rnd = copy.deepcopy(model)
     g = torch.random.fork_rng(devices=[])
@@ -258,6 +265,18 @@ def randomise_weights(model: nn.Module, seed: int = 0, layers: Sequence[str] | N
                 m.reset_running_stats()
     if n == 0:
         raise InputError("no layer with reset_parameters() was found to randomise")
+    if calibrate is not None:
+        norms = [m for m in rnd.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        saved = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the calibration batch
+        rnd.train()
+        dev = next(rnd.parameters()).device
+        with torch.no_grad():
+            rnd(torch.as_tensor(calibrate).float().to(dev))
+        for m, mom in zip(norms, saved):
+            m.momentum = mom
     rnd.eval()
     return rnd
 

@@ -225,7 +225,7 @@ def test_default_layers_of_medseg_models():
 
     assert default_target_layer(_small_densenet()) == "class_layers.relu"
     eff = EfficientNetBN("efficientnet-b0", pretrained=False, spatial_dims=2, in_channels=3, num_classes=2)
-    assert default_target_layer(eff) == "_bn1"
+    assert default_target_layer(eff) == "_blocks.5"
 
     class Wrapper(nn.Module):
         def __init__(self):
@@ -260,3 +260,33 @@ def test_png_overlay(tmp_path):
     assert rgb.shape == (32, 48, 3) and rgb.dtype == np.uint8
     with pytest.raises(InputError):
         save_cam_png(x[0], cam[:, :10], tmp_path / "bad.png")
+
+
+class SharedActNet(nn.Module):
+    """One activation module used twice (as MONAI's EfficientNet does with ``_swish``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(1, 4, 3, padding=1)
+        self.head = nn.Conv2d(4, 8, 3, padding=1, stride=2)
+        self.act = nn.ReLU6()
+        self.fc = nn.Linear(8, 2)
+
+    def forward(self, x):
+        x = self.act(self.head(self.act(self.stem(x))))
+        return self.fc(x.mean((2, 3)))
+
+
+def test_module_called_twice_uses_its_last_call():
+    torch.manual_seed(0)
+    net = SharedActNet().eval()
+    x = torch.rand(2, 1, 16, 16)
+    shared = grad_cam(net, x, layer="act", target=1)
+    # same map as hooking a separate module that sees only the last call
+    torch.manual_seed(0)
+    ref_net = SharedActNet().eval()
+    ref_net.load_state_dict(net.state_dict())
+    ref_net.act2 = nn.ReLU6()
+    ref_net.forward = lambda z: ref_net.fc(ref_net.act2(ref_net.head(ref_net.act(ref_net.stem(z)))).mean((2, 3)))
+    ref = grad_cam(ref_net, x, layer="act2", target=1)
+    torch.testing.assert_close(shared.as_tensor(), ref.as_tensor(), atol=1e-5, rtol=1e-4)

@@ -124,3 +124,13 @@ def test_randomise_weights_changes_a_copy_only():
     assert torch.equal(rnd[0].weight, rnd2[0].weight)  # seeded
     part = randomise_weights(net, seed=1, layers=["4"])
     assert torch.equal(part[0].weight, net[0].weight) and not torch.equal(part[4].weight, net[4].weight)
+
+
+def test_randomise_with_calibration_re_estimates_norm_statistics():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU6()).eval()
+    x = torch.rand(8, 1, 10, 10) * 50 + 100
+    rnd = randomise_weights(net, seed=0, calibrate=x)
+    out = rnd[0](x)
+    assert torch.allclose(rnd[1].running_mean, out.mean((0, 2, 3)), rtol=1e-3, atol=1e-3)
+    assert not rnd.training and rnd[1].momentum == net[1].momentum
