@@ -260,7 +260,10 @@ class Trainer:
             row["epoch_seconds"] = time.perf_counter() - t0
             self.state.epoch = epoch + 1
             validated = False
-            if self.val_fn is not None and (self.state.epoch % self.val_every == 0 or self.state.epoch == self.max_epochs):
+            # the last epoch before the time budget runs out is validated too (so 'best' exists)
+            out_of_time = budget_s is not None and (time.perf_counter() - t_start) >= budget_s
+            if self.val_fn is not None and (self.state.epoch % self.val_every == 0 or self.state.epoch == self.max_epochs
+                                            or out_of_time):
                 self.model.eval()
                 metrics = self.val_fn(self.model)
                 self.model.train()

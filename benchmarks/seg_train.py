@@ -1,0 +1,112 @@
+#!/usr/bin/env python
+"""Benchmark: training the 3D phantom U-Net — time to Dice 0.90 and epochs/s vs a plain MONAI loop.
+
+Figures (one JSON object per line):
+
+- ``seconds_to_dice_0.90``: ``medseg train configs/seg_ct_phantom.yaml`` (CacheDataset, plan,
+  validation every ``val_every`` epochs): wall seconds of training until the validation Dice first
+  reaches 0.90 (null if it did not within the budget). Goal: <= 300 s (5 min) on 2 CPU cores.
+- ``heldout_mean_dice``: mean Dice of the trained model on the held-out phantoms, in their source
+  geometry (``segment`` + reference labels). Goal: >= 0.90.
+- ``epochs_per_second``: medseg's training epochs/s vs a plain MONAI loop with the same network,
+  transforms, loss and optimiser but a plain ``Dataset`` (files decoded every epoch). Goal: ratio >= 1.
+
+``--quick``: a tiny run (few epochs, small phantoms) to check the script works.
+Exit code 0 whether or not goals are met.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _emit(metric, value, unit, baseline, baseline_value, goal, met, device):
+    ratio = (value / baseline_value) if (value is not None and baseline_value) else None
+    print(json.dumps({"benchmark": "seg_train", "metric": metric, "value": value if value is None else round(value, 4),
+                      "unit": unit, "baseline": baseline,
+                      "baseline_value": None if baseline_value is None else round(baseline_value, 4),
+                      "ratio": None if ratio is None else round(ratio, 3), "goal": goal, "met": bool(met),
+                      "device": device}), flush=True)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--plain-epochs", type=int, default=None, help="epochs of the plain loop (default 3, quick 1)")
+    a = p.parse_args(argv)
+
+    from monai.data import DataLoader, Dataset
+
+    from medseg.config import load_config
+    from medseg.engine.device import describe_device, select_device
+    from medseg.models import build_model
+    from medseg.runs import Run
+    from medseg.tasks import segmentation as seg
+
+    tmp = Path(tempfile.mkdtemp(prefix="medseg_bench_train_"))
+    over = [f"output_dir={tmp}", "name=run", "train.val_every=2"]
+    if a.quick:
+        over += ["data.num_cases=5", "train.epochs=2", "train.max_minutes=0.5", "model.channels=[4,8,16]"]
+    cfg = load_config(ROOT / "configs" / "seg_ct_phantom.yaml", over)
+    dev = select_device(cfg.device)
+    dname = describe_device(dev)
+    run = Run.create(tmp / "run", cfg)
+    with run:
+        summary = seg.train(cfg, run)
+    rows = list(csv.DictReader((tmp / "run" / "metrics.csv").open()))
+    t_hit = next((float(r["elapsed_seconds"]) for r in rows if r.get("val_dice") and float(r["val_dice"]) >= 0.90), None)
+    _emit("seconds_to_dice_0.90", t_hit, "s", "5-minute budget", 300.0, "value <= 300",
+          t_hit is not None and t_hit <= 300, dname)
+
+    data = tmp / "run" / "data"
+    content = json.loads((data / "dataset.json").read_text())
+    held = {"test": [{"image": str(data / it["image"]), "label": str(data / it["label"])} for it in content["test"]]}
+    (tmp / "heldout.json").write_text(json.dumps(held))
+    cases, _ = seg.segment_cases(tmp / "run", [tmp / "heldout.json"], tmp / "seg", device=str(dev), thumbnails=False)
+    dices = [c.metrics["dice_mean"] for c in cases if "dice_mean" in c.metrics]
+    md = float(np.mean(dices)) if dices else None
+    _emit("heldout_mean_dice", md, "Dice", "goal", 0.90, "value >= 0.90", md is not None and md >= 0.90, dname)
+
+    medseg_eps = summary["epochs"] / max(sum(float(r["epoch_seconds"]) for r in rows), 1e-9)
+
+    # plain MONAI loop: same transforms / network / loss / optimiser, no caching
+    plan = json.loads((tmp / "run" / "plan.json").read_text())
+    train_tf, _ = seg._transforms(cfg, plan)
+    items, _, _ = seg._datalists(cfg, data)
+    loader = DataLoader(Dataset(items, train_tf), batch_size=cfg.train.batch_size, shuffle=True)
+    params = seg._model_params(cfg, plan, 1)
+    torch.manual_seed(0)
+    model = build_model(**params).to(dev)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr)
+    loss = seg._loss_fn()
+    n = a.plain_epochs or (1 if a.quick else 3)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        model.train()
+        for i, b in enumerate(loader):
+            if cfg.train.steps_per_epoch and i >= cfg.train.steps_per_epoch:
+                break
+            opt.zero_grad()
+            l_ = loss(model(b["image"].to(dev)), b["label"].to(dev))
+            l_.backward()
+            opt.step()
+    plain_eps = n / (time.perf_counter() - t0)
+    _emit("epochs_per_second", medseg_eps, "epoch/s", "plain MONAI loop (Dataset, no cache)", plain_eps,
+          "ratio >= 1.0", medseg_eps >= plain_eps, dname)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
