@@ -10,12 +10,15 @@ Conventions
 - 2D images are ``(H, W)`` (rows, columns) gray or ``(H, W, 3)`` RGB; label maps ``(H, W)`` int,
   0 = background. ``spacing`` of a 2D image is ``(row spacing, column spacing)`` in mm.
 - 3D volumes are medseg's ``(X, Y, Z)`` arrays (or MONAI MetaTensors ``(1, X, Y, Z)``) with a
-  voxel->RAS affine. Views are drawn **in voxel order** (axial: rows = the voxel axis nearest A/P,
-  columns = the one nearest R/L, as a DICOM slice's pixel array is shown; coronal / sagittal: the
-  voxel axis nearest S/I runs bottom to top) and each edge is labelled with the patient direction
-  the affine says it points to (R/L, A/P, S/I). A standard DICOM axial stack therefore shows in the
-  radiological convention (patient's right on the left of the screen, anterior at the top), and a
-  flipped affine moves the letters: a flip is visible to a human.
+  voxel->RAS affine. Views are drawn **in voxel order**: the affine only decides which voxel axis
+  is which (axial: rows = the voxel axis nearest A/P, columns = the one nearest R/L; coronal:
+  rows S/I, columns R/L; sagittal: rows S/I, columns A/P); the in-plane voxel axes (0, 1) run
+  left-to-right / top-to-bottom as a DICOM slice's pixel array is shown, the slice axis (2) runs
+  left-to-right or bottom-to-top. Each edge is then labelled with the patient direction the affine
+  says it points to (R/L, A/P, S/I). A standard DICOM axial stack therefore shows in the
+  radiological convention in all three views (patient's right on the left of the screen, anterior
+  and superior at the top), a natively sagittal or coronal series shows its slices as the scanner
+  stored them, and a flipped affine moves the letters: a flip is visible to a human.
 - Pixels are made square in millimetres (display follows spacing, not voxel counts).
 - Every function returns an ``(H, W, 3)`` uint8 RGB array; :func:`save_png` writes it atomically.
 """
@@ -45,6 +48,7 @@ __all__ = [
     "heatmap_2d",
     "markers_2d",
     "save_png",
+    "save_case_overlays",
 ]
 
 log = logging.getLogger("medseg.review.overlay")
@@ -403,7 +407,7 @@ def _view_axes(affine: np.ndarray | None, view: str) -> tuple[np.ndarray, tuple[
     roles = _axis_roles(aff)
     vox = {w: roles.index(w) for w in range(3)}
     n, r, c = (vox[w] for w in _VIEW_WORLD[view])
-    return aff, (n, r, c), view != "axial"  # S/I axis runs bottom-to-top in coronal/sagittal views
+    return aff, (n, r, c), r == 2  # the slice axis runs bottom-to-top when shown vertically
 
 
 def _slice_2d(vol: np.ndarray, axes: tuple[int, int, int], index: int, flip_rows: bool) -> np.ndarray:
@@ -730,3 +734,45 @@ def save_png(rgb: np.ndarray, path: str | Path) -> Path:
     with atomic_write(path, suffix=".png") as tmp:
         Image.fromarray(np.ascontiguousarray(a)).save(tmp, format="PNG", optimize=False)
     return path
+
+
+def save_case_overlays(
+    image: Any,
+    labels: Any,
+    out_dir: str | Path,
+    case_id: str,
+    *,
+    affine: np.ndarray | None = None,
+    window: str | tuple[float, float] | None = "soft_tissue",
+    class_names: Mapping[int, str] | Sequence[str] | None = None,
+    lesion_label: int | None = None,
+    max_slices: int = 12,
+) -> dict[str, Path]:
+    """The standard review set for one 3D case: three orthogonal views, a montage, a lesion view.
+
+    Parameters
+    ----------
+    image, labels : (X, Y, Z) arrays / MetaTensors (as in :func:`overlay_volume`).
+    out_dir : folder for the PNGs (created). File names are ``{case_id}_{kind}.png``; ``case_id``
+        must be medseg's own id (a file stem or an index), never a DICOM value.
+    lesion_label : class value for the lesion-centred view (skipped when absent from ``labels``).
+    Other parameters as in :func:`overlay_volume` / :func:`montage`.
+
+    Returns
+    -------
+    ``{"axial", "coronal", "sagittal", "montage"[, "lesion"]} -> PNG path``; ``"axial"`` makes a
+    good thumbnail for :class:`~medseg.review.cases.ReviewCase`.
+    """
+    out_dir = Path(out_dir)
+    img, lab, aff = _prepare(image, labels, affine)
+    out: dict[str, Path] = {}
+    for view in ("axial", "coronal", "sagittal"):
+        out[view] = save_png(overlay_volume(img, lab, affine=aff, view=view, window=window,
+                                            class_names=class_names), out_dir / f"{case_id}_{view}.png")
+    if lab is not None and np.any(lab > 0):
+        out["montage"] = save_png(montage(img, lab, affine=aff, window=window, class_names=class_names,
+                                          max_slices=max_slices), out_dir / f"{case_id}_montage.png")
+        if lesion_label is not None and np.any(lab == lesion_label):
+            out["lesion"] = save_png(lesion_view(img, lab, label=lesion_label, affine=aff, window=window,
+                                                 class_names=class_names), out_dir / f"{case_id}_lesion.png")
+    return out

@@ -26,6 +26,21 @@ def test_standard_dicom_stack_letters_radiological_convention():
     assert ov.orientation_letters(aff, "sagittal") == {"top": "S", "bottom": "I", "left": "A", "right": "P"}
 
 
+def test_native_sagittal_series_shows_as_stored():
+    # DICOM IOP [0,1,0, 0,0,-1]: columns run posterior, rows run inferior, slices (normal) to the right
+    lps = np.zeros((4, 4))
+    lps[:3, 0], lps[:3, 1], lps[:3, 2], lps[3, 3] = (0, 1, 0), (0, 0, -1), (-1, 0, 0), 1
+    aff = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
+    assert ov.orientation_letters(aff, "sagittal") == {"top": "S", "bottom": "I", "left": "A", "right": "P"}
+    vol = np.zeros((20, 30, 5))
+    vol[2, 3, 1] = 1000.0  # column 2, row 3 of slice 1
+    out = ov.overlay_volume(vol, None, affine=aff, view="sagittal", index=1, window=(500, 1000))
+    bright = np.argwhere(out[..., 2] > 200)  # the voxel (white; the letters are yellow: low blue)
+    # the stored pixel array (rows = 30 (y), cols = 20 (x)) upsampled x256/30: the voxel near the top left
+    assert bright[:, 0].mean() == pytest.approx((3 + 0.5) * 256 / 30, abs=6)
+    assert bright[:, 1].mean() == pytest.approx((2 + 0.5) * 256 / 30, abs=6)
+
+
 def test_flipped_affine_moves_letters_and_only_letters_change():
     img, lab = _vol()
     aff = phantom_affine((1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
@@ -184,3 +199,14 @@ def test_save_png_roundtrip(tmp_path):
     assert [f.name for f in p.parent.iterdir()] == ["x.png"]  # no temp file left
     with pytest.raises(InputError):
         ov.save_png(rgb.astype(float), tmp_path / "y.png")
+
+
+def test_save_case_overlays(tmp_path):
+    from medseg.data.synthetic import CT_CLASSES, ct_phantom
+
+    ph = ct_phantom(0, shape=(48, 48, 16), spacing=(4.0, 4.0, 6.0))
+    ph.label[20:23, 20:23, 7:9] = 4
+    out = ov.save_case_overlays(ph.image, ph.label, tmp_path, "case_000", affine=ph.affine,
+                                class_names=CT_CLASSES, lesion_label=4)
+    assert sorted(out) == ["axial", "coronal", "lesion", "montage", "sagittal"]
+    assert all(p.is_file() and p.parent == tmp_path and p.name.startswith("case_000_") for p in out.values())
