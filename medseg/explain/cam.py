@@ -81,6 +81,7 @@ _KNOWN_LAYERS: dict[str, Any] = {
     # Segmenters: the bottleneck (Seg-Grad-CAM, Vinogradova et al. 2020).
     "BasicUNet": "down_4",
     "BasicUnet": "down_4",
+    "DynUNet": "bottleneck",  # medseg "unet"
 }
 
 
