@@ -56,14 +56,20 @@ log = logging.getLogger("medseg.explain")
 Method = Literal["gradcam", "gradcampp"]
 Target = Union[int, Sequence[int], torch.Tensor, None]
 
-def _efficientnet_layer(model: nn.Module) -> str:
+def _efficientnet_layer(model: nn.Module, example: torch.Tensor | None = None) -> str:
     # MONAI's EfficientNet groups its MBConv blocks by stage in ``_blocks`` (7 stages for B0 /
     # Lite0). The default is the second-to-last stage (Lite0: 192 channels, stride 32), chosen by
     # measurement on the synthetic lesion set (benchmarks/cam_localisation.py): Grad-CAM on the
     # head block (``_conv_head``/``_bn1``/its activation) or on the last 1-block stage pointed
     # outside the lesion (pointing game ~0.1), the stage before it inside it (~0.95+).
+    # Below 96 px that stage is 2 x 2 (a peak can only sit at a quadrant centre): then the stage
+    # before it (stride 16) is used.
     n = len(getattr(model, "_blocks", []))
-    return f"_blocks.{n - 2}" if n >= 2 else "_bn1"
+    if n < 3:
+        return "_bn1"
+    if example is not None and min(example.shape[2:]) // 32 < 3:
+        return f"_blocks.{n - 3}"
+    return f"_blocks.{n - 2}"
 
 
 #: default target layer per model class (a submodule name relative to that model, or a function)
@@ -118,7 +124,8 @@ def default_target_layer(model: nn.Module, example: torch.Tensor | None = None,
     """A sensible Grad-CAM target layer name for ``model``.
 
     Known MONAI/medseg networks get a fixed layer (EfficientNet incl. medseg's Lite0: the
-    second-to-last block stage ``_blocks.5``, measured to localise where the head does not;
+    second-to-last block stage ``_blocks.5``, measured to localise where the head does not, or
+    ``_blocks.4`` when ``example`` is smaller than 96 px (``_blocks.5`` would be 2 x 2);
     DenseNet: ``class_layers.relu``; ResNet: ``layer4``; BasicUNet: the bottleneck ``down_4``),
     also when nested in a wrapper module. Otherwise one forward pass of ``example`` is probed:
     a classifier gets the last (leaf) module whose output still has spatial extent (> 1 voxel);
@@ -138,7 +145,7 @@ def default_target_layer(model: nn.Module, example: torch.Tensor | None = None,
     cls = type(inner).__name__
     if cls in _KNOWN_LAYERS:
         known = _KNOWN_LAYERS[cls]
-        return prefix + (known(inner) if callable(known) else known)
+        return prefix + (known(inner, example) if callable(known) else known)
     if example is None:
         raise InputError(f"no default Grad-CAM layer known for {cls}; pass a layer name "
                          f"(one of model.named_modules()) or an example input to probe")
@@ -431,7 +438,7 @@ class CAMExplainer:
         if not batched and x_in.ndim != self.spatial_dims + 1:
             raise InputError(f"expected an image (C, *S) or batch (B, C, *S) with {self.spatial_dims} spatial "
                              f"dims for this model, got shape {tuple(x_in.shape)}")
-        x = torch.as_tensor(x_in).detach()
+        x = (x_in.as_tensor() if isinstance(x_in, MetaTensor) else torch.as_tensor(x_in)).detach()
         if not batched:
             x = x[None]
         dev = next(self.model.parameters()).device

@@ -84,15 +84,19 @@ def run_demo(out: Path, quick: bool = False) -> dict[str, Any]:
     ref = np.stack(masks)[:, None]
     hits = pointing_game(maps, ref)
     dice = map_dice(maps, ref)
+    from medseg.review.overlay import overlay_2d, save_png
+
     cases = []
-    for r, e, hit, d in zip(res, entries, hits, dice):
+    for r, e, hit, d, img, mask in zip(res, entries, hits, dice, images, masks):
+        thumb = save_png(overlay_2d(img, mask.astype(np.uint8), class_names=["background", "lesion"]),
+                         out / "thumbnails" / f"{r['case_id']}.png")
         p = r["probabilities"]
         ref_label = e.get("label")
         metrics = {"pointing_game_hit": float(hit), "cam_dice": round(float(d), 4)}
         if ref_label is not None:
             metrics["reference_class"] = float(ref_label)
         cases.append(ReviewCase(
-            case_id=r["case_id"], task="explain", thumbnail=str(Path(r["png"]).resolve()),
+            case_id=r["case_id"], task="explain", thumbnail=str(Path(thumb).resolve()),
             cam=str(Path(r["png"]).resolve()), prediction=class_names[r["predicted"]],
             probability=round(float(max(p)), 4), metrics=metrics,
             outputs={"cam_map": str(Path(r["npy"]).resolve())},

@@ -226,6 +226,8 @@ def test_default_layers_of_medseg_models():
     assert default_target_layer(_small_densenet()) == "class_layers.relu"
     eff = EfficientNetBN("efficientnet-b0", pretrained=False, spatial_dims=2, in_channels=3, num_classes=2)
     assert default_target_layer(eff) == "_blocks.5"
+    assert default_target_layer(eff, torch.rand(1, 3, 96, 96)) == "_blocks.5"
+    assert default_target_layer(eff, torch.rand(1, 3, 64, 64)) == "_blocks.4"  # 5 would be 2 x 2
 
     class Wrapper(nn.Module):
         def __init__(self):

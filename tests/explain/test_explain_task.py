@@ -47,7 +47,7 @@ def test_explain_writes_maps_pngs_and_table(classifier_run, tmp_path):
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"not a png")
     s = explain(classifier_run, [*images, bad], tmp_path / "out", method="gradcampp", target="malignant")
-    assert s["n_images"] == 3 and s["n_skipped"] == 1 and s["layer"] == "_blocks.5"
+    assert s["n_images"] == 3 and s["n_skipped"] == 1 and s["layer"] == "_blocks.4"  # 48 px input
     rows = list(csv.DictReader(open(s["table"])))
     assert [r["target_class"] for r in rows] == ["malignant"] * 3
     m = np.load(rows[0]["cam_map"])
