@@ -38,6 +38,9 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--method", default="gradcam", choices=["gradcam", "gradcampp"])
     ap.add_argument("--out", type=Path, default=None, help="keep the run folder here (default: a temp folder)")
+    ap.add_argument("--classifier-run", type=Path, default=None,
+                    help="reuse a classification run trained on the same synthetic lesion set (same seed/size/n)")
+    ap.add_argument("--seg-epochs", type=int, default=None, help="segmenter epochs (default 12; quick 2)")
     args = ap.parse_args(argv)
 
     import logging
@@ -55,11 +58,14 @@ def main(argv=None) -> int:
     if args.quick:
         n, size, cls_epochs, seg_epochs = 30, 64, 1, 2
     else:
-        n, size, cls_epochs, seg_epochs = 160, 96, 4, 20
+        n, size, cls_epochs, seg_epochs = 160, 96, 4, 12
+    if args.seg_epochs:
+        seg_epochs = args.seg_epochs
     cfg = WeakSupervisionConfig(
         name="cam_localisation", seed=args.seed, device=args.device,
         data=DataSection(synthetic=True, num_cases=n),
-        weak=WeakSection(method=args.method, image_size=size, classifier_epochs=cls_epochs, refine=True),
+        weak=WeakSection(method=args.method, image_size=size, classifier_epochs=cls_epochs, refine=True,
+                         classifier_run=args.classifier_run),
         model=ModelSection(name="unet", spatial_dims=2, in_channels=3, out_channels=2, channels=[16, 32, 64, 128],
                            norm="batch"),
         train=TrainSection(epochs=seg_epochs, batch_size=16, lr=3e-3),
