@@ -16,6 +16,7 @@
 
 Run folder: ``data/`` (synthetic), ``classifier/`` (its run), ``seg_pseudo/`` and ``seg_true/``
 (segmenter runs: checkpoints, metrics.csv), ``pseudo_masks.png`` (examples),
+``localisation.json`` (the maps' figures, written before the segmenters train),
 ``weak_supervision.json`` (every figure) and ``summary.json``.
 """
 
@@ -304,6 +305,8 @@ def train(cfg, run, resume: bool = False) -> dict[str, Any]:
     with run.stage("localisation"):
         loc = localisation_report(model, info, te["images"], te["masks"], method=cfg.weak.method,
                                   layer=cfg.weak.layer, seed=cfg.seed)
+    run.write_json("localisation.json", {k: v for k, v in loc.items() if k not in ("maps", "hits", "dice")}
+                   | {"pseudo_mask_dice": pseudo_quality})
     # 3. segmenters: pseudo-masks vs true masks, same network and budget
     params = cfg.model.model_dump()
     in_ch = 3 if fit_images[0].ndim == 3 else 1
