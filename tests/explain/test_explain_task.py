@@ -1,0 +1,107 @@
+"""`medseg explain` task and the explain demo stage, on a small (untrained) classifier run folder."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from medseg.errors import ConfigError, NotBuiltError
+
+
+@pytest.fixture(scope="module")
+def classifier_run(tmp_path_factory) -> Path:
+    """A classification run folder as medseg.tasks.classification.train leaves it (weights untrained)."""
+    from medseg.config import DataSection, ModelSection
+    from medseg.data.lesions import make_lesion_dataset
+    from medseg.engine.checkpoint import save_checkpoint
+    from medseg.models import build_model
+    from medseg.runs import Run
+    from medseg.tasks.configs import ClassificationConfig
+
+    root = tmp_path_factory.mktemp("demo")
+    cls_dir = root / "classification"
+    datalist = make_lesion_dataset(cls_dir / "data", n=8, seed=0, size=48, splits=(0.5, 0.25, 0.25))
+    cfg = ClassificationConfig(name="run", image_size=48, data=DataSection(datalist=datalist),
+                               model=ModelSection(name="efficientnet_lite0", pretrained=False, image_size=48))
+    run = Run.create(cls_dir / "run", cfg)
+    params = {"name": "efficientnet_lite0", "pretrained": False, "image_size": 48, "num_classes": 2, "in_channels": 3}
+    torch.manual_seed(0)
+    model = build_model(**params)
+    save_checkpoint(run.path / "checkpoints" / "best.pt", model=model.state_dict(), meta={"model_params": params})
+    info = {"class_names": ["benign", "malignant"], "positive_index": 1, "image_size": 48, "channels": "rgb",
+            "temperature": 1.0, "operating_points": {"default": 0.5}, "use": "default"}
+    (run.path / "classifier.json").write_text(json.dumps(info))
+    run.finish()
+    return run.path
+
+
+def test_explain_writes_maps_pngs_and_table(classifier_run, tmp_path):
+    from medseg.tasks.explain import explain
+
+    images = sorted((classifier_run.parent / "data" / "images").glob("*.png"))[:3]
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not a png")
+    s = explain(classifier_run, [*images, bad], tmp_path / "out", method="gradcampp", target="malignant")
+    assert s["n_images"] == 3 and s["n_skipped"] == 1 and s["layer"] == "_blocks.4"  # 48 px input
+    rows = list(csv.DictReader(open(s["table"])))
+    assert [r["target_class"] for r in rows] == ["malignant"] * 3
+    m = np.load(rows[0]["cam_map"])
+    assert m.shape == (48, 48) and 0.0 <= m.min() and m.max() <= 1.0
+    assert Path(rows[0]["cam_png"]).is_file()
+    assert "broken.png" in (tmp_path / "out" / "skipped.csv").read_text()
+    with pytest.raises(ConfigError, match="unknown target class"):
+        explain(classifier_run, images, tmp_path / "out2", target="melanoma")
+
+
+def test_explain_refuses_non_classification_runs(tmp_path):
+    from medseg.runs import Run
+    from medseg.tasks.configs import SegmentationConfig
+    from medseg.tasks.explain import explain
+
+    run = Run.create(tmp_path / "seg", SegmentationConfig())
+    run.finish()
+    with pytest.raises(NotBuiltError, match="grad_cam"):
+        explain(run.path, [tmp_path], tmp_path / "out")
+
+
+def test_explain_cli(classifier_run, tmp_path, capsys):
+    from medseg.cli import main
+
+    img = sorted((classifier_run.parent / "data" / "images").glob("*.png"))[0]
+    rc = main(["explain", "--model", str(classifier_run), str(img), "--out", str(tmp_path / "cli"), "--device", "cpu"])
+    assert rc == 0
+    assert (tmp_path / "cli" / "cams" / f"{img.stem}_cam.png").is_file()
+
+
+def test_demo_stage_uses_the_classification_run(classifier_run):
+    from medseg.explain.demo import run_demo
+
+    res = run_demo(classifier_run.parent.parent / "explain", quick=True)
+    s = res["summary"]
+    assert s["n_images"] == len(res["cases"]) >= 1
+    assert 0.0 <= s["pointing_game"] <= 1.0 and 0.0 <= s["cam_dice"] <= 1.0
+    c = res["cases"][0]
+    assert c.task == "explain" and Path(c.cam).is_file() and Path(c.cam).is_absolute()
+    assert c.metrics["pointing_game_hit"] in (0.0, 1.0)
+
+
+def test_demo_stage_without_classifier_reports_it(tmp_path):
+    from medseg.explain.demo import run_demo
+
+    res = run_demo(tmp_path / "explain", quick=True)
+    assert res["cases"] == [] and "no trained classifier" in res["summary"]["skipped"]
+
+
+def test_weak_supervision_config_validates(tmp_path):
+    from medseg.config import load_config
+
+    cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / "weak_lesions.yaml",
+                      ["weak.threshold=0.4", "weak.method=gradcampp"])
+    assert cfg.weak.threshold == 0.4 and cfg.weak.method == "gradcampp" and cfg.model.name == "unet"
+    with pytest.raises(ConfigError, match="thresh"):
+        load_config(Path(__file__).resolve().parents[2] / "configs" / "weak_lesions.yaml", ["weak.treshold=0.4"])
