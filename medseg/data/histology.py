@@ -8,10 +8,13 @@ What an image holds:
 
 * an eosin-pink background with smooth and fine texture (stroma) and a few pale gaps;
 * nuclei: haematoxylin blue/purple, elliptical with irregular outlines, sizes varying (about
-  9-15 px diameter at the default 0.5 µm/px, i.e. 4.5-7.5 µm), granular chromatin texture; they
-  may touch or overlap slightly; ~10 % are hyperchromatic (darker, the hard negatives for mitosis);
-* mitotic figures (rarer, ~5 % of objects): very dark, irregular clumps or metaphase plates with a
-  pale halo.
+  9-15 px diameter at the default 0.5 µm/px, i.e. 4.5-7.5 µm), granular chromatin texture, pale
+  to hyperchromatic; ~40 % are placed touching a neighbour (clusters);
+* mitosis look-alikes, annotated as ``nucleus``: lymphocytes (~12 %, small, dark, round) and
+  apoptotic bodies (~3 %, dark homogeneous round, bright eosinophilic rim);
+* mitotic figures (rarer, ``mitosis_rate``, default 5 % of objects): very dark, irregular clumps or
+  metaphase plates with a pale halo;
+* per-image stain variation (haematoxylin x0.8-1.2, eosin x0.7-1.3) and noise.
 
 Annotations are point annotations (centre of each object, class ``nucleus`` = 0 or ``mitosis`` = 1)
 plus an instance mask (one integer id per object; centroids via ``regionprops`` match the points).
@@ -139,47 +142,70 @@ def histology_image(seed: int, shape: tuple[int, int] = (256, 256), *, n_nuclei:
     chromatin = _smooth_noise(rng, (H, W), 0.8)
     instances = np.zeros((H, W), np.int32)
 
-    # object centres: rejection sampling with a minimum distance that still lets nuclei touch
+    # object centres: rejection sampling with a minimum distance that still lets nuclei touch;
+    # a share of the objects is placed next to an existing one (clusters of touching nuclei)
     centres: list[tuple[float, float, float]] = []  # (x, y, radius)
     tries = 0
     while len(centres) < n_nuclei and tries < n_nuclei * 60:
         tries += 1
         r = rng.uniform(4.5, 7.5)
-        x, y = rng.uniform(2, W - 3), rng.uniform(2, H - 3)
-        if all((x - cx) ** 2 + (y - cy) ** 2 >= (0.85 * (r + cr)) ** 2 for cx, cy, cr in centres):
+        if centres and rng.random() < 0.4:
+            cx, cy, cr = centres[int(rng.integers(len(centres)))]
+            ang, dist = rng.uniform(0, 2 * np.pi), (cr + r) * rng.uniform(0.8, 1.0)
+            x, y = cx + dist * np.cos(ang), cy + dist * np.sin(ang)
+            if not (2 <= x <= W - 3 and 2 <= y <= H - 3):
+                continue
+        else:
+            x, y = rng.uniform(2, W - 3), rng.uniform(2, H - 3)
+        if all((x - cx) ** 2 + (y - cy) ** 2 >= (0.8 * (r + cr)) ** 2 for cx, cy, cr in centres):
             centres.append((x, y, r))
     n = len(centres)
-    classes = (rng.random(n) < mitosis_rate).astype(np.int64)
-    if mitosis_rate > 0 and n >= 20 and classes.sum() == 0:
-        classes[rng.integers(n)] = 1
+    # kinds: 0 nucleus, 1 mitosis, 2 lymphocyte (small dark round), 3 apoptotic body (dark, pink rim)
+    u = rng.random(n)
+    kinds = np.where(u < mitosis_rate, 1, np.where(u < mitosis_rate + 0.12, 2,
+                                                   np.where(u < mitosis_rate + 0.15, 3, 0)))
+    if mitosis_rate > 0 and n >= 20 and not (kinds == 1).any():
+        kinds[rng.integers(n)] = 1
+    classes = (kinds == 1).astype(np.int64)
+    stain_h, stain_e = rng.uniform(0.8, 1.2), rng.uniform(0.7, 1.3)  # per-slide stain variation
 
     points = np.zeros((n, 2), np.float64)
     size = 21
     half = size // 2
-    for k, ((x, y, r), cls) in enumerate(zip(centres, classes)):
+    for k, ((x, y, r), kind) in enumerate(zip(centres, kinds)):
         ix, iy = int(round(x)), int(round(y))
-        if cls == 1:
+        if kind == 1:
             m = _mitosis_mask(rng, size)
             m = ndi.binary_closing(m, iterations=1) | m
+        elif kind == 2:
+            rl = rng.uniform(3.0, 3.9)
+            m = _blob_mask(rng, size, rl, rl * rng.uniform(0.85, 1.0), rng.uniform(0, np.pi), wobble=0.04)
+        elif kind == 3:
+            rl = rng.uniform(2.5, 4.0)
+            m = _blob_mask(rng, size, rl, rl * rng.uniform(0.8, 1.0), rng.uniform(0, np.pi), wobble=0.05)
         else:
-            ratio = rng.uniform(0.7, 1.0)
-            m = _blob_mask(rng, size, r, r * ratio, rng.uniform(0, np.pi), wobble=0.10)
+            ratio = rng.uniform(0.65, 1.0)
+            m = _blob_mask(rng, size, r, r * ratio, rng.uniform(0, np.pi), wobble=0.12)
         # paste into the image (clipped at borders)
         y0, x0 = iy - half, ix - half
         ys, xs = slice(max(y0, 0), min(y0 + size, H)), slice(max(x0, 0), min(x0 + size, W))
         ms = m[ys.start - y0: ys.stop - y0, xs.start - x0: xs.stop - x0]
         if not ms.any():
             continue
-        if cls == 1:
-            # pale halo of clear cytoplasm around the figure
-            halo = ndi.binary_dilation(m, iterations=3)[ys.start - y0: ys.stop - y0, xs.start - x0: xs.stop - x0]
-            eos[ys, xs] = np.where(halo & ~ms, eos[ys, xs] * 0.45, eos[ys, xs])
-            dens = rng.uniform(0.19, 0.26)
-            val = dens * (1 + 0.12 * chromatin[ys, xs])
+        ring = (ndi.binary_dilation(m, iterations=3)[ys.start - y0: ys.stop - y0, xs.start - x0: xs.stop - x0]
+                & ~ms)
+        if kind == 1:  # pale halo of clear cytoplasm, very dark clumped chromatin
+            eos[ys, xs] = np.where(ring, eos[ys, xs] * 0.5, eos[ys, xs])
+            val = rng.uniform(0.15, 0.26) * (1 + 0.15 * chromatin[ys, xs])
+        elif kind == 2:
+            val = rng.uniform(0.12, 0.18) * (1 + 0.08 * chromatin[ys, xs])
+        elif kind == 3:  # pyknotic, homogeneous, in bright eosinophilic cytoplasm
+            eos[ys, xs] = np.where(ring, eos[ys, xs] * 1.8, eos[ys, xs])
+            val = rng.uniform(0.18, 0.26) * np.ones(ms.shape)
         else:
-            dens = rng.uniform(0.11, 0.14) if rng.random() < 0.10 else rng.uniform(0.055, 0.085)
+            dens = rng.uniform(0.10, 0.14) if rng.random() < 0.10 else rng.uniform(0.04, 0.085)
             rim = ms & ~ndi.binary_erosion(ms, iterations=1)
-            val = dens * (1 + 0.25 * chromatin[ys, xs]) * np.where(rim, 1.25, 1.0)
+            val = dens * (1 + 0.3 * chromatin[ys, xs]) * np.where(rim, 1.25, 1.0)
         hem[ys, xs] = np.where(ms, np.maximum(hem[ys, xs], val), hem[ys, xs])
         eos[ys, xs] = np.where(ms, eos[ys, xs] * 0.5, eos[ys, xs])
         instances[ys, xs] = np.where(ms, k + 1, instances[ys, xs])
@@ -190,7 +216,7 @@ def histology_image(seed: int, shape: tuple[int, int] = (256, 256), *, n_nuclei:
     keep = np.zeros(n, bool)
     for rp in regionprops(instances):
         k = rp.label - 1
-        if rp.area >= 12:
+        if rp.area >= 10:
             cy, cx = rp.centroid
             points[k] = (cx, cy)
             keep[k] = True
@@ -201,10 +227,10 @@ def histology_image(seed: int, shape: tuple[int, int] = (256, 256), *, n_nuclei:
     instances = remap[instances]
     points, classes = points[order], classes[order]
 
-    hed = np.stack([np.clip(hem, 0, None), np.clip(eos, 0, None), np.zeros_like(hem)], axis=-1)
+    hed = np.stack([np.clip(hem * stain_h, 0, None), np.clip(eos * stain_e, 0, None), np.zeros_like(hem)], axis=-1)
     rgb = hed2rgb(hed)
     rgb = ndi.gaussian_filter(rgb, sigma=(0.6, 0.6, 0))
-    rgb = rgb + rng.normal(0, 0.012, rgb.shape)
+    rgb = rgb + rng.normal(0, 0.02, rgb.shape)
     image = (np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8)
     return HistologySample(image=image, points=points, classes=classes, instances=instances,
                            pixel_size_um=float(pixel_size_um))

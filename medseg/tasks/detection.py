@@ -678,11 +678,13 @@ def train(cfg, run, resume: bool = False) -> dict[str, Any]:
     def val_fn(m) -> dict[str, float]:
         dets = _detect_cases(m, va, p, cfg, device, threshold=0.05)
         thr, f1 = select_threshold(dets, val_refs, p.match_px)
-        return {"val_f1": f1, "val_threshold": thr}
+        ap = average_precision(dets, val_refs, p.match_px)
+        # F1 alone ties often on small validation sets; the mean with AP also rewards better ranking
+        return {"val_f1": f1, "val_ap": ap, "val_score": 0.5 * (f1 + ap), "val_threshold": thr}
 
     opt = build_optimizer(model.parameters(), cfg.train.optimizer, cfg.train.lr, cfg.train.weight_decay)
     sched = build_scheduler(opt, cfg.train.scheduler, cfg.train.epochs)
-    trainer = Trainer(model, opt, loader, step, val_fn=val_fn, key_metric="val_f1", mode="max", scheduler=sched,
+    trainer = Trainer(model, opt, loader, step, val_fn=val_fn, key_metric="val_score", mode="max", scheduler=sched,
                       device=device, amp=cfg.train.amp, grad_clip=cfg.train.grad_clip, max_epochs=cfg.train.epochs,
                       max_minutes=cfg.train.max_minutes, val_every=cfg.train.val_every,
                       early_stop_patience=cfg.train.early_stop_patience, steps_per_epoch=steps, seed=cfg.seed,
