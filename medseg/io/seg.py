@@ -1,0 +1,370 @@
+"""DICOM Segmentation (SEG) objects that open aligned on their source series in DICOM viewers.
+
+:func:`write_dicom_seg` writes a label map predicted on a DICOM series as a DICOM SEG
+(``highdicom.seg.Segmentation``) that references every source SOP instance, carries one segment
+per class with its label, coded concepts (SNOMED CT where known, a configurable mapping) and the
+algorithm's identification (name, version), and omits empty frames.
+
+Geometry: the label map is in medseg's convention, an ``(X, Y, Z)`` array of the series as medseg
+loads it: ``labels[:, :, k].T`` (rows = y, columns = x) is the label image of the ``k``-th slice
+when the slices are sorted by their position along the slice normal
+(``ImagePositionPatient · (row direction × column direction)``, ascending), exactly as
+:func:`medseg.data.synthetic.write_phantom_dicom` writes a phantom. Series that cannot be
+represented as such a regular grid (gantry tilt, non-uniform slice spacing, mixed orientations or
+sizes, duplicate positions) are refused with :class:`~medseg.errors.GeometryError` rather than
+written misaligned.
+
+Note: a DICOM SEG carries the patient and study modules of its source series (PatientName,
+PatientID, ...) by design: that is how PACS and viewers attach it to the right patient. It is a
+clinical object, not a report; medseg never logs those values or builds a file name from them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence, Union
+
+import numpy as np
+
+import medseg
+from medseg.errors import GeometryError, InputError, LabelMismatchError, MissingFileError, NotBuiltError
+from medseg.utils import atomic_write
+
+__all__ = ["write_dicom_seg", "DEFAULT_SEGMENT_CODES", "series_geometry"]
+
+log = logging.getLogger("medseg.io.seg")
+
+CodeLike = Union["Code", "CodedConcept", tuple]  # noqa: F821
+
+# (category, type) per segment name, SNOMED CT (scheme SCT) codes from pydicom's code dictionary
+# (categories: DICOM CID 7150 "Segmentation Property Categories"). Keys are normalised names
+# (lower case, "_" and "-" as spaces).
+_DEFAULT_CODE_KEYWORDS: dict[str, tuple[str, str]] = {
+    "liver": ("AnatomicalStructure", "Liver"),
+    "spleen": ("AnatomicalStructure", "Spleen"),
+    "kidney": ("AnatomicalStructure", "Kidney"),
+    "lung": ("AnatomicalStructure", "Lung"),
+    "lesion": ("MorphologicallyAbnormalStructure", "Lesion"),
+    "liver lesion": ("MorphologicallyAbnormalStructure", "Lesion"),
+    "neoplasm": ("MorphologicallyAbnormalStructure", "Neoplasm"),
+    "tumor": ("MorphologicallyAbnormalStructure", "Neoplasm"),
+    "tumour": ("MorphologicallyAbnormalStructure", "Neoplasm"),
+    "mass": ("MorphologicallyAbnormalStructure", "Mass"),
+    "nucleus": ("AnatomicalStructure", "Nucleus"),
+    "nuclei": ("AnatomicalStructure", "Nucleus"),
+}
+
+
+def _default_codes() -> dict[str, tuple[Any, Any]]:
+    from pydicom.sr.codedict import codes
+
+    return {name: (getattr(codes.cid7150, cat), getattr(codes.SCT, typ))
+            for name, (cat, typ) in _DEFAULT_CODE_KEYWORDS.items()}
+
+
+#: lazily filled {normalised name: (category Code, type Code)}; see :func:`write_dicom_seg`'s ``codes``
+DEFAULT_SEGMENT_CODES: dict[str, tuple[Any, Any]] = {}
+
+
+def _norm_name(name: str) -> str:
+    return " ".join(str(name).lower().replace("_", " ").replace("-", " ").split())
+
+
+def _coded(c: Any, what: str):
+    from highdicom.sr import CodedConcept
+    from pydicom.sr.coding import Code
+
+    if isinstance(c, (CodedConcept, Code)):
+        return c
+    if isinstance(c, (tuple, list)) and len(c) == 3:
+        return CodedConcept(value=str(c[0]), scheme_designator=str(c[1]), meaning=str(c[2]))
+    raise InputError(f"segment code for {what} must be a pydicom Code, a highdicom CodedConcept or a "
+                     f"(value, scheme designator, meaning) tuple, got {c!r}")
+
+
+def _segment_codes(name: str, value: int, codes: Mapping[str, Any] | None):
+    """(category, type) coded concepts of segment ``name``."""
+    from highdicom.sr import CodedConcept
+    from pydicom.sr.codedict import codes as dcodes
+
+    if not DEFAULT_SEGMENT_CODES:
+        DEFAULT_SEGMENT_CODES.update(_default_codes())
+    table = dict(DEFAULT_SEGMENT_CODES)
+    for k, v in (codes or {}).items():
+        if not (isinstance(v, (tuple, list)) and len(v) == 2):
+            raise InputError(f"codes[{k!r}] must be a (category, type) pair of codes, got {v!r}")
+        table[_norm_name(k)] = (_coded(v[0], f"{k} (category)"), _coded(v[1], f"{k} (type)"))
+    key = _norm_name(name)
+    if key in table:
+        return table[key]
+    log.warning("DICOM SEG: no standard code for segment %r; using a local code (pass codes={name: "
+                "(category, type)} to write SNOMED CT codes)", name)
+    return (dcodes.cid7150.AnatomicalStructure,
+            CodedConcept(value=f"MEDSEG{int(value)}", scheme_designator="99MEDSEG", meaning=str(name)[:64]))
+
+
+# --------------------------------------------------------------------------------------- source series
+def _read_source(source_series: Any) -> tuple[list, str]:
+    """Datasets of the source series (+ a label naming it for messages: the folder, never DICOM values)."""
+    import pydicom
+    from pydicom.dataset import Dataset
+    from pydicom.errors import InvalidDicomError
+
+    if isinstance(source_series, (str, os.PathLike)):
+        folder = Path(source_series)
+        if not folder.exists():
+            raise MissingFileError(f"source DICOM series folder {folder} does not exist", folder)
+        files = sorted(p for p in folder.iterdir() if p.is_file()) if folder.is_dir() else [folder]
+        where = str(folder)
+    elif isinstance(source_series, Sequence) and source_series and all(
+            isinstance(x, (str, os.PathLike)) for x in source_series):
+        files = [Path(x) for x in source_series]
+        where = f"{len(files)} source files in {files[0].parent}"
+    elif isinstance(source_series, Sequence) and all(isinstance(x, Dataset) for x in source_series):
+        return list(source_series), f"{len(source_series)} source datasets"
+    else:
+        raise InputError("source_series must be a folder of DICOM files, a list of file paths or a list of "
+                         f"pydicom Datasets, got {type(source_series).__name__}")
+    dss = []
+    for p in files:
+        try:
+            ds = pydicom.dcmread(p, stop_before_pixels=True)
+        except (InvalidDicomError, OSError, ValueError, EOFError):
+            log.debug("DICOM SEG source: skipping non-DICOM file %s", p.name)
+            continue
+        if "ImagePositionPatient" not in ds and "PerFrameFunctionalGroupsSequence" not in ds:
+            log.debug("DICOM SEG source: skipping %s (no image position: not an image slice)", p.name)
+            continue
+        dss.append(ds)
+    return dss, where
+
+
+def series_geometry(datasets: Sequence[Any], where: str = "source series") -> tuple[list, np.ndarray]:
+    """Sort a single-frame series along its slice normal and check it is a regular grid.
+
+    Parameters
+    ----------
+    datasets : pydicom Datasets of one series (header only is enough).
+    where : how to name the series in error messages (a folder; never a DICOM value).
+
+    Returns
+    -------
+    (datasets sorted by position along the normal, ascending; 4x4 voxel->RAS affine of the
+    ``(X, Y, Z)`` = (column, row, slice) grid).
+
+    Raises
+    ------
+    GeometryError
+        Several series, mixed orientation / size / pixel spacing, duplicate positions, gantry tilt
+        (slice positions not along the normal) or non-uniform slice spacing.
+    """
+    if not datasets:
+        raise GeometryError(f"{where}: no DICOM image slices found; point source_series at the folder of the "
+                            "series the labels were predicted on")
+    if len(datasets) == 1 and int(getattr(datasets[0], "NumberOfFrames", 1) or 1) > 1:
+        raise NotBuiltError(f"{where}: multi-frame (enhanced) source images are not supported yet; "
+                            "write the SEG against a classic single-frame series or save NIfTI")
+    uids = {str(getattr(d, "SeriesInstanceUID", "")) for d in datasets}
+    if len(uids) > 1:
+        raise GeometryError(f"{where}: holds {len(uids)} different series; pass the folder (or files) of the one "
+                            "series the labels were predicted on")
+    for tag in ("ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing", "Rows", "Columns"):
+        if any(tag not in d for d in datasets):
+            raise GeometryError(f"{where}: a slice lacks {tag}; cannot place a segmentation on it")
+    iop = np.array([[float(v) for v in d.ImageOrientationPatient] for d in datasets])
+    if np.abs(iop - iop[0]).max() > 1e-4:
+        raise GeometryError(f"{where}: slices have different orientations (ImageOrientationPatient); "
+                            "a SEG needs one regular grid")
+    sizes = {(int(d.Rows), int(d.Columns)) for d in datasets}
+    psp = np.array([[float(v) for v in d.PixelSpacing] for d in datasets])
+    if len(sizes) > 1 or np.abs(psp - psp[0]).max() > 1e-4:
+        raise GeometryError(f"{where}: slices differ in size or pixel spacing; a SEG needs one regular grid")
+    row_dir, col_dir = iop[0, :3], iop[0, 3:]
+    normal = np.cross(row_dir, col_dir)
+    pos = np.array([[float(v) for v in d.ImagePositionPatient] for d in datasets])
+    proj = pos @ normal
+    order = np.argsort(proj, kind="stable")
+    pos, proj = pos[order], proj[order]
+    datasets = [datasets[i] for i in order]
+    if len(datasets) > 1:
+        gaps = np.diff(proj)
+        if np.any(gaps < 1e-3):
+            raise GeometryError(f"{where}: two slices share the same position (duplicate or mixed acquisitions); "
+                                "remove the duplicates")
+        steps = np.diff(pos, axis=0)
+        off_normal = np.linalg.norm(steps - np.outer(steps @ normal, normal), axis=1)
+        if np.any(off_normal > 1e-2 + 1e-3 * np.linalg.norm(steps, axis=1)):
+            tilt = float(np.degrees(np.arctan2(off_normal.max(), gaps[np.argmax(off_normal)])))
+            raise GeometryError(f"{where}: gantry-tilted or sheared series (slice positions deviate {tilt:.1f} deg "
+                                "from the slice normal); a SEG would be misaligned. Resample the series to a "
+                                "regular grid first (e.g. SimpleITK) or save the segmentation as NIfTI")
+        if gaps.max() - gaps.min() > max(1e-2, 0.01 * float(np.median(gaps))):
+            raise GeometryError(f"{where}: non-uniform slice spacing ({gaps.min():.3g} to {gaps.max():.3g} mm: "
+                                "missing or irregular slices); a SEG would be misaligned. Check the series is "
+                                "complete, or resample it to a regular grid first")
+        dz = float(np.median(gaps))
+    else:
+        dz = float(getattr(datasets[0], "SliceThickness", 1.0) or 1.0)
+    dr, dc = psp[0]  # PixelSpacing = (row spacing: between rows, column spacing: between columns)
+    lps = np.eye(4)
+    lps[:3, 0] = row_dir * dc  # x: along a row (increasing column index)
+    lps[:3, 1] = col_dir * dr  # y: down a column (increasing row index)
+    lps[:3, 2] = normal * dz
+    lps[:3, 3] = pos[0]
+    return datasets, np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
+
+
+# --------------------------------------------------------------------------------------- writer
+def _label_array(labels: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    aff = getattr(labels, "affine", None)
+    if hasattr(labels, "detach"):
+        labels = labels.detach().cpu().numpy()
+    arr = np.asarray(labels)
+    if arr.ndim == 4 and arr.shape[0] == 1:
+        arr = arr[0]
+    if aff is not None:
+        aff = np.asarray(aff.detach().cpu().numpy() if hasattr(aff, "detach") else aff, float)
+    return arr, aff
+
+
+def _segment_table(segment_names: Mapping[int, str] | Sequence[str]) -> dict[int, str]:
+    if isinstance(segment_names, Mapping):
+        table = {int(k): str(v) for k, v in segment_names.items()}
+    else:
+        table = {i: str(v) for i, v in enumerate(segment_names)}
+    table.pop(0, None)  # background
+    return {k: v for k, v in sorted(table.items()) if k > 0}
+
+
+def write_dicom_seg(
+    labels: Any,
+    source_series: str | os.PathLike | Sequence[Any],
+    path: str | os.PathLike,
+    segment_names: Mapping[int, str] | Sequence[str],
+    *,
+    codes: Mapping[str, tuple[CodeLike, CodeLike]] | None = None,
+    algorithm_name: str = "medseg",
+    algorithm_version: str = medseg.__version__,
+    model_name: str | None = None,
+    series_description: str = "medseg segmentation",
+    series_number: int = 300,
+    content_label: str = "MEDSEG",
+    manufacturer: str = "medseg",
+    colors: bool = True,
+) -> Path:
+    """Write a label map predicted on a DICOM series as a DICOM SEG referencing that series.
+
+    Parameters
+    ----------
+    labels : (X, Y, Z) int label map (or a MetaTensor (1, X, Y, Z)) in medseg's convention for the
+        series: ``labels[:, :, k].T`` (rows = y, columns = x) belongs to the ``k``-th slice sorted by
+        position along the slice normal (how medseg / MONAI load a series). A MetaTensor's affine is
+        checked against the series geometry.
+    source_series : folder of the source DICOM series, a list of its files, or a list of pydicom
+        Datasets.
+    path : output ``.dcm`` file (written atomically).
+    segment_names : ``{label value: name}`` (or a list indexed by value; 0 = background is skipped).
+        One segment per entry, numbered 1..N in increasing label value; label values present in
+        ``labels`` but not named here are an error.
+    codes : ``{name: (category, type)}`` coded concepts (pydicom ``Code``, highdicom ``CodedConcept``
+        or ``(value, scheme, meaning)``), merged over :data:`DEFAULT_SEGMENT_CODES` (SNOMED CT codes for
+        liver, spleen, kidney, lung, lesion, neoplasm/tumour, mass, nucleus). Unknown names get a
+        local ``99MEDSEG`` code and a warning.
+    algorithm_name, algorithm_version : AlgorithmIdentificationSequence name and version
+        (family: Artificial Intelligence). ``model_name`` (e.g. the run's model) is recorded as the
+        algorithm's source and as the ManufacturerModelName.
+    series_description, series_number, content_label, manufacturer : header values of the SEG.
+    colors : record each segment's display colour (the overlay palette, as CIELab).
+
+    Returns
+    -------
+    Path of the written SEG. Empty frames are omitted (frames are only written where a segment has
+    pixels); a segment with no pixels at all is still described.
+
+    Raises
+    ------
+    GeometryError
+        Gantry-tilted, non-uniform or otherwise irregular source series (see :func:`series_geometry`).
+    LabelMismatchError
+        The label map does not match the series (shape, affine) or holds unnamed label values.
+    """
+    import highdicom as hd
+    from pydicom.sr.codedict import codes as dcodes
+    from pydicom.uid import generate_uid
+
+    path = Path(path)
+    arr, lab_aff = _label_array(labels)
+    datasets, where = _read_source(source_series)
+    datasets, series_aff = series_geometry(datasets, where)
+    X, Y, Z = int(datasets[0].Columns), int(datasets[0].Rows), len(datasets)
+    if arr.ndim != 3 or arr.shape != (X, Y, Z):
+        raise LabelMismatchError(f"{where}: label map shape {arr.shape} does not match the series grid "
+                                 f"(X, Y, Z) = {(X, Y, Z)} (columns, rows, slices)")
+    if lab_aff is not None:
+        a = lab_aff[0] if lab_aff.ndim == 3 else lab_aff
+        tol = 1e-2 + 1e-3 * np.abs(series_aff[:3, :3]).max()
+        if a.shape != (4, 4) or np.abs(a[:3] - series_aff[:3]).max() > tol * 10:
+            raise LabelMismatchError(f"{where}: the label map's affine does not match the series geometry "
+                                     "(flipped or resampled?); resample the labels back to the source grid first")
+    if not np.issubdtype(arr.dtype, np.integer) and not np.issubdtype(arr.dtype, np.bool_):
+        if not np.all(np.equal(np.mod(arr, 1), 0)):
+            raise LabelMismatchError(f"{where}: labels must be integers, got {arr.dtype} with fractional values")
+    arr = arr.astype(np.int64)
+    names = _segment_table(segment_names)
+    if not names:
+        raise InputError("segment_names is empty: name at least one label value, e.g. {1: 'liver'}")
+    present = {int(v) for v in np.unique(arr) if v != 0}
+    unnamed = sorted(present - set(names))
+    if unnamed:
+        raise LabelMismatchError(f"{where}: label values {unnamed} have no name in segment_names {names}")
+
+    # (Z, Y, X) = (frames, rows, columns); values remapped to segment numbers 1..N
+    seg_num = {v: i + 1 for i, v in enumerate(names)}
+    lut = np.zeros(max(max(names), int(arr.max(initial=0))) + 1, np.uint16)
+    for v, s in seg_num.items():
+        lut[v] = s
+    pixel = lut[np.clip(arr, 0, None)].transpose(2, 1, 0)
+    pixel = np.ascontiguousarray(pixel.astype(np.uint8 if len(names) < 256 else np.uint16))
+
+    algo = hd.AlgorithmIdentificationSequence(
+        name=str(algorithm_name)[:64], family=dcodes.cid7162.ArtificialIntelligence,
+        version=str(algorithm_version)[:64], source=(str(model_name)[:64] if model_name else None))
+    descriptions = []
+    for v, name in names.items():
+        category, typ = _segment_codes(name, v, codes)
+        kw: dict[str, Any] = {}
+        if colors:
+            from medseg.review.overlay import class_color
+
+            kw["display_color"] = hd.color.CIELabColor.from_rgb(*class_color(v))
+        descriptions.append(hd.seg.SegmentDescription(
+            segment_number=seg_num[v], segment_label=str(name)[:64], segmented_property_category=category,
+            segmented_property_type=typ, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=algo, tracking_uid=generate_uid(), tracking_id=f"{name} {v}"[:64], **kw))
+    if not present:
+        log.info("DICOM SEG: the label map is empty; writing a SEG with no segment pixels")
+    seg = hd.seg.Segmentation(
+        source_images=datasets,
+        pixel_array=pixel,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=descriptions,
+        series_instance_uid=generate_uid(),
+        series_number=int(series_number),
+        sop_instance_uid=generate_uid(),
+        instance_number=1,
+        manufacturer=str(manufacturer),
+        manufacturer_model_name=str(model_name or algorithm_name)[:64],
+        software_versions=f"medseg {medseg.__version__}",
+        device_serial_number="none",
+        content_label=str(content_label).upper().replace(" ", "_")[:16],
+        content_description=str(series_description)[:64],
+        omit_empty_frames=True,
+    )
+    seg.SeriesDescription = str(series_description)[:64]
+    with atomic_write(path, suffix=".dcm") as tmp:
+        seg.save_as(tmp, enforce_file_format=True)
+    log.info("DICOM SEG: %d segments, %d frames over %d source slices -> %s", len(names),
+             int(getattr(seg, "NumberOfFrames", 0)), Z, path.name)
+    return path
