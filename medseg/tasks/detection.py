@@ -78,7 +78,7 @@ __all__ = [
 log = logging.getLogger("medseg.detection")
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
-CLASS_COLORS = {"nucleus": (0, 200, 255), "mitosis": (255, 40, 40)}
+CLASS_COLORS = {"nucleus": (60, 180, 75), "mitosis": (230, 25, 75)}  # as the overlay markers
 
 
 # ----------------------------------------------------------------------------- reading
@@ -759,16 +759,23 @@ def _detections_csv(points, scores, classes) -> str:
     return buf.getvalue()
 
 
+def _class_values(classes: Sequence[str]) -> tuple[np.ndarray, dict[int, str]]:
+    """Class names -> marker class values of ``medseg.review.overlay`` (mitosis 1 = red, nucleus 2 = green)."""
+    fixed = {"mitosis": 1, "nucleus": 2}
+    extra = sorted(set(classes) - set(fixed))
+    values = {**fixed, **{c: 3 + i for i, c in enumerate(extra)}}
+    return np.asarray([values[c] for c in classes], int), {v: c for c, v in values.items()}
+
+
 def overlay_markers(image: np.ndarray, points: np.ndarray, classes: Sequence[str], scores=None) -> np.ndarray | None:
-    """RGB overlay with markers via ``medseg.review.overlay.markers_2d`` (None when not available)."""
+    """(H, W, 3) uint8 overlay: one ring per detection (``medseg.review.overlay.markers_2d``); None if unavailable."""
     try:
         from medseg.review.overlay import markers_2d  # type: ignore[attr-defined]
     except ImportError:
         return None
-    names = sorted(set(classes)) or ["nucleus"]
-    cls_idx = np.asarray([names.index(c) for c in classes], int)
-    return markers_2d(image, np.asarray(points).reshape(-1, 2), classes=cls_idx, scores=scores,
-                      radius=6, class_names=names)
+    vals, names = _class_values(list(classes))
+    return markers_2d(image, np.asarray(points, float).reshape(-1, 2), classes=vals, scores=scores, radius=6,
+                      class_names=names, show_scores=False)
 
 
 def _save_png(rgb: np.ndarray, path: Path) -> Path:
