@@ -75,6 +75,8 @@ class DetectionConfig(PipelineConfig):
     positive_fraction: float = Field(0.5, gt=0, lt=1, description="mitosis: share of positive patches per batch")
     hard_negative_fraction: float = Field(0.6, ge=0, le=1,
                                           description="mitosis: share of negatives centred on non-target nuclei")
+    mine_every: int = Field(2, ge=0, description="mitosis: every N epochs add the model's false positives on the "
+                            "training images to the hard negatives (0 = off)")
     stain_jitter: float = Field(0.05, ge=0, description="HED stain augmentation strength (0 = off)")
     tile_size: int = Field(512, ge=32, description="inference tile core size in pixels (bounded memory)")
     tile_margin: int = Field(32, ge=0, description="context added around each tile; must cover NMS + receptive field")

@@ -519,20 +519,58 @@ class _ProximityBatches:
 
 
 class _MitosisPatches:
-    """Class-balanced patches for the mitosis CNN: positives, hard negatives (other nuclei), random."""
+    """Class-balanced patches for the mitosis CNN: positives, hard negatives, random background.
+
+    Hard negatives are the annotated non-target nuclei and, with ``mine_every``, the current
+    model's false positives on the training images (hard-negative mining, re-mined at the start of
+    every ``mine_every``-th epoch from the weights of that moment; a resumed run re-mines at its
+    first epoch, so it matches an uninterrupted one exactly only with ``mine_every: 1``).
+    """
 
     def __init__(self, cases: list[Case], cfg, p: _Params, rf: int, steps: int):
-        self.cfg, self.steps, self.rf = cfg, steps, rf
+        self.cfg, self.steps, self.rf, self.p = cfg, steps, rf, p
         half = rf // 2
+        self.cases = cases
         self.padded = [np.pad(c.image, ((half, half), (half, half), (0, 0)), mode="reflect") for c in cases]
         self.shapes = [c.image.shape[:2] for c in cases]
         self.pos = [_targets(c, p.target_ids) for c in cases]
-        self.hard = [c.points[~np.isin(c.classes, p.target_ids)] if len(c.points) else c.points for c in cases]
+        self.nuclei = [c.points[~np.isin(c.classes, p.target_ids)] if len(c.points) else c.points for c in cases]
+        self.hard = list(self.nuclei)
         self.excl = p.min_distance_px
-        self.pos_index = [(i, j) for i, a in enumerate(self.pos) for j in range(len(a))]
-        self.hard_index = [(i, j) for i, a in enumerate(self.hard) for j in range(len(a))]
+        self.model = None  # set by train() for hard-negative mining
+        self.device = None
+        self.epoch_fn = None  # () -> epochs completed (the trainer's state)
+        self._mined_once = False
+        self.n_mined = 0
+        self._index()
         if not self.pos_index:
             log.warning("mitosis training: no positive (target-class) points in the training images")
+
+    def _index(self) -> None:
+        self.pos_index = [(i, j) for i, a in enumerate(self.pos) for j in range(len(a))]
+        self.hard_index = [(i, j) for i, a in enumerate(self.hard) for j in range(len(a))]
+
+    def mine(self) -> int:
+        """Add the model's confident false positives (score >= 0.5, farther than the matching radius
+        from every target) on the training images to the hard negatives; returns how many."""
+        from medseg.metrics.detection import match_points
+
+        was_training = self.model.training
+        self.model.eval()
+        fn = score_map_fn(self.model, "mitosis", self.device)
+        n = 0
+        for i, c in enumerate(self.cases):
+            pts, _ = detect_tiled(fn, c.image, tile=self.cfg.tile_size, margin=self.cfg.tile_margin,
+                                  min_distance_px=self.p.min_distance_px, threshold=0.5, sigma_px=self.p.sigma_px)
+            fp = pts[match_points(pts, self.pos[i], self.p.match_px).unmatched_pred] if len(pts) else pts
+            self.hard[i] = np.concatenate([self.nuclei[i], fp]) if len(fp) else self.nuclei[i]
+            n += len(fp)
+        if was_training:
+            self.model.train()
+        self._index()
+        self.n_mined = n
+        log.info("hard-negative mining: %d false positives added to the negatives", n)
+        return n
 
     def __len__(self) -> int:
         return self.steps
@@ -545,6 +583,12 @@ class _MitosisPatches:
     def __iter__(self):
         import torch
 
+        me = self.cfg.mine_every
+        epoch = self.epoch_fn() if self.epoch_fn is not None else 0
+        if self.model is not None and me and epoch > 0 and (epoch % me == 0 or not self._mined_once):
+            with torch.no_grad():
+                self.mine()
+            self._mined_once = True
         bs = self.cfg.train.batch_size
         for _ in range(self.steps):
             rng = np.random.default_rng(np.random.randint(2**31))
@@ -658,6 +702,7 @@ def train(cfg, run, resume: bool = False) -> dict[str, Any]:
 
             raise ConfigError(f"method 'mitosis' needs a patch CNN model such as 'mitosis_cnn', not {params['name']!r}")
         loader = _MitosisPatches(tr, cfg, p, model.receptive_field, steps)
+        loader.model, loader.device = model, device
         bce = torch.nn.BCEWithLogitsLoss()
 
         def step(m, batch, dev):
@@ -689,6 +734,8 @@ def train(cfg, run, resume: bool = False) -> dict[str, Any]:
                       max_minutes=cfg.train.max_minutes, val_every=cfg.train.val_every,
                       early_stop_patience=cfg.train.early_stop_patience, steps_per_epoch=steps, seed=cfg.seed,
                       run_dir=run.path, model_meta={"model_params": params, "method": p.method})
+    if isinstance(loader, _MitosisPatches):
+        loader.epoch_fn = lambda: trainer.state.epoch
     with run.stage("train"):
         state = trainer.fit(resume=resume)
     # best weights -> threshold on validation -> test

@@ -228,3 +228,25 @@ def test_evaluate_perfect_and_mismatched(tmp_path):
     pred.write_text("image,x,y,score,class\nzz.png,11,10,0.9,nucleus\n")
     with pytest.raises(InputError, match="mismatched image names"):
         det.evaluate(pred, ref, out=tmp_path, radius=3)
+
+
+# ----------------------------------------------------------------------------- targets (slow)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config,goal", [("det_nuclei.yaml", 0.90), ("det_mitosis.yaml", 0.75)])
+def test_detection_targets_on_held_out_tiles(tmp_path, config, goal):
+    """Done-when of the issue: nucleus F1 >= 0.90, mitosis F1 >= 0.75 at 3 µm on held-out tiles,
+    trained within the configs' CPU budget (4 min)."""
+    from pathlib import Path
+
+    from medseg.config import load_config
+    from medseg.runs import Run
+
+    cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / config, ["device=cpu"])
+    assert cfg.train.max_minutes <= 5
+    run = Run.create(tmp_path / "run", cfg)
+    with run:
+        s = det.train(cfg, run)
+    assert s["test_images"] >= 6
+    assert s["test_f1"] >= goal, s
