@@ -127,8 +127,9 @@ except OSError:
 base = status('VmRSS')
 t = time.perf_counter()
 tile = {tile} if {tile} > 0 else 10**9
+thr = json.load(open({run!r} + '/detection.json'))['threshold']
 pts, sc = detect_tiled(fn, img, tile=tile, margin=cfg.tile_margin, min_distance_px=p.min_distance_px,
-                       threshold=0.5, sigma_px=p.sigma_px)
+                       threshold=thr, sigma_px=p.sigma_px)
 dt = time.perf_counter() - t
 print(json.dumps({{"seconds": dt, "mpix_s": img.shape[0] * img.shape[1] / 1e6 / dt,
                    "peak_mb": status('VmHWM') - base, "n": int(len(pts))}}))

@@ -9,7 +9,8 @@ What an image holds:
 * an eosin-pink background with smooth and fine texture (stroma) and a few pale gaps;
 * nuclei: haematoxylin blue/purple, elliptical with irregular outlines, sizes varying (about
   9-15 px diameter at the default 0.5 µm/px, i.e. 4.5-7.5 µm), granular chromatin texture, pale
-  to hyperchromatic; ~40 % are placed touching a neighbour (clusters);
+  to hyperchromatic; 20 % vesicular (pale, dark membrane, nucleoli), 20 % spindle-shaped
+  (fibroblast-like, 15-19 px long); ~50 % are placed touching a neighbour (clusters);
 * mitosis look-alikes, annotated as ``nucleus``: lymphocytes (~12 %, small, dark, round) and
   apoptotic bodies (~3 %, dark homogeneous round, bright eosinophilic rim);
 * mitotic figures (rarer, ``mitosis_rate``, default 5 % of objects): very dark, irregular clumps or
@@ -118,7 +119,7 @@ def histology_image(seed: int, shape: tuple[int, int] = (256, 256), *, n_nuclei:
     ----------
     seed : random seed (the same seed always gives the same tile).
     shape : (H, W) in pixels.
-    n_nuclei : number of objects (nuclei + mitoses); default scales with the area (~70 per 256²).
+    n_nuclei : number of objects (nuclei + mitoses); default scales with the area (~110 per 256²).
     mitosis_rate : expected fraction of objects that are mitotic figures (at least one per tile
         when ``mitosis_rate > 0`` and the tile holds 20 or more objects).
     pixel_size_um : micrometres per pixel recorded in the sample (object sizes are in pixels, made
@@ -133,7 +134,7 @@ def histology_image(seed: int, shape: tuple[int, int] = (256, 256), *, n_nuclei:
     rng = np.random.default_rng(seed)
     H, W = int(shape[0]), int(shape[1])
     if n_nuclei is None:
-        n_nuclei = int(rng.poisson(70 * H * W / 256**2))
+        n_nuclei = int(rng.poisson(110 * H * W / 256**2))
     # background: eosin stroma with smooth + fine texture and pale gaps
     eos = 0.030 + 0.008 * _smooth_noise(rng, (H, W), 6) + 0.003 * _smooth_noise(rng, (H, W), 1.0)
     gaps = _smooth_noise(rng, (H, W), 10) > 1.6
@@ -149,15 +150,15 @@ def histology_image(seed: int, shape: tuple[int, int] = (256, 256), *, n_nuclei:
     while len(centres) < n_nuclei and tries < n_nuclei * 60:
         tries += 1
         r = rng.uniform(4.5, 7.5)
-        if centres and rng.random() < 0.4:
+        if centres and rng.random() < 0.6:
             cx, cy, cr = centres[int(rng.integers(len(centres)))]
-            ang, dist = rng.uniform(0, 2 * np.pi), (cr + r) * rng.uniform(0.8, 1.0)
+            ang, dist = rng.uniform(0, 2 * np.pi), (cr + r) * rng.uniform(0.7, 0.9)
             x, y = cx + dist * np.cos(ang), cy + dist * np.sin(ang)
             if not (2 <= x <= W - 3 and 2 <= y <= H - 3):
                 continue
         else:
             x, y = rng.uniform(2, W - 3), rng.uniform(2, H - 3)
-        if all((x - cx) ** 2 + (y - cy) ** 2 >= (0.8 * (r + cr)) ** 2 for cx, cy, cr in centres):
+        if all((x - cx) ** 2 + (y - cy) ** 2 >= (0.7 * (r + cr)) ** 2 for cx, cy, cr in centres):
             centres.append((x, y, r))
     n = len(centres)
     # kinds: 0 nucleus, 1 mitosis, 2 lymphocyte (small dark round), 3 apoptotic body (dark, pink rim)
@@ -174,6 +175,7 @@ def histology_image(seed: int, shape: tuple[int, int] = (256, 256), *, n_nuclei:
     half = size // 2
     for k, ((x, y, r), kind) in enumerate(zip(centres, kinds)):
         ix, iy = int(round(x)), int(round(y))
+        sub = 0.0
         if kind == 1:
             m = _mitosis_mask(rng, size)
             m = ndi.binary_closing(m, iterations=1) | m
@@ -184,8 +186,13 @@ def histology_image(seed: int, shape: tuple[int, int] = (256, 256), *, n_nuclei:
             rl = rng.uniform(2.5, 4.0)
             m = _blob_mask(rng, size, rl, rl * rng.uniform(0.8, 1.0), rng.uniform(0, np.pi), wobble=0.05)
         else:
-            ratio = rng.uniform(0.65, 1.0)
-            m = _blob_mask(rng, size, r, r * ratio, rng.uniform(0, np.pi), wobble=0.12)
+            sub = rng.random()  # nucleus look: 0.6 normal / hyperchromatic, 0.2 vesicular, 0.2 spindle
+            if sub >= 0.8:  # spindle (fibroblast-like) nucleus: long and thin
+                a = rng.uniform(7.0, 9.5)
+                m = _blob_mask(rng, size, a, rng.uniform(2.2, 3.0), rng.uniform(0, np.pi), wobble=0.05)
+            else:
+                ratio = rng.uniform(0.65, 1.0)
+                m = _blob_mask(rng, size, r, r * ratio, rng.uniform(0, np.pi), wobble=0.12)
         # paste into the image (clipped at borders)
         y0, x0 = iy - half, ix - half
         ys, xs = slice(max(y0, 0), min(y0 + size, H)), slice(max(x0, 0), min(x0 + size, W))
@@ -202,8 +209,16 @@ def histology_image(seed: int, shape: tuple[int, int] = (256, 256), *, n_nuclei:
         elif kind == 3:  # pyknotic, homogeneous, in bright eosinophilic cytoplasm
             eos[ys, xs] = np.where(ring, eos[ys, xs] * 1.8, eos[ys, xs])
             val = rng.uniform(0.18, 0.26) * np.ones(ms.shape)
+        elif 0.6 <= sub < 0.8:  # vesicular: pale open chromatin, dark membrane, one or two nucleoli
+            dens = rng.uniform(0.025, 0.045)
+            rim = ms & ~ndi.binary_erosion(ms, iterations=1)
+            val = dens * (1 + 0.3 * chromatin[ys, xs]) * np.where(rim, 2.6, 1.0)
+            for _ in range(int(rng.integers(1, 3))):
+                oy, ox = iy + rng.normal(0, 1.5) - ys.start, ix + rng.normal(0, 1.5) - xs.start
+                yy, xx = np.ogrid[0:ms.shape[0], 0:ms.shape[1]]
+                val = np.where((yy - oy) ** 2 + (xx - ox) ** 2 <= 1.6, rng.uniform(0.12, 0.17), val)
         else:
-            dens = rng.uniform(0.10, 0.14) if rng.random() < 0.10 else rng.uniform(0.04, 0.085)
+            dens = rng.uniform(0.10, 0.14) if sub < 0.08 else rng.uniform(0.04, 0.085)
             rim = ms & ~ndi.binary_erosion(ms, iterations=1)
             val = dens * (1 + 0.3 * chromatin[ys, xs]) * np.where(rim, 1.25, 1.0)
         hem[ys, xs] = np.where(ms, np.maximum(hem[ys, xs], val), hem[ys, xs])

@@ -1060,20 +1060,22 @@ def demo_configs(datalist: Path, quick: bool) -> dict[str, Any]:
     """The nucleus and mitosis configs of the demo stage (small nets, minute-scale CPU budgets)."""
     from medseg.config import parse_config
 
+    # short epochs so the wall-time budget (checked after each epoch) is kept closely
     nuc = parse_config({
         "task": "detection", "name": "nuclei", "method": "proximity", "seed": 0, "device": "auto",
         "data": {"datalist": str(datalist)},
         "model": {"name": "proximity_unet", "features": [8, 8, 16, 32, 64, 8]},
-        "crop_size": 96 if quick else 128,
-        "train": {"epochs": 3 if quick else 8, "steps_per_epoch": 10 if quick else 15, "batch_size": 4,
-                  "lr": 3e-3, "scheduler": "none", "max_minutes": 0.15 if quick else 0.45},
+        "crop_size": 96,
+        "train": {"epochs": 30, "steps_per_epoch": 6, "batch_size": 6, "lr": 4e-3, "scheduler": "none",
+                  "max_minutes": 0.12 if quick else 0.55},
     })
     mit = parse_config({
         "task": "detection", "name": "mitosis", "method": "mitosis", "seed": 0, "device": "auto",
         "data": {"datalist": str(datalist)},
         "model": {"name": "mitosis_cnn", "width": 16},
-        "train": {"epochs": 3 if quick else 8, "steps_per_epoch": 10 if quick else 15, "batch_size": 32,
-                  "lr": 3e-3, "scheduler": "none", "max_minutes": 0.1 if quick else 0.35},
+        "mine_every": 3,
+        "train": {"epochs": 30, "steps_per_epoch": 8, "batch_size": 32, "lr": 3e-3, "scheduler": "none",
+                  "max_minutes": 0.06 if quick else 0.25},
     })
     return {"nuclei": nuc, "mitosis": mit}
 
