@@ -442,7 +442,19 @@ def detect_tiled(score_fn: Callable[[np.ndarray], np.ndarray], image: np.ndarray
         return np.zeros((0, 2)), np.zeros(0)
     p, s = np.concatenate(pts), np.concatenate(scs)
     order = np.argsort(-s, kind="stable")
-    return p[order], s[order]
+    p, s = p[order], s[order]
+    if len(pts) > 1 and len(p) > 1:
+        # Neighbouring tiles see slightly different context (network padding), so one object on a
+        # border could peak once in each core a pixel apart: keep the higher score of any pair
+        # closer than min_distance (greedy NMS across tiles; within a tile peak_local_max did it).
+        from scipy.spatial import cKDTree
+
+        keep = np.ones(len(p), bool)
+        for i, j in sorted(cKDTree(p).query_pairs(r=max(1.0, float(min_distance_px)) - 1e-6)):
+            if keep[i] and keep[j]:
+                keep[j] = False  # j > i has the lower (or equal) score
+        p, s = p[keep], s[keep]
+    return p, s
 
 
 # ----------------------------------------------------------------------------- training

@@ -250,3 +250,18 @@ def test_detection_targets_on_held_out_tiles(tmp_path, config, goal):
         s = det.train(cfg, run)
     assert s["test_images"] >= 6
     assert s["test_f1"] >= goal, s
+
+
+@pytest.mark.slow
+def test_run_demo_quick(tmp_path):
+    from medseg.review.cases import ReviewCase
+
+    res = det.run_demo(tmp_path / "detection", quick=True)
+    s = res["summary"]
+    assert {"nuclei_test_f1", "mitosis_test_f1"} <= set(s)
+    cases = res["cases"]
+    assert cases and all(isinstance(c, ReviewCase) and c.task == "detection" for c in cases)
+    c = cases[0]
+    assert set(c.counts) == {"nucleus", "mitosis"} and c.density_per_mm2["nucleus"] > 0
+    assert "f1_nucleus" in c.metrics and c.thumbnail and (tmp_path / "detection" / c.thumbnail).is_file()
+    assert all(tmp_path.as_posix() in v for v in c.outputs.values())
