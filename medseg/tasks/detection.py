@@ -1008,7 +1008,9 @@ def evaluate(pred: str | Path, ref: str | Path, out: str | Path | None = None, r
     Scores are class-agnostic ("all": every prediction vs every reference point) and, for each
     predicted class that also occurs in the reference, per class. Images with predictions but
     no reference rows count as images without objects; when no image name matches at all, an
-    InputError reports the mismatch.
+    InputError reports the mismatch. With a detect output folder, the images scored are those
+    in the folder; with one predictions CSV, every image of either file (an image without rows
+    in the predictions CSV has no detections).
     """
     pred, ref = Path(pred), Path(ref)
     r_px = 6.0 if radius is None else (radius_in_pixels(radius, pixel_size) if pixel_size else float(radius))
@@ -1029,7 +1031,15 @@ def evaluate(pred: str | Path, ref: str | Path, out: str | Path | None = None, r
                 refs[f.stem] = (c, ["object"] * len(c), np.ones(len(c)))
     else:
         refs = {Path(k).stem: v for k, v in _read_points_generic(ref).items()}
-    names = sorted(set(preds) | set(refs))
+    if pred.is_dir():
+        # a detect output folder lists every processed image (a CSV even without detections):
+        # score those; reference images that were not processed are left out
+        names = sorted(preds)
+        left = len(set(refs) - set(preds))
+        if left:
+            log.info("%d reference image(s) have no prediction file in %s: not scored", left, pred)
+    else:
+        names = sorted(set(preds) | set(refs))
     if preds and refs and not (set(preds) & set(refs)):
         raise InputError(f"no predicted image matches a reference image (e.g. {sorted(preds)[:3]} vs "
                          f"{sorted(refs)[:3]}): mismatched image names", pred)
