@@ -61,6 +61,7 @@ from medseg.utils import atomic_write, atomic_write_text
 __all__ = [
     "Case",
     "read_image",
+    "open_image",
     "read_points_csv",
     "centroids_from_mask",
     "proximity_target",
@@ -111,6 +112,27 @@ def read_image(path: str | Path) -> np.ndarray:
         raise FileFormatError(f"cannot read image ({type(e).__name__}: {str(e)[:120]}); expected PNG/TIFF/JPEG",
                               path) from None
     return to_rgb8(np.asarray(arr), path)
+
+
+def open_image(path: str | Path, lazy_min_pixels: int = 16_000_000):
+    """Open an image for detection: a read-only memory map for large uncompressed 8-bit RGB TIFFs
+    (pixels are read tile by tile by :func:`detect_tiled`, so memory stays bounded), else
+    :func:`read_image` (whole image in memory, normalised to (H, W, 3) uint8).
+    """
+    path = Path(path)
+    if path.suffix.lower() in (".tif", ".tiff") and path.is_file():
+        import tifffile
+
+        try:
+            with tifffile.TiffFile(path) as tf:
+                page = tf.pages[0]
+                ok = (page.dtype == np.uint8 and len(page.shape) == 3 and page.shape[-1] == 3
+                      and int(np.prod(page.shape[:2])) >= lazy_min_pixels and page.is_memmappable)
+            if ok:
+                return tifffile.memmap(path, mode="r")
+        except Exception:  # unreadable here: let read_image raise the proper error
+            pass
+    return read_image(path)
 
 
 def to_rgb8(arr: np.ndarray, path: str | Path = "<array>") -> np.ndarray:
@@ -804,7 +826,8 @@ def to_geojson(points: np.ndarray, classes: Sequence[str], scores: np.ndarray | 
                                  "classification": {"name": str(c), "color": list(CLASS_COLORS.get(c, (255, 200, 0)))}}
         if scores is not None:
             props["measurements"] = {"score": round(float(scores[k]), 5)}
-        feats.append({"type": "Feature", "id": f"det-{k}", "geometry": {"type": "Point",
+        # no "id": QuPath parses feature ids as UUIDs and creates its own when absent
+        feats.append({"type": "Feature", "geometry": {"type": "Point",
                       "coordinates": [round(float(x) + 0.5, 2), round(float(y) + 0.5, 2)]}, "properties": props})
     return {"type": "FeatureCollection", "features": feats}
 
@@ -910,7 +933,7 @@ def detect(model_dir: str | Path, inputs: Sequence[str | Path], out: str | Path,
     with run:
         for f in files:
             try:
-                img = read_image(f)
+                img = open_image(f)
             except (InputError, MissingFileError) as e:
                 log.error("skipped %s: %s", f.name, e)
                 skipped[f.name] = str(e)
@@ -922,7 +945,7 @@ def detect(model_dir: str | Path, inputs: Sequence[str | Path], out: str | Path,
             stem = f.stem
             atomic_write_text(run.path / f"{stem}_detections.csv", _detections_csv(pts, sc, cls))
             atomic_write_text(run.path / f"{stem}.geojson", json.dumps(to_geojson(pts, cls, sc)) + "\n")
-            ov = overlay_markers(img, pts, cls, sc)
+            ov = overlay_markers(img, pts, cls, sc) if img.shape[0] * img.shape[1] <= 25_000_000 else None
             overlay_path = _save_png(ov, run.path / f"{stem}_overlay.png") if ov is not None else None
             area_mm2 = img.shape[0] * img.shape[1] * (cfg.pixel_size_um * 1e-3) ** 2
             per_image[stem] = {"image": str(f), "count": len(pts), "area_mm2": area_mm2,

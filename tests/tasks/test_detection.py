@@ -265,3 +265,16 @@ def test_run_demo_quick(tmp_path):
     assert set(c.counts) == {"nucleus", "mitosis"} and c.density_per_mm2["nucleus"] > 0
     assert "f1_nucleus" in c.metrics and c.thumbnail and (tmp_path / "detection" / c.thumbnail).is_file()
     assert all(tmp_path.as_posix() in v for v in c.outputs.values())
+
+
+def test_large_tiff_is_memory_mapped_and_tiled(tmp_path):
+    img = np.zeros((300, 260, 3), np.uint8)
+    pts = [(40, 50), (128, 128), (200, 256), (10, 290)]
+    for x, y in pts:
+        img[y - 1:y + 2, x - 1:x + 2] = 255
+    tifffile.imwrite(tmp_path / "big.tif", img, photometric="rgb")
+    lazy = det.open_image(tmp_path / "big.tif", lazy_min_pixels=10_000)
+    assert isinstance(lazy, np.memmap) and lazy.shape == img.shape
+    p, _ = det.detect_tiled(_blob_score, lazy, tile=64, margin=16, min_distance_px=4, threshold=0.05)
+    assert sorted(map(tuple, np.round(p).astype(int).tolist())) == sorted(pts)
+    assert not isinstance(det.open_image(tmp_path / "big.tif"), np.memmap)  # small: read into memory
