@@ -80,6 +80,8 @@ class DetectionConfig(PipelineConfig):
     stain_jitter: float = Field(0.05, ge=0, description="HED stain augmentation strength (0 = off)")
     tile_size: int = Field(512, ge=32, description="inference tile core size in pixels (bounded memory)")
     tile_margin: int = Field(32, ge=0, description="context added around each tile; must cover NMS + receptive field")
+    cpu_threads: Optional[int] = Field(None, ge=1, description="torch CPU threads while training/detecting "
+                                       "(None = torch's default); 1 avoids OpenMP slow-downs on a busy shared CPU")
     synthetic_shape: tuple[int, int] = Field((256, 256), description="synthetic tile size (H, W)")
     synthetic_val: int = Field(2, ge=1, description="synthetic validation images")
     synthetic_test: int = Field(4, ge=0, description="synthetic held-out test images")
