@@ -193,7 +193,7 @@ def test_train_detect_evaluate_tiny(tmp_path, method):
     model = ({"name": "proximity_unet", "features": [4, 4, 8, 8, 8, 4]} if method == "proximity"
              else {"name": "mitosis_cnn", "width": 8})
     cfg = parse_config({"task": "detection", "method": method, "device": "cpu", "data": {"datalist": str(ds)},
-                        "model": model, "crop_size": 32,
+                        "model": model, "crop_size": 32, "cpu_threads": 1,
                         "train": {"epochs": 1, "steps_per_epoch": 2, "batch_size": 4}})
     run = Run.create(tmp_path / "run", cfg)
     with run:
