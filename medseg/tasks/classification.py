@@ -907,15 +907,15 @@ def run_demo(out: Path, quick: bool = False) -> dict[str, Any]:
 
     out = Path(out)
     t0 = time.perf_counter()
-    n, size = (40, 48) if quick else (80, 64)
+    n, size = (40, 48) if quick else (160, 96)
     datalist = make_lesion_dataset(out / "data", n=n, seed=0, size=size, splits=(0.5, 0.25, 0.25))
     cfg = ClassificationConfig(
         name="run", seed=0, device="cpu", image_size=size, augmentation="dermoscopy",
         data=DataSection(datalist=datalist),
         model=ModelSection(name="efficientnet_lite0", pretrained=True, image_size=size),
         # quick (tests): a linear probe on the ImageNet features (no backward through the backbone)
-        train=TrainSection(epochs=2 if quick else 3, batch_size=16, lr=1e-2 if quick else 1e-3,
-                           max_minutes=0.2 if quick else 0.6, early_stop_patience=2),
+        train=TrainSection(epochs=2 if quick else 8, batch_size=16, lr=1e-2 if quick else 1e-3,
+                           max_minutes=0.2 if quick else 1.0, early_stop_patience=2 if quick else 4),
         finetune=FinetuneSection(strategy="linear_probe" if quick else "full"),
         operating_points=OperatingPointSection(n_bootstrap=200 if quick else 1000),
     )
