@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from medseg.commands import add_config_args  # noqa: F401  (kept for symmetry)
 from medseg.errors import NotBuiltError
 
 

@@ -29,7 +29,7 @@ from medseg.io.geometry import (
     voxel_to_world,
     world_to_voxel,
 )
-from medseg.io.image2d import load_image2d
+from medseg.io.image2d import load_image2d, read_image_array
 from medseg.io.nifti import load_nifti, save_label, save_nifti
 from medseg.io.seg import write_dicom_seg
 
@@ -41,6 +41,7 @@ __all__ = [
     "load_dicom",
     "load_nifti",
     "load_image2d",
+    "read_image_array",
     "save_nifti",
     "save_label",
     "write_dicom_seg",

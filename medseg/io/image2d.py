@@ -46,6 +46,16 @@ def _tiff_spacing(tf) -> tuple[float, float] | None:
         return None
 
 
+def read_image_array(path: str | Path) -> np.ndarray:
+    """The pixels of a PNG/JPEG/TIFF file as stored: ``(H, W)`` or ``(H, W, C)``, native dtype.
+
+    For code that works on plain display-ordered arrays (detection, 2D classification); use
+    :func:`load_image2d` for a MetaTensor with geometry. Raises MissingFileError / FileFormatError
+    (empty, truncated or unreadable file) naming the path.
+    """
+    return _read(Path(path))[0]
+
+
 def _read(path: Path) -> tuple[np.ndarray, tuple[float, float] | None]:
     if not path.exists():
         raise MissingFileError("file not found", path=str(path))
@@ -65,7 +75,9 @@ def _read(path: Path) -> tuple[np.ndarray, tuple[float, float] | None]:
     except (FileFormatError, MissingFileError):
         raise
     except Exception as e:
-        raise FileFormatError(f"not a readable image ({type(e).__name__}: {str(e)[:200]})", path=str(path)) from None
+        first = (str(e).splitlines() or [""])[0][:160]
+        raise FileFormatError(f"not a readable image ({type(e).__name__}: {first}); is the file corrupt or truncated?",
+                              path=str(path)) from None
 
 
 def image2d_info(path: str | Path):

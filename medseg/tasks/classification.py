@@ -57,7 +57,7 @@ IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Read a 2D image file as uint8: ``(H, W)`` gray or ``(H, W, 3)`` RGB (scikit-image).
+    """Read a 2D image file as uint8: ``(H, W)`` gray or ``(H, W, 3)`` RGB (``medseg.io.read_image_array``).
 
     Alpha channels are dropped; 16-bit / float images are rescaled to 0..255 (min-max).
 
@@ -65,16 +65,10 @@ def read_image(path: str | Path) -> np.ndarray:
     ------
     MissingFileError, FileFormatError (unreadable / corrupt / not a 2D image).
     """
-    from skimage import io as skio
+    from medseg.io import read_image_array
 
     path = Path(path)
-    if not path.is_file():
-        raise MissingFileError("image not found", path)
-    try:
-        img = np.asarray(skio.imread(str(path)))
-    except Exception as e:  # imageio/PIL/tifffile raise many types for corrupt files
-        raise FileFormatError(f"cannot read image ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:120]}); is the file corrupt?",
-                              path) from None
+    img = np.asarray(read_image_array(path))
     if img.ndim == 3 and img.shape[-1] in (2, 4):
         img = img[..., 0] if img.shape[-1] == 2 else img[..., :3]
     if img.ndim == 3 and img.shape[-1] == 1:

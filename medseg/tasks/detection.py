@@ -89,7 +89,7 @@ CLASS_COLORS = {"nucleus": (60, 180, 75), "mitosis": (230, 25, 75)}  # as the ov
 def read_image(path: str | Path) -> np.ndarray:
     """Read a 2D PNG/TIFF/JPEG microscopy image as (H, W, 3) uint8 RGB.
 
-    The one place detection reads pixels (to be swapped for ``medseg.io`` 2D loading).
+    The one place detection reads pixels (through ``medseg.io.read_image_array``).
     Grayscale -> replicated to RGB; RGBA -> alpha dropped; channel-first (3, H, W) TIFF ->
     transposed; 16-bit / float -> rescaled linearly from [0, max] to [0, 255].
 
@@ -97,21 +97,10 @@ def read_image(path: str | Path) -> np.ndarray:
     ------
     MissingFileError, FileFormatError (unreadable), InputError (wrong channel count or not 2D).
     """
+    from medseg.io import read_image_array
+
     path = Path(path)
-    if not path.is_file():
-        raise MissingFileError("image not found", path)
-    try:
-        if path.suffix.lower() in (".tif", ".tiff"):
-            import tifffile
-
-            arr = tifffile.imread(path)
-        else:
-            from skimage.io import imread
-
-            arr = imread(path)
-    except Exception as e:  # the readers raise many types for corrupt files
-        raise FileFormatError(f"cannot read image ({type(e).__name__}: {str(e)[:120]}); expected PNG/TIFF/JPEG",
-                              path) from None
+    arr = read_image_array(path)
     return to_rgb8(np.asarray(arr), path)
 
 
@@ -940,7 +929,6 @@ def detect(model_dir: str | Path, inputs: Sequence[str | Path], out: str | Path,
     """
     from medseg.engine.checkpoint import load_run_model
     from medseg.engine.device import select_device
-    from medseg.runs import Run
 
     model_dir = Path(model_dir)
     dev = select_device(device)
