@@ -167,13 +167,10 @@ def _read_state_dict(source: Union[str, Path, Mapping[str, torch.Tensor]]) -> tu
 
 
 def _torch_load(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt file or pickled objects
-        raise CheckpointError(f"cannot load weights safely ({type(e).__name__}: {str(e)[:200]})", path) from None
-    if not isinstance(sd, Mapping):
-        raise CheckpointError(f"expected a state dict, found {type(sd).__name__}", path)
-    return dict(sd)
+    """A state dict read with ``weights_only=True`` (medseg's checkpoint loader: same errors)."""
+    from medseg.engine.checkpoint import load_checkpoint
+
+    return dict(load_checkpoint(path, map_location="cpu"))
 
 
 def _timm_state_dict(name: str) -> dict[str, torch.Tensor]:  # pragma: no cover - timm is not installed here
