@@ -12,7 +12,8 @@ from typing import Iterator
 
 import numpy as np
 
-__all__ = ["atomic_write", "atomic_write_text", "atomic_write_bytes", "seed_everything", "get_logger"]
+__all__ = ["atomic_write", "atomic_write_text", "atomic_write_bytes", "atomic_write_csv", "seed_everything",
+           "get_logger"]
 
 
 @contextlib.contextmanager
@@ -50,6 +51,18 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     with atomic_write(path) as tmp:
         tmp.write_bytes(data)
     return Path(path)
+
+
+def atomic_write_csv(path: str | Path, header: list[str], rows) -> Path:
+    """Write a CSV table (``header`` then ``rows``, each a sequence of cells) atomically."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(header)
+    w.writerows(rows)
+    return atomic_write_text(path, buf.getvalue())
 
 
 def seed_everything(seed: int) -> None:

@@ -763,11 +763,9 @@ def classify(model_dir: str | Path, inputs: Sequence[str | Path], out: str | Pat
         w.writerows(rows)
         pred_csv = atomic_write_text(run.path / "predictions.csv", buf.getvalue())
         if skipped:
-            buf = io.StringIO()
-            w = csv.writer(buf)
-            w.writerow(["image", "error"])
-            w.writerows([[str(f), e] for f, e in skipped])
-            atomic_write_text(run.path / "skipped.csv", buf.getvalue())
+            from medseg.utils import atomic_write_csv
+
+            atomic_write_csv(run.path / "skipped.csv", ["image", "error"], [[str(f), e] for f, e in skipped])
         counts = {c: sum(1 for r in rows if r[2 + len(class_names)] == c) for c in class_names}
         summary = {"n_images": len(rows), "n_skipped": len(skipped), "predictions": str(pred_csv),
                    "operating_point": point, "threshold": round(threshold, 4), "counts": counts}

@@ -193,11 +193,9 @@ def explain(model_dir: str | Path, inputs: Sequence[str | Path], out: str | Path
 
         table = atomic_write_text(run.path / "explain.csv", buf.getvalue())
         if skipped:
-            buf = io.StringIO()
-            w = csv.writer(buf)
-            w.writerow(["image", "error"])
-            w.writerows([[str(f), e] for f, e in skipped])
-            atomic_write_text(run.path / "skipped.csv", buf.getvalue())
+            from medseg.utils import atomic_write_csv
+
+            atomic_write_csv(run.path / "skipped.csv", ["image", "error"], [[str(f), e] for f, e in skipped])
         summary = {"n_images": len(res), "n_skipped": len(skipped), "method": method,
                    "layer": res[0]["layer"] if res else layer, "table": str(table),
                    "cams": str(run.path / "cams")}
