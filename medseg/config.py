@@ -235,8 +235,8 @@ def apply_overrides(raw: dict, overrides: typing.Sequence[str], source: str = "<
     return out
 
 
-def resolve_paths(cfg: PipelineConfig, base: Path, source: str = "<config>") -> PipelineConfig:
-    """Make relative Path fields absolute against ``base``; check that input files exist."""
+def resolve_paths(cfg: PipelineConfig, base: Path, source: str = "<config>", check: bool = True) -> PipelineConfig:
+    """Make relative Path fields absolute against ``base`` (in place); with ``check``, input files must exist."""
 
     def visit(model: BaseModel, where: str) -> None:
         for name, field in type(model).model_fields.items():
@@ -248,7 +248,7 @@ def resolve_paths(cfg: PipelineConfig, base: Path, source: str = "<config>") -> 
                     object.__setattr__(model, name, value)
                 must_exist = (field.json_schema_extra or {}).get("must_exist", False) if isinstance(
                     field.json_schema_extra, dict) else False
-                if (must_exist or name in {"datalist", "checkpoint"}) and not value.exists():
+                if check and (must_exist or name in {"datalist", "checkpoint"}) and not value.exists():
                     raise ConfigError(f"{key!r} points to a missing file: {value}", source)
             elif isinstance(value, BaseModel):
                 visit(value, key + ".")

@@ -33,7 +33,7 @@ STAGES = [
 def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, force: bool = False,
              only: list[str] | None = None) -> dict[str, Any]:
     """Run the demo into ``out``; returns ``{"run_dir", "stages": {name: status/summary}, "report"}``."""
-    run = Run.create(out, force=force, command="demo")
+    run = Run.create(Path(out).absolute(), force=force, command="demo")
     stages: dict[str, Any] = {}
     cases: list = []
     with run:

@@ -133,7 +133,11 @@ class Run:
 
     # -- content -----------------------------------------------------------------------
     def save_config(self, config) -> None:
-        from medseg.config import config_hash, config_to_yaml
+        """Save the resolved config; relative paths (of a config built in code) become absolute
+        against the working directory, so the saved config means the same from any folder."""
+        from medseg.config import config_hash, config_to_yaml, resolve_paths
+
+        resolve_paths(config, Path.cwd(), check=False)
 
         atomic_write_text(self.path / "config.yaml", config_to_yaml(config))
         self.info["config_hash"] = config_hash(config)

@@ -62,3 +62,19 @@ def test_resume_reopens(tmp_path):
         assert run.info["status"] == "running"
     assert "epochs: 99" in (run.path / "config.yaml").read_text()
     assert Run.open(run.path).info["status"] == "ok"
+
+
+def test_saved_config_has_absolute_paths(tmp_path, monkeypatch):
+    """A config built in code with relative paths means the same when reloaded from the run folder."""
+    from medseg.config import load_config
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "dataset.json").write_text('{"training": []}')
+    cfg = parse_config({"task": "segmentation", "name": "rel", "output_dir": "runs",
+                        "data": {"datalist": "data/dataset.json"}})
+    with open_run(cfg) as run:
+        pass
+    monkeypatch.chdir(run.path)  # reload from elsewhere
+    again = load_config(tmp_path / "runs" / "rel" / "config.yaml")
+    assert again.data.datalist == tmp_path / "data" / "dataset.json"
