@@ -1,13 +1,14 @@
-"""DICOM: find series (headers only, in parallel), check their geometry, load them as one volume.
+"""DICOM: find series (headers only), check their geometry, load them as one volume.
 
 Why medseg builds the volume itself from pydicom (and not with SimpleITK's ``ImageSeriesReader`` or
 MONAI's ``LoadImage``): those readers sort and stack whatever files they are given. They do not
 exclude localizers, do not detect missing slices, gantry tilt or duplicate positions, and apply one
 rescale slope/intercept to the whole series. medseg parses the headers with pydicom (GDCM-grade
 parsing, every transfer syntax through pydicom's pixel plugins), checks the geometry, and then
-reads uncompressed pixel data straight from the file offsets that pydicom found, with a thread pool
-(``numpy.fromfile`` releases the GIL): this is as fast as the C++ readers (see
-``benchmarks/io_load.py``). Compressed pixel data decode through ``pydicom``'s plugins (pylibjpeg).
+reads uncompressed pixel data straight from the file offsets that pydicom found: faster than
+SimpleITK's C++ reader on the benchmark (see ``benchmarks/io_load.py``). Files are read serially by
+default (measured fastest on local disks); ``MEDSEG_IO_THREADS=N`` reads them with N threads, which
+helps only on network storage. Compressed pixel data decode through ``pydicom``'s plugins (pylibjpeg).
 
 Geometry rules (``docs/io.md``): slices are sorted by their position projected on the slice normal,
 the slice spacing comes from the positions (never SliceThickness), rescale slope/intercept are
@@ -64,7 +65,21 @@ def _used_tags() -> list:
 
 
 _USED_TAGS = None
-_MAX_WORKERS = max(2, min(8, (os.cpu_count() or 2) * 2))
+# Threads for reading files (headers and pixels). Measured on a local disk (benchmarks/io_load.py,
+# 300 x 512^2 slices, 2 cores): serial 0.32 s warm / 4.2 s cold page cache, 8 threads 0.74 s / 4.5 s.
+# pydicom's header parsing is pure Python (GIL-bound), so threads only add contention there; they
+# pay off only where each read waits on the network (NAS / PACS exports). Opt in with
+# MEDSEG_IO_THREADS=8 for such storage.
+_MAX_WORKERS = max(1, int(os.environ.get("MEDSEG_IO_THREADS", "1") or 1))
+
+
+def _map(fn, items):
+    """``map`` over files: serial by default, a thread pool with MEDSEG_IO_THREADS > 1."""
+    items = list(items)
+    if _MAX_WORKERS <= 1 or len(items) <= 4:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(max_workers=_MAX_WORKERS) as ex:
+        return list(ex.map(fn, items))
 
 # which package decodes which transfer syntax (for the error message when a decoder is missing)
 _DECODER_HINT = {
@@ -766,9 +781,7 @@ def _build(plan: _Plan, where: str, dtype=np.float32) -> np.ndarray:
                 out[idx, k] = ndimage.shift(out[idx, k], (sj, si), order=1, mode="constant", cval=fill)
 
     jobs = [(v, k, sl) for v, vol in enumerate(plan.volumes) for k, sl in enumerate(vol)]
-    # compressed files decode in pydicom (mostly GIL-bound): threads still overlap the file I/O
-    with ThreadPoolExecutor(max_workers=_MAX_WORKERS) as ex:
-        list(ex.map(work, jobs))
+    _map(work, jobs)
     vol = out.transpose(0, 3, 2, 1)  # (C, X, Y, Z) view
     if plan.resample_z is not None:
         s_arr = np.array([s.s for s in plan.volumes[0]])
@@ -893,9 +906,13 @@ def _read_headers(srcs: Sequence[_Src]) -> tuple[list[_Hdr], list[tuple[_Src, Ex
         from tqdm import tqdm
 
         quiet = len(srcs) < 500 or not sys.stderr.isatty()
-        with ThreadPoolExecutor(max_workers=_MAX_WORKERS) as ex:
-            results = list(tqdm(ex.map(one, srcs), total=len(srcs), desc="reading DICOM headers", unit="file",
-                                disable=quiet, leave=False))
+        with tqdm(total=len(srcs), desc="reading DICOM headers", unit="file", disable=quiet, leave=False) as bar:
+            def one_tick(s):
+                r = one(s)
+                bar.update(1)
+                return r
+
+            results = _map(one_tick, srcs)
     else:
         results = [one(s) for s in srcs]
     for s, (h, e) in zip(srcs, results):
@@ -947,7 +964,7 @@ def _series_info(headers: list[_Hdr], resample: bool = False) -> SeriesInfo:
 def discover(path: str | Path) -> list[SeriesInfo]:
     """Find the images under ``path``: DICOM series (grouped by SeriesInstanceUID), NIfTI and 2D files.
 
-    Reads DICOM headers only (``stop_before_pixels``), in parallel. Accepts a folder tree, a DICOMDIR,
+    Reads DICOM headers only (``stop_before_pixels``); with ``MEDSEG_IO_THREADS=N``, in N threads. Accepts a folder tree, a DICOMDIR,
     a zip archive of DICOM files, or a single file. A bad file never stops the walk: it is listed as an
     ``"unreadable"`` entry naming the file and the problem, and the other series are described as usual.
 
