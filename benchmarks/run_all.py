@@ -26,7 +26,11 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="pass --quick to each benchmark (smoke run)")
     ap.add_argument("--only", nargs="*", default=None, help="benchmark names (file stems) to run")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per benchmark")
+    ap.add_argument("--table", type=Path, default=None, help="only print the Markdown table of an existing .jsonl")
     args = ap.parse_args()
+    if args.table is not None:
+        print_table([json.loads(line) for line in args.table.read_text().splitlines() if line.strip()])
+        return 0
     scripts = sorted(p for p in HERE.glob("*.py") if p.name != "run_all.py" and not p.name.startswith("_"))
     if args.only:
         scripts = [p for p in scripts if p.stem in args.only]
@@ -61,6 +65,12 @@ def main() -> int:
     path = out_dir / f"{dt.date.today().isoformat()}{'-quick' if args.quick else ''}.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     print(f"wrote {path}", file=sys.stderr)
+    print_table(rows)
+    return 0
+
+
+def print_table(rows: list[dict]) -> None:
+    """The figures as a Markdown table (the one in docs/benchmarks.md)."""
     print("| " + " | ".join(KEYS) + " |")
     print("|" + "---|" * len(KEYS))
     for r in rows:
@@ -69,7 +79,6 @@ def main() -> int:
             v = r.get(k)
             cells.append(f"{v:.4g}" if isinstance(v, float) else str(v))
         print("| " + " | ".join(cells) + " |")
-    return 0
 
 
 if __name__ == "__main__":
