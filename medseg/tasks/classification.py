@@ -933,10 +933,11 @@ def run_demo(out: Path, quick: bool = False) -> dict[str, Any]:
         stem = r["case_id"]
         e = ref[stem]
         img = read_image(out / "data" / e["image"])
-        mask = read_image(out / "data" / e["mask"]) > 0
         thumb = thumbs / f"{stem}.png"
         if overlay_2d is not None:
-            save_png(overlay_2d(img, mask.astype(np.uint8), class_names=["background", "lesion"]), thumb)
+            # the image as the classifier saw it: a filled reference mask would hide the border and
+            # texture the reviewer has to judge (Grad-CAM rows show where the model looked)
+            save_png(overlay_2d(img), thumb)
         else:
             write_png(img, thumb)
         p_mal = float(r[f"prob_{class_names[1]}"])
