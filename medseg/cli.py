@@ -1,6 +1,6 @@
 """``medseg <command>``: one subcommand per pipeline, plus ``demo``.
 
-Each subcommand lives in ``medseg/commands/<name>.py`` with ``add_parser(subparsers)`` and
+Each subcommand lives in ``medseg/cli_commands/<name>.py`` with ``add_parser(subparsers)`` and
 ``run(args) -> int``. Errors from bad input (``MedsegError``) print one clear paragraph and exit 2;
 a capability that is not built yet exits 3 saying so.
 """
@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        mod = importlib.import_module(f"medseg.commands.{name}")
+        mod = importlib.import_module(f"medseg.cli_commands.{name}")
         mod.add_parser(sub)
     return parser
 

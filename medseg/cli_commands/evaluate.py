@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from medseg.commands import task_function
+from medseg.cli_commands import task_function
 
 
 def add_parser(sub) -> None:
