@@ -30,47 +30,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def write_series(folder: Path, n_slices: int, size: int = 512) -> list[Path]:
-    """A synthetic CT series (int16 stored, intercept -1024) written with pydicom, one file per slice."""
-    import pydicom
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+    """A synthetic CT series (body ellipse + noise, 0.98 x 0.98 x 1.25 mm), one file per slice.
 
-    folder.mkdir(parents=True, exist_ok=True)
+    Written by the same DICOM writer as the embedded demo data (``write_phantom_dicom``).
+    """
+    from medseg.data.synthetic import Phantom, write_phantom_dicom
+
     rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[:size, :size]
+    xx, yy = np.mgrid[:size, :size]  # (X, Y) = (columns, rows)
     body = ((xx - size / 2) ** 2 / (0.4 * size) ** 2 + (yy - size / 2) ** 2 / (0.33 * size) ** 2) <= 1
-    study, series, frame = generate_uid(), generate_uid(), generate_uid()
-    paths = []
+    image = np.empty((size, size, n_slices), np.int16)
     for k in range(n_slices):
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = CTImageStorage
-        uid = generate_uid()
-        meta.MediaStorageSOPInstanceUID = uid
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, uid
-        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
-        ds.Modality = "CT"
-        ds.PatientName, ds.PatientID = "BENCH^MARK", "BENCH"
-        ds.SeriesDescription = "io_load benchmark"
-        ds.SeriesNumber, ds.InstanceNumber = 1, k + 1
-        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-        ds.ImagePositionPatient = [-250.0, -250.0, -300.0 + 1.25 * k]
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-        ds.PixelSpacing = [0.9765625, 0.9765625]
-        ds.SliceThickness = 1.25
-        ds.Rows = ds.Columns = size
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-        ds.RescaleIntercept, ds.RescaleSlope = "-1024", "1"
-        img = np.where(body, 1064, 24) + rng.integers(-20, 20, (size, size))
-        ds.PixelData = img.astype(np.int16).tobytes()
-        p = folder / f"slice_{k:04d}.dcm"
-        pydicom.dcmwrite(p, ds, enforce_file_format=True)
-        paths.append(p)
-    return paths
+        image[:, :, k] = np.where(body, 40, -1000) + rng.integers(-20, 20, (size, size))
+    ph = Phantom(image=image, label=np.zeros((1, 1, 1), np.uint8), spacing=(0.9765625, 0.9765625, 1.25),
+                 origin=(-250.0, -250.0, -300.0), seed=0)
+    return write_phantom_dicom(ph, folder, patient_name="BENCH^MARK", patient_id="BENCH",
+                               series_description="io_load benchmark")
 
 
 def best_of(fn, n: int) -> tuple[float, object]:
