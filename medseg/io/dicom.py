@@ -73,6 +73,15 @@ _USED_TAGS = None
 _MAX_WORKERS = max(1, int(os.environ.get("MEDSEG_IO_THREADS", "1") or 1))
 
 
+def _uid_for_message(value) -> str:
+    """A UID for an error message, only if it is one: in a corrupt header the element can swallow
+    the bytes that follow it (PatientName, PatientID), which must never reach a message."""
+    text = str(value) if value is not None else ""
+    if 0 < len(text) <= 64 and all(c.isdigit() or c == "." for c in text):
+        return text
+    return "unknown" if not text else "<not a valid UID>"
+
+
 def _map(fn, items):
     """``map`` over files: serial by default, a thread pool with MEDSEG_IO_THREADS > 1."""
     items = list(items)
@@ -689,12 +698,12 @@ def _decode_error(h: _Hdr, e: Exception) -> Exception:
     low = msg.lower()
     if "exceptions were raised by all available plugins" in low:
         detail = " | ".join(line.strip() for line in msg.splitlines()[1:3])
-        return FileFormatError(f"the installed decoders could not decode the pixel data (transfer syntax {ts}): "
+        return FileFormatError(f"the installed decoders could not decode the pixel data (transfer syntax {_uid_for_message(ts)}): "
                                f"{detail[:300]}", path=str(h.src))
     if isinstance(e, ImportError) or ("plugin" in low or "decoder" in low or "install" in low):
         pkg = _DECODER_HINT.get(ts, "pylibjpeg with the matching plugin")
         return MissingDependencyError(
-            f"no decoder for transfer syntax {ts} is installed; install it with: pip install {pkg}", path=str(h.src)
+            f"no decoder for transfer syntax {_uid_for_message(ts)} is installed; install it with: pip install {pkg}", path=str(h.src)
         )
     return FileFormatError(f"cannot decode pixel data ({type(e).__name__}: {msg[:200]}); the file may be damaged",
                            path=str(h.src))
@@ -1082,7 +1091,8 @@ def load_dicom(
     where = _common_folder([h.src for h in headers]) if len(headers) > 1 else str(headers[0].src)
     ds0 = headers[0].ds
     if "Rows" not in ds0:
-        raise FileFormatError(f"not an image (SOP class {ds0.get('SOPClassUID', 'unknown')}; no pixel data)", path=where)
+        raise FileFormatError(f"not an image (SOP class {_uid_for_message(ds0.get('SOPClassUID'))}; no pixel data)",
+                              path=where)
     try:
         plan = _plan(headers, where, resample=resample)
     except Exception as e:  # corrupt nested header values (lazy pydicom conversion)

@@ -208,3 +208,26 @@ def test_random_header_bit_flips_give_medseg_errors_only(tmp_path, dicom_writer)
             assert str(paths[0]) in str(e)
             _no_phi(str(e))
     assert n_err > 0
+
+
+def test_corrupt_uid_swallowing_patient_name_stays_out_of_the_message(tmp_path):
+    """A length-corrupted SOPClassUID can swallow the PatientName bytes: the error must not echo them."""
+    import pydicom
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3.4"
+    with pydicom.config.disable_value_validation():
+        ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.2 PN SECRET^PATIENTNAME"
+    ds.SOPInstanceUID = "1.2.3.4"
+    ds.Modality = "CT"
+    p = tmp_path / "noimage.dcm"
+    with pydicom.config.disable_value_validation():
+        pydicom.dcmwrite(p, ds, enforce_file_format=True)
+    with pytest.raises(MedsegError) as ei:
+        mio.load(p)
+    assert str(p) in str(ei.value) and "SECRET" not in str(ei.value)
