@@ -38,8 +38,12 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--method", default="gradcam", choices=["gradcam", "gradcampp"])
     ap.add_argument("--out", type=Path, default=None, help="keep the run folder here (default: a temp folder)")
-    ap.add_argument("--classifier-run", type=Path, default=None,
-                    help="reuse a classification run trained on the same synthetic lesion set (same seed/size/n)")
+    ap.add_argument(
+        "--classifier-run",
+        type=Path,
+        default=None,
+        help="reuse a classification run trained on the same synthetic lesion set (same seed/size/n)",
+    )
     ap.add_argument("--seg-epochs", type=int, default=None, help="segmenter epochs (default 12; quick 2)")
     args = ap.parse_args(argv)
 
@@ -62,12 +66,20 @@ def main(argv=None) -> int:
     if args.seg_epochs:
         seg_epochs = args.seg_epochs
     cfg = WeakSupervisionConfig(
-        name="cam_localisation", seed=args.seed, device=args.device,
+        name="cam_localisation",
+        seed=args.seed,
+        device=args.device,
         data=DataSection(synthetic=True, num_cases=n),
-        weak=WeakSection(method=args.method, image_size=size, classifier_epochs=cls_epochs, refine=True,
-                         classifier_run=args.classifier_run),
-        model=ModelSection(name="unet", spatial_dims=2, in_channels=3, out_channels=2, channels=[16, 32, 64, 128],
-                           norm="batch"),
+        weak=WeakSection(
+            method=args.method,
+            image_size=size,
+            classifier_epochs=cls_epochs,
+            refine=True,
+            classifier_run=args.classifier_run,
+        ),
+        model=ModelSection(
+            name="unet", spatial_dims=2, in_channels=3, out_channels=2, channels=[16, 32, 64, 128], norm="batch"
+        ),
         train=TrainSection(epochs=seg_epochs, batch_size=16, lr=3e-3),
     )
     tmp = None
@@ -84,19 +96,32 @@ def main(argv=None) -> int:
     ratio = r["dice_ratio"]
     met = bool(ratio is not None and ratio >= 0.7 and r["pointing_game"] >= 0.85 and r["randomisation_passed"])
     line = {
-        "benchmark": "cam_localisation", "metric": "test_dice_unet_on_cam_pseudo_masks",
-        "value": r["dice_weak"], "unit": "dice",
-        "baseline": "same U-Net, same budget, trained on the true masks", "baseline_value": r["dice_full"],
-        "ratio": ratio, "goal": "ratio >= 0.7 and pointing_game >= 0.85 and randomisation_passed",
-        "met": met, "device": describe_device(dev),
-        "pointing_game": r["pointing_game"], "pointing_game_centre_baseline": r["pointing_game_centre_baseline"],
-        "cam_dice": r["cam_dice"], "cam_iou": r["cam_iou"],
-        "deletion_auc": r["deletion_auc"], "deletion_auc_random_order": r["deletion_auc_random"],
+        "benchmark": "cam_localisation",
+        "metric": "test_dice_unet_on_cam_pseudo_masks",
+        "value": r["dice_weak"],
+        "unit": "dice",
+        "baseline": "same U-Net, same budget, trained on the true masks",
+        "baseline_value": r["dice_full"],
+        "ratio": ratio,
+        "goal": "ratio >= 0.7 and pointing_game >= 0.85 and randomisation_passed",
+        "met": met,
+        "device": describe_device(dev),
+        "pointing_game": r["pointing_game"],
+        "pointing_game_centre_baseline": r["pointing_game_centre_baseline"],
+        "cam_dice": r["cam_dice"],
+        "cam_iou": r["cam_iou"],
+        "deletion_auc": r["deletion_auc"],
+        "deletion_auc_random_order": r["deletion_auc_random"],
         "randomisation_spearman": r["randomisation_spearman"],
         "randomisation_spearman_abs": r["randomisation_spearman_abs"],
-        "randomisation_passed": r["randomisation_passed"], "pseudo_mask_dice": r["pseudo_mask_dice"],
-        "cam_method": r["cam_method"], "cam_layer": r["cam_layer"], "n_fit_images": r["n_fit"],
-        "n_test_images": r["n_test"], "image_size": r["image_size"], "quick": args.quick,
+        "randomisation_passed": r["randomisation_passed"],
+        "pseudo_mask_dice": r["pseudo_mask_dice"],
+        "cam_method": r["cam_method"],
+        "cam_layer": r["cam_layer"],
+        "n_fit_images": r["n_fit"],
+        "n_test_images": r["n_test"],
+        "image_size": r["image_size"],
+        "quick": args.quick,
         "seconds": round(time.perf_counter() - t0, 1),
     }
     print(json.dumps(line), flush=True)

@@ -37,9 +37,24 @@ BENCH = "detection"
 
 def emit(metric, value, unit, baseline, baseline_value, goal, met, device, **extra):
     ratio = (value / baseline_value) if (baseline_value not in (None, 0) and value is not None) else None
-    print(json.dumps({"benchmark": BENCH, "metric": metric, "value": _r(value), "unit": unit, "baseline": baseline,
-                      "baseline_value": _r(baseline_value), "ratio": _r(ratio), "goal": goal, "met": bool(met),
-                      "device": device, **extra}), flush=True)
+    print(
+        json.dumps(
+            {
+                "benchmark": BENCH,
+                "metric": metric,
+                "value": _r(value),
+                "unit": unit,
+                "baseline": baseline,
+                "baseline_value": _r(baseline_value),
+                "ratio": _r(ratio),
+                "goal": goal,
+                "met": bool(met),
+                "device": device,
+                **extra,
+            }
+        ),
+        flush=True,
+    )
 
 
 def _r(v):
@@ -149,9 +164,13 @@ def measure_inference(run_dir: Path, size: int, tile: int, threads: int) -> dict
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny smoke run (minutes budget cut, small grid)")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch CPU threads for training/inference (default 1: robust on a busy shared CPU, "
-                    "where 2 OpenMP threads measured ~20x slower per step; 0 = torch's default)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads for training/inference (default 1: robust on a busy shared CPU, "
+        "where 2 OpenMP threads measured ~20x slower per step; 0 = torch's default)",
+    )
     ap.add_argument("--workdir", type=Path, default=None, help="keep data and runs here (default: a temp folder)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -170,20 +189,25 @@ def main(argv=None) -> int:
     device = describe_device(select_device("auto"))
     work = args.workdir or Path(tempfile.mkdtemp(prefix="medseg-bench-det-"))
     q = args.quick
-    ds = write_histology_dataset(work / "data", n_train=4 if q else 16, n_val=2 if q else 6, n_test=2 if q else 8,
-                                 seed=7, shape=(256, 256))
+    ds = write_histology_dataset(
+        work / "data", n_train=4 if q else 16, n_val=2 if q else 6, n_test=2 if q else 8, seed=7, shape=(256, 256)
+    )
     content = json.loads(ds.read_text())
-    ann = det.read_points_csv(ds.parent / content["points"], CLASS_NAMES)
-    entries = {k: [{"image": str((ds.parent / e["image"]).resolve())} for e in content[k]]
-               for k in ("training", "test")}
+    entries = {
+        k: [{"image": str((ds.parent / e["image"]).resolve())} for e in content[k]] for k in ("training", "test")
+    }
     train_cases = det.load_cases(entries["training"], ds.parent / content["points"], CLASS_NAMES)
     test_cases = det.load_cases(entries["test"], ds.parent / content["points"], CLASS_NAMES)
     radius = radius_in_pixels(3.0, 0.5)
 
     results = {}
     for key, cfg_name, target in (("nuclei", "det_nuclei.yaml", [0, 1]), ("mitosis", "det_mitosis.yaml", [1])):
-        overrides = [f"data.datalist={ds}", "data.synthetic=false", "device=auto",
-                     f"cpu_threads={args.threads or 'null'}"]
+        overrides = [
+            f"data.datalist={ds}",
+            "data.synthetic=false",
+            "device=auto",
+            f"cpu_threads={args.threads or 'null'}",
+        ]
         if q:
             overrides += ["train.epochs=1", "train.steps_per_epoch=3", "train.max_minutes=0.2"]
         cfg = load_config(ROOT / "configs" / cfg_name, overrides)
@@ -208,13 +232,26 @@ def main(argv=None) -> int:
         # "clearly above the baseline": F1 near 1 leaves little room, so the goal is on the error
         # (1 - F1): medseg must at least halve the baseline's error
         err_ratio = (1 - f1) / max(1 - base, 1e-9) if f1 is not None else None
-        emit(f"{key}_f1_test", f1, "F1", "skimage blob_log (grid-tuned on training images)", base,
-             f"value >= {goal_abs} and (1 - value) <= 0.5 * (1 - baseline_value)",
-             f1 is not None and f1 >= goal_abs and err_ratio <= 0.5, device, error_ratio=_r(err_ratio),
-             radius_um=3.0, test_images=len(test_cases), test_objects=int(sum(len(r) for r in refs_test)),
-             train_seconds=round(train_s, 1), blob_log_params=list(params), blob_log_train_f1=round(train_f1, 4),
-             blob_log_tune_seconds=round(tune_s, 1), test_ap=summary.get("test_ap"),
-             torch_threads=args.threads or "default")
+        emit(
+            f"{key}_f1_test",
+            f1,
+            "F1",
+            "skimage blob_log (grid-tuned on training images)",
+            base,
+            f"value >= {goal_abs} and (1 - value) <= 0.5 * (1 - baseline_value)",
+            f1 is not None and f1 >= goal_abs and err_ratio <= 0.5,
+            device,
+            error_ratio=_r(err_ratio),
+            radius_um=3.0,
+            test_images=len(test_cases),
+            test_objects=int(sum(len(r) for r in refs_test)),
+            train_seconds=round(train_s, 1),
+            blob_log_params=list(params),
+            blob_log_train_f1=round(train_f1, 4),
+            blob_log_tune_seconds=round(tune_s, 1),
+            test_ap=summary.get("test_ap"),
+            torch_threads=args.threads or "default",
+        )
         emit(f"{key}_train_seconds", train_s, "s", None, None, "value <= 300", train_s <= 300, device)
         results[key] = run.path
 
@@ -222,11 +259,30 @@ def main(argv=None) -> int:
     size = 768 if q else 2048
     tiled = measure_inference(results["nuclei"], size, tile=512 if not q else 256, threads=args.threads)
     whole = measure_inference(results["nuclei"], size, tile=0, threads=args.threads)
-    emit("nuclei_tiled_throughput", tiled["mpix_s"], "megapixels/s", "whole-image inference (no tiles)",
-         whole["mpix_s"], "ratio >= 0.7", tiled["mpix_s"] >= 0.7 * whole["mpix_s"], device, image_px=size * size,
-         detections=tiled["n"], detections_whole=whole["n"])
-    emit("nuclei_tiled_peak_memory", tiled["peak_mb"], "MB", "whole-image inference (no tiles)", whole["peak_mb"],
-         "ratio <= 0.5", tiled["peak_mb"] <= 0.5 * max(whole["peak_mb"], 1e-9), device, image_px=size * size)
+    emit(
+        "nuclei_tiled_throughput",
+        tiled["mpix_s"],
+        "megapixels/s",
+        "whole-image inference (no tiles)",
+        whole["mpix_s"],
+        "ratio >= 0.7",
+        tiled["mpix_s"] >= 0.7 * whole["mpix_s"],
+        device,
+        image_px=size * size,
+        detections=tiled["n"],
+        detections_whole=whole["n"],
+    )
+    emit(
+        "nuclei_tiled_peak_memory",
+        tiled["peak_mb"],
+        "MB",
+        "whole-image inference (no tiles)",
+        whole["peak_mb"],
+        "ratio <= 0.5",
+        tiled["peak_mb"] <= 0.5 * max(whole["peak_mb"], 1e-9),
+        device,
+        image_px=size * size,
+    )
     return 0
 
 

@@ -36,10 +36,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def _emit(metric, value, unit, baseline, baseline_value, goal, met, device):
     ratio = (value / baseline_value) if baseline_value else None
-    print(json.dumps({"benchmark": "seg_inference", "metric": metric, "value": round(value, 4), "unit": unit,
-                      "baseline": baseline, "baseline_value": None if baseline_value is None else round(baseline_value, 4),
-                      "ratio": None if ratio is None else round(ratio, 3), "goal": goal, "met": met,
-                      "device": device}), flush=True)
+    print(
+        json.dumps(
+            {
+                "benchmark": "seg_inference",
+                "metric": metric,
+                "value": round(value, 4),
+                "unit": unit,
+                "baseline": baseline,
+                "baseline_value": None if baseline_value is None else round(baseline_value, 4),
+                "ratio": None if ratio is None else round(ratio, 3),
+                "goal": goal,
+                "met": met,
+                "device": device,
+            }
+        ),
+        flush=True,
+    )
 
 
 def main(argv=None) -> int:
@@ -67,20 +80,46 @@ def main(argv=None) -> int:
     ph = ct_phantom(seed=1, shape=shape, spacing=spacing)
     nii = write_phantom_nifti(ph, tmp / "ct.nii.gz")[0]
 
-    cfg = parse_config({"task": "segmentation", "class_names": ["background", "liver"], "device": "cpu",
-                        "model": {"name": "unet", "channels": [8, 16, 32, 64]},
-                        "infer": {"batch_size": 4, "overlap": 0.5}, "postprocess": {"largest_component": ["liver"]}})
+    cfg = parse_config(
+        {
+            "task": "segmentation",
+            "class_names": ["background", "liver"],
+            "device": "cpu",
+            "model": {"name": "unet", "channels": [8, 16, 32, 64]},
+            "infer": {"batch_size": 4, "overlap": 0.5},
+            "postprocess": {"largest_component": ["liver"]},
+        }
+    )
     strides = [[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2]]
-    params = {"name": "unet", "spatial_dims": 3, "in_channels": 1, "out_channels": 2, "channels": [8, 16, 32, 64],
-              "strides": strides}
+    params = {
+        "name": "unet",
+        "spatial_dims": 3,
+        "in_channels": 1,
+        "out_channels": 2,
+        "channels": [8, 16, 32, 64],
+        "strides": strides,
+    }
     torch.manual_seed(0)
     model = build_model(**params).eval()
-    plan = {"target_spacing": list(spacing), "patch_size": patch, "strides": strides,
-            "norm": {"clip": [-100.0, 200.0], "mean": 50.0, "std": 60.0}}
+    plan = {
+        "target_spacing": list(spacing),
+        "patch_size": patch,
+        "strides": strides,
+        "norm": {"clip": [-100.0, 200.0], "mean": 50.0, "std": 60.0},
+    }
     run = Run.create(tmp / "model", cfg)
-    save_checkpoint(run.path / "checkpoints" / "best.pt", model=model.state_dict(),
-                    meta={"model_params": params, "plan": plan, "class_names": ["background", "liver"],
-                          "modality": "CT", "spatial_dims": 3}, state={})
+    save_checkpoint(
+        run.path / "checkpoints" / "best.pt",
+        model=model.state_dict(),
+        meta={
+            "model_params": params,
+            "plan": plan,
+            "class_names": ["background", "liver"],
+            "modality": "CT",
+            "spatial_dims": 3,
+        },
+        state={},
+    )
     run.finish()
 
     # count the windows the pipeline runs (wrap the forward)
@@ -102,8 +141,11 @@ def main(argv=None) -> int:
         t_pipe = time.perf_counter() - t0
     finally:
         type(model).forward = orig_forward
-    peak = (torch.cuda.max_memory_allocated() / 2**20) if dev.type == "cuda" else \
-        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = (
+        (torch.cuda.max_memory_allocated() / 2**20)
+        if dev.type == "cuda"
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    )
     n_windows = sum(calls)
 
     # floor: the same number of windows through the network, same batch sizes, nothing else
@@ -139,12 +181,36 @@ def main(argv=None) -> int:
         sliding_window_inference(img.as_tensor()[None].to(dev), patch, 1, m)
     t_default = time.perf_counter() - t0
 
-    _emit("pipeline_seconds", t_pipe, "s", f"network forward floor ({n_windows} windows of {patch})", t_floor,
-          "ratio <= 1.3", t_pipe / t_floor <= 1.3, dname)
-    _emit("pipeline_vs_plain", t_pipe, "s", "plain MONAI script, equal settings (gaussian, overlap 0.5, sw_batch 4)",
-          t_plain, "ratio <= 1.0", t_pipe <= t_plain, dname)
-    _emit("plain_default_seconds", t_default, "s", "sliding_window_inference defaults (overlap 0.25, sw_batch 1)",
-          None, "reference", True, dname)
+    _emit(
+        "pipeline_seconds",
+        t_pipe,
+        "s",
+        f"network forward floor ({n_windows} windows of {patch})",
+        t_floor,
+        "ratio <= 1.3",
+        t_pipe / t_floor <= 1.3,
+        dname,
+    )
+    _emit(
+        "pipeline_vs_plain",
+        t_pipe,
+        "s",
+        "plain MONAI script, equal settings (gaussian, overlap 0.5, sw_batch 4)",
+        t_plain,
+        "ratio <= 1.0",
+        t_pipe <= t_plain,
+        dname,
+    )
+    _emit(
+        "plain_default_seconds",
+        t_default,
+        "s",
+        "sliding_window_inference defaults (overlap 0.25, sw_batch 1)",
+        None,
+        "reference",
+        True,
+        dname,
+    )
     _emit("peak_memory_mb", peak, "MiB", "none", None, "reference", True, dname)
     return 0
 

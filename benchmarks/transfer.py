@@ -52,12 +52,13 @@ def split(y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.array(test), rng.permutation(np.array(pool))
 
 
-def train_eval(x, y, tr_idx, te_idx, pretrained, epochs, size, seed, device) -> tuple[float, tuple[float, float], float]:
+def train_eval(
+    x, y, tr_idx, te_idx, pretrained, epochs, size, seed, device
+) -> tuple[float, tuple[float, float], float]:
     from monai.transforms import Compose
 
     torch.manual_seed(seed)
-    model = build_model(name="efficientnet_lite0", num_classes=2, in_channels=1, pretrained=pretrained,
-                        image_size=size)
+    model = build_model(name="efficientnet_lite0", num_classes=2, in_channels=1, pretrained=pretrained, image_size=size)
     opt = build_optimizer(model.parameters(), "adamw", lr=1e-3, weight_decay=1e-4)
     ds = _TrainSet(x[tr_idx], y[tr_idx], Compose(augmentation_transforms("xray", size)))
     loader = torch.utils.data.DataLoader(ds, batch_size=16, shuffle=True, drop_last=len(ds) > 16)
@@ -67,8 +68,7 @@ def train_eval(x, y, tr_idx, te_idx, pretrained, epochs, size, seed, device) -> 
         return loss_fn(m(b["image"].to(dev)), torch.as_tensor(b["label"]).to(dev))
 
     t0 = time.perf_counter()
-    Trainer(model, opt, loader, step, max_epochs=epochs, seed=seed, device=device, grad_clip=1.0,
-            progress=False).fit()
+    Trainer(model, opt, loader, step, max_epochs=epochs, seed=seed, device=device, grad_clip=1.0, progress=False).fit()
     secs = time.perf_counter() - t0
     p = torch.softmax(torch.as_tensor(_predict_logits(model, x[te_idx], torch.device(device))), 1)[:, 1].numpy()
     return roc_auc(y[te_idx], p), bootstrap_auc_ci(y[te_idx], p, n_boot=1000, seed=seed), secs
@@ -103,15 +103,31 @@ def main() -> int:
         tr = np.r_[pool[y[pool] == 1][: n // 2], pool[y[pool] == 0][: n - n // 2]]
         a_pre, ci_pre, s_pre = train_eval(x, y, tr, te_idx, True, epochs, size, args.seed, dev)
         a_scr, ci_scr, s_scr = train_eval(x, y, tr, te_idx, False, epochs, size, args.seed, dev)
-        print(json.dumps({
-            "benchmark": "transfer", "metric": f"lfw_faces_test_auc_n{n}", "value": round(a_pre, 4), "unit": "AUC",
-            "baseline": "same EfficientNet-Lite0 from scratch, same budget", "baseline_value": round(a_scr, 4),
-            "ratio": round(a_pre / a_scr, 4) if a_scr > 0 else None, "goal": "value - baseline_value >= 0.05",
-            "met": bool(a_pre - a_scr >= 0.05), "device": desc,
-            "value_ci95": [round(v, 4) for v in ci_pre], "baseline_ci95": [round(v, 4) for v in ci_scr],
-            "n_train": int(n), "n_test": int(len(te_idx)), "epochs": epochs, "image_px": size,
-            "train_seconds": {"pretrained": round(s_pre, 1), "scratch": round(s_scr, 1)}, "quick": args.quick,
-        }), flush=True)
+        print(
+            json.dumps(
+                {
+                    "benchmark": "transfer",
+                    "metric": f"lfw_faces_test_auc_n{n}",
+                    "value": round(a_pre, 4),
+                    "unit": "AUC",
+                    "baseline": "same EfficientNet-Lite0 from scratch, same budget",
+                    "baseline_value": round(a_scr, 4),
+                    "ratio": round(a_pre / a_scr, 4) if a_scr > 0 else None,
+                    "goal": "value - baseline_value >= 0.05",
+                    "met": bool(a_pre - a_scr >= 0.05),
+                    "device": desc,
+                    "value_ci95": [round(v, 4) for v in ci_pre],
+                    "baseline_ci95": [round(v, 4) for v in ci_scr],
+                    "n_train": int(n),
+                    "n_test": int(len(te_idx)),
+                    "epochs": epochs,
+                    "image_px": size,
+                    "train_seconds": {"pretrained": round(s_pre, 1), "scratch": round(s_scr, 1)},
+                    "quick": args.quick,
+                }
+            ),
+            flush=True,
+        )
     return 0
 
 

@@ -13,11 +13,37 @@ import importlib
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "errors", "config", "io", "transforms", "models", "engine", "tasks", "explain",
-           "review", "metrics", "data", "load_config"]
+__all__ = [
+    "__version__",
+    "errors",
+    "config",
+    "io",
+    "transforms",
+    "models",
+    "engine",
+    "tasks",
+    "explain",
+    "review",
+    "metrics",
+    "data",
+    "load_config",
+]
 
-_SUBMODULES = {"errors", "config", "io", "transforms", "models", "engine", "tasks", "explain", "review",
-               "metrics", "data", "runs", "utils"}
+_SUBMODULES = {
+    "errors",
+    "config",
+    "io",
+    "transforms",
+    "models",
+    "engine",
+    "tasks",
+    "explain",
+    "review",
+    "metrics",
+    "data",
+    "runs",
+    "utils",
+}
 
 
 def __getattr__(name: str):

@@ -23,7 +23,7 @@ import json
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -59,12 +59,16 @@ class Section(BaseModel):
 class DataSection(Section):
     """Where the data is. ``datalist`` is an MSD-style JSON; ``root`` the base of its paths."""
 
-    datalist: Optional[Path] = Field(None, description="MSD/MONAI datalist JSON file")
-    root: Optional[Path] = Field(None, description="base folder of datalist paths (default: datalist's folder)")
+    datalist: Path | None = Field(None, description="MSD/MONAI datalist JSON file")
+    root: Path | None = Field(None, description="base folder of datalist paths (default: datalist's folder)")
     synthetic: bool = Field(False, description="generate the embedded synthetic data instead of reading files")
     num_cases: int = Field(12, ge=1, description="number of synthetic cases to generate")
-    val_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="fraction held out when the datalist has no 'validation'")
-    cache: Literal["none", "memory", "disk"] = Field("memory", description="MONAI CacheDataset (memory) or PersistentDataset (disk)")
+    val_fraction: float = Field(
+        0.2, ge=0.0, lt=1.0, description="fraction held out when the datalist has no 'validation'"
+    )
+    cache: Literal["none", "memory", "disk"] = Field(
+        "memory", description="MONAI CacheDataset (memory) or PersistentDataset (disk)"
+    )
     num_workers: int = Field(0, ge=0)
 
 
@@ -88,12 +92,12 @@ class TrainSection(Section):
     weight_decay: float = Field(1e-5, ge=0)
     optimizer: Literal["adamw", "sgd"] = "adamw"
     scheduler: Literal["cosine", "poly", "none"] = "cosine"
-    max_minutes: Optional[float] = Field(None, gt=0, description="stop training after this wall time")
+    max_minutes: float | None = Field(None, gt=0, description="stop training after this wall time")
     val_every: int = Field(1, ge=1, description="validate every N epochs")
-    early_stop_patience: Optional[int] = Field(None, ge=1, description="validations without improvement before stopping")
-    grad_clip: Optional[float] = Field(1.0, gt=0)
+    early_stop_patience: int | None = Field(None, ge=1, description="validations without improvement before stopping")
+    grad_clip: float | None = Field(1.0, gt=0)
     amp: bool = Field(True, description="automatic mixed precision (CUDA only; ignored on CPU)")
-    steps_per_epoch: Optional[int] = Field(None, ge=1)
+    steps_per_epoch: int | None = Field(None, ge=1)
 
 
 class InferSection(Section):
@@ -246,8 +250,11 @@ def resolve_paths(cfg: PipelineConfig, base: Path, source: str = "<config>", che
                 if not value.is_absolute():
                     value = (base / value).resolve()
                     object.__setattr__(model, name, value)
-                must_exist = (field.json_schema_extra or {}).get("must_exist", False) if isinstance(
-                    field.json_schema_extra, dict) else False
+                must_exist = (
+                    (field.json_schema_extra or {}).get("must_exist", False)
+                    if isinstance(field.json_schema_extra, dict)
+                    else False
+                )
                 if check and (must_exist or name in {"datalist", "checkpoint"}) and not value.exists():
                     raise ConfigError(f"{key!r} points to a missing file: {value}", source)
             elif isinstance(value, BaseModel):
@@ -299,8 +306,7 @@ def format_validation_error(err: ValidationError, cls: type[BaseModel], source: 
             allowed = list(parent.model_fields) if parent is not None else []
             section = ".".join(str(x) for x in loc[:-1]) or "the top level"
             parts.append(
-                f"unknown key {key!r}{_did_you_mean(loc[-1], allowed)}; allowed keys in {section}: "
-                f"{', '.join(allowed)}"
+                f"unknown key {key!r}{_did_you_mean(loc[-1], allowed)}; allowed keys in {section}: {', '.join(allowed)}"
             )
         elif typ == "literal_error":
             expected = e.get("ctx", {}).get("expected", "")
@@ -357,8 +363,7 @@ def load_datalist(path: str | Path, root: str | Path | None = None, key: str = "
         raise ConfigError(
             f"datalist has no {key!r} list{_did_you_mean(key, content)}; keys present: {', '.join(content)}", path
         )
-    items = load_decathlon_datalist(path, is_segmentation=True, data_list_key=key,
-                                    base_dir=str(root) if root else None)
+    items = load_decathlon_datalist(path, is_segmentation=True, data_list_key=key, base_dir=str(root) if root else None)
     for i, item in enumerate(items):
         for k, v in item.items():
             if k in {"image", "label"} and isinstance(v, str) and not Path(v).exists():

@@ -30,8 +30,9 @@ STAGES = [
 ]
 
 
-def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, force: bool = False,
-             only: list[str] | None = None) -> dict[str, Any]:
+def run_demo(
+    out: str | Path = "runs/demo", *, quick: bool = False, force: bool = False, only: list[str] | None = None
+) -> dict[str, Any]:
     """Run the demo into ``out``; returns ``{"run_dir", "stages": {name: status/summary}, "report"}``."""
     run = Run.create(Path(out).absolute(), force=force, command="demo")
     stages: dict[str, Any] = {}
@@ -56,8 +57,7 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, force: bool 
             try:
                 with run.stage(name):
                     res = fn(run.path / name, quick=quick) or {}
-                stages[name] = {"status": "ok", "seconds": round(time.perf_counter() - t0, 1),
-                                **res.get("summary", {})}
+                stages[name] = {"status": "ok", "seconds": round(time.perf_counter() - t0, 1), **res.get("summary", {})}
                 cases += res.get("cases", [])
             except (MedsegError, RuntimeError, ValueError, OSError) as e:
                 log.error("demo stage %s failed: %s", name, e)

@@ -22,8 +22,9 @@ import logging
 import platform
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from medseg.errors import RunFolderExistsError
 from medseg.utils import atomic_write_text
@@ -45,8 +46,13 @@ def git_revision(path: Path | None = None) -> str | None:
         if out.returncode != 0:
             return None
         rev = out.stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=path,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=path,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
         return rev + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return None
@@ -79,7 +85,7 @@ class Run:
 
     # -- construction ------------------------------------------------------------------
     @classmethod
-    def create(cls, path: str | Path, config=None, *, force: bool = False, command: str = "") -> "Run":
+    def create(cls, path: str | Path, config=None, *, force: bool = False, command: str = "") -> Run:
         """Create a new run folder at ``path``.
 
         Raises RunFolderExistsError if it exists and is not empty (unless ``force``, which moves
@@ -118,7 +124,7 @@ class Run:
         return run
 
     @classmethod
-    def open(cls, path: str | Path) -> "Run":
+    def open(cls, path: str | Path) -> Run:
         """Open an existing run folder (to resume or to read its outputs)."""
         path = Path(path)
         info_path = path / "run.json"
@@ -198,7 +204,7 @@ class Run:
             self._log_handler.close()
             self._log_handler = None
 
-    def __enter__(self) -> "Run":
+    def __enter__(self) -> Run:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -209,8 +215,9 @@ class Run:
                 self.finish("failed", error=f"{type(exc).__name__}: {exc}")
 
 
-def open_run(config, out: str | Path | None = None, *, force: bool = False, resume: bool = False,
-             command: str = "") -> Run:
+def open_run(
+    config, out: str | Path | None = None, *, force: bool = False, resume: bool = False, command: str = ""
+) -> Run:
     """The run folder of a pipeline: ``out`` or ``<config.output_dir>/<config.name>``.
 
     New run: created (never silently overwriting). ``resume=True``: the existing folder is opened,

@@ -7,13 +7,19 @@ import logging
 import os
 import random
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
-__all__ = ["atomic_write", "atomic_write_text", "atomic_write_bytes", "atomic_write_csv", "seed_everything",
-           "get_logger"]
+__all__ = [
+    "atomic_write",
+    "atomic_write_text",
+    "atomic_write_bytes",
+    "atomic_write_csv",
+    "seed_everything",
+    "get_logger",
+]
 
 
 @contextlib.contextmanager

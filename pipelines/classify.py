@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Classify images with a trained classifier run (thin wrapper over ``medseg classify``).
 
-    python pipelines/classify.py --model runs/cls_lesions images/ --out runs/cls_lesions_pred
+python pipelines/classify.py --model runs/cls_lesions images/ --out runs/cls_lesions_pred
 """
 
 import sys

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Segment images with a trained run (same as ``medseg segment``), optionally scoring against references.
 
-    python pipelines/segment.py --model runs/seg_ct_phantom --out runs/seg_out data/ct/*.nii.gz path/to/dicom/series
-    python pipelines/segment.py --model runs/seg_ct_phantom --out runs/seg_out data/dataset.json --ref data/labelsTs
+python pipelines/segment.py --model runs/seg_ct_phantom --out runs/seg_out data/ct/*.nii.gz path/to/dicom/series
+python pipelines/segment.py --model runs/seg_ct_phantom --out runs/seg_out data/dataset.json --ref data/labelsTs
 """
 
 from __future__ import annotations

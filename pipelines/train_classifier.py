@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Train an image classifier from a YAML config (thin wrapper over ``medseg train``).
 
-    python pipelines/train_classifier.py configs/cls_lesions.yaml [--set train.epochs=5] [--out DIR]
+python pipelines/train_classifier.py configs/cls_lesions.yaml [--set train.epochs=5] [--out DIR]
 """
 
 import sys

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Train a segmentation model from a YAML config (same as ``medseg train CONFIG``).
 
-    python pipelines/train_segmentation.py configs/seg_ct_phantom.yaml [--set train.epochs=5] [--out runs/x]
-    python pipelines/train_segmentation.py configs/seg_ct_phantom.yaml --resume --out runs/x --set train.epochs=120
+python pipelines/train_segmentation.py configs/seg_ct_phantom.yaml [--set train.epochs=5] [--out runs/x]
+python pipelines/train_segmentation.py configs/seg_ct_phantom.yaml --resume --out runs/x --set train.epochs=120
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ Keep these generic: any test package may use them.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import pytest

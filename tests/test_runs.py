@@ -71,8 +71,9 @@ def test_saved_config_has_absolute_paths(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "dataset.json").write_text('{"training": []}')
-    cfg = parse_config({"task": "segmentation", "name": "rel", "output_dir": "runs",
-                        "data": {"datalist": "data/dataset.json"}})
+    cfg = parse_config(
+        {"task": "segmentation", "name": "rel", "output_dir": "runs", "data": {"datalist": "data/dataset.json"}}
+    )
     with open_run(cfg) as run:
         pass
     monkeypatch.chdir(run.path)  # reload from elsewhere

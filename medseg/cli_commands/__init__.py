@@ -11,8 +11,14 @@ from medseg.errors import NotBuiltError
 
 def add_config_args(p: argparse.ArgumentParser) -> None:
     """``--set a.b=value`` (repeatable), ``--out DIR``, ``--force``: every pipeline takes them."""
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set train.epochs=5 (repeatable; values parsed as YAML)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.epochs=5 (repeatable; values parsed as YAML)",
+    )
     p.add_argument("--out", default=None, help="run folder (default: <output_dir>/<name> from the config)")
     p.add_argument("--force", action="store_true", help="move an existing run folder aside instead of failing")
 

@@ -10,18 +10,23 @@ from medseg.cli_commands import task_function
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
-        "classify", help="classify 2D images (e.g. lesions) with a trained classifier",
+        "classify",
+        help="classify 2D images (e.g. lesions) with a trained classifier",
         description="Classify 2D images (PNG/JPEG/TIFF) with the model of a trained classification run folder. "
         "Writes OUT/predictions.csv (per-image class probabilities, the predicted class at the chosen "
-        "operating point, and the threshold) and OUT/skipped.csv for unreadable images.")
+        "operating point, and the threshold) and OUT/skipped.csv for unreadable images.",
+    )
     p.add_argument("--model", type=Path, required=True, help="run folder of a trained classifier (from 'medseg train')")
     p.add_argument("inputs", nargs="+", type=Path, help="image files, folders of images, or a datalist JSON")
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--operating-point", default=None,
-                   choices=["youden", "high_sensitivity", "high_specificity", "default"],
-                   help="threshold for the predicted class, chosen on the validation set at training: "
-                   "high_sensitivity (screening), high_specificity, youden (balanced), default (p >= 0.5); "
-                   "default: the one set in the training config (operating_points.use)")
+    p.add_argument(
+        "--operating-point",
+        default=None,
+        choices=["youden", "high_sensitivity", "high_specificity", "default"],
+        help="threshold for the predicted class, chosen on the validation set at training: "
+        "high_sensitivity (screening), high_specificity, youden (balanced), default (p >= 0.5); "
+        "default: the one set in the training config (operating_points.use)",
+    )
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run (default: auto)")
     p.add_argument("--force", action="store_true", help="move an existing output folder aside instead of failing")
     p.set_defaults(func=run)
@@ -29,8 +34,14 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     fn = task_function("classification", "classify", "image classification")
-    summary = fn(model_dir=args.model, inputs=args.inputs, out=args.out, device=args.device, force=args.force,
-                 operating_point=args.operating_point)
+    summary = fn(
+        model_dir=args.model,
+        inputs=args.inputs,
+        out=args.out,
+        device=args.device,
+        force=args.force,
+        operating_point=args.operating_point,
+    )
     print(f"outputs: {args.out}")
     for k, v in (summary or {}).items():
         print(f"  {k}: {v}")

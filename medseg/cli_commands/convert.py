@@ -9,15 +9,23 @@ from medseg.errors import NotBuiltError
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("convert", help="convert a DICOM series to NIfTI (with geometry checks)",
-                       description="Load PATH (DICOM series folder, DICOM file, NIfTI, PNG/TIFF) with medseg's "
-                       "geometry checks and write it as NIfTI in RAS+ world coordinates.")
+    p = sub.add_parser(
+        "convert",
+        help="convert a DICOM series to NIfTI (with geometry checks)",
+        description="Load PATH (DICOM series folder, DICOM file, NIfTI, PNG/TIFF) with medseg's "
+        "geometry checks and write it as NIfTI in RAS+ world coordinates.",
+    )
     p.add_argument("path", type=Path, help="DICOM series folder or image file")
     p.add_argument("output", type=Path, help="output .nii or .nii.gz")
-    p.add_argument("--series", default=None, help="SeriesInstanceUID (or its index in 'medseg info') when PATH holds several")
-    p.add_argument("--resample", action="store_true",
-                   help="interpolate irregular series (missing slices, uneven spacing, gantry tilt) onto a uniform "
-                   "grid instead of stopping with an error; what was done is printed")
+    p.add_argument(
+        "--series", default=None, help="SeriesInstanceUID (or its index in 'medseg info') when PATH holds several"
+    )
+    p.add_argument(
+        "--resample",
+        action="store_true",
+        help="interpolate irregular series (missing slices, uneven spacing, gantry tilt) onto a uniform "
+        "grid instead of stopping with an error; what was done is printed",
+    )
     p.set_defaults(func=run)
 
 
@@ -29,8 +37,10 @@ def run(args: argparse.Namespace) -> int:
     img = load(args.path, series=args.series, resample=args.resample)
     out = save_nifti(img, args.output)
     spacing = "x".join(f"{v:.4g}" for v in img.meta.get("spacing", []))
-    print(f"wrote {out}  channels={img.shape[0]} shape={tuple(img.shape[1:])} spacing={spacing} mm "
-          f"orientation={img.meta.get('orientation')}")
+    print(
+        f"wrote {out}  channels={img.shape[0]} shape={tuple(img.shape[1:])} spacing={spacing} mm "
+        f"orientation={img.meta.get('orientation')}"
+    )
     for p in img.meta.get("problems", []):
         print(f"  note: {p}")
     return 0

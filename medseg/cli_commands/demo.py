@@ -7,14 +7,22 @@ from pathlib import Path
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("demo", help="run every capability on the embedded synthetic data",
-                       description="Generate the synthetic data (CT phantoms as NIfTI and DICOM, histology, "
-                       "lesions), train and run each task briefly, and write one HTML review report.")
+    p = sub.add_parser(
+        "demo",
+        help="run every capability on the embedded synthetic data",
+        description="Generate the synthetic data (CT phantoms as NIfTI and DICOM, histology, "
+        "lesions), train and run each task briefly, and write one HTML review report.",
+    )
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="demo run folder (default: runs/demo)")
     p.add_argument("--force", action="store_true", help="move an existing demo folder aside")
     p.add_argument("--quick", action="store_true", help="smaller data and shorter training (for tests)")
-    p.add_argument("--only", action="append", default=None, metavar="STAGE",
-                   help="run only this stage (repeatable): data, segmentation, detection, classification, explain")
+    p.add_argument(
+        "--only",
+        action="append",
+        default=None,
+        metavar="STAGE",
+        help="run only this stage (repeatable): data, segmentation, detection, classification, explain",
+    )
     p.set_defaults(func=run)
 
 

@@ -13,23 +13,40 @@ from medseg.cli_commands import task_function
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("detect", help="detect cells / mitoses in 2D microscopy images",
-                       description="detect cells / mitoses in 2D microscopy images, with the model of a trained run folder.")
+    p = sub.add_parser(
+        "detect",
+        help="detect cells / mitoses in 2D microscopy images",
+        description="detect cells / mitoses in 2D microscopy images, with the model of a trained run folder.",
+    )
     p.add_argument("--model", type=Path, required=True, help="run folder of a trained model (from 'medseg train')")
-    p.add_argument("inputs", nargs="+", type=Path,
-                   help="input images (PNG/TIFF/JPEG, RGB or grayscale), folders of them, or a datalist JSON (its test list)")
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        type=Path,
+        help="input images (PNG/TIFF/JPEG, RGB or grayscale), folders of them, or a datalist JSON (its test list)",
+    )
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run (default: auto)")
     p.add_argument("--force", action="store_true", help="move an existing output folder aside instead of failing")
-    p.add_argument("--threshold", type=float, default=None,
-                   help="score threshold (default: the one chosen on the validation images at training)")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="score threshold (default: the one chosen on the validation images at training)",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     fn = task_function("detection", "detect", "cell/mitosis detection")
-    summary = fn(model_dir=args.model, inputs=args.inputs, out=args.out, device=args.device, force=args.force,
-                 threshold=args.threshold)
+    summary = fn(
+        model_dir=args.model,
+        inputs=args.inputs,
+        out=args.out,
+        device=args.device,
+        force=args.force,
+        threshold=args.threshold,
+    )
     print(f"outputs: {args.out}")
     for k, v in (summary or {}).items():
         if k == "per_image":

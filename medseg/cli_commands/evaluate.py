@@ -9,15 +9,20 @@ from medseg.cli_commands import task_function
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("evaluate", help="score predictions against reference labels",
-                       description="segmentation: Dice, HD95, surface Dice per class and case (folders of label "
-                       "maps); detection: precision/recall/F1 and AP within a radius (CSV points); "
-                       "classification: ROC AUC with CI, operating points, calibration (CSV). Writes CSV + JSON.")
+    p = sub.add_parser(
+        "evaluate",
+        help="score predictions against reference labels",
+        description="segmentation: Dice, HD95, surface Dice per class and case (folders of label "
+        "maps); detection: precision/recall/F1 and AP within a radius (CSV points); "
+        "classification: ROC AUC with CI, operating points, calibration (CSV). Writes CSV + JSON.",
+    )
     p.add_argument("--task", choices=["segmentation", "detection", "classification"], default="segmentation")
     p.add_argument("--pred", type=Path, required=True, help="predictions (folder or CSV)")
     p.add_argument("--ref", type=Path, required=True, help="references (folder or CSV)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: beside --pred)")
-    p.add_argument("--radius", type=float, default=None, help="detection: matching radius in pixels (or µm with --pixel-size)")
+    p.add_argument(
+        "--radius", type=float, default=None, help="detection: matching radius in pixels (or µm with --pixel-size)"
+    )
     p.add_argument("--pixel-size", type=float, default=None, help="detection: micrometres per pixel")
     p.set_defaults(func=run)
 

@@ -9,9 +9,12 @@ from medseg.errors import NotBuiltError
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("info", help="list the image series found under PATH",
-                       description="Walk PATH (folder, DICOMDIR, zip or single file), group DICOM files by series "
-                       "and print modality, description, slices, shape, spacing, orientation and problems found.")
+    p = sub.add_parser(
+        "info",
+        help="list the image series found under PATH",
+        description="Walk PATH (folder, DICOMDIR, zip or single file), group DICOM files by series "
+        "and print modality, description, slices, shape, spacing, orientation and problems found.",
+    )
     p.add_argument("path", type=Path, help="folder, DICOMDIR, zip, DICOM/NIfTI/PNG/TIFF file")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=run)

@@ -9,15 +9,21 @@ from medseg.cli_commands import add_config_args, task_function
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("train", help="train a model from a YAML config",
-                       description="Train the model described by CONFIG (its 'task' key picks segmentation, "
-                       "detection, classification or weak_supervision). Writes a run folder with config.yaml, "
-                       "run.json, checkpoints/, metrics.csv and training_curve.png.")
+    p = sub.add_parser(
+        "train",
+        help="train a model from a YAML config",
+        description="Train the model described by CONFIG (its 'task' key picks segmentation, "
+        "detection, classification or weak_supervision). Writes a run folder with config.yaml, "
+        "run.json, checkpoints/, metrics.csv and training_curve.png.",
+    )
     p.add_argument("config", type=Path, help="YAML config (see configs/)")
     add_config_args(p)
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run in the run folder from checkpoints/last.pt (exact resume); "
-                   "combine with --set train.epochs=N to train past the planned epochs")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in the run folder from checkpoints/last.pt (exact resume); "
+        "combine with --set train.epochs=N to train past the planned epochs",
+    )
     p.set_defaults(func=run)
 
 

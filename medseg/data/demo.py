@@ -26,7 +26,16 @@ def run_demo(out: Path, quick: bool = False) -> dict:
     atomic_write_text(out / "series.txt", format_series_table(series) + "\n")
     img = load(series_dir)
     air_hu = float(img[0, 0, 0, 0])
-    return {"summary": {"ct_datalist": str(datalist), "ct_cases": n, "dicom_series": str(series_dir),
-                        "dicom_slices": len(dicom_files), "series_found": len(series),
-                        "series_problems": sum(len(s.problems) for s in series),
-                        "loaded_shape": list(img.shape[1:]), "air_hu": air_hu}, "cases": []}
+    return {
+        "summary": {
+            "ct_datalist": str(datalist),
+            "ct_cases": n,
+            "dicom_series": str(series_dir),
+            "dicom_slices": len(dicom_files),
+            "series_found": len(series),
+            "series_problems": sum(len(s.problems) for s in series),
+            "loaded_shape": list(img.shape[1:]),
+            "air_hu": air_hu,
+        },
+        "cases": [],
+    }

@@ -111,8 +111,14 @@ def _mitosis_mask(rng: np.random.Generator, size: int) -> np.ndarray:
     return m
 
 
-def histology_image(seed: int, shape: tuple[int, int] = (256, 256), *, n_nuclei: int | None = None,
-                    mitosis_rate: float = 0.05, pixel_size_um: float = 0.5) -> HistologySample:
+def histology_image(
+    seed: int,
+    shape: tuple[int, int] = (256, 256),
+    *,
+    n_nuclei: int | None = None,
+    mitosis_rate: float = 0.05,
+    pixel_size_um: float = 0.5,
+) -> HistologySample:
     """Generate one deterministic synthetic H&E tile.
 
     Parameters
@@ -163,8 +169,7 @@ def histology_image(seed: int, shape: tuple[int, int] = (256, 256), *, n_nuclei:
     n = len(centres)
     # kinds: 0 nucleus, 1 mitosis, 2 lymphocyte (small dark round), 3 apoptotic body (dark, pink rim)
     u = rng.random(n)
-    kinds = np.where(u < mitosis_rate, 1, np.where(u < mitosis_rate + 0.12, 2,
-                                                   np.where(u < mitosis_rate + 0.15, 3, 0)))
+    kinds = np.where(u < mitosis_rate, 1, np.where(u < mitosis_rate + 0.12, 2, np.where(u < mitosis_rate + 0.15, 3, 0)))
     if mitosis_rate > 0 and n >= 20 and not (kinds == 1).any():
         kinds[rng.integers(n)] = 1
     classes = (kinds == 1).astype(np.int64)
@@ -196,11 +201,10 @@ def histology_image(seed: int, shape: tuple[int, int] = (256, 256), *, n_nuclei:
         # paste into the image (clipped at borders)
         y0, x0 = iy - half, ix - half
         ys, xs = slice(max(y0, 0), min(y0 + size, H)), slice(max(x0, 0), min(x0 + size, W))
-        ms = m[ys.start - y0: ys.stop - y0, xs.start - x0: xs.stop - x0]
+        ms = m[ys.start - y0 : ys.stop - y0, xs.start - x0 : xs.stop - x0]
         if not ms.any():
             continue
-        ring = (ndi.binary_dilation(m, iterations=3)[ys.start - y0: ys.stop - y0, xs.start - x0: xs.stop - x0]
-                & ~ms)
+        ring = ndi.binary_dilation(m, iterations=3)[ys.start - y0 : ys.stop - y0, xs.start - x0 : xs.stop - x0] & ~ms
         if kind == 1:  # pale halo of clear cytoplasm, very dark clumped chromatin
             eos[ys, xs] = np.where(ring, eos[ys, xs] * 0.5, eos[ys, xs])
             val = rng.uniform(0.15, 0.26) * (1 + 0.15 * chromatin[ys, xs])
@@ -215,7 +219,7 @@ def histology_image(seed: int, shape: tuple[int, int] = (256, 256), *, n_nuclei:
             val = dens * (1 + 0.3 * chromatin[ys, xs]) * np.where(rim, 2.6, 1.0)
             for _ in range(int(rng.integers(1, 3))):
                 oy, ox = iy + rng.normal(0, 1.5) - ys.start, ix + rng.normal(0, 1.5) - xs.start
-                yy, xx = np.ogrid[0:ms.shape[0], 0:ms.shape[1]]
+                yy, xx = np.ogrid[0 : ms.shape[0], 0 : ms.shape[1]]
                 val = np.where((yy - oy) ** 2 + (xx - ox) ** 2 <= 1.6, rng.uniform(0.12, 0.17), val)
         else:
             dens = rng.uniform(0.10, 0.14) if sub < 0.08 else rng.uniform(0.04, 0.085)
@@ -247,8 +251,9 @@ def histology_image(seed: int, shape: tuple[int, int] = (256, 256), *, n_nuclei:
     rgb = ndi.gaussian_filter(rgb, sigma=(0.6, 0.6, 0))
     rgb = rgb + rng.normal(0, 0.02, rgb.shape)
     image = (np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8)
-    return HistologySample(image=image, points=points, classes=classes, instances=instances,
-                           pixel_size_um=float(pixel_size_um))
+    return HistologySample(
+        image=image, points=points, classes=classes, instances=instances, pixel_size_um=float(pixel_size_um)
+    )
 
 
 def write_points_csv(path: str | Path, rows: list[tuple[str, float, float, str]]) -> Path:
@@ -261,9 +266,18 @@ def write_points_csv(path: str | Path, rows: list[tuple[str, float, float, str]]
     return atomic_write_text(path, buf.getvalue())
 
 
-def write_histology_dataset(out_dir: str | Path, n_train: int = 8, n_test: int = 4, *, seed: int = 0,
-                            shape: tuple[int, int] = (256, 256), n_val: int = 2, fmt: str = "png",
-                            mitosis_rate: float = 0.05, pixel_size_um: float = 0.5) -> Path:
+def write_histology_dataset(
+    out_dir: str | Path,
+    n_train: int = 8,
+    n_test: int = 4,
+    *,
+    seed: int = 0,
+    shape: tuple[int, int] = (256, 256),
+    n_val: int = 2,
+    fmt: str = "png",
+    mitosis_rate: float = 0.05,
+    pixel_size_um: float = 0.5,
+) -> Path:
     """Write a synthetic histology data set and return its ``dataset.json``.
 
     Layout::
@@ -307,8 +321,8 @@ def write_histology_dataset(out_dir: str | Path, n_train: int = 8, n_test: int =
         "pixel_size_um": pixel_size_um,
         "points": "points.csv",
         "training": entries[:n_train],
-        "validation": entries[n_train:n_train + n_val],
-        "test": entries[n_train + n_val:],
+        "validation": entries[n_train : n_train + n_val],
+        "test": entries[n_train + n_val :],
     }
     path = out / "dataset.json"
     atomic_write_text(path, json.dumps(ds, indent=2) + "\n")

@@ -28,8 +28,8 @@ import csv
 import io
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -176,7 +176,7 @@ def make_lesion_dataset(
     rgb: bool = True,
     malignant_fraction: float = 0.5,
     splits: Sequence[float] = (0.6, 0.2, 0.2),
-    class_names: Optional[Sequence[str]] = None,
+    class_names: Sequence[str] | None = None,
     atypical_fraction: float = 0.2,
 ) -> Path:
     """Write ``n`` synthetic lesion images, their masks, a labels CSV and a datalist JSON.
@@ -242,8 +242,14 @@ def make_lesion_dataset(
         raise ConfigError(f"atypical_fraction must be in [0, 1], got {atypical_fraction}")
     atypical = rng.random(n) < atypical_fraction
     rows = []
-    data: dict = {"name": "synthetic_lesions", "description": "medseg synthetic benign/malignant lesions",
-                  "labels": {str(i): nm for i, nm in enumerate(names)}, "training": [], "validation": [], "test": []}
+    data: dict = {
+        "name": "synthetic_lesions",
+        "description": "medseg synthetic benign/malignant lesions",
+        "labels": {str(i): nm for i, nm in enumerate(names)},
+        "training": [],
+        "validation": [],
+        "test": [],
+    }
     for i in range(n):
         lab = int(labels[i])
         img, mask = lesion_image(seed * 100003 + i, lab, size=size, rgb=rgb, atypical=bool(atypical[i]))

@@ -39,8 +39,17 @@ __all__ = [
 CT_CLASSES = {0: "background", 1: "liver", 2: "spleen", 3: "kidney", 4: "lesion"}
 
 # (mean HU, label) of each tissue
-_HU = {"air": -1000, "lung": -850, "fat": -100, "soft": 40, "liver": 65, "spleen": 45, "kidney": 30,
-       "lesion": 10, "bone": 700}
+_HU = {
+    "air": -1000,
+    "lung": -850,
+    "fat": -100,
+    "soft": 40,
+    "liver": 65,
+    "spleen": 45,
+    "kidney": 30,
+    "lesion": 10,
+    "bone": 700,
+}
 
 
 @dataclass
@@ -125,8 +134,11 @@ def ct_phantom(
     img[spine] = _HU["bone"]
     # lungs: superior, both sides
     for side in (-1, 1):
-        lung = _ellipsoid(grid, (side * 0.38 * ext[0], -0.05 * ext[1], 0.95 * ext[2]),
-                          (0.3 * ext[0] * j(), 0.45 * ext[1] * j(), 0.55 * ext[2] * j()))
+        lung = _ellipsoid(
+            grid,
+            (side * 0.38 * ext[0], -0.05 * ext[1], 0.95 * ext[2]),
+            (0.3 * ext[0] * j(), 0.45 * ext[1] * j(), 0.55 * ext[2] * j()),
+        )
         img[lung & inner] = _HU["lung"]
 
     def organ(name, label, center, radii, angle):
@@ -136,16 +148,28 @@ def ct_phantom(
         return m
 
     # liver: large, patient's right (negative x), slightly anterior
-    liver = organ("liver", 1,
-                  (-0.38 * ext[0] + rng.uniform(-4, 4), -0.1 * ext[1] + rng.uniform(-4, 4), 0.05 * ext[2]),
-                  (0.36 * ext[0] * j(), 0.42 * ext[1] * j(), 0.5 * ext[2] * j()), rng.uniform(-0.3, 0.3))
-    organ("spleen", 2,
-          (0.45 * ext[0] + rng.uniform(-3, 3), 0.15 * ext[1] + rng.uniform(-3, 3), 0.15 * ext[2]),
-          (0.14 * ext[0] * j(), 0.22 * ext[1] * j(), 0.3 * ext[2] * j()), rng.uniform(-0.5, 0.5))
+    liver = organ(
+        "liver",
+        1,
+        (-0.38 * ext[0] + rng.uniform(-4, 4), -0.1 * ext[1] + rng.uniform(-4, 4), 0.05 * ext[2]),
+        (0.36 * ext[0] * j(), 0.42 * ext[1] * j(), 0.5 * ext[2] * j()),
+        rng.uniform(-0.3, 0.3),
+    )
+    organ(
+        "spleen",
+        2,
+        (0.45 * ext[0] + rng.uniform(-3, 3), 0.15 * ext[1] + rng.uniform(-3, 3), 0.15 * ext[2]),
+        (0.14 * ext[0] * j(), 0.22 * ext[1] * j(), 0.3 * ext[2] * j()),
+        rng.uniform(-0.5, 0.5),
+    )
     for side in (-1, 1):
-        organ("kidney", 3,
-              (side * 0.28 * ext[0] + rng.uniform(-3, 3), 0.3 * ext[1] + rng.uniform(-2, 2), -0.35 * ext[2]),
-              (0.1 * ext[0] * j(), 0.14 * ext[1] * j(), 0.28 * ext[2] * j()), side * rng.uniform(0.2, 0.6))
+        organ(
+            "kidney",
+            3,
+            (side * 0.28 * ext[0] + rng.uniform(-3, 3), 0.3 * ext[1] + rng.uniform(-2, 2), -0.35 * ext[2]),
+            (0.1 * ext[0] * j(), 0.14 * ext[1] * j(), 0.28 * ext[2] * j()),
+            side * rng.uniform(0.2, 0.6),
+        )
     # lesions inside the liver
     idx = np.argwhere(ndimage.binary_erosion(liver, iterations=3))
     for _ in range(int(rng.integers(n_lesions[0], n_lesions[1] + 1)) if len(idx) else 0):
@@ -163,11 +187,14 @@ def ct_phantom(
     img = np.clip(np.round(img + noise * (img > -900)), -1024, 3071).astype(np.int16)
 
     origin = (-(X - 1) / 2 * sx, -(Y - 1) / 2 * sy, -(Z - 1) / 2 * sz)  # LPS of voxel (0,0,0)
-    return Phantom(image=img, label=lab, spacing=tuple(map(float, spacing)), origin=tuple(map(float, origin)),
-                   seed=seed)
+    return Phantom(
+        image=img, label=lab, spacing=tuple(map(float, spacing)), origin=tuple(map(float, origin)), seed=seed
+    )
 
 
-def write_phantom_nifti(ph: Phantom, image_path: str | Path, label_path: str | Path | None = None) -> tuple[Path, Path | None]:
+def write_phantom_nifti(
+    ph: Phantom, image_path: str | Path, label_path: str | Path | None = None
+) -> tuple[Path, Path | None]:
     """Write the phantom as NIfTI (int16 HU image; uint8 label), qform = sform = RAS affine."""
     import nibabel as nib
 
@@ -287,13 +314,19 @@ def make_ct_dataset(out_dir: str | Path, n_cases: int = 12, seed: int = 0, n_tes
     for i in range(n_cases):
         ph = ct_phantom(seed=seed * 1000 + i, **phantom_kw)
         split = "Ts" if i >= n_cases - n_test else "Tr"
-        img, lab = write_phantom_nifti(ph, out_dir / f"images{split}/case_{i:03d}.nii.gz",
-                                       out_dir / f"labels{split}/case_{i:03d}.nii.gz")
+        img, lab = write_phantom_nifti(
+            ph, out_dir / f"images{split}/case_{i:03d}.nii.gz", out_dir / f"labels{split}/case_{i:03d}.nii.gz"
+        )
         item = {"image": str(img.relative_to(out_dir)), "label": str(lab.relative_to(out_dir))}
         (test if split == "Ts" else train).append(item)
-    ds = {"name": "medseg synthetic CT phantoms", "modality": {"0": "CT"},
-          "labels": {str(k): v for k, v in CT_CLASSES.items()}, "numTraining": len(train),
-          "training": train, "test": test}
+    ds = {
+        "name": "medseg synthetic CT phantoms",
+        "modality": {"0": "CT"},
+        "labels": {str(k): v for k, v in CT_CLASSES.items()},
+        "numTraining": len(train),
+        "training": train,
+        "test": test,
+    }
     path = out_dir / "dataset.json"
     path.write_text(json.dumps(ds, indent=2))
     return path

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -37,9 +37,9 @@ def sliding_window_probs(
     sigma_scale: float = 0.125,
     device: torch.device | str = "cpu",
     amp: bool = False,
-    tta_axes: Optional[Sequence[int]] = None,
+    tta_axes: Sequence[int] | None = None,
     return_disagreement: bool = False,
-) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Class probabilities of a whole image by Gaussian-blended sliding-window inference.
 
     Parameters
@@ -64,9 +64,17 @@ def sliding_window_probs(
 
     device = torch.device(device)
     model.eval()
-    inferer = SlidingWindowInferer(roi_size=list(roi_size), sw_batch_size=sw_batch_size, overlap=overlap,
-                                   mode="gaussian", sigma_scale=sigma_scale, padding_mode="replicate",
-                                   sw_device=device, device=device, progress=False)
+    inferer = SlidingWindowInferer(
+        roi_size=list(roi_size),
+        sw_batch_size=sw_batch_size,
+        overlap=overlap,
+        mode="gaussian",
+        sigma_scale=sigma_scale,
+        padding_mode="replicate",
+        sw_device=device,
+        device=device,
+        progress=False,
+    )
     x = torch.as_tensor(image).to(device)
     use_amp = bool(amp) and device.type == "cuda"
 

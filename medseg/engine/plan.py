@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -23,8 +24,9 @@ __all__ = ["fingerprint", "make_plan"]
 log = logging.getLogger("medseg.engine")
 
 
-def fingerprint(items: Sequence[Mapping[str, Any]], *, spatial_dims: int, modality: str,
-                max_cases: int = 16, seed: int = 0) -> dict[str, Any]:
+def fingerprint(
+    items: Sequence[Mapping[str, Any]], *, spatial_dims: int, modality: str, max_cases: int = 16, seed: int = 0
+) -> dict[str, Any]:
     """Dataset fingerprint of ``items`` (``{"image": path, "label": path}`` dicts).
 
     Returns
@@ -81,8 +83,14 @@ def _round_up(x: int, m: int) -> int:
     return int(math.ceil(x / m) * m)
 
 
-def make_plan(fp: Mapping[str, Any], *, spatial_dims: int, modality: str, levels: int = 4,
-              overrides: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
+def make_plan(
+    fp: Mapping[str, Any],
+    *,
+    spatial_dims: int,
+    modality: str,
+    levels: int = 4,
+    overrides: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """The training / inference plan from a fingerprint (nnU-Net's rules, simplified).
 
     Parameters
@@ -139,8 +147,11 @@ def make_plan(fp: Mapping[str, Any], *, spatial_dims: int, modality: str, levels
     norm: dict[str, Any] = {}
     if modality == "CT":
         f = fp["foreground"]
-        norm = {"clip": list(ov.get("clip", [f["p00_5"], f["p99_5"]])),
-                "mean": float(ov.get("norm_mean", f["mean"])), "std": float(ov.get("norm_std", max(f["std"], 1e-3)))}
+        norm = {
+            "clip": list(ov.get("clip", [f["p00_5"], f["p99_5"]])),
+            "mean": float(ov.get("norm_mean", f["mean"])),
+            "std": float(ov.get("norm_std", max(f["std"], 1e-3))),
+        }
     plan = {
         "target_spacing": [float(x) for x in target],
         "patch_size": [int(x) for x in patch],

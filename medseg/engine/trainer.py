@@ -19,9 +19,10 @@ import logging
 import math
 import sys
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional
+from typing import Any
 
 import torch
 from torch import nn
@@ -70,18 +71,18 @@ class TrainState:
 
     epoch: int = 0  # epochs completed
     global_step: int = 0
-    best_metric: Optional[float] = None
-    best_epoch: Optional[int] = None
+    best_metric: float | None = None
+    best_epoch: int | None = None
     validations_without_improvement: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
-    stop_reason: Optional[str] = None
+    stop_reason: str | None = None
     train_seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainState":
+    def from_dict(cls, d: dict[str, Any]) -> TrainState:
         s = cls()
         for k, v in d.items():
             if hasattr(s, k):
@@ -221,8 +222,11 @@ class Trainer:
         if self.progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=limit or _len_or_none(batches), desc=f"epoch {self.state.epoch + 1}/{self.max_epochs}",
-                       leave=False)
+            bar = tqdm(
+                total=limit or _len_or_none(batches),
+                desc=f"epoch {self.state.epoch + 1}/{self.max_epochs}",
+                leave=False,
+            )
         for i, batch in enumerate(batches):
             if limit is not None and i >= limit:
                 break
@@ -271,8 +275,9 @@ class Trainer:
             validated = False
             # the last epoch before the time budget runs out is validated too (so 'best' exists)
             out_of_time = budget_s is not None and (time.perf_counter() - t_start) >= budget_s
-            if self.val_fn is not None and (self.state.epoch % self.val_every == 0 or self.state.epoch == self.max_epochs
-                                            or out_of_time):
+            if self.val_fn is not None and (
+                self.state.epoch % self.val_every == 0 or self.state.epoch == self.max_epochs or out_of_time
+            ):
                 self.model.eval()
                 metrics = self.val_fn(self.model)
                 self.model.train()
@@ -293,11 +298,19 @@ class Trainer:
                     self.save("best")
                 else:
                     self.state.validations_without_improvement += 1
-            log.info("epoch %d/%d %s", self.state.epoch, self.max_epochs,
-                     " ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"))
-            if (self.early_stop_patience is not None
-                    and self.state.validations_without_improvement >= self.early_stop_patience):
-                self.state.stop_reason = f"early stop: no {self.key_metric} improvement in {self.early_stop_patience} validations"
+            log.info(
+                "epoch %d/%d %s",
+                self.state.epoch,
+                self.max_epochs,
+                " ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"),
+            )
+            if (
+                self.early_stop_patience is not None
+                and self.state.validations_without_improvement >= self.early_stop_patience
+            ):
+                self.state.stop_reason = (
+                    f"early stop: no {self.key_metric} improvement in {self.early_stop_patience} validations"
+                )
             elif budget_s is not None and (time.perf_counter() - t_start) >= budget_s:
                 self.state.stop_reason = f"time budget of {self.max_minutes} min reached"
             self.save("last")

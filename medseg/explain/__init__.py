@@ -9,8 +9,17 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["CAMExplainer", "SegmentationTarget", "grad_cam", "default_target_layer", "save_cam_nifti",
-           "save_cam_png", "save_cam_slices_png", "pseudo_masks", "PseudoLabel"]
+__all__ = [
+    "CAMExplainer",
+    "SegmentationTarget",
+    "grad_cam",
+    "default_target_layer",
+    "save_cam_nifti",
+    "save_cam_png",
+    "save_cam_slices_png",
+    "pseudo_masks",
+    "PseudoLabel",
+]
 
 _WHERE = {"pseudo_masks": "weak", "PseudoLabel": "weak"}
 

@@ -29,8 +29,9 @@ this module adds what they lack for use on many images in a clinical pipeline:
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, Sequence, Union
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -54,7 +55,8 @@ __all__ = [
 log = logging.getLogger("medseg.explain")
 
 Method = Literal["gradcam", "gradcampp"]
-Target = Union[int, Sequence[int], torch.Tensor, None]
+Target = int | Sequence[int] | torch.Tensor | None
+
 
 def _efficientnet_layer(model: nn.Module, example: torch.Tensor | None = None) -> str:
     # MONAI's EfficientNet groups its MBConv blocks by stage in ``_blocks`` (7 stages for B0 /
@@ -119,8 +121,9 @@ def _unwrap(model: nn.Module) -> tuple[nn.Module, str]:
     return model, prefix
 
 
-def default_target_layer(model: nn.Module, example: torch.Tensor | None = None,
-                         task: Literal["classification", "segmentation"] | None = None) -> str:
+def default_target_layer(
+    model: nn.Module, example: torch.Tensor | None = None, task: Literal["classification", "segmentation"] | None = None
+) -> str:
     """A sensible Grad-CAM target layer name for ``model``.
 
     Known MONAI/medseg networks get a fixed layer (EfficientNet incl. medseg's Lite0: the
@@ -147,8 +150,10 @@ def default_target_layer(model: nn.Module, example: torch.Tensor | None = None,
         known = _KNOWN_LAYERS[cls]
         return prefix + (known(inner, example) if callable(known) else known)
     if example is None:
-        raise InputError(f"no default Grad-CAM layer known for {cls}; pass a layer name "
-                         f"(one of model.named_modules()) or an example input to probe")
+        raise InputError(
+            f"no default Grad-CAM layer known for {cls}; pass a layer name "
+            f"(one of model.named_modules()) or an example input to probe"
+        )
     if task is None:
         task = "segmentation" if isinstance(model, SegmentationTarget) else "classification"
     probe_model = model.net if isinstance(model, SegmentationTarget) else model
@@ -161,6 +166,7 @@ def default_target_layer(model: nn.Module, example: torch.Tensor | None = None,
         def hook(_m, _i, out):
             if isinstance(out, torch.Tensor) and out.ndim == nd:
                 records.append((name, tuple(out.shape[2:])))
+
         return hook
 
     for name, m in probe_model.named_modules():
@@ -272,9 +278,11 @@ class _Hooked:
             import difflib
 
             near = difflib.get_close_matches(layer, list(names), n=3)
-            raise InputError(f"layer {layer!r} is not a module of {type(model).__name__}"
-                             + (f" (did you mean {', '.join(near)}?)" if near else "")
-                             + "; list them with [n for n, _ in model.named_modules()]")
+            raise InputError(
+                f"layer {layer!r} is not a module of {type(model).__name__}"
+                + (f" (did you mean {', '.join(near)}?)" if near else "")
+                + "; list them with [n for n, _ in model.named_modules()]"
+            )
         mod = names[layer]
         self._module = mod
         self._inplace = mod.__dict__.get("inplace", None)
@@ -356,9 +364,15 @@ class CAMExplainer:
     normalise : min-max normalise each map to [0, 1] (otherwise the raw ReLU'd map, upsampled).
     """
 
-    def __init__(self, model: nn.Module, method: Method = "gradcam", layer: str | None = None,
-                 task: Literal["auto", "classification", "segmentation"] = "auto",
-                 roi: torch.Tensor | None = None, normalise: bool = True):
+    def __init__(
+        self,
+        model: nn.Module,
+        method: Method = "gradcam",
+        layer: str | None = None,
+        task: Literal["auto", "classification", "segmentation"] = "auto",
+        roi: torch.Tensor | None = None,
+        normalise: bool = True,
+    ):
         if method not in ("gradcam", "gradcampp"):
             raise InputError(f"unknown CAM method {method!r}; use 'gradcam' or 'gradcampp'")
         self.model = model
@@ -375,7 +389,7 @@ class CAMExplainer:
         self.last_target: torch.Tensor | None = None
 
     # -- hooks lifecycle -----------------------------------------------------------------
-    def __enter__(self) -> "CAMExplainer":
+    def __enter__(self) -> CAMExplainer:
         self._active = True
         return self
 
@@ -436,8 +450,10 @@ class CAMExplainer:
         x_in = image
         batched = x_in.ndim == self.spatial_dims + 2
         if not batched and x_in.ndim != self.spatial_dims + 1:
-            raise InputError(f"expected an image (C, *S) or batch (B, C, *S) with {self.spatial_dims} spatial "
-                             f"dims for this model, got shape {tuple(x_in.shape)}")
+            raise InputError(
+                f"expected an image (C, *S) or batch (B, C, *S) with {self.spatial_dims} spatial "
+                f"dims for this model, got shape {tuple(x_in.shape)}"
+            )
         x = (x_in.as_tensor() if isinstance(x_in, MetaTensor) else torch.as_tensor(x_in)).detach()
         if not batched:
             x = x[None]
@@ -454,8 +470,7 @@ class CAMExplainer:
                 if target is None:
                     target = 1 if _n_out(self._net, x) > 1 else 0
             cls = GradCAMpp if self.method == "gradcampp" else GradCAM
-            cam = cls(nn_module=hooked.mwh, target_layers=self.layer,
-                      upsampler=_upsampler, postprocessing=lambda t: t)
+            cam = cls(nn_module=hooked.mwh, target_layers=self.layer, upsampler=_upsampler, postprocessing=lambda t: t)
             params = [p for p in self.model.parameters() if p.requires_grad]
             for p in params:  # gradients w.r.t. the input only: hooks fire for frozen backbones too
                 p.requires_grad_(False)
@@ -481,8 +496,11 @@ class CAMExplainer:
         if isinstance(x_in, MetaTensor):
             meta = {k: v for k, v in x_in.meta.items()}
             meta["affine"] = x_in.affine.clone()
-        meta.update(cam_method=self.method, cam_layer=self.layer,
-                    cam_target=self.last_target.tolist() if batched else int(self.last_target[0]))
+        meta.update(
+            cam_method=self.method,
+            cam_layer=self.layer,
+            cam_target=self.last_target.tolist() if batched else int(self.last_target[0]),
+        )
         out = maps if batched else maps[0]
         result = MetaTensor(out, meta=meta)
         if isinstance(x_in, MetaTensor):
@@ -495,9 +513,16 @@ def _n_out(seg: SegmentationTarget, x: torch.Tensor) -> int:
         return int(seg(x[:1].detach()).shape[1])
 
 
-def grad_cam(model: nn.Module, image: torch.Tensor, target: Target = None, method: Method = "gradcam",
-             layer: str | None = None, task: Literal["auto", "classification", "segmentation"] = "auto",
-             roi: torch.Tensor | None = None, normalise: bool = True):
+def grad_cam(
+    model: nn.Module,
+    image: torch.Tensor,
+    target: Target = None,
+    method: Method = "gradcam",
+    layer: str | None = None,
+    task: Literal["auto", "classification", "segmentation"] = "auto",
+    roi: torch.Tensor | None = None,
+    normalise: bool = True,
+):
     """One-shot Grad-CAM / Grad-CAM++ (hooks installed and removed within the call).
 
     See :class:`CAMExplainer` for the parameters. Returns a MetaTensor ``(1, *S)`` for one image
@@ -543,8 +568,9 @@ def _to_display(image2d: np.ndarray) -> np.ndarray:
     return img
 
 
-def save_cam_png(image: np.ndarray | torch.Tensor, cam: np.ndarray | torch.Tensor, path: str | Path,
-                 alpha: float = 0.5) -> Path:
+def save_cam_png(
+    image: np.ndarray | torch.Tensor, cam: np.ndarray | torch.Tensor, path: str | Path, alpha: float = 0.5
+) -> Path:
     """Heat-map overlay PNG of a 2D map over its image.
 
     Parameters
@@ -574,8 +600,14 @@ def select_slices(cam: torch.Tensor | np.ndarray, n: int = 3, axis: int = -1) ->
     return sorted(int(i) for i in order)
 
 
-def save_cam_slices_png(image: torch.Tensor | np.ndarray, cam: torch.Tensor | np.ndarray, out_dir: str | Path,
-                        stem: str, n: int = 3, indices: Sequence[int] | None = None) -> list[Path]:
+def save_cam_slices_png(
+    image: torch.Tensor | np.ndarray,
+    cam: torch.Tensor | np.ndarray,
+    out_dir: str | Path,
+    stem: str,
+    n: int = 3,
+    indices: Sequence[int] | None = None,
+) -> list[Path]:
     """Heat-map PNGs of selected axial slices of a 3D map.
 
     ``image`` ``([C,] X, Y, Z)`` and ``cam`` ``([1,] X, Y, Z)`` in medseg's array convention ([i, j, k]

@@ -88,22 +88,39 @@ def run_demo(out: Path, quick: bool = False) -> dict[str, Any]:
 
     cases = []
     for r, e, hit, d, img, mask in zip(res, entries, hits, dice, images, masks):
-        thumb = save_png(overlay_2d(img, mask.astype(np.uint8), class_names=["background", "lesion"]),
-                         out / "thumbnails" / f"{r['case_id']}.png")
+        thumb = save_png(
+            overlay_2d(img, mask.astype(np.uint8), class_names=["background", "lesion"]),
+            out / "thumbnails" / f"{r['case_id']}.png",
+        )
         p = r["probabilities"]
         ref_label = e.get("label")
         metrics = {"pointing_game_hit": float(hit), "cam_dice": round(float(d), 4)}
         if ref_label is not None:
             metrics["reference_class"] = float(ref_label)
-        cases.append(ReviewCase(
-            case_id=r["case_id"], task="explain", thumbnail=str(Path(thumb).resolve()),
-            cam=str(Path(r["png"]).resolve()), prediction=class_names[r["predicted"]],
-            probability=round(float(max(p)), 4), metrics=metrics,
-            outputs={"cam_map": str(Path(r["npy"]).resolve())},
-        ))
-    summary = {"method": method, "layer": res[0]["layer"], "n_images": len(res),
-               "pointing_game": round(float(np.mean(hits)), 3), "cam_dice": round(float(np.nanmean(dice)), 3),
-               "seconds": round(time.perf_counter() - t0, 1)}
-    log.info("explain demo: pointing game %.2f, CAM Dice %.2f on %d images", summary["pointing_game"],
-             summary["cam_dice"], len(res))
+        cases.append(
+            ReviewCase(
+                case_id=r["case_id"],
+                task="explain",
+                thumbnail=str(Path(thumb).resolve()),
+                cam=str(Path(r["png"]).resolve()),
+                prediction=class_names[r["predicted"]],
+                probability=round(float(max(p)), 4),
+                metrics=metrics,
+                outputs={"cam_map": str(Path(r["npy"]).resolve())},
+            )
+        )
+    summary = {
+        "method": method,
+        "layer": res[0]["layer"],
+        "n_images": len(res),
+        "pointing_game": round(float(np.mean(hits)), 3),
+        "cam_dice": round(float(np.nanmean(dice)), 3),
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    log.info(
+        "explain demo: pointing game %.2f, CAM Dice %.2f on %d images",
+        summary["pointing_game"],
+        summary["cam_dice"],
+        len(res),
+    )
     return {"summary": summary, "cases": cases}

@@ -25,8 +25,7 @@ import torch
 
 from medseg.errors import InputError
 
-__all__ = ["PseudoLabel", "cam_to_mask", "largest_components", "refine_with_intensity", "mask_boxes",
-           "pseudo_masks"]
+__all__ = ["PseudoLabel", "cam_to_mask", "largest_components", "refine_with_intensity", "mask_boxes", "pseudo_masks"]
 
 log = logging.getLogger("medseg.explain")
 
@@ -75,8 +74,9 @@ def cam_to_mask(cam, threshold: Literal["otsu"] | float = "otsu") -> tuple[np.nd
     return (c >= t) if t > 0 else (c > 0), t
 
 
-def largest_components(mask: np.ndarray, n: int = 1, min_size: int = 1,
-                       weights: np.ndarray | None = None) -> np.ndarray:
+def largest_components(
+    mask: np.ndarray, n: int = 1, min_size: int = 1, weights: np.ndarray | None = None
+) -> np.ndarray:
     """Keep the ``n`` largest connected components of a binary mask (full connectivity).
 
     With ``weights`` (e.g. the CAM), components are ranked by their summed weight instead of
@@ -90,15 +90,23 @@ def largest_components(mask: np.ndarray, n: int = 1, min_size: int = 1,
     lab = label(m, connectivity=m.ndim)
     ids = np.arange(1, lab.max() + 1)
     sizes = np.bincount(lab.ravel(), minlength=len(ids) + 1)[1:]
-    score = sizes.astype(np.float64) if weights is None else np.bincount(
-        lab.ravel(), weights=np.asarray(weights, dtype=np.float64).ravel(), minlength=len(ids) + 1)[1:]
+    score = (
+        sizes.astype(np.float64)
+        if weights is None
+        else np.bincount(lab.ravel(), weights=np.asarray(weights, dtype=np.float64).ravel(), minlength=len(ids) + 1)[1:]
+    )
     ok = sizes >= min_size
     order = [i for i in np.argsort(-score, kind="stable") if ok[i]][: max(1, n)]
     return np.isin(lab, ids[order])
 
 
-def refine_with_intensity(mask: np.ndarray, image: np.ndarray, cam: np.ndarray | None = None,
-                          polarity: Literal["auto", "bright", "dark"] = "auto", dilate: int = 3) -> np.ndarray:
+def refine_with_intensity(
+    mask: np.ndarray,
+    image: np.ndarray,
+    cam: np.ndarray | None = None,
+    polarity: Literal["auto", "bright", "dark"] = "auto",
+    dilate: int = 3,
+) -> np.ndarray:
     """Restrict a pseudo-mask to foreground voxels by an Otsu intensity threshold.
 
     Parameters
@@ -136,7 +144,9 @@ def refine_with_intensity(mask: np.ndarray, image: np.ndarray, cam: np.ndarray |
     if polarity == "auto":
         if cam is not None:
             c = _arr(cam).astype(np.float64).reshape(m.shape)
-            bright = (c[hi_side].mean() if hi_side.any() else -np.inf) >= (c[lo_side].mean() if lo_side.any() else -np.inf)
+            bright = (c[hi_side].mean() if hi_side.any() else -np.inf) >= (
+                c[lo_side].mean() if lo_side.any() else -np.inf
+            )
         else:
             ring = region & ~m
             bright = img[m].mean() >= (img[ring].mean() if ring.any() else img.mean())
@@ -160,9 +170,15 @@ def mask_boxes(mask: np.ndarray) -> np.ndarray:
     return np.asarray([r.bbox for r in regionprops(label(m, connectivity=m.ndim))], dtype=np.int64)
 
 
-def pseudo_masks(cams, threshold: Literal["otsu"] | float = "otsu", n_components: int = 1,
-                 images=None, refine: bool = False, min_size: int = 1,
-                 polarity: Literal["auto", "bright", "dark"] = "auto") -> list[PseudoLabel]:
+def pseudo_masks(
+    cams,
+    threshold: Literal["otsu"] | float = "otsu",
+    n_components: int = 1,
+    images=None,
+    refine: bool = False,
+    min_size: int = 1,
+    polarity: Literal["auto", "bright", "dark"] = "auto",
+) -> list[PseudoLabel]:
     """Pseudo-masks and boxes for a batch of maps.
 
     Parameters
@@ -190,7 +206,5 @@ def pseudo_masks(cams, threshold: Literal["otsu"] | float = "otsu", n_components
         m = largest_components(m, n_components, min_size=min_size, weights=c[i])
         if refine and imgs is not None:
             m = refine_with_intensity(m, imgs[i], cam=c[i], polarity=polarity)
-        out.append(PseudoLabel(mask=m, boxes=mask_boxes(m), threshold=t,
-                               info={"voxels": int(m.sum())}))
+        out.append(PseudoLabel(mask=m, boxes=mask_boxes(m), threshold=t, info={"voxels": int(m.sum())}))
     return out
-

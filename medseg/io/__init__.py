@@ -13,8 +13,8 @@ See ``docs/io.md`` for the geometry rules.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -69,8 +69,9 @@ def _pick(series: list[SeriesInfo], which, where: str) -> SeriesInfo:
         for s in series:
             if s.series_uid == which:
                 return s
-        raise InputError(f"no series with SeriesInstanceUID {which}; run 'medseg info {where}' to list them",
-                         path=where)
+        raise InputError(
+            f"no series with SeriesInstanceUID {which}; run 'medseg info {where}' to list them", path=where
+        )
     images = [s for s in series if s.kind != "unreadable"]
     if len(images) == 1:
         for s in series:
@@ -81,10 +82,14 @@ def _pick(series: list[SeriesInfo], which, where: str) -> SeriesInfo:
         bad = [s for s in series if s.kind == "unreadable"]
         detail = "; ".join(p for s in bad[:3] for p in s.problems)
         raise FileFormatError(f"no loadable image found{': ' + detail if detail else ''}", path=where)
-    listing = "; ".join(f"[{i}] {s.kind} {s.modality or ''} {s.description or s.path} ({s.n_slices} slices)"
-                        for i, s in enumerate(series) if s.kind != "unreadable")
-    raise InputError(f"{len(images)} images found; pick one with series=<index or SeriesInstanceUID>: {listing}",
-                     path=where)
+    listing = "; ".join(
+        f"[{i}] {s.kind} {s.modality or ''} {s.description or s.path} ({s.n_slices} slices)"
+        for i, s in enumerate(series)
+        if s.kind != "unreadable"
+    )
+    raise InputError(
+        f"{len(images)} images found; pick one with series=<index or SeriesInstanceUID>: {listing}", path=where
+    )
 
 
 def load(

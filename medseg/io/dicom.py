@@ -22,14 +22,22 @@ import io
 import logging
 import os
 import zipfile
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from medseg.errors import MedsegError, FileFormatError, GeometryError, InputError, MissingDependencyError, MissingFileError
+from medseg.errors import (
+    FileFormatError,
+    GeometryError,
+    InputError,
+    MedsegError,
+    MissingDependencyError,
+    MissingFileError,
+)
 from medseg.io.geometry import dicom_affine, orientation_code
 
 __all__ = ["SeriesInfo", "discover", "format_series_table", "load_dicom", "read_dicom_header"]
@@ -39,18 +47,71 @@ log = logging.getLogger(__name__)
 NIFTI_SUFFIXES = (".nii", ".nii.gz", ".hdr")
 IMAGE2D_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 #: files that are never DICOM: skipped silently while walking a folder
-_SKIP_SUFFIXES = {".txt", ".json", ".md", ".csv", ".py", ".yaml", ".yml", ".xml", ".html", ".pdf", ".log",
-                  ".gz", ".zip", ".npy", ".npz", ".pt", ".pth", ".img", ".mha", ".mhd", ".nrrd", ".dump",
-                  ".icc", ".sh", ".ini", ".cfg", ".jsonl"}
+_SKIP_SUFFIXES = {
+    ".txt",
+    ".json",
+    ".md",
+    ".csv",
+    ".py",
+    ".yaml",
+    ".yml",
+    ".xml",
+    ".html",
+    ".pdf",
+    ".log",
+    ".gz",
+    ".zip",
+    ".npy",
+    ".npz",
+    ".pt",
+    ".pth",
+    ".img",
+    ".mha",
+    ".mhd",
+    ".nrrd",
+    ".dump",
+    ".icc",
+    ".sh",
+    ".ini",
+    ".cfg",
+    ".jsonl",
+}
 _DICOM_SUFFIXES = {".dcm", ".dicom", ".ima", ".dic"}
 _DICOMDIR_SOP = "1.2.840.10008.1.3.10"
 _USED_KEYWORDS = (
-    "SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID", "Modality",
-    "SeriesDescription", "SeriesNumber", "InstanceNumber", "ImageType", "ImagePositionPatient",
-    "ImageOrientationPatient", "PixelSpacing", "ImagerPixelSpacing", "SliceThickness", "SpacingBetweenSlices",
-    "Rows", "Columns", "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation", "SamplesPerPixel",
-    "NumberOfFrames", "PhotometricInterpretation", "PlanarConfiguration", "RescaleSlope", "RescaleIntercept",
-    "AcquisitionNumber", "TemporalPositionIdentifier", "EchoNumbers", "TriggerTime", "GridFrameOffsetVector",
+    "SOPClassUID",
+    "SOPInstanceUID",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "FrameOfReferenceUID",
+    "Modality",
+    "SeriesDescription",
+    "SeriesNumber",
+    "InstanceNumber",
+    "ImageType",
+    "ImagePositionPatient",
+    "ImageOrientationPatient",
+    "PixelSpacing",
+    "ImagerPixelSpacing",
+    "SliceThickness",
+    "SpacingBetweenSlices",
+    "Rows",
+    "Columns",
+    "BitsAllocated",
+    "BitsStored",
+    "HighBit",
+    "PixelRepresentation",
+    "SamplesPerPixel",
+    "NumberOfFrames",
+    "PhotometricInterpretation",
+    "PlanarConfiguration",
+    "RescaleSlope",
+    "RescaleIntercept",
+    "AcquisitionNumber",
+    "TemporalPositionIdentifier",
+    "EchoNumbers",
+    "TriggerTime",
+    "GridFrameOffsetVector",
 )
 
 
@@ -89,6 +150,7 @@ def _map(fn, items):
         return [fn(x) for x in items]
     with ThreadPoolExecutor(max_workers=_MAX_WORKERS) as ex:
         return list(ex.map(fn, items))
+
 
 # which package decodes which transfer syntax (for the error message when a decoder is missing)
 _DECODER_HINT = {
@@ -264,15 +326,23 @@ def read_dicom_header(src: str | Path | _Src, *, check_truncation: bool = True) 
             pos = fp.tell()
             next_tag = fp.read(4)  # the element pydicom stopped at: must be (7FE0,0010) Pixel Data for the fast path
         except InvalidDicomError:
-            raise FileFormatError("not a DICOM file (no 'DICM' marker and no valid DICOM elements)", path=name) from None
+            raise FileFormatError(
+                "not a DICOM file (no 'DICM' marker and no valid DICOM elements)", path=name
+            ) from None
         except Exception as e:  # pydicom raises many types on corrupt headers
-            raise FileFormatError(f"corrupt DICOM header ({type(e).__name__}); the file is damaged", path=name) from None
+            raise FileFormatError(
+                f"corrupt DICOM header ({type(e).__name__}); the file is damaged", path=name
+            ) from None
     if force and not ("SOPClassUID" in ds or "Rows" in ds):
         raise FileFormatError("not a DICOM file (no 'DICM' marker and no DICOM image elements)", path=name)
     fm = getattr(ds, "file_meta", None)
     ts = getattr(fm, "TransferSyntaxUID", None) if fm is not None else None
     if ts is None:
-        ts = pydicom.uid.ImplicitVRLittleEndian if getattr(ds, "is_implicit_VR", True) else pydicom.uid.ExplicitVRLittleEndian
+        ts = (
+            pydicom.uid.ImplicitVRLittleEndian
+            if getattr(ds, "is_implicit_VR", True)
+            else pydicom.uid.ExplicitVRLittleEndian
+        )
     try:
         native = not pydicom.uid.UID(ts).is_compressed
         little = pydicom.uid.UID(ts).is_little_endian if native else True
@@ -281,7 +351,7 @@ def read_dicom_header(src: str | Path | _Src, *, check_truncation: bool = True) 
         native, little, implicit = False, True, False
     offset = None
     has_pixels = "Rows" in ds and pos < size
-    pixel_tag = (b"\xe0\x7f\x10\x00" if little else b"\x7f\xe0\x00\x10")
+    pixel_tag = b"\xe0\x7f\x10\x00" if little else b"\x7f\xe0\x00\x10"
     if native and has_pixels and next_tag != pixel_tag:
         native = False  # float / double pixel data or something unusual: let pydicom decode it
     if native and has_pixels and str(ts) != pydicom.uid.DeflatedExplicitVRLittleEndian:
@@ -378,24 +448,38 @@ def _slices_of(h: _Hdr) -> list[_Slice]:
             if fc is not None:
                 keys["TemporalPositionIndex"] = fc.get("TemporalPositionIndex")
                 keys["StackID"] = fc.get("StackID")
-            out.append(_Slice(
-                hdr=h, frame=f,
-                ipp=_floats(pos.get("ImagePositionPatient") if pos is not None else None, 3),
-                iop=_floats(ori.get("ImageOrientationPatient") if ori is not None else None, 6),
-                pixel_spacing=tuple(ps) if ps is not None else (1.0, 1.0),
-                slope=_num(pv.get("RescaleSlope", 1) if pv is not None else ds.get("RescaleSlope", 1), 1.0),
-                intercept=_num(pv.get("RescaleIntercept", 0) if pv is not None else ds.get("RescaleIntercept", 0), 0.0),
-                keys=keys, image_type=image_type, instance=f,
-            ))
+            out.append(
+                _Slice(
+                    hdr=h,
+                    frame=f,
+                    ipp=_floats(pos.get("ImagePositionPatient") if pos is not None else None, 3),
+                    iop=_floats(ori.get("ImageOrientationPatient") if ori is not None else None, 6),
+                    pixel_spacing=tuple(ps) if ps is not None else (1.0, 1.0),
+                    slope=_num(pv.get("RescaleSlope", 1) if pv is not None else ds.get("RescaleSlope", 1), 1.0),
+                    intercept=_num(
+                        pv.get("RescaleIntercept", 0) if pv is not None else ds.get("RescaleIntercept", 0), 0.0
+                    ),
+                    keys=keys,
+                    image_type=image_type,
+                    instance=f,
+                )
+            )
         return out
     ps = _floats(ds.get("PixelSpacing"), 2)
     if ps is None:
         ps = _floats(ds.get("ImagerPixelSpacing"), 2)
     ipp = _floats(ds.get("ImagePositionPatient"), 3)
     iop = _floats(ds.get("ImageOrientationPatient"), 6)
-    base = dict(hdr=h, pixel_spacing=tuple(ps) if ps is not None else (1.0, 1.0),
-                slope=_num(ds.get("RescaleSlope", 1), 1.0), intercept=_num(ds.get("RescaleIntercept", 0), 0.0),
-                keys=keys_common, image_type=image_type, instance=inst, iop=iop)
+    base = dict(
+        hdr=h,
+        pixel_spacing=tuple(ps) if ps is not None else (1.0, 1.0),
+        slope=_num(ds.get("RescaleSlope", 1), 1.0),
+        intercept=_num(ds.get("RescaleIntercept", 0), 0.0),
+        keys=keys_common,
+        image_type=image_type,
+        instance=inst,
+        iop=iop,
+    )
     if frames > 1:
         # classic multi-frame (RT dose, NM, US cine): GridFrameOffsetVector gives positions along the normal
         gfov = _floats(ds.get("GridFrameOffsetVector"))
@@ -454,18 +538,24 @@ def _plan(headers: list[_Hdr], where: str, resample: bool = False) -> _Plan:
     with_geo = [s for s in slices if s.ipp is not None and s.iop is not None]
     if not with_geo:
         if len(slices) > 1:
-            problems.append("no ImagePositionPatient/ImageOrientationPatient: frames stacked along k with 1 mm "
-                            "spacing, origin 0 (not patient coordinates)")
+            problems.append(
+                "no ImagePositionPatient/ImageOrientationPatient: frames stacked along k with 1 mm "
+                "spacing, origin 0 (not patient coordinates)"
+            )
         else:
-            problems.append("no patient geometry (ImagePositionPatient/ImageOrientationPatient): "
-                            "identity orientation, origin 0")
+            problems.append(
+                "no patient geometry (ImagePositionPatient/ImageOrientationPatient): identity orientation, origin 0"
+            )
         ps = slices[0].pixel_spacing
         aff = dicom_affine([1, 0, 0, 0, 1, 0], [0, 0, 0], ps, None)
         h0 = slices[0].hdr.ds
         sizes = {(s.hdr.ds.get("Rows"), s.hdr.ds.get("Columns")) for s in slices}
         if len(sizes) > 1:
-            fail(GeometryError, f"{where}: {len(slices)} images of different sizes {sorted(sizes)} and no patient "
-                 "geometry: they are not one volume; load the files one by one")
+            fail(
+                GeometryError,
+                f"{where}: {len(slices)} images of different sizes {sorted(sizes)} and no patient "
+                "geometry: they are not one volume; load the files one by one",
+            )
             return _Plan([], np.eye(4), (1.0, 1.0, 1.0), (0, 0, 0), 1, problems, excluded, errors)
         shape = (int(h0.Columns), int(h0.Rows), len(slices))
         spp = int(_num(h0.get("SamplesPerPixel", 1), 1))
@@ -481,7 +571,7 @@ def _plan(headers: list[_Hdr], where: str, resample: bool = False) -> _Plan:
     # cluster by tolerance (not by rounding, which could split jittered values at a rounding boundary)
     groups: dict[int, list[_Slice]] = {}
     for s in slices:
-        for key, g in groups.items():
+        for g in groups.values():
             if np.abs(g[0].iop - s.iop).max() < 1e-3:
                 g.append(s)
                 break
@@ -498,10 +588,13 @@ def _plan(headers: list[_Hdr], where: str, resample: bool = False) -> _Plan:
             problems.append(f"{sum(len(g) for g in others)} image(s) of a different orientation excluded as localizers")
             slices = main
         else:
-            desc = ", ".join(f"{len(g)} slice(s) with orientation {[round(float(v), 3) for v in g[0].iop]}"
-                             for g in order[:3]) + (f" and {len(order) - 3} more orientations" if len(order) > 3 else "")
-            fail(GeometryError, f"{where}: mixed slice orientations in one series ({desc}); "
-                 "split the series or load one orientation")
+            desc = ", ".join(
+                f"{len(g)} slice(s) with orientation {[round(float(v), 3) for v in g[0].iop]}" for g in order[:3]
+            ) + (f" and {len(order) - 3} more orientations" if len(order) > 3 else "")
+            fail(
+                GeometryError,
+                f"{where}: mixed slice orientations in one series ({desc}); split the series or load one orientation",
+            )
             slices = main
 
     # 4. same matrix and pixel spacing
@@ -515,8 +608,11 @@ def _plan(headers: list[_Hdr], where: str, resample: bool = False) -> _Plan:
     for s in slices:
         d = s.hdr.ds
         if (int(_num(d.get("Rows"), -1)), int(_num(d.get("Columns"), -1))) != (rows, cols):
-            fail(GeometryError, f"{where}: image size differs between {slices[0].hdr.src} ({rows}x{cols}) and "
-                 f"{s.hdr.src} ({d.get('Rows')}x{d.get('Columns')})")
+            fail(
+                GeometryError,
+                f"{where}: image size differs between {slices[0].hdr.src} ({rows}x{cols}) and "
+                f"{s.hdr.src} ({d.get('Rows')}x{d.get('Columns')})",
+            )
             break
         if not np.allclose(s.pixel_spacing, slices[0].pixel_spacing, rtol=1e-4, atol=1e-4):
             fail(GeometryError, f"{where}: pixel spacing differs between {slices[0].hdr.src} and {s.hdr.src}")
@@ -525,8 +621,11 @@ def _plan(headers: list[_Hdr], where: str, resample: bool = False) -> _Plan:
     iop = slices[0].iop
     r, c = iop[:3], iop[3:]
     if abs(np.linalg.norm(r) - 1) > 1e-3 or abs(np.linalg.norm(c) - 1) > 1e-3 or abs(r @ c) > 1e-3:
-        fail(GeometryError, f"{slices[0].hdr.src}: ImageOrientationPatient {[round(float(v), 4) for v in iop]} is not two orthonormal "
-             "direction cosines (corrupt header?)")
+        fail(
+            GeometryError,
+            f"{slices[0].hdr.src}: ImageOrientationPatient {[round(float(v), 4) for v in iop]} is not two orthonormal "
+            "direction cosines (corrupt header?)",
+        )
     r = r / max(np.linalg.norm(r), 1e-9)
     c = c / max(np.linalg.norm(c), 1e-9)
     n = np.cross(r, c)
@@ -573,8 +672,15 @@ def _plan(headers: list[_Hdr], where: str, resample: bool = False) -> _Plan:
             m = max(sizes)
             found = None
             if len(sizes) == 1:
-                for key in ("TemporalPositionIndex", "TemporalPositionIdentifier", "EchoNumbers", "DiffusionBValue",
-                            "TriggerTime", "AcquisitionNumber", "StackID"):
+                for key in (
+                    "TemporalPositionIndex",
+                    "TemporalPositionIdentifier",
+                    "EchoNumbers",
+                    "DiffusionBValue",
+                    "TriggerTime",
+                    "AcquisitionNumber",
+                    "StackID",
+                ):
                     vals0 = [cl_s.keys.get(key) for cl_s in clusters[0]]
                     if any(v is None for v in vals0) or len({str(v) for v in vals0}) != m:
                         continue
@@ -584,11 +690,15 @@ def _plan(headers: list[_Hdr], where: str, resample: bool = False) -> _Plan:
                         break
             if found is None:
                 bad = next(cl for cl in clusters if len(cl) > 1)
-                fail(GeometryError, f"{where}: {len(bad)} slices at the same position ({bad[0].s:.3f} mm along the "
-                     f"normal): {bad[0].hdr.src} and {bad[1].hdr.src}; the series mixes acquisitions. "
-                     "Remove the duplicates or split the series")
+                fail(
+                    GeometryError,
+                    f"{where}: {len(bad)} slices at the same position ({bad[0].s:.3f} mm along the "
+                    f"normal): {bad[0].hdr.src} and {bad[1].hdr.src}; the series mixes acquisitions. "
+                    "Remove the duplicates or split the series",
+                )
                 volumes = [[cl[0] for cl in clusters]]
             else:
+
                 def sort_key(x, key=found):
                     v = x.keys.get(key)
                     try:
@@ -621,18 +731,25 @@ def _plan(headers: list[_Hdr], where: str, resample: bool = False) -> _Plan:
         # may sit up to 20% of the spacing off the uniform grid. A missing slice or a real change of
         # spacing moves slices much further (and any gap > 1.5x / < 0.5x the median is irregular).
         resid = s_arr - (s_arr[0] + np.arange(nz) * dz)
-        irregular = (np.abs(resid).max() > 0.2 * abs(dz) + 0.005) or bool(np.any(diffs > 1.5 * med)) or bool(
-            np.any(diffs < 0.5 * med))
+        irregular = (
+            (np.abs(resid).max() > 0.2 * abs(dz) + 0.005)
+            or bool(np.any(diffs > 1.5 * med))
+            or bool(np.any(diffs < 0.5 * med))
+        )
         if irregular:
             k = int(np.argmax(np.abs(diffs - med)))
             a, b = vol0[k].hdr.src, vol0[k + 1].hdr.src
             ratio = diffs[k] / med if med > 0 else 0
             if abs(ratio - round(ratio)) < 0.05 and round(ratio) >= 2:
-                what = (f"missing slice(s): gap of {diffs[k]:.3f} mm between {a} and {b} where the series "
-                        f"spacing is {med:.3f} mm (~{int(round(ratio)) - 1} slice(s) missing)")
+                what = (
+                    f"missing slice(s): gap of {diffs[k]:.3f} mm between {a} and {b} where the series "
+                    f"spacing is {med:.3f} mm (~{int(round(ratio)) - 1} slice(s) missing)"
+                )
             else:
-                what = (f"non-uniform slice spacing: {diffs.min():.3f} to {diffs.max():.3f} mm "
-                        f"(largest deviation between {a} and {b})")
+                what = (
+                    f"non-uniform slice spacing: {diffs.min():.3f} to {diffs.max():.3f} mm "
+                    f"(largest deviation between {a} and {b})"
+                )
             if resample:
                 dz = float(np.min(diffs[diffs > 0.01])) if np.any(diffs > 0.01) else med
                 dz = med if not np.isfinite(dz) else min(dz, med)
@@ -641,8 +758,11 @@ def _plan(headers: list[_Hdr], where: str, resample: bool = False) -> _Plan:
                 dz = span / (nt - 1)
                 problems.append(f"resampled: {what}; linearly interpolated onto {nt} slices {dz:.3f} mm apart")
             else:
-                fail(GeometryError, f"{where}: {what}. Re-export the complete series, or load with "
-                     "resample=True to interpolate onto a uniform grid (reported)")
+                fail(
+                    GeometryError,
+                    f"{where}: {what}. Re-export the complete series, or load with "
+                    "resample=True to interpolate onto a uniform grid (reported)",
+                )
         # gantry tilt / non-collinear positions: in-plane offset of the positions along the stack
         lateral = ipps - np.outer(s_arr - s_arr[0], n) - ipps[0]
         lat = np.stack([lateral @ r, lateral @ c], axis=1)  # (nz, 2) mm
@@ -652,19 +772,36 @@ def _plan(headers: list[_Hdr], where: str, resample: bool = False) -> _Plan:
             resid = lat - (np.outer(s_arr - s_arr[0], coef[0]) + coef[1])
             angle = float(np.degrees(np.arctan(np.linalg.norm(coef[0]))))
             if np.abs(resid).max() > 0.1 * min(dx, dy) + 0.01:
-                fail(GeometryError, f"{where}: slice positions do not lie on a line (in-plane offsets up to "
-                     f"{max_lat:.2f} mm); corrupt positions or mixed series")
+                fail(
+                    GeometryError,
+                    f"{where}: slice positions do not lie on a line (in-plane offsets up to "
+                    f"{max_lat:.2f} mm); corrupt positions or mixed series",
+                )
             elif resample:
                 deshear = [(float(lat[k, 0] / dx), float(lat[k, 1] / dy)) for k in range(nz)]
                 problems.append(f"resampled: gantry tilt of {angle:.2f} deg corrected by shifting each slice in plane")
             else:
-                fail(GeometryError, f"{where}: gantry tilt of {angle:.2f} deg (slices sheared by up to {max_lat:.2f} mm); "
-                     "load with resample=True to correct it by in-plane shifts (reported)")
+                fail(
+                    GeometryError,
+                    f"{where}: gantry tilt of {angle:.2f} deg (slices sheared by up to {max_lat:.2f} mm); "
+                    "load with resample=True to correct it by in-plane shifts (reported)",
+                )
         step = n * dz
     aff = dicom_affine(np.concatenate([r, c]), ipps[0], (dy, dx), step)
     nzo = nz if resample_z is None else len(resample_z)
-    return _Plan(volumes, aff, (float(dx), float(dy), float(abs(dz))), (cols, rows, nzo), len(volumes) * spp,
-                 problems, excluded, errors, resample_z=resample_z, deshear=deshear, channel_key=channel_key)
+    return _Plan(
+        volumes,
+        aff,
+        (float(dx), float(dy), float(abs(dz))),
+        (cols, rows, nzo),
+        len(volumes) * spp,
+        problems,
+        excluded,
+        errors,
+        resample_z=resample_z,
+        deshear=deshear,
+        channel_key=channel_key,
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -698,15 +835,20 @@ def _decode_error(h: _Hdr, e: Exception) -> Exception:
     low = msg.lower()
     if "exceptions were raised by all available plugins" in low:
         detail = " | ".join(line.strip() for line in msg.splitlines()[1:3])
-        return FileFormatError(f"the installed decoders could not decode the pixel data (transfer syntax {_uid_for_message(ts)}): "
-                               f"{detail[:300]}", path=str(h.src))
+        return FileFormatError(
+            f"the installed decoders could not decode the pixel data (transfer syntax {_uid_for_message(ts)}): "
+            f"{detail[:300]}",
+            path=str(h.src),
+        )
     if isinstance(e, ImportError) or ("plugin" in low or "decoder" in low or "install" in low):
         pkg = _DECODER_HINT.get(ts, "pylibjpeg with the matching plugin")
         return MissingDependencyError(
-            f"no decoder for transfer syntax {_uid_for_message(ts)} is installed; install it with: pip install {pkg}", path=str(h.src)
+            f"no decoder for transfer syntax {_uid_for_message(ts)} is installed; install it with: pip install {pkg}",
+            path=str(h.src),
         )
-    return FileFormatError(f"cannot decode pixel data ({type(e).__name__}: {msg[:200]}); the file may be damaged",
-                           path=str(h.src))
+    return FileFormatError(
+        f"cannot decode pixel data ({type(e).__name__}: {msg[:200]}); the file may be damaged", path=str(h.src)
+    )
 
 
 class _PixelCache:
@@ -738,8 +880,7 @@ def _read_frame(sl: _Slice, cache: _PixelCache, spp: int) -> np.ndarray:
     dt = _native_dtype(ds, h.little_endian) if h.native else None
     planar = int(_num(ds.get("PlanarConfiguration", 0), 0))
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
-    if (h.pixel_offset is not None and dt is not None and h.src.member is None
-            and (spp == 1 or (photometric == "RGB"))):
+    if h.pixel_offset is not None and dt is not None and h.src.member is None and (spp == 1 or (photometric == "RGB")):
         per = rows * cols * spp
         off = h.pixel_offset + (sl.frame or 0) * per * dt.itemsize
         arr = np.fromfile(h.src.path, dtype=dt, count=per, offset=off)
@@ -774,7 +915,9 @@ def _build(plan: _Plan, where: str, dtype=np.float32) -> np.ndarray:
             raise FileFormatError(f"pixel data is {raw.shape[:2]}, header says {(ny, nx)}", path=str(sl.hdr.src))
         if spp == 1:
             dst = out[v, k]
-            np.multiply(raw, sl.slope, out=dst, casting="unsafe") if sl.slope != 1 else np.copyto(dst, raw, casting="unsafe")
+            np.multiply(raw, sl.slope, out=dst, casting="unsafe") if sl.slope != 1 else np.copyto(
+                dst, raw, casting="unsafe"
+            )
             if sl.intercept != 0:
                 dst += sl.intercept
         else:
@@ -870,7 +1013,12 @@ def _walk(path: Path) -> tuple[list[_Src], list[_Src], list[Path], list[Path], l
             for name in sorted(names):
                 suf = _suffix(name)
                 base = name.rsplit("/", 1)[-1]
-                if base.upper() == "DICOMDIR" or suf in _SKIP_SUFFIXES or suf in NIFTI_SUFFIXES or suf in IMAGE2D_SUFFIXES:
+                if (
+                    base.upper() == "DICOMDIR"
+                    or suf in _SKIP_SUFFIXES
+                    or suf in NIFTI_SUFFIXES
+                    or suf in IMAGE2D_SUFFIXES
+                ):
                     if suf in NIFTI_SUFFIXES or suf in IMAGE2D_SUFFIXES:
                         log.warning("%s: %s inside a zip is not read; extract the archive to load it", path, name)
                     continue
@@ -916,6 +1064,7 @@ def _read_headers(srcs: Sequence[_Src]) -> tuple[list[_Hdr], list[tuple[_Src, Ex
 
         quiet = len(srcs) < 500 or not sys.stderr.isatty()
         with tqdm(total=len(srcs), desc="reading DICOM headers", unit="file", disable=quiet, leave=False) as bar:
+
             def one_tick(s):
                 r = one(s)
                 bar.update(1)
@@ -945,14 +1094,21 @@ def _series_info(headers: list[_Hdr], resample: bool = False) -> SeriesInfo:
     ds = headers[0].ds
     where = _common_folder([h.src for h in headers])
     info = SeriesInfo(
-        kind="dicom", path=where, series_uid=str(ds.get("SeriesInstanceUID", "")) or None,
-        modality=str(ds.get("Modality", "")) or None, description=str(ds.get("SeriesDescription", "")),
+        kind="dicom",
+        path=where,
+        series_uid=str(ds.get("SeriesInstanceUID", "")) or None,
+        modality=str(ds.get("Modality", "")) or None,
+        description=str(ds.get("SeriesDescription", "")),
         series_number=int(_num(ds.get("SeriesNumber"), 0)) if ds.get("SeriesNumber") is not None else None,
-        n_files=len(headers), files=[str(h.src) for h in headers], _headers=headers,
+        n_files=len(headers),
+        files=[str(h.src) for h in headers],
+        _headers=headers,
     )
     if ds.get("SOPClassUID") == _DICOMDIR_SOP or "Rows" not in ds:
-        info.problems.append("error: no image data (no Rows/Columns/pixel data in the files; "
-                             f"SOP class {ds.get('SOPClassUID', 'unknown')})")
+        info.problems.append(
+            "error: no image data (no Rows/Columns/pixel data in the files; "
+            f"SOP class {ds.get('SOPClassUID', 'unknown')})"
+        )
         return info
     try:
         plan = _plan(headers, where, resample=resample)
@@ -973,7 +1129,8 @@ def _series_info(headers: list[_Hdr], resample: bool = False) -> SeriesInfo:
 def discover(path: str | Path) -> list[SeriesInfo]:
     """Find the images under ``path``: DICOM series (grouped by SeriesInstanceUID), NIfTI and 2D files.
 
-    Reads DICOM headers only (``stop_before_pixels``); with ``MEDSEG_IO_THREADS=N``, in N threads. Accepts a folder tree, a DICOMDIR,
+    Reads DICOM headers only (``stop_before_pixels``); with ``MEDSEG_IO_THREADS=N``, in N threads.
+    Accepts a folder tree, a DICOMDIR,
     a zip archive of DICOM files, or a single file. A bad file never stops the walk: it is listed as an
     ``"unreadable"`` entry naming the file and the problem, and the other series are described as usual.
 
@@ -1022,8 +1179,14 @@ def discover(path: str | Path) -> list[SeriesInfo]:
         series.append(SeriesInfo(kind="unreadable", path=str(s), problems=[f"error: {e}"], files=[str(s)], n_files=1))
     series.extend(out_bad)
     nbad = sum(1 for s in series if s.kind == "unreadable")
-    log.info("%s: %d DICOM series, %d NIfTI, %d 2D images, %d unreadable file(s)", path, len(groups), len(nifti),
-             len(img2d), nbad)
+    log.info(
+        "%s: %d DICOM series, %d NIfTI, %d 2D images, %d unreadable file(s)",
+        path,
+        len(groups),
+        len(nifti),
+        len(img2d),
+        nbad,
+    )
     return series
 
 
@@ -1038,8 +1201,19 @@ def format_series_table(series: Sequence[SeriesInfo]) -> str:
         spacing = "x".join(f"{v:.4g}" for v in s.spacing) if s.spacing else "-"
         desc = s.description or s.path
         probs = "; ".join(s.problems) if s.problems else "ok"
-        rows.append([str(i), s.kind, s.modality or "-", str(s.n_slices or s.n_files or "-"), shape, spacing,
-                     s.orientation or "-", desc, probs])
+        rows.append(
+            [
+                str(i),
+                s.kind,
+                s.modality or "-",
+                str(s.n_slices or s.n_files or "-"),
+                shape,
+                spacing,
+                s.orientation or "-",
+                desc,
+                probs,
+            ]
+        )
     widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head) - 1)]
     lines = []
     for r in [head] + rows:
@@ -1091,8 +1265,9 @@ def load_dicom(
     where = _common_folder([h.src for h in headers]) if len(headers) > 1 else str(headers[0].src)
     ds0 = headers[0].ds
     if "Rows" not in ds0:
-        raise FileFormatError(f"not an image (SOP class {_uid_for_message(ds0.get('SOPClassUID'))}; no pixel data)",
-                              path=where)
+        raise FileFormatError(
+            f"not an image (SOP class {_uid_for_message(ds0.get('SOPClassUID'))}; no pixel data)", path=where
+        )
     try:
         plan = _plan(headers, where, resample=resample)
     except Exception as e:  # corrupt nested header values (lazy pydicom conversion)
@@ -1110,8 +1285,9 @@ def load_dicom(
     except MemoryError:
         raise
     except Exception as e:
-        raise FileFormatError(f"cannot build the volume ({type(e).__name__}: {str(e)[:200]}); a file may be "
-                              "damaged", path=where) from None
+        raise FileFormatError(
+            f"cannot build the volume ({type(e).__name__}: {str(e)[:200]}); a file may be damaged", path=where
+        ) from None
 
 
 def _src_from_str(s: str) -> _Src:

@@ -11,8 +11,8 @@ Conventions (see ``docs/io.md``):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

@@ -76,8 +76,9 @@ def _read(path: Path) -> tuple[np.ndarray, tuple[float, float] | None]:
         raise
     except Exception as e:
         first = (str(e).splitlines() or [""])[0][:160]
-        raise FileFormatError(f"not a readable image ({type(e).__name__}: {first}); is the file corrupt or truncated?",
-                              path=str(path)) from None
+        raise FileFormatError(
+            f"not a readable image ({type(e).__name__}: {first}); is the file corrupt or truncated?", path=str(path)
+        ) from None
 
 
 def image2d_info(path: str | Path):
@@ -104,15 +105,26 @@ def image2d_info(path: str | Path):
                 shape = (h, w, bands) if bands > 1 else (h, w)
                 axes = "YXS" if bands > 1 else "YX"
     except Exception as e:
-        return SeriesInfo(kind="unreadable", path=str(path), problems=[f"error: {path}: not a readable image ({type(e).__name__})"],
-                          files=[str(path)], n_files=1)
+        return SeriesInfo(
+            kind="unreadable",
+            path=str(path),
+            problems=[f"error: {path}: not a readable image ({type(e).__name__})"],
+            files=[str(path)],
+            n_files=1,
+        )
     chans = shape[-1] if axes.endswith("S") else 1
     spatial = shape[:-1] if axes.endswith("S") else shape
     xy = (spatial[-1], spatial[-2])
-    return SeriesInfo(kind="image2d", path=str(path), description=path.name, n_files=1,
-                      n_slices=int(np.prod(spatial[:-2])) if len(spatial) > 2 else 1,
-                      shape=xy + ((int(np.prod(spatial[:-2])),) if len(spatial) > 2 else ()),
-                      n_channels=min(chans, 3) if chans == 4 else chans, files=[str(path)])
+    return SeriesInfo(
+        kind="image2d",
+        path=str(path),
+        description=path.name,
+        n_files=1,
+        n_slices=int(np.prod(spatial[:-2])) if len(spatial) > 2 else 1,
+        shape=xy + ((int(np.prod(spatial[:-2])),) if len(spatial) > 2 else ()),
+        n_channels=min(chans, 3) if chans == 4 else chans,
+        files=[str(path)],
+    )
 
 
 def load_image2d(path: str | Path, *, dtype=np.float32):

@@ -36,7 +36,9 @@ def _open(path: Path):
     try:
         return nib.load(str(path))
     except Exception as e:
-        raise FileFormatError(f"not a readable NIfTI file ({type(e).__name__}: {str(e)[:200]})", path=str(path)) from None
+        raise FileFormatError(
+            f"not a readable NIfTI file ({type(e).__name__}: {str(e)[:200]})", path=str(path)
+        ) from None
 
 
 def _form_problem(img) -> str | None:
@@ -47,8 +49,10 @@ def _form_problem(img) -> str | None:
     except Exception:
         return None
     if s_code and q_code and s_aff is not None and q_aff is not None and not affines_close(s_aff, q_aff, 1e-3):
-        return (f"sform (code {int(s_code)}) and qform (code {int(q_code)}) disagree by up to "
-                f"{np.abs(s_aff - q_aff).max():.4g} mm; using the sform as nibabel does")
+        return (
+            f"sform (code {int(s_code)}) and qform (code {int(q_code)}) disagree by up to "
+            f"{np.abs(s_aff - q_aff).max():.4g} mm; using the sform as nibabel does"
+        )
     if not s_code and not q_code:
         return "neither sform nor qform is set: using pixdim only (no patient position)"
     return None
@@ -69,9 +73,19 @@ def nifti_info(path: str | Path):
     if p:
         problems.append(p)
     chans = int(np.prod(shape[3:])) if len(shape) > 3 else 1
-    return SeriesInfo(kind="nifti", path=str(path), description=path.name, n_files=1, n_slices=shape[2] if len(shape) > 2 else 1,
-                      shape=shape[:3], n_channels=chans, spacing=tuple(round(float(v), 6) for v in img.header.get_zooms()[:3]),
-                      orientation=orientation_code(img.affine), problems=problems, files=[str(path)])
+    return SeriesInfo(
+        kind="nifti",
+        path=str(path),
+        description=path.name,
+        n_files=1,
+        n_slices=shape[2] if len(shape) > 2 else 1,
+        shape=shape[:3],
+        n_channels=chans,
+        spacing=tuple(round(float(v), 6) for v in img.header.get_zooms()[:3]),
+        orientation=orientation_code(img.affine),
+        problems=problems,
+        files=[str(path)],
+    )
 
 
 def load_nifti(path: str | Path, *, nan_value: float | None = None, dtype=np.float32):
@@ -105,8 +119,9 @@ def load_nifti(path: str | Path, *, nan_value: float | None = None, dtype=np.flo
     try:
         data = np.asanyarray(img.dataobj)  # applies scl_slope / scl_inter
     except Exception as e:
-        raise FileFormatError(f"cannot read the voxel data ({type(e).__name__}: {str(e)[:200]}); truncated file?",
-                              path=str(path)) from None
+        raise FileFormatError(
+            f"cannot read the voxel data ({type(e).__name__}: {str(e)[:200]}); truncated file?", path=str(path)
+        ) from None
     if data.ndim < 2:
         raise FileFormatError(f"{data.ndim}-D data is not an image", path=str(path))
     if data.ndim == 2:
@@ -152,8 +167,9 @@ def load_nifti(path: str | Path, *, nan_value: float | None = None, dtype=np.flo
         "sform_code": int(img.header["sform_code"]) if "sform_code" in img.header else 0,
         "qform_code": int(img.header["qform_code"]) if "qform_code" in img.header else 0,
     }
-    return MetaTensor(torch.from_numpy(np.ascontiguousarray(data)), affine=torch.as_tensor(affine, dtype=torch.float64),
-                      meta=meta)
+    return MetaTensor(
+        torch.from_numpy(np.ascontiguousarray(data)), affine=torch.as_tensor(affine, dtype=torch.float64), meta=meta
+    )
 
 
 def _as_array_affine(image, affine=None) -> tuple[np.ndarray, np.ndarray]:
@@ -180,8 +196,9 @@ def _pick_dtype(arr: np.ndarray) -> np.dtype:
     """uint8 / int16 kept; integer-valued data in int16 range (HU) -> int16, larger ints -> int32, else float32."""
     if arr.dtype == np.uint8 or arr.dtype == np.int16:
         return arr.dtype
-    if arr.dtype.kind in "iub" or (arr.dtype.kind == "f" and arr.size and np.all(np.isfinite(arr))
-                                    and np.array_equal(arr, np.round(arr))):
+    if arr.dtype.kind in "iub" or (
+        arr.dtype.kind == "f" and arr.size and np.all(np.isfinite(arr)) and np.array_equal(arr, np.round(arr))
+    ):
         lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
         if -32768 <= lo and hi <= 32767:
             return np.dtype(np.int16)
@@ -234,7 +251,9 @@ def save_nifti(image, path: str | Path, *, affine: np.ndarray | None = None, dty
     dt = np.dtype(dtype) if dtype is not None else _pick_dtype(data)
     if dt.kind in "iu" and data.dtype.kind == "f":
         data = np.round(data)
-    return _write(np.asarray(data).astype(dt, copy=False), aff[:4, :4] if aff.shape == (4, 4) else _pad(aff), Path(path))
+    return _write(
+        np.asarray(data).astype(dt, copy=False), aff[:4, :4] if aff.shape == (4, 4) else _pad(aff), Path(path)
+    )
 
 
 def _pad(aff: np.ndarray) -> np.ndarray:
@@ -271,8 +290,9 @@ def save_label(labels, reference, path: str | Path) -> Path:
         header = ref_img.header
     else:
         ref_shape = tuple(int(s) for s in reference.shape[1:])
-        ref_aff = np.asarray(reference.affine.detach().cpu().numpy() if hasattr(reference.affine, "detach")
-                             else reference.affine, float)
+        ref_aff = np.asarray(
+            reference.affine.detach().cpu().numpy() if hasattr(reference.affine, "detach") else reference.affine, float
+        )
         meta = getattr(reference, "meta", {}) or {}
         if meta.get("format") == "nifti" and meta.get("filename_or_obj"):
             src = Path(str(meta["filename_or_obj"]))
@@ -285,8 +305,11 @@ def save_label(labels, reference, path: str | Path) -> Path:
     if arr.ndim == len(ref_shape) + 1 and arr.shape[0] == 1:
         arr = arr[0]
     if tuple(arr.shape) != tuple(ref_shape):
-        raise LabelMismatchError(f"label shape {tuple(arr.shape)} does not match the reference image "
-                                 f"{ref_path or ''} shape {tuple(ref_shape)}", path=str(path))
+        raise LabelMismatchError(
+            f"label shape {tuple(arr.shape)} does not match the reference image "
+            f"{ref_path or ''} shape {tuple(ref_shape)}",
+            path=str(path),
+        )
     if arr.dtype.kind == "f" and (not np.all(np.isfinite(arr)) or not np.array_equal(arr, np.round(arr))):
         raise LabelMismatchError("labels must be integers (got non-integer floats)", path=str(path))
     if arr.size and (arr.min() < 0 or arr.max() > 255):

@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence, Union
+from typing import Any, Union
 
 import numpy as np
 
@@ -60,8 +61,10 @@ _DEFAULT_CODE_KEYWORDS: dict[str, tuple[str, str]] = {
 def _default_codes() -> dict[str, tuple[Any, Any]]:
     from pydicom.sr.codedict import codes
 
-    return {name: (getattr(codes.cid7150, cat), getattr(codes.SCT, typ))
-            for name, (cat, typ) in _DEFAULT_CODE_KEYWORDS.items()}
+    return {
+        name: (getattr(codes.cid7150, cat), getattr(codes.SCT, typ))
+        for name, (cat, typ) in _DEFAULT_CODE_KEYWORDS.items()
+    }
 
 
 #: lazily filled {normalised name: (category Code, type Code)}; see :func:`write_dicom_seg`'s ``codes``
@@ -80,8 +83,10 @@ def _coded(c: Any, what: str):
         return c
     if isinstance(c, (tuple, list)) and len(c) == 3:
         return CodedConcept(value=str(c[0]), scheme_designator=str(c[1]), meaning=str(c[2]))
-    raise InputError(f"segment code for {what} must be a pydicom Code, a highdicom CodedConcept or a "
-                     f"(value, scheme designator, meaning) tuple, got {c!r}")
+    raise InputError(
+        f"segment code for {what} must be a pydicom Code, a highdicom CodedConcept or a "
+        f"(value, scheme designator, meaning) tuple, got {c!r}"
+    )
 
 
 def _segment_codes(name: str, value: int, codes: Mapping[str, Any] | None):
@@ -99,10 +104,15 @@ def _segment_codes(name: str, value: int, codes: Mapping[str, Any] | None):
     key = _norm_name(name)
     if key in table:
         return table[key]
-    log.warning("DICOM SEG: no standard code for segment %r; using a local code (pass codes={name: "
-                "(category, type)} to write SNOMED CT codes)", name)
-    return (dcodes.cid7150.AnatomicalStructure,
-            CodedConcept(value=f"MEDSEG{int(value)}", scheme_designator="99MEDSEG", meaning=str(name)[:64]))
+    log.warning(
+        "DICOM SEG: no standard code for segment %r; using a local code (pass codes={name: "
+        "(category, type)} to write SNOMED CT codes)",
+        name,
+    )
+    return (
+        dcodes.cid7150.AnatomicalStructure,
+        CodedConcept(value=f"MEDSEG{int(value)}", scheme_designator="99MEDSEG", meaning=str(name)[:64]),
+    )
 
 
 # --------------------------------------------------------------------------------------- source series
@@ -118,15 +128,20 @@ def _read_source(source_series: Any) -> tuple[list, str]:
             raise MissingFileError(f"source DICOM series folder {folder} does not exist", folder)
         files = sorted(p for p in folder.iterdir() if p.is_file()) if folder.is_dir() else [folder]
         where = str(folder)
-    elif isinstance(source_series, Sequence) and source_series and all(
-            isinstance(x, (str, os.PathLike)) for x in source_series):
+    elif (
+        isinstance(source_series, Sequence)
+        and source_series
+        and all(isinstance(x, (str, os.PathLike)) for x in source_series)
+    ):
         files = [Path(x) for x in source_series]
         where = f"{len(files)} source files in {files[0].parent}"
     elif isinstance(source_series, Sequence) and all(isinstance(x, Dataset) for x in source_series):
         return list(source_series), f"{len(source_series)} source datasets"
     else:
-        raise InputError("source_series must be a folder of DICOM files, a list of file paths or a list of "
-                         f"pydicom Datasets, got {type(source_series).__name__}")
+        raise InputError(
+            "source_series must be a folder of DICOM files, a list of file paths or a list of "
+            f"pydicom Datasets, got {type(source_series).__name__}"
+        )
     dss = []
     for p in files:
         try:
@@ -161,22 +176,29 @@ def series_geometry(datasets: Sequence[Any], where: str = "source series") -> tu
         (slice positions not along the normal) or non-uniform slice spacing.
     """
     if not datasets:
-        raise GeometryError(f"{where}: no DICOM image slices found; point source_series at the folder of the "
-                            "series the labels were predicted on")
+        raise GeometryError(
+            f"{where}: no DICOM image slices found; point source_series at the folder of the "
+            "series the labels were predicted on"
+        )
     if len(datasets) == 1 and int(getattr(datasets[0], "NumberOfFrames", 1) or 1) > 1:
-        raise NotBuiltError(f"{where}: multi-frame (enhanced) source images are not supported yet; "
-                            "write the SEG against a classic single-frame series or save NIfTI")
+        raise NotBuiltError(
+            f"{where}: multi-frame (enhanced) source images are not supported yet; "
+            "write the SEG against a classic single-frame series or save NIfTI"
+        )
     uids = {str(getattr(d, "SeriesInstanceUID", "")) for d in datasets}
     if len(uids) > 1:
-        raise GeometryError(f"{where}: holds {len(uids)} different series; pass the folder (or files) of the one "
-                            "series the labels were predicted on")
+        raise GeometryError(
+            f"{where}: holds {len(uids)} different series; pass the folder (or files) of the one "
+            "series the labels were predicted on"
+        )
     for tag in ("ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing", "Rows", "Columns"):
         if any(tag not in d for d in datasets):
             raise GeometryError(f"{where}: a slice lacks {tag}; cannot place a segmentation on it")
     iop = np.array([[float(v) for v in d.ImageOrientationPatient] for d in datasets])
     if np.abs(iop - iop[0]).max() > 1e-4:
-        raise GeometryError(f"{where}: slices have different orientations (ImageOrientationPatient); "
-                            "a SEG needs one regular grid")
+        raise GeometryError(
+            f"{where}: slices have different orientations (ImageOrientationPatient); a SEG needs one regular grid"
+        )
     sizes = {(int(d.Rows), int(d.Columns)) for d in datasets}
     psp = np.array([[float(v) for v in d.PixelSpacing] for d in datasets])
     if len(sizes) > 1 or np.abs(psp - psp[0]).max() > 1e-4:
@@ -191,19 +213,24 @@ def series_geometry(datasets: Sequence[Any], where: str = "source series") -> tu
     if len(datasets) > 1:
         gaps = np.diff(proj)
         if np.any(gaps < 1e-3):
-            raise GeometryError(f"{where}: two slices share the same position (duplicate or mixed acquisitions); "
-                                "remove the duplicates")
+            raise GeometryError(
+                f"{where}: two slices share the same position (duplicate or mixed acquisitions); remove the duplicates"
+            )
         steps = np.diff(pos, axis=0)
         off_normal = np.linalg.norm(steps - np.outer(steps @ normal, normal), axis=1)
         if np.any(off_normal > 1e-2 + 1e-3 * np.linalg.norm(steps, axis=1)):
             tilt = float(np.degrees(np.arctan2(off_normal.max(), gaps[np.argmax(off_normal)])))
-            raise GeometryError(f"{where}: gantry-tilted or sheared series (slice positions deviate {tilt:.1f} deg "
-                                "from the slice normal); a SEG would be misaligned. Resample the series to a "
-                                "regular grid first (e.g. SimpleITK) or save the segmentation as NIfTI")
+            raise GeometryError(
+                f"{where}: gantry-tilted or sheared series (slice positions deviate {tilt:.1f} deg "
+                "from the slice normal); a SEG would be misaligned. Resample the series to a "
+                "regular grid first (e.g. SimpleITK) or save the segmentation as NIfTI"
+            )
         if gaps.max() - gaps.min() > max(1e-2, 0.01 * float(np.median(gaps))):
-            raise GeometryError(f"{where}: non-uniform slice spacing ({gaps.min():.3g} to {gaps.max():.3g} mm: "
-                                "missing or irregular slices); a SEG would be misaligned. Check the series is "
-                                "complete, or resample it to a regular grid first")
+            raise GeometryError(
+                f"{where}: non-uniform slice spacing ({gaps.min():.3g} to {gaps.max():.3g} mm: "
+                "missing or irregular slices); a SEG would be misaligned. Check the series is "
+                "complete, or resample it to a regular grid first"
+            )
         dz = float(np.median(gaps))
     else:
         dz = float(getattr(datasets[0], "SliceThickness", 1.0) or 1.0)
@@ -300,14 +327,18 @@ def write_dicom_seg(
     datasets, series_aff = series_geometry(datasets, where)
     X, Y, Z = int(datasets[0].Columns), int(datasets[0].Rows), len(datasets)
     if arr.ndim != 3 or arr.shape != (X, Y, Z):
-        raise LabelMismatchError(f"{where}: label map shape {arr.shape} does not match the series grid "
-                                 f"(X, Y, Z) = {(X, Y, Z)} (columns, rows, slices)")
+        raise LabelMismatchError(
+            f"{where}: label map shape {arr.shape} does not match the series grid "
+            f"(X, Y, Z) = {(X, Y, Z)} (columns, rows, slices)"
+        )
     if lab_aff is not None:
         a = lab_aff[0] if lab_aff.ndim == 3 else lab_aff
         tol = 1e-2 + 1e-3 * np.abs(series_aff[:3, :3]).max()
         if a.shape != (4, 4) or np.abs(a[:3] - series_aff[:3]).max() > tol * 10:
-            raise LabelMismatchError(f"{where}: the label map's affine does not match the series geometry "
-                                     "(flipped or resampled?); resample the labels back to the source grid first")
+            raise LabelMismatchError(
+                f"{where}: the label map's affine does not match the series geometry "
+                "(flipped or resampled?); resample the labels back to the source grid first"
+            )
     if not np.issubdtype(arr.dtype, np.integer) and not np.issubdtype(arr.dtype, np.bool_):
         if not np.all(np.equal(np.mod(arr, 1), 0)):
             raise LabelMismatchError(f"{where}: labels must be integers, got {arr.dtype} with fractional values")
@@ -329,8 +360,11 @@ def write_dicom_seg(
     pixel = np.ascontiguousarray(pixel.astype(np.uint8 if len(names) < 256 else np.uint16))
 
     algo = hd.AlgorithmIdentificationSequence(
-        name=str(algorithm_name)[:64], family=dcodes.cid7162.ArtificialIntelligence,
-        version=str(algorithm_version)[:64], source=(str(model_name)[:64] if model_name else None))
+        name=str(algorithm_name)[:64],
+        family=dcodes.cid7162.ArtificialIntelligence,
+        version=str(algorithm_version)[:64],
+        source=(str(model_name)[:64] if model_name else None),
+    )
     descriptions = []
     for v, name in names.items():
         category, typ = _segment_codes(name, v, codes)
@@ -339,10 +373,19 @@ def write_dicom_seg(
             from medseg.review.overlay import class_color
 
             kw["display_color"] = hd.color.CIELabColor.from_rgb(*class_color(v))
-        descriptions.append(hd.seg.SegmentDescription(
-            segment_number=seg_num[v], segment_label=str(name)[:64], segmented_property_category=category,
-            segmented_property_type=typ, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-            algorithm_identification=algo, tracking_uid=generate_uid(), tracking_id=f"{name} {v}"[:64], **kw))
+        descriptions.append(
+            hd.seg.SegmentDescription(
+                segment_number=seg_num[v],
+                segment_label=str(name)[:64],
+                segmented_property_category=category,
+                segmented_property_type=typ,
+                algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+                algorithm_identification=algo,
+                tracking_uid=generate_uid(),
+                tracking_id=f"{name} {v}"[:64],
+                **kw,
+            )
+        )
     if not present:
         log.info("DICOM SEG: the label map is empty; writing a SEG with no segment pixels")
     seg = hd.seg.Segmentation(
@@ -365,6 +408,11 @@ def write_dicom_seg(
     seg.SeriesDescription = str(series_description)[:64]
     with atomic_write(path, suffix=".dcm") as tmp:
         seg.save_as(tmp, enforce_file_format=True)
-    log.info("DICOM SEG: %d segments, %d frames over %d source slices -> %s", len(names),
-             int(getattr(seg, "NumberOfFrames", 0)), Z, path.name)
+    log.info(
+        "DICOM SEG: %d segments, %d frames over %d source slices -> %s",
+        len(names),
+        int(getattr(seg, "NumberOfFrames", 0)),
+        Z,
+        path.name,
+    )
     return path

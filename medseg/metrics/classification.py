@@ -18,8 +18,9 @@ import csv
 import io
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -146,7 +147,7 @@ def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], n_classes: in
     return cm
 
 
-def balanced_accuracy(y_true: Sequence[int], y_pred: Sequence[int], n_classes: Optional[int] = None) -> float:
+def balanced_accuracy(y_true: Sequence[int], y_pred: Sequence[int], n_classes: int | None = None) -> float:
     """Mean per-class recall over the classes present in ``y_true``."""
     t = np.asarray(y_true, dtype=int)
     n = n_classes or int(max(t.max(initial=0), np.asarray(y_pred).max(initial=0)) + 1)
@@ -155,7 +156,7 @@ def balanced_accuracy(y_true: Sequence[int], y_pred: Sequence[int], n_classes: O
     return float(np.mean(np.diag(cm)[present] / cm.sum(1)[present]))
 
 
-def one_vs_rest_auc(y: Sequence[int], probs: np.ndarray, class_names: Optional[Sequence[str]] = None) -> dict:
+def one_vs_rest_auc(y: Sequence[int], probs: np.ndarray, class_names: Sequence[str] | None = None) -> dict:
     """Per-class one-vs-rest AUC and their macro mean. ``probs`` (N, K). Classes absent: NaN + note."""
     y = np.asarray(y, dtype=int)
     probs = np.asarray(probs, dtype=np.float64)
@@ -192,8 +193,12 @@ def sens_spec_at(y: Sequence[int], score: Sequence[float], threshold: float) -> 
     tn = int((~pred & (y == 0)).sum())
     fp = int((pred & (y == 0)).sum())
     out: dict[str, float] = {"threshold": float(threshold), "tp": tp, "fp": fp, "tn": tn, "fn": fn}
-    for name, k, n in (("sensitivity", tp, tp + fn), ("specificity", tn, tn + fp), ("ppv", tp, tp + fp),
-                       ("npv", tn, tn + fn)):
+    for name, k, n in (
+        ("sensitivity", tp, tp + fn),
+        ("specificity", tn, tn + fp),
+        ("ppv", tp, tp + fp),
+        ("npv", tn, tn + fn),
+    ):
         out[name] = k / n if n else float("nan")
         lo, hi = wilson_interval(k, n)
         out[f"{name}_ci_low"], out[f"{name}_ci_high"] = lo, hi
@@ -204,8 +209,8 @@ def choose_operating_point(
     y: Sequence[int],
     score: Sequence[float],
     *,
-    sensitivity: Optional[float] = None,
-    specificity: Optional[float] = None,
+    sensitivity: float | None = None,
+    specificity: float | None = None,
 ) -> float:
     """Threshold meeting a target sensitivity (highest such threshold) or specificity (lowest such).
 
@@ -258,13 +263,15 @@ def expected_calibration_error(y: Sequence[int], prob: Sequence[float], n_bins: 
         fp = float(y[m].mean()) if cnt else float("nan")
         if cnt:
             ece += cnt / y.size * abs(mp - fp)
-        bins.append({"low": float(edges[b]), "high": float(edges[b + 1]), "count": cnt, "mean_prob": mp,
-                     "frac_pos": fp})
+        bins.append(
+            {"low": float(edges[b]), "high": float(edges[b + 1]), "count": cnt, "mean_prob": mp, "frac_pos": fp}
+        )
     return float(ece), bins
 
 
-def reliability_diagram(y: Sequence[int], prob: Sequence[float], path: str | Path, n_bins: int = 10,
-                        title: str = "") -> Path:
+def reliability_diagram(
+    y: Sequence[int], prob: Sequence[float], path: str | Path, n_bins: int = 10, title: str = ""
+) -> Path:
     """Write a reliability diagram PNG (observed positive fraction vs mean predicted probability)."""
     import matplotlib
 
@@ -277,8 +284,14 @@ def reliability_diagram(y: Sequence[int], prob: Sequence[float], path: str | Pat
     xs = [b["mean_prob"] for b in bins if b["count"]]
     ys = [b["frac_pos"] for b in bins if b["count"]]
     ax.plot(xs, ys, "o-", label=f"model (ECE {ece:.3f})")
-    ax.bar([(b["low"] + b["high"]) / 2 for b in bins], [b["count"] / max(1, len(np.asarray(y))) for b in bins],
-           width=1 / n_bins, alpha=0.2, color="gray", label="fraction of cases")
+    ax.bar(
+        [(b["low"] + b["high"]) / 2 for b in bins],
+        [b["count"] / max(1, len(np.asarray(y))) for b in bins],
+        width=1 / n_bins,
+        alpha=0.2,
+        color="gray",
+        label="fraction of cases",
+    )
     ax.set_xlabel("mean predicted probability")
     ax.set_ylabel("observed fraction positive")
     ax.set_xlim(0, 1)
@@ -331,7 +344,7 @@ def binary_report(
     specificity_target: float = 0.95,
     n_boot: int = 1000,
     seed: int = 0,
-    out_dir: Optional[str | Path] = None,
+    out_dir: str | Path | None = None,
     class_names: Sequence[str] = ("negative", "positive"),
 ) -> dict[str, Any]:
     """Full binary evaluation: thresholds chosen on validation, everything reported on test.
@@ -352,8 +365,10 @@ def binary_report(
     lo, hi = bootstrap_auc_ci(yt, pt, n_boot=n_boot, seed=seed)
     ops: dict[str, Any] = {}
     notes: list[str] = []
-    for name, kw in (("high_sensitivity", {"sensitivity": sensitivity_target}),
-                     ("high_specificity", {"specificity": specificity_target})):
+    for name, kw in (
+        ("high_sensitivity", {"sensitivity": sensitivity_target}),
+        ("high_specificity", {"specificity": specificity_target}),
+    ):
         try:
             thr = choose_operating_point(yv, pv, **kw)
         except InputError as e:
@@ -365,36 +380,64 @@ def binary_report(
         fpr, tpr, thr = roc_curve(yv, pv)
         j = int(np.argmax(tpr - fpr))
         t_youden = float(thr[j]) if np.isfinite(thr[j]) else float(np.max(pv) + 1e-6)
-        ops["youden"] = {"target": "max sensitivity+specificity-1", "chosen_on": "validation",
-                         **sens_spec_at(yt, pt, t_youden)}
+        ops["youden"] = {
+            "target": "max sensitivity+specificity-1",
+            "chosen_on": "validation",
+            **sens_spec_at(yt, pt, t_youden),
+        }
     else:
         t_youden = 0.5
         notes.append("youden: the validation set lacks one class; using threshold 0.5")
     cm = confusion_matrix(yt, (pt >= t_youden).astype(int), 2)
     ece, bins = expected_calibration_error(yt, pt)
     report = {
-        "n_test": int(yt.size), "n_test_positive": int(yt.sum()), "n_validation": int(yv.size),
+        "n_test": int(yt.size),
+        "n_test_positive": int(yt.sum()),
+        "n_validation": int(yv.size),
         "n_validation_positive": int(yv.sum()),
-        "auc": auc, "auc_ci95": [lo, hi], "auc_ci_method": f"stratified bootstrap, {n_boot} resamples",
-        "operating_points": ops, "confusion_matrix": cm.tolist(), "confusion_threshold": t_youden,
-        "class_names": list(class_names), "ece": ece, "notes": notes,
+        "auc": auc,
+        "auc_ci95": [lo, hi],
+        "auc_ci_method": f"stratified bootstrap, {n_boot} resamples",
+        "operating_points": ops,
+        "confusion_matrix": cm.tolist(),
+        "confusion_threshold": t_youden,
+        "class_names": list(class_names),
+        "ece": ece,
+        "notes": notes,
     }
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "metrics.json", json.dumps(report, indent=2) + "\n")
-        keys = ["threshold", "sensitivity", "sensitivity_ci_low", "sensitivity_ci_high", "specificity",
-                "specificity_ci_low", "specificity_ci_high", "ppv", "npv", "tp", "fp", "tn", "fn"]
+        keys = [
+            "threshold",
+            "sensitivity",
+            "sensitivity_ci_low",
+            "sensitivity_ci_high",
+            "specificity",
+            "specificity_ci_low",
+            "specificity_ci_high",
+            "ppv",
+            "npv",
+            "tp",
+            "fp",
+            "tn",
+            "fn",
+        ]
         _write_csv(out / "operating_points.csv", ["point", *keys], [[k, *[v[c] for c in keys]] for k, v in ops.items()])
-        _write_csv(out / "confusion_matrix.csv", ["reference \\ predicted", *class_names],
-                   [[class_names[i], *cm[i].tolist()] for i in range(2)])
+        _write_csv(
+            out / "confusion_matrix.csv",
+            ["reference \\ predicted", *class_names],
+            [[class_names[i], *cm[i].tolist()] for i in range(2)],
+        )
         _write_csv(out / "calibration_bins.csv", list(bins[0]), [list(b.values()) for b in bins])
         reliability_diagram(yt, pt, out / "reliability.png", title=f"test set, n={yt.size}")
     return report
 
 
-def multiclass_report(y_test: Sequence[int], probs: np.ndarray, class_names: Sequence[str],
-                      out_dir: Optional[str | Path] = None) -> dict[str, Any]:
+def multiclass_report(
+    y_test: Sequence[int], probs: np.ndarray, class_names: Sequence[str], out_dir: str | Path | None = None
+) -> dict[str, Any]:
     """Multi-class evaluation: one-vs-rest AUC, balanced accuracy, confusion matrix (argmax)."""
     y = np.asarray(y_test, dtype=int)
     probs = np.asarray(probs, dtype=np.float64)
@@ -403,14 +446,22 @@ def multiclass_report(y_test: Sequence[int], probs: np.ndarray, class_names: Seq
         raise InputError(f"probabilities must be (N, {k}) for {k} classes, got {probs.shape}")
     pred = probs.argmax(1)
     cm = confusion_matrix(y, pred, k)
-    report = {"n_test": int(y.size), "one_vs_rest_auc": one_vs_rest_auc(y, probs, class_names),
-              "balanced_accuracy": balanced_accuracy(y, pred, k), "accuracy": float((pred == y).mean()),
-              "confusion_matrix": cm.tolist(), "class_names": list(class_names)}
+    report = {
+        "n_test": int(y.size),
+        "one_vs_rest_auc": one_vs_rest_auc(y, probs, class_names),
+        "balanced_accuracy": balanced_accuracy(y, pred, k),
+        "accuracy": float((pred == y).mean()),
+        "confusion_matrix": cm.tolist(),
+        "class_names": list(class_names),
+    }
     if out_dir is not None:
         out = Path(out_dir)
         atomic_write_text(out / "metrics.json", json.dumps(report, indent=2) + "\n")
-        _write_csv(out / "confusion_matrix.csv", ["reference \\ predicted", *class_names],
-                   [[class_names[i], *cm[i].tolist()] for i in range(k)])
+        _write_csv(
+            out / "confusion_matrix.csv",
+            ["reference \\ predicted", *class_names],
+            [[class_names[i], *cm[i].tolist()] for i in range(k)],
+        )
     return report
 
 

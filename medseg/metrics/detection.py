@@ -20,8 +20,8 @@ Conventions
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -136,8 +136,14 @@ def _prf(tp: int, fp: int, fn: int) -> dict[str, float]:
         f1 = 1.0
     else:
         f1 = 2 * tp / (2 * tp + fp + fn)
-    return {"tp": int(tp), "fp": int(fp), "fn": int(fn), "precision": float(precision),
-            "recall": float(recall), "f1": float(f1)}
+    return {
+        "tp": int(tp),
+        "fp": int(fp),
+        "fn": int(fn),
+        "precision": float(precision),
+        "recall": float(recall),
+        "f1": float(f1),
+    }
 
 
 def detection_scores(pred, ref, radius: float) -> dict[str, float]:
@@ -168,8 +174,13 @@ def _thresholds(scores: np.ndarray, max_thresholds: int) -> np.ndarray:
     return u[::-1]  # high to low
 
 
-def precision_recall_curve(preds: Sequence[tuple], refs: Sequence, radius: float,
-                           thresholds: Sequence[float] | None = None, max_thresholds: int = 200) -> dict:
+def precision_recall_curve(
+    preds: Sequence[tuple],
+    refs: Sequence,
+    radius: float,
+    thresholds: Sequence[float] | None = None,
+    max_thresholds: int = 200,
+) -> dict:
     """Pooled precision / recall / F1 at each score threshold.
 
     Parameters
@@ -234,8 +245,9 @@ def average_precision(preds: Sequence[tuple], refs: Sequence, radius: float, max
     return float(np.sum(np.diff(rec) * prec[1:]))
 
 
-def select_threshold(preds: Sequence[tuple], refs: Sequence, radius: float,
-                     thresholds: Sequence[float] | None = None) -> tuple[float, float]:
+def select_threshold(
+    preds: Sequence[tuple], refs: Sequence, radius: float, thresholds: Sequence[float] | None = None
+) -> tuple[float, float]:
     """The score threshold with the best pooled F1 on a validation set.
 
     Returns

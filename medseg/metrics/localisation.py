@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import copy
 import logging
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -161,9 +162,17 @@ def map_iou(maps, masks, threshold: Literal["otsu"] | float = "otsu", spatial_di
 
 
 @torch.no_grad()
-def deletion_curve(model: nn.Module, image: torch.Tensor, saliency, target: int, steps: int = 20,
-                   baseline: Literal["mean", "zero", "blur"] | float = "blur", batch_size: int = 16,
-                   order: Literal["saliency", "random"] = "saliency", seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def deletion_curve(
+    model: nn.Module,
+    image: torch.Tensor,
+    saliency,
+    target: int,
+    steps: int = 20,
+    baseline: Literal["mean", "zero", "blur"] | float = "blur",
+    batch_size: int = 16,
+    order: Literal["saliency", "random"] = "saliency",
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
     """Target-class probability as the most salient voxels are deleted (Petsiuk et al. 2018).
 
     Parameters
@@ -184,7 +193,11 @@ def deletion_curve(model: nn.Module, image: torch.Tensor, saliency, target: int,
     """
     x = torch.as_tensor(image).detach().float()
     dev = next(model.parameters()).device
-    s = _np(saliency).astype(np.float64).reshape(x.shape[1:]) if _np(saliency).size == int(np.prod(x.shape[1:])) else None
+    s = (
+        _np(saliency).astype(np.float64).reshape(x.shape[1:])
+        if _np(saliency).size == int(np.prod(x.shape[1:]))
+        else None
+    )
     if s is None:
         raise InputError(f"saliency shape {tuple(_np(saliency).shape)} does not match image shape {tuple(x.shape)}")
     n = s.size
@@ -212,7 +225,7 @@ def deletion_curve(model: nn.Module, image: torch.Tensor, saliency, target: int,
     model.eval()
     probs: list[float] = []
     for start in range(0, len(counts), batch_size):
-        chunk = counts[start:start + batch_size]
+        chunk = counts[start : start + batch_size]
         keep = torch.stack([(order_pos_t >= c) for c in chunk]).unsqueeze(1)  # (b, 1, *S) True = kept
         xb = torch.where(keep, x.unsqueeze(0), base.unsqueeze(0)).to(dev)
         logits = model(xb).float()
@@ -235,8 +248,9 @@ def deletion_auc(model: nn.Module, image: torch.Tensor, saliency, target: int, s
 # ----------------------------------------------------------------------------- sanity check
 
 
-def randomise_weights(model: nn.Module, seed: int = 0, layers: Sequence[str] | None = None,
-                      calibrate: torch.Tensor | None = None) -> nn.Module:
+def randomise_weights(
+    model: nn.Module, seed: int = 0, layers: Sequence[str] | None = None, calibrate: torch.Tensor | None = None
+) -> nn.Module:
     """A copy of ``model`` with re-initialised weights (Adebayo et al. 2018 model randomisation).
 
     Every submodule with ``reset_parameters`` (convolutions, linear layers, norms; norms also reset
@@ -325,4 +339,3 @@ def summarise(values: np.ndarray) -> float:
     """Mean ignoring NaN (NaN when all are NaN)."""
     v = np.asarray(values, dtype=np.float64)
     return float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
-

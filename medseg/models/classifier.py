@@ -24,7 +24,6 @@ strategies which parameters are the classifier head.
 from __future__ import annotations
 
 import logging
-from typing import Optional
 
 import torch
 from torch import nn
@@ -34,13 +33,20 @@ from medseg.models.pretrained import efficientnet_lite0 as _lite0
 from medseg.models.pretrained import load_pretrained
 from medseg.models.registry import register_model
 
-__all__ = ["build_efficientnet_lite0", "build_efficientnet_lite0_25d", "build_densenet121", "build_resnet",
-           "SlicesAsChannels", "head_parameter_names", "backbone_stages"]
+__all__ = [
+    "build_efficientnet_lite0",
+    "build_efficientnet_lite0_25d",
+    "build_densenet121",
+    "build_resnet",
+    "SlicesAsChannels",
+    "head_parameter_names",
+    "backbone_stages",
+]
 
 log = logging.getLogger("medseg.models")
 
 
-def _maybe_load(model: nn.Module, checkpoint: Optional[str], key_map: Optional[dict[str, str]]) -> nn.Module:
+def _maybe_load(model: nn.Module, checkpoint: str | None, key_map: dict[str, str] | None) -> nn.Module:
     if checkpoint:
         rep = load_pretrained(model, checkpoint, key_map=key_map)
         model.pretrained_report = rep.to_dict()  # type: ignore[attr-defined]
@@ -57,17 +63,23 @@ def build_efficientnet_lite0(
     image_size: int = 224,
     dropout_rate: float = 0.2,
     drop_connect_rate: float = 0.2,
-    checkpoint: Optional[str] = None,
-    key_map: Optional[dict[str, str]] = None,
+    checkpoint: str | None = None,
+    key_map: dict[str, str] | None = None,
 ) -> nn.Module:
     """EfficientNet-Lite0 classifier (see :func:`medseg.models.pretrained.efficientnet_lite0`).
 
     Input ``(B, in_channels, H, W)`` normalised with :func:`medseg.models.pretrained.normalize_lite`;
     output logits ``(B, num_classes)``. ``checkpoint`` (optional) is loaded after the ImageNet weights.
     """
-    model = _lite0(pretrained=pretrained, num_classes=num_classes, in_channels=in_channels,
-                   spatial_dims=spatial_dims, image_size=image_size, dropout_rate=dropout_rate,
-                   drop_connect_rate=drop_connect_rate)
+    model = _lite0(
+        pretrained=pretrained,
+        num_classes=num_classes,
+        in_channels=in_channels,
+        spatial_dims=spatial_dims,
+        image_size=image_size,
+        dropout_rate=dropout_rate,
+        drop_connect_rate=drop_connect_rate,
+    )
     return _maybe_load(model, checkpoint, key_map)
 
 
@@ -108,8 +120,15 @@ def build_efficientnet_lite0_25d(
     """
     if num_slices < 1:
         raise ConfigError(f"num_slices must be >= 1, got {num_slices}")
-    net = _lite0(pretrained=pretrained, num_classes=num_classes, in_channels=num_slices, spatial_dims=2,
-                 image_size=image_size, dropout_rate=dropout_rate, drop_connect_rate=drop_connect_rate)
+    net = _lite0(
+        pretrained=pretrained,
+        num_classes=num_classes,
+        in_channels=num_slices,
+        spatial_dims=2,
+        image_size=image_size,
+        dropout_rate=dropout_rate,
+        drop_connect_rate=drop_connect_rate,
+    )
     return SlicesAsChannels(net, num_slices)
 
 
@@ -119,14 +138,15 @@ def build_densenet121(
     in_channels: int = 1,
     spatial_dims: int = 3,
     dropout_prob: float = 0.0,
-    checkpoint: Optional[str] = None,
-    key_map: Optional[dict[str, str]] = None,
+    checkpoint: str | None = None,
+    key_map: dict[str, str] | None = None,
 ) -> nn.Module:
     """MONAI DenseNet121 (2D or 3D); input ``(B, in_channels, *S)``, logits ``(B, num_classes)``."""
     from monai.networks.nets import DenseNet121
 
-    model = DenseNet121(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=num_classes,
-                        dropout_prob=dropout_prob)
+    model = DenseNet121(
+        spatial_dims=spatial_dims, in_channels=in_channels, out_channels=num_classes, dropout_prob=dropout_prob
+    )
     return _maybe_load(model, checkpoint, key_map)
 
 
@@ -136,8 +156,8 @@ def build_resnet(
     in_channels: int = 1,
     spatial_dims: int = 3,
     depth: int = 18,
-    checkpoint: Optional[str] = None,
-    key_map: Optional[dict[str, str]] = None,
+    checkpoint: str | None = None,
+    key_map: dict[str, str] | None = None,
 ) -> nn.Module:
     """MONAI ResNet of ``depth`` 10/18/34/50 (2D or 3D); logits ``(B, num_classes)``."""
     from monai.networks.nets import resnet
@@ -145,8 +165,9 @@ def build_resnet(
     builders = {10: resnet.resnet10, 18: resnet.resnet18, 34: resnet.resnet34, 50: resnet.resnet50}
     if depth not in builders:
         raise ConfigError(f"resnet depth must be one of {sorted(builders)}, got {depth}")
-    model = builders[depth](spatial_dims=spatial_dims, n_input_channels=in_channels, num_classes=num_classes,
-                            pretrained=False)
+    model = builders[depth](
+        spatial_dims=spatial_dims, n_input_channels=in_channels, num_classes=num_classes, pretrained=False
+    )
     return _maybe_load(model, checkpoint, key_map)
 
 

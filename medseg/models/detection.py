@@ -22,8 +22,9 @@ __all__ = ["MitosisCNN", "proximity_unet", "mitosis_cnn"]
 
 
 @register_model("proximity_unet")
-def proximity_unet(in_channels: int = 3, features: tuple | list = (16, 16, 32, 64, 128, 16),
-                   dropout: float = 0.0, norm: str = "batch") -> nn.Module:
+def proximity_unet(
+    in_channels: int = 3, features: tuple | list = (16, 16, 32, 64, 128, 16), dropout: float = 0.0, norm: str = "batch"
+) -> nn.Module:
     """MONAI BasicUNet (2D) with one output channel: the proximity-map logit.
 
     Input (B, in_channels, H, W) with H, W multiples of 16; output (B, 1, H, W) logits
@@ -31,8 +32,9 @@ def proximity_unet(in_channels: int = 3, features: tuple | list = (16, 16, 32, 6
     """
     from monai.networks.nets import BasicUNet
 
-    return BasicUNet(spatial_dims=2, in_channels=in_channels, out_channels=1, features=tuple(features),
-                     dropout=dropout, norm=norm)
+    return BasicUNet(
+        spatial_dims=2, in_channels=in_channels, out_channels=1, features=tuple(features), dropout=dropout, norm=norm
+    )
 
 
 class MitosisCNN(nn.Module):
@@ -45,8 +47,12 @@ class MitosisCNN(nn.Module):
 
     def __init__(self, in_channels: int = 3, width: int = 32, dilations: tuple | list = (1, 2, 4, 8)):
         super().__init__()
-        layers: list[nn.Module] = [nn.Conv2d(in_channels, width // 2, 5), nn.BatchNorm2d(width // 2), nn.ReLU(inplace=True),
-                                   nn.MaxPool2d(3, stride=1)]
+        layers: list[nn.Module] = [
+            nn.Conv2d(in_channels, width // 2, 5),
+            nn.BatchNorm2d(width // 2),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(3, stride=1),
+        ]
         rf = 5 + 2
         ch = width // 2
         for d in dilations:

@@ -21,7 +21,8 @@ Config::
 from __future__ import annotations
 
 import logging
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -62,10 +63,12 @@ class PlainEncoder(nn.Module):
         stages = []
         prev = in_channels
         for c in channels:
-            stages.append(nn.Sequential(
-                Convolution(spatial_dims, prev, c, strides=2, kernel_size=3, norm=norm, act="relu"),
-                Convolution(spatial_dims, c, c, strides=1, kernel_size=3, norm=norm, act="relu"),
-            ))
+            stages.append(
+                nn.Sequential(
+                    Convolution(spatial_dims, prev, c, strides=2, kernel_size=3, norm=norm, act="relu"),
+                    Convolution(spatial_dims, c, c, strides=1, kernel_size=3, norm=norm, act="relu"),
+                )
+            )
             prev = c
         self.stages = nn.ModuleList(stages)
         self.out_channels = list(channels)
@@ -85,8 +88,9 @@ class EfficientNetEncoder(nn.Module):
         super().__init__()
         from monai.networks.nets import EfficientNetBNFeatures
 
-        self.net = EfficientNetBNFeatures(model_name, pretrained=False, progress=False,
-                                          spatial_dims=spatial_dims, in_channels=in_channels)
+        self.net = EfficientNetBNFeatures(
+            model_name, pretrained=False, progress=False, spatial_dims=spatial_dims, in_channels=in_channels
+        )
         with torch.no_grad():
             probe = torch.zeros((1, in_channels) + (64,) * spatial_dims)
             self.net.eval()
@@ -107,7 +111,8 @@ def _lite0_encoder(in_channels: int, pretrained: bool) -> nn.Module:
     except ImportError as e:
         raise MissingDependencyError(
             f"fcn pretrained: true needs medseg.models.pretrained (EfficientNet-Lite0 ImageNet weights): {e}; "
-            "use pretrained: false") from None
+            "use pretrained: false"
+        ) from None
     return EfficientNetLite0Encoder(pretrained=pretrained, in_channels=in_channels, out_strides=(2, 4, 8, 16, 32))
 
 
@@ -117,9 +122,16 @@ class FCN(nn.Module):
     Input ``(B, in_channels, *S)`` with any spatial size; output logits ``(B, out_channels, *S)``.
     """
 
-    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, variant: str = "8s",
-                 encoder: nn.Module | None = None, channels: Sequence[int] = (32, 64, 128, 256, 320),
-                 norm: str = "batch"):
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        out_channels: int,
+        variant: str = "8s",
+        encoder: nn.Module | None = None,
+        channels: Sequence[int] = (32, 64, 128, 256, 320),
+        norm: str = "batch",
+    ):
         super().__init__()
         if variant not in ("32s", "16s", "8s"):
             raise ConfigError(f"fcn: variant must be '32s', '16s' or '8s', got {variant!r}")
@@ -193,8 +205,10 @@ def build_fcn(
     enc: nn.Module | None = None
     if pretrained or encoder == "lite0":
         if spatial_dims != 2:
-            raise ConfigError("fcn: pretrained ImageNet weights (lite0 encoder) exist for 2D only; "
-                              "set pretrained: false and encoder: plain or efficientnet for 3D")
+            raise ConfigError(
+                "fcn: pretrained ImageNet weights (lite0 encoder) exist for 2D only; "
+                "set pretrained: false and encoder: plain or efficientnet for 3D"
+            )
         enc = _lite0_encoder(in_channels, pretrained)
     elif encoder == "efficientnet":
         enc = EfficientNetEncoder(spatial_dims, in_channels)

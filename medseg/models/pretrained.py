@@ -30,10 +30,10 @@ from __future__ import annotations
 import importlib.util
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -148,7 +148,7 @@ def lite0_weights_path() -> Path:
     return path
 
 
-def _read_state_dict(source: Union[str, Path, Mapping[str, torch.Tensor]]) -> tuple[dict[str, torch.Tensor], str]:
+def _read_state_dict(source: str | Path | Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], str]:
     """Resolve ``source`` into a ``(state_dict, description)`` pair."""
     if isinstance(source, Mapping):
         return {k: v for k, v in source.items() if isinstance(v, torch.Tensor)}, "state_dict"
@@ -185,7 +185,9 @@ def _timm_state_dict(name: str) -> dict[str, torch.Tensor]:  # pragma: no cover 
     try:
         return timm.create_model(name, pretrained=True).state_dict()
     except Exception as e:
-        raise CheckpointError(f"timm weights for {name!r} are not available offline ({type(e).__name__}: {e})") from None
+        raise CheckpointError(
+            f"timm weights for {name!r} are not available offline ({type(e).__name__}: {e})"
+        ) from None
 
 
 def _torchvision_state_dict(name: str) -> dict[str, torch.Tensor]:  # pragma: no cover - no torchvision here
@@ -234,10 +236,10 @@ def adapt_input_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
     return mean.repeat(*reps) * (c_src / in_channels)
 
 
-KeyMap = Union[Mapping[str, str], Callable[[str], Optional[str]], Sequence[tuple[str, str]], str, None]
+KeyMap = Mapping[str, str] | Callable[[str], str | None] | Sequence[tuple[str, str]] | str | None
 
 
-def _apply_key_map(key: str, key_map: KeyMap) -> Optional[str]:
+def _apply_key_map(key: str, key_map: KeyMap) -> str | None:
     if key_map is None:
         return key
     if callable(key_map):
@@ -250,7 +252,7 @@ def _apply_key_map(key: str, key_map: KeyMap) -> Optional[str]:
 
 def load_pretrained(
     model: nn.Module,
-    source: Union[str, Path, Mapping[str, torch.Tensor]],
+    source: str | Path | Mapping[str, torch.Tensor],
     key_map: KeyMap = None,
     *,
     by_position: bool = False,
@@ -311,9 +313,7 @@ def load_pretrained(
             )
         mapped = {}
         for (sk, sv), dk in zip(src_items, dst_keys):
-            if tuple(sv.shape) != tuple(target[dk].shape) and not (
-                adapt_input_channels and _adaptable(sv, target[dk])
-            ):
+            if tuple(sv.shape) != tuple(target[dk].shape) and not (adapt_input_channels and _adaptable(sv, target[dk])):
                 raise CheckpointError(
                     f"by_position: source {sk} {tuple(sv.shape)} does not fit model {dk} {tuple(target[dk].shape)}"
                 )
@@ -330,7 +330,7 @@ def load_pretrained(
             mapped[dk] = (sk, sv)
 
     new_state = {}
-    for dk, (sk, sv) in mapped.items():
+    for dk, (_sk, sv) in mapped.items():
         if skipped(dk):
             continue
         tv = target[dk]
@@ -379,7 +379,12 @@ def _use_relu6(model: nn.Module) -> None:
 
 
 def _build_lite0(
-    num_classes: int, in_channels: int, spatial_dims: int, image_size: int, dropout_rate: float, drop_connect_rate: float
+    num_classes: int,
+    in_channels: int,
+    spatial_dims: int,
+    image_size: int,
+    dropout_rate: float,
+    drop_connect_rate: float,
 ) -> nn.Module:
     from monai.networks.nets import EfficientNet
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch.nn as nn
 
@@ -60,7 +61,5 @@ def build_model(name: str, **params: Any) -> nn.Module:
             allowed = list(sig.parameters)
             m = difflib.get_close_matches(unknown[0], allowed, n=1)
             hint = f" (did you mean {m[0]!r}?)" if m else ""
-            raise ConfigError(
-                f"model {name!r} has no parameter {unknown[0]!r}{hint}; allowed: {', '.join(allowed)}"
-            )
+            raise ConfigError(f"model {name!r} has no parameter {unknown[0]!r}{hint}; allowed: {', '.join(allowed)}")
     return fn(**params)

@@ -14,7 +14,7 @@ Config::
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -36,8 +36,8 @@ def build_unet(
     in_channels: int = 1,
     out_channels: int = 2,
     channels: Sequence[int] = (16, 32, 64, 128),
-    strides: Optional[Sequence[Sequence[int]]] = None,
-    kernel_sizes: Optional[Sequence[Sequence[int]]] = None,
+    strides: Sequence[Sequence[int]] | None = None,
+    kernel_sizes: Sequence[Sequence[int]] | None = None,
     deep_supervision: bool = False,
     deep_supr_num: int = 1,
     norm: str = "instance",
@@ -75,8 +75,10 @@ def build_unet(
     strides = [list(s) for s in strides] if strides is not None else default_strides(levels, spatial_dims)
     kernel_sizes = [list(k) for k in kernel_sizes] if kernel_sizes is not None else [[3] * spatial_dims] * levels
     if len(strides) != levels or len(kernel_sizes) != levels:
-        raise ConfigError(f"unet: strides ({len(strides)}) and kernel_sizes ({len(kernel_sizes)}) need one entry "
-                          f"per level of channels ({levels})")
+        raise ConfigError(
+            f"unet: strides ({len(strides)}) and kernel_sizes ({len(kernel_sizes)}) need one entry "
+            f"per level of channels ({levels})"
+        )
     if any(len(s) != spatial_dims for s in strides + kernel_sizes):
         raise ConfigError(f"unet: each stride / kernel entry needs {spatial_dims} values")
     return DynUNet(

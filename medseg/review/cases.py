@@ -9,7 +9,7 @@ patient's name or ID: ``case_id`` is medseg's own (file stem or an index), not a
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 __all__ = ["ReviewCase"]
 
@@ -39,17 +39,17 @@ class ReviewCase:
     case_id: str
     task: str
     status: str = "ok"
-    error: Optional[str] = None
-    thumbnail: Optional[str] = None
+    error: str | None = None
+    thumbnail: str | None = None
     overlays: list[str] = field(default_factory=list)
-    cam: Optional[str] = None
+    cam: str | None = None
     volumes_ml: dict[str, float] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     density_per_mm2: dict[str, float] = field(default_factory=dict)
-    prediction: Optional[str] = None
-    probability: Optional[float] = None
+    prediction: str | None = None
+    probability: float | None = None
     metrics: dict[str, float] = field(default_factory=dict)
-    uncertainty: Optional[float] = None
+    uncertainty: float | None = None
     needs_review: bool = False
     outputs: dict[str, str] = field(default_factory=dict)
 

@@ -26,9 +26,10 @@ Conventions
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -62,18 +63,18 @@ WINDOWS: dict[str, tuple[float, float]] = {
 
 #: one colour per class value 1, 2, 3 ... (class k uses CLASS_COLORS[(k - 1) % len])
 CLASS_COLORS: tuple[tuple[int, int, int], ...] = (
-    (230, 25, 75),    # red
-    (60, 180, 75),    # green
-    (0, 130, 200),    # blue
-    (255, 225, 25),   # yellow
-    (240, 50, 230),   # magenta
-    (70, 240, 240),   # cyan
-    (245, 130, 48),   # orange
-    (145, 30, 180),   # purple
-    (210, 245, 60),   # lime
+    (230, 25, 75),  # red
+    (60, 180, 75),  # green
+    (0, 130, 200),  # blue
+    (255, 225, 25),  # yellow
+    (240, 50, 230),  # magenta
+    (70, 240, 240),  # cyan
+    (245, 130, 48),  # orange
+    (145, 30, 180),  # purple
+    (210, 245, 60),  # lime
     (250, 190, 212),  # pink
-    (0, 128, 128),    # teal
-    (170, 110, 40),   # brown
+    (0, 128, 128),  # teal
+    (170, 110, 40),  # brown
 )
 
 _LETTERS = {0: ("L", "R"), 1: ("P", "A"), 2: ("I", "S")}  # RAS world axis -> (letter of -, letter of +)
@@ -137,8 +138,9 @@ def window_image(image: np.ndarray, window: str | tuple[float, float] | None = N
             c, w = WINDOWS[window]
             lo, hi = c - w / 2, c + w / 2
         else:
-            raise InputError(f"unknown window {window!r}: use one of {sorted(WINDOWS) + ['percentile']} "
-                             "or a (center, width) pair")
+            raise InputError(
+                f"unknown window {window!r}: use one of {sorted(WINDOWS) + ['percentile']} or a (center, width) pair"
+            )
     elif window is None:
         if np.asarray(image).dtype == np.uint8:
             lo, hi = 0.0, 255.0
@@ -174,10 +176,12 @@ def _resize(a: np.ndarray, shape: tuple[int, int], order: int) -> np.ndarray:
     if tuple(a.shape[:2]) == tuple(shape):
         return a
     if order == 0:
-        return resize(a, shape + a.shape[2:], order=0, preserve_range=True, anti_aliasing=False,
-                      mode="edge").astype(a.dtype)
-    return resize(a.astype(np.float32), shape + a.shape[2:], order=order, preserve_range=True,
-                  anti_aliasing=False, mode="edge")
+        return resize(a, shape + a.shape[2:], order=0, preserve_range=True, anti_aliasing=False, mode="edge").astype(
+            a.dtype
+        )
+    return resize(
+        a.astype(np.float32), shape + a.shape[2:], order=order, preserve_range=True, anti_aliasing=False, mode="edge"
+    )
 
 
 def _physical_shape(shape: tuple[int, int], spacing: Sequence[float], min_side: int = 0) -> tuple[int, int]:
@@ -234,8 +238,9 @@ def _draw_texts(rgb: np.ndarray, items: list[tuple[str, tuple[int, int], str]], 
     d = ImageDraw.Draw(im)
     font = _font(size)
     for text, xy, anchor in items:
-        d.text(xy, text, fill=_TEXT_COLOR, font=font, anchor=anchor, stroke_width=max(1, size // 8),
-               stroke_fill=(0, 0, 0))
+        d.text(
+            xy, text, fill=_TEXT_COLOR, font=font, anchor=anchor, stroke_width=max(1, size // 8), stroke_fill=(0, 0, 0)
+        )
     return np.asarray(im)
 
 
@@ -244,8 +249,12 @@ def _draw_letters(rgb: np.ndarray, letters: Mapping[str, str]) -> np.ndarray:
     h, w = rgb.shape[:2]
     size = _font_size((h, w))
     pad = max(2, size // 4)
-    pos = {"top": ((w // 2, pad), "mt"), "bottom": ((w // 2, h - pad), "mb"),
-           "left": ((pad, h // 2), "lm"), "right": ((w - pad, h // 2), "rm")}
+    pos = {
+        "top": ((w // 2, pad), "mt"),
+        "bottom": ((w // 2, h - pad), "mb"),
+        "left": ((pad, h // 2), "lm"),
+        "right": ((w - pad, h // 2), "rm"),
+    }
     return _draw_texts(rgb, [(t, *pos[k]) for k, t in letters.items() if t], size)
 
 
@@ -445,8 +454,20 @@ def _prepare(image, labels, affine):
     return img, lab, (np.eye(4) if aff is None else np.asarray(aff, float))
 
 
-def _render_slice(img, lab, aff, view, index, window, alpha, contour, crop=None, min_side=_MIN_SIDE,
-                  letters=True, caption: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+def _render_slice(
+    img,
+    lab,
+    aff,
+    view,
+    index,
+    window,
+    alpha,
+    contour,
+    crop=None,
+    min_side=_MIN_SIDE,
+    letters=True,
+    caption: str | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
     aff, axes, flip_rows = _view_axes(aff, view)
     n, r, c = axes
     sl = _slice_2d(img, axes, index, flip_rows)
@@ -456,8 +477,16 @@ def _render_slice(img, lab, aff, view, index, window, alpha, contour, crop=None,
         sl = sl[r0:r1, c0:c1]
         ls = None if ls is None else ls[r0:r1, c0:c1]
     sp = _spacing_of(aff)
-    out = overlay_2d(sl, ls, window=window, alpha=alpha, contour=contour, spacing=(sp[r], sp[c]),
-                     letters=orientation_letters(aff, view) if letters else None, min_side=min_side)
+    out = overlay_2d(
+        sl,
+        ls,
+        window=window,
+        alpha=alpha,
+        contour=contour,
+        spacing=(sp[r], sp[c]),
+        letters=orientation_letters(aff, view) if letters else None,
+        min_side=min_side,
+    )
     if caption:
         size = max(10, _font_size(out.shape) - 2)
         out = _draw_texts(out, [(caption, (3, 3), "lt")], size)
@@ -557,8 +586,10 @@ def lesion_view(
     sp = _spacing_of(aff)
     rr, cc = np.nonzero(ms)
     mr, mc = int(np.ceil(margin_mm / sp[r])), int(np.ceil(margin_mm / sp[c]))
-    crop = ((max(0, rr.min() - mr), min(ms.shape[0], rr.max() + mr + 1)),
-            (max(0, cc.min() - mc), min(ms.shape[1], cc.max() + mc + 1)))
+    crop = (
+        (max(0, rr.min() - mr), min(ms.shape[0], rr.max() + mr + 1)),
+        (max(0, cc.min() - mc), min(ms.shape[1], cc.max() + mc + 1)),
+    )
     out, ls = _render_slice(img, lab, aff, view, index, window, alpha, True, crop=crop)
     names = _names(class_names)
     if names and ls is not None:
@@ -605,8 +636,9 @@ def montage(
         candidates = candidates[pick]
     tiles, shown = [], set()
     for k in candidates:
-        t, ls = _render_slice(img, lab, aff, view, int(k), window, alpha, True, min_side=192,
-                              caption=f"{view[:3]} {int(k)}")
+        t, ls = _render_slice(
+            img, lab, aff, view, int(k), window, alpha, True, min_side=192, caption=f"{view[:3]} {int(k)}"
+        )
         tiles.append(t)
         if ls is not None:
             shown.update(int(v) for v in np.unique(ls) if v > 0)
@@ -617,7 +649,7 @@ def montage(
     grid = np.zeros((nrows * th + (nrows - 1) * gap, ncols * tw + (ncols - 1) * gap, 3), np.uint8)
     for i, t in enumerate(tiles):
         y, x = (i // ncols) * (th + gap), (i % ncols) * (tw + gap)
-        grid[y:y + th, x:x + tw] = t
+        grid[y : y + th, x : x + tw] = t
     names = _names(class_names)
     if names and shown:
         grid = _legend(grid, sorted(shown), names)
@@ -767,12 +799,18 @@ def save_case_overlays(
     img, lab, aff = _prepare(image, labels, affine)
     out: dict[str, Path] = {}
     for view in ("axial", "coronal", "sagittal"):
-        out[view] = save_png(overlay_volume(img, lab, affine=aff, view=view, window=window,
-                                            class_names=class_names), out_dir / f"{case_id}_{view}.png")
+        out[view] = save_png(
+            overlay_volume(img, lab, affine=aff, view=view, window=window, class_names=class_names),
+            out_dir / f"{case_id}_{view}.png",
+        )
     if lab is not None and np.any(lab > 0):
-        out["montage"] = save_png(montage(img, lab, affine=aff, window=window, class_names=class_names,
-                                          max_slices=max_slices), out_dir / f"{case_id}_montage.png")
+        out["montage"] = save_png(
+            montage(img, lab, affine=aff, window=window, class_names=class_names, max_slices=max_slices),
+            out_dir / f"{case_id}_montage.png",
+        )
         if lesion_label is not None and np.any(lab == lesion_label):
-            out["lesion"] = save_png(lesion_view(img, lab, label=lesion_label, affine=aff, window=window,
-                                                 class_names=class_names), out_dir / f"{case_id}_lesion.png")
+            out["lesion"] = save_png(
+                lesion_view(img, lab, label=lesion_label, affine=aff, window=window, class_names=class_names),
+                out_dir / f"{case_id}_lesion.png",
+            )
     return out

@@ -27,9 +27,10 @@ import json
 import logging
 import math
 import os
+from collections.abc import Iterable, Mapping
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 from urllib.parse import quote
 
 from medseg.errors import InputError
@@ -44,14 +45,34 @@ log = logging.getLogger("medseg.review.report")
 EMBED_MAX_BYTES = 300_000
 
 #: dict keys (lower case, without "_", "-", " ") treated as patient identifiers and dropped unless show_phi
-PHI_KEYS = frozenset({
-    "patientname", "patientid", "patientsname", "patientbirthdate", "patientsbirthdate", "otherpatientids",
-    "otherpatientnames", "patientaddress", "patientsaddress", "accessionnumber", "patient", "mrn",
-    "patientmothersbirthname", "patientsmothersbirthname", "issuerofpatientid",
-})
+PHI_KEYS = frozenset(
+    {
+        "patientname",
+        "patientid",
+        "patientsname",
+        "patientbirthdate",
+        "patientsbirthdate",
+        "otherpatientids",
+        "otherpatientnames",
+        "patientaddress",
+        "patientsaddress",
+        "accessionnumber",
+        "patient",
+        "mrn",
+        "patientmothersbirthname",
+        "patientsmothersbirthname",
+        "issuerofpatientid",
+    }
+)
 
-_MIME = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif",
-         ".svg": "image/svg+xml", ".webp": "image/webp"}
+_MIME = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".gif": "image/gif",
+    ".svg": "image/svg+xml",
+    ".webp": "image/webp",
+}
 
 
 # --------------------------------------------------------------------------------------- helpers
@@ -101,8 +122,13 @@ def _fmt(x: Any, digits: int = 3) -> str:
 def _json_for_script(obj: Any) -> str:
     """JSON safe inside a <script> element: no "</script>", "<!--" or "&" can appear literally."""
     s = json.dumps(obj, ensure_ascii=False, default=str, allow_nan=False)
-    return s.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026") \
-        .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+    return (
+        s.replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+        .replace("&", "\\u0026")
+        .replace("\u2028", "\\u2028")
+        .replace("\u2029", "\\u2029")
+    )
 
 
 def _safe_json_value(x: Any) -> Any:
@@ -170,12 +196,11 @@ def _as_case(c: ReviewCase | Mapping[str, Any]) -> ReviewCase:
 def _kv_list(d: Mapping[str, Any], unit: str = "", digits: int = 3) -> str:
     if not d:
         return ""
-    items = "".join(f"<li><span class=k>{_e(k)}</span> {_e(_fmt(v, digits))}{_e(unit)}</li>"
-                    for k, v in d.items())
+    items = "".join(f"<li><span class=k>{_e(k)}</span> {_e(_fmt(v, digits))}{_e(unit)}</li>" for k, v in d.items())
     return f"<ul class=kv>{items}</ul>"
 
 
-def _summary_value(v: Any, paths: "_Paths | None" = None) -> str:
+def _summary_value(v: Any, paths: _Paths | None = None) -> str:
     if isinstance(v, Mapping):
         return "; ".join(f"{k}: {_summary_value(x, paths)}" for k, x in v.items())
     if isinstance(v, (list, tuple)):
@@ -187,7 +212,7 @@ def _summary_value(v: Any, paths: "_Paths | None" = None) -> str:
     return _fmt(v)
 
 
-def _summary_html(cases: list[ReviewCase], summary: Mapping[str, Any] | None, paths: "_Paths") -> str:
+def _summary_html(cases: list[ReviewCase], summary: Mapping[str, Any] | None, paths: _Paths) -> str:
     ok = [c for c in cases if c.status == "ok"]
     skipped = [c for c in cases if c.status != "ok"]
     flagged = [c for c in ok if c.needs_review]
@@ -203,8 +228,10 @@ def _summary_html(cases: list[ReviewCase], summary: Mapping[str, Any] | None, pa
     ]
     if skipped:
         parts.append("<h3>Skipped cases</h3><table class=skipped><tr><th>case</th><th>task</th><th>why</th></tr>")
-        parts += [f"<tr><td>{_e(c.case_id)}</td><td>{_e(c.task)}</td><td class=err>{_e(c.error or c.status)}</td></tr>"
-                  for c in skipped]
+        parts += [
+            f"<tr><td>{_e(c.case_id)}</td><td>{_e(c.task)}</td><td class=err>{_e(c.error or c.status)}</td></tr>"
+            for c in skipped
+        ]
         parts.append("</table>")
     if summary:
         parts.append("<h3>Stages</h3><table class=stages><tr><th>stage</th><th>status</th><th>details</th></tr>")
@@ -213,7 +240,9 @@ def _summary_html(cases: list[ReviewCase], summary: Mapping[str, Any] | None, pa
                 status = v.get("status", "")
                 rest = {kk: vv for kk, vv in v.items() if kk != "status"}
                 cls = " class=failed" if status == "failed" else ""
-                parts.append(f"<tr{cls}><td>{_e(k)}</td><td>{_e(status)}</td><td>{_e(_summary_value(rest, paths))}</td></tr>")
+                parts.append(
+                    f"<tr{cls}><td>{_e(k)}</td><td>{_e(status)}</td><td>{_e(_summary_value(rest, paths))}</td></tr>"
+                )
             else:
                 parts.append(f"<tr><td>{_e(k)}</td><td></td><td>{_e(_summary_value(v, paths))}</td></tr>")
         parts.append("</table>")
@@ -280,7 +309,7 @@ def _case_cells(c: ReviewCase, paths: _Paths) -> dict[str, tuple[str, str]]:
         cells["uncertainty"] = ("<span class=na>n/a</span>", "")
     else:
         w = max(0.0, min(1.0, u)) * 100
-        cells["uncertainty"] = (f"{_e(_fmt(u))}<div class=bar><i style=\"width:{w:.0f}%\"></i></div>", repr(u))
+        cells["uncertainty"] = (f'{_e(_fmt(u))}<div class=bar><i style="width:{w:.0f}%"></i></div>', repr(u))
     cells["review"] = ("<span class=flag>needs review</span>" if c.needs_review else "", "1" if c.needs_review else "0")
     cells["cam"] = _img_cell(paths, c.cam, f"{c.case_id} Grad-CAM")
     links = []
@@ -292,10 +321,10 @@ def _case_cells(c: ReviewCase, paths: _Paths) -> dict[str, tuple[str, str]]:
     cid = _e(c.case_id)
     cells["feedback"] = (
         f'<div class=fb data-case="{cid}">'
-        f'<button type=button class=acc data-decision=accept>accept</button>'
-        f'<button type=button class=cor data-decision=needs_correction>needs correction</button>'
+        f"<button type=button class=acc data-decision=accept>accept</button>"
+        f"<button type=button class=cor data-decision=needs_correction>needs correction</button>"
         f'<textarea rows=2 placeholder="comment" aria-label="comment for {cid}"></textarea>'
-        f'<div class=saved></div></div>',
+        f"<div class=saved></div></div>",
         "",
     )
     return cells
@@ -521,19 +550,30 @@ def write_report(
     for c, cells in rows:
         cls = "skipped" if c.status != "ok" else ("review" if c.needs_review else "")
         tds = "".join(f'<td class="c-{k}" data-v="{_e(cells[k][1])}">{cells[k][0]}</td>' for k, _, _, _ in shown)
-        body.append(f'<tr class="{cls}" data-case="{_e(c.case_id)}" data-review="{1 if c.needs_review else 0}">'
-                    f"{tds}</tr>")
+        body.append(
+            f'<tr class="{cls}" data-case="{_e(c.case_id)}" data-review="{1 if c.needs_review else 0}">{tds}</tr>'
+        )
 
     data = {
         "title": str(title),
         "report_id": report_id,
         "generated": generated,
         "medseg_version": medseg.__version__,
-        "cases": [{"case_id": c.case_id, "task": c.task, "status": c.status,
-                   "uncertainty": _num(c.uncertainty), "needs_review": bool(c.needs_review)} for c in cases],
+        "cases": [
+            {
+                "case_id": c.case_id,
+                "task": c.task,
+                "status": c.status,
+                "uncertainty": _num(c.uncertainty),
+                "needs_review": bool(c.needs_review),
+            }
+            for c in cases
+        ],
     }
-    csp = ("default-src 'none'; img-src data: 'self' file:; style-src 'unsafe-inline'; "
-           "script-src 'unsafe-inline'; connect-src 'none'; form-action 'none'; base-uri 'none'")
+    csp = (
+        "default-src 'none'; img-src data: 'self' file:; style-src 'unsafe-inline'; "
+        "script-src 'unsafe-inline'; connect-src 'none'; form-action 'none'; base-uri 'none'"
+    )
     doc = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="{_e(csp)}">
@@ -563,6 +603,5 @@ def write_report(
 </body></html>
 """
     out = atomic_write_text(run_dir / filename, doc)
-    log.info("review report: %d cases (%d skipped) -> %s", len(cases),
-             sum(c.status != "ok" for c in cases), out.name)
+    log.info("review report: %d cases (%d skipped) -> %s", len(cases), sum(c.status != "ok" for c in cases), out.name)
     return out

@@ -23,9 +23,10 @@ import json
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -87,7 +88,7 @@ def read_image(path: str | Path) -> np.ndarray:
 def prepare_images(
     images: Sequence[np.ndarray],
     names: Sequence[str],
-    image_size: Optional[int],
+    image_size: int | None,
     channels: str = "auto",
 ) -> tuple[torch.Tensor, str]:
     """Stack images into a uint8 tensor ``(N, C, S, S)``, checking/convert channels and sizes.
@@ -177,7 +178,7 @@ def _label_index(value: Any, class_names: Sequence[str], where: str) -> int:
     raise InputError(f"{where}: label must be a class index or name, got {value!r}")
 
 
-def _read_datalist(path: Path, root: Optional[Path], class_names: Sequence[str]) -> dict[str, list[tuple[Path, int]]]:
+def _read_datalist(path: Path, root: Path | None, class_names: Sequence[str]) -> dict[str, list[tuple[Path, int]]]:
     if not path.is_file():
         raise MissingFileError("datalist not found", path)
     try:
@@ -197,8 +198,9 @@ def _read_datalist(path: Path, root: Optional[Path], class_names: Sequence[str])
             if not isinstance(it, dict) or "image" not in it or "label" not in it:
                 raise ConfigError(f"datalist entry {key}[{i}] needs 'image' and 'label'", path)
             p = Path(it["image"])
-            rows.append((p if p.is_absolute() else base / p, _label_index(it["label"], class_names,
-                                                                          f"{path.name} {key}[{i}]")))
+            rows.append(
+                (p if p.is_absolute() else base / p, _label_index(it["label"], class_names, f"{path.name} {key}[{i}]"))
+            )
         out[key] = rows
     if not out["training"]:
         raise ConfigError("datalist has no 'training' images", path)
@@ -270,8 +272,14 @@ def augmentation_transforms(preset: str, image_size: int) -> list:
         ]
     if preset == "xray":
         return [
-            mt.RandAffined(k, prob=0.7, rotate_range=math.radians(10), scale_range=0.1,
-                           translate_range=(0.05 * image_size, 0.05 * image_size), padding_mode="border"),
+            mt.RandAffined(
+                k,
+                prob=0.7,
+                rotate_range=math.radians(10),
+                scale_range=0.1,
+                translate_range=(0.05 * image_size, 0.05 * image_size),
+                padding_mode="border",
+            ),
             mt.RandAdjustContrastd(k, prob=0.5, gamma=(0.8, 1.25)),
         ]
     raise ConfigError(f"unknown augmentation preset {preset!r}; use none, dermoscopy, histology or xray")
@@ -302,8 +310,16 @@ class _TrainSet(torch.utils.data.Dataset):
 # fine-tuning strategies
 
 
-def configure_finetuning(model: nn.Module, strategy: str, lr: float, *, lr_decay: float = 0.5,
-                         head_lr_mult: float = 1.0, unfreeze_every: int = 1, freeze_bn: bool = True):
+def configure_finetuning(
+    model: nn.Module,
+    strategy: str,
+    lr: float,
+    *,
+    lr_decay: float = 0.5,
+    head_lr_mult: float = 1.0,
+    unfreeze_every: int = 1,
+    freeze_bn: bool = True,
+):
     """Parameter groups and a per-epoch hook implementing a fine-tuning strategy.
 
     Returns
@@ -324,12 +340,15 @@ def configure_finetuning(model: nn.Module, strategy: str, lr: float, *, lr_decay
         groups = [head_group]
         trainable = lambda epoch: 0  # noqa: E731
     elif strategy == "discriminative":
-        groups = [head_group] + [{"params": [params[n] for n in g], "lr": lr * lr_decay ** i, "name": f"stage{i}"}
-                                 for i, g in enumerate(stages)]
+        groups = [head_group] + [
+            {"params": [params[n] for n in g], "lr": lr * lr_decay**i, "name": f"stage{i}"}
+            for i, g in enumerate(stages)
+        ]
         trainable = lambda epoch: len(stages)  # noqa: E731
     elif strategy == "gradual_unfreeze":
-        groups = [head_group] + [{"params": [params[n] for n in g], "lr": lr, "name": f"stage{i}"}
-                                 for i, g in enumerate(stages)]
+        groups = [head_group] + [
+            {"params": [params[n] for n in g], "lr": lr, "name": f"stage{i}"} for i, g in enumerate(stages)
+        ]
         trainable = lambda epoch: min(len(stages), epoch // max(1, unfreeze_every))  # noqa: E731
     else:
         raise ConfigError(f"unknown fine-tuning strategy {strategy!r}")
@@ -342,12 +361,16 @@ def configure_finetuning(model: nn.Module, strategy: str, lr: float, *, lr_decay
             for n, p in m.named_parameters():
                 p.requires_grad_(n in on)
             frozen_cache["k"] = k
-            log.info("fine-tuning (%s): epoch %d, %d of %d backbone stages trainable", strategy, epoch + 1, k,
-                     len(stages))
+            log.info(
+                "fine-tuning (%s): epoch %d, %d of %d backbone stages trainable", strategy, epoch + 1, k, len(stages)
+            )
         if freeze_bn and k < len(stages):
             for mod in m.modules():
-                if isinstance(mod, nn.modules.batchnorm._BatchNorm) and mod.weight is not None \
-                        and not mod.weight.requires_grad:
+                if (
+                    isinstance(mod, nn.modules.batchnorm._BatchNorm)
+                    and mod.weight is not None
+                    and not mod.weight.requires_grad
+                ):
                     mod.eval()
 
     return groups, hook
@@ -409,12 +432,20 @@ def _auc_or_nan(y: np.ndarray, p: np.ndarray, pos: int = 1) -> float:
     return one_vs_rest_auc(y, p)["macro"]
 
 
-def _write_predictions(path: Path, names: Sequence[str], probs: np.ndarray, class_names: Sequence[str],
-                       labels: Optional[np.ndarray] = None, pred: Optional[np.ndarray] = None) -> None:
+def _write_predictions(
+    path: Path,
+    names: Sequence[str],
+    probs: np.ndarray,
+    class_names: Sequence[str],
+    labels: np.ndarray | None = None,
+    pred: np.ndarray | None = None,
+) -> None:
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["image", *[f"prob_{c}" for c in class_names], "predicted_class"]
-               + (["reference_class"] if labels is not None else []))
+    w.writerow(
+        ["image", *[f"prob_{c}" for c in class_names], "predicted_class"]
+        + (["reference_class"] if labels is not None else [])
+    )
     pred = probs.argmax(1) if pred is None else pred
     for i, n in enumerate(names):
         row = [n, *[f"{v:.6f}" for v in probs[i]], class_names[int(pred[i])]]
@@ -467,8 +498,9 @@ def train(cfg, run, resume: bool = False) -> dict[str, Any]:
         ddir = run.path / "data"
         datalist = ddir / "dataset.json"
         if not datalist.is_file():
-            datalist = make_lesion_dataset(ddir, n=cfg.data.num_cases, seed=cfg.seed, size=cfg.image_size or 128,
-                                           class_names=class_names)
+            datalist = make_lesion_dataset(
+                ddir, n=cfg.data.num_cases, seed=cfg.seed, size=cfg.image_size or 128, class_names=class_names
+            )
     else:
         raise ConfigError("set data.datalist (a JSON of images and labels) or data.synthetic: true")
     with run.stage("load_data"):
@@ -485,18 +517,30 @@ def train(cfg, run, resume: bool = False) -> dict[str, Any]:
             raise InputError(
                 f"class {missing[0]!r} has no validation examples: validation AUC, early stopping and the "
                 "operating points cannot be chosen; add such images to the 'validation' list (or raise "
-                "data.val_fraction)", datalist)
+                "data.val_fraction)",
+                datalist,
+            )
         absent = [class_names[c] for c in range(len(class_names)) if not (tr.labels == c).any()]
         if absent:
             raise InputError(f"class {absent[0]!r} has no training examples", datalist)
         all_imgs = tr_imgs + va_imgs + te_imgs
         all_names = tr.names + va.names + te.names
         stacked, mode = prepare_images(all_imgs, all_names, cfg.image_size, cfg.channels)
-        x_tr, x_va, x_te = stacked[: len(tr_imgs)], stacked[len(tr_imgs): len(tr_imgs) + len(va_imgs)], \
-            stacked[len(tr_imgs) + len(va_imgs):]
+        x_tr, x_va, x_te = (
+            stacked[: len(tr_imgs)],
+            stacked[len(tr_imgs) : len(tr_imgs) + len(va_imgs)],
+            stacked[len(tr_imgs) + len(va_imgs) :],
+        )
         size = int(stacked.shape[-1])
-    log.info("classification data: %d train, %d validation, %d test images (%s, %dpx), %d skipped",
-             len(tr.labels), len(va.labels), len(te.labels), mode, size, len(skipped))
+    log.info(
+        "classification data: %d train, %d validation, %d test images (%s, %dpx), %d skipped",
+        len(tr.labels),
+        len(va.labels),
+        len(te.labels),
+        mode,
+        size,
+        len(skipped),
+    )
 
     # --- model, loss, strategy ----------------------------------------------------------------
     params = _model_params(cfg, mode)
@@ -508,13 +552,20 @@ def train(cfg, run, resume: bool = False) -> dict[str, Any]:
         weight = torch.tensor(counts.sum() / (len(counts) * counts), dtype=torch.float32)
     elif cfg.imbalance == "sampler":
         w = (1.0 / counts)[tr.labels]
-        sampler = torch.utils.data.WeightedRandomSampler(torch.as_tensor(w, dtype=torch.double), len(w),
-                                                         replacement=True)
+        sampler = torch.utils.data.WeightedRandomSampler(
+            torch.as_tensor(w, dtype=torch.double), len(w), replacement=True
+        )
     loss_fn = nn.CrossEntropyLoss(weight=weight.to(device) if weight is not None else None)
     ft = cfg.finetune
-    groups, hook = configure_finetuning(model, ft.strategy, cfg.train.lr, lr_decay=ft.lr_decay,
-                                        head_lr_mult=ft.head_lr_mult, unfreeze_every=ft.unfreeze_every,
-                                        freeze_bn=ft.freeze_bn)
+    groups, hook = configure_finetuning(
+        model,
+        ft.strategy,
+        cfg.train.lr,
+        lr_decay=ft.lr_decay,
+        head_lr_mult=ft.head_lr_mult,
+        unfreeze_every=ft.unfreeze_every,
+        freeze_bn=ft.freeze_bn,
+    )
     optimizer = build_optimizer(groups, cfg.train.optimizer, cfg.train.lr, cfg.train.weight_decay)
     scheduler = build_scheduler(optimizer, cfg.train.scheduler, cfg.train.epochs)
 
@@ -522,9 +573,14 @@ def train(cfg, run, resume: bool = False) -> dict[str, Any]:
 
     transform = Compose(augmentation_transforms(cfg.augmentation, size))
     ds = _TrainSet(x_tr, tr.labels, transform)
-    loader = torch.utils.data.DataLoader(ds, batch_size=min(cfg.train.batch_size, len(ds)), shuffle=sampler is None,
-                                         sampler=sampler, num_workers=cfg.data.num_workers,
-                                         drop_last=len(ds) > cfg.train.batch_size)
+    loader = torch.utils.data.DataLoader(
+        ds,
+        batch_size=min(cfg.train.batch_size, len(ds)),
+        shuffle=sampler is None,
+        sampler=sampler,
+        num_workers=cfg.data.num_workers,
+        drop_last=len(ds) > cfg.train.batch_size,
+    )
     trainer_ref: dict[str, Any] = {}
 
     def step(m: nn.Module, batch: dict, dev: torch.device) -> torch.Tensor:
@@ -541,14 +597,34 @@ def train(cfg, run, resume: bool = False) -> dict[str, Any]:
         auc = _auc_or_nan(va.labels, p, pos)
         return {"val_auc": auc, "val_loss": vloss, "val_accuracy": float((p.argmax(1) == va.labels).mean())}
 
-    meta = {"model_params": params, "class_names": class_names, "image_size": size, "channels": mode,
-            "positive_index": pos}
-    trainer = Trainer(model, optimizer, loader, step, val_fn=val_fn, key_metric="val_auc", mode="max",
-                      scheduler=scheduler, device=device, amp=cfg.train.amp, grad_clip=cfg.train.grad_clip,
-                      max_epochs=cfg.train.epochs, max_minutes=cfg.train.max_minutes,
-                      val_every=cfg.train.val_every, early_stop_patience=cfg.train.early_stop_patience,
-                      steps_per_epoch=cfg.train.steps_per_epoch, seed=cfg.seed, run_dir=run.path,
-                      model_meta=meta)
+    meta = {
+        "model_params": params,
+        "class_names": class_names,
+        "image_size": size,
+        "channels": mode,
+        "positive_index": pos,
+    }
+    trainer = Trainer(
+        model,
+        optimizer,
+        loader,
+        step,
+        val_fn=val_fn,
+        key_metric="val_auc",
+        mode="max",
+        scheduler=scheduler,
+        device=device,
+        amp=cfg.train.amp,
+        grad_clip=cfg.train.grad_clip,
+        max_epochs=cfg.train.epochs,
+        max_minutes=cfg.train.max_minutes,
+        val_every=cfg.train.val_every,
+        early_stop_patience=cfg.train.early_stop_patience,
+        steps_per_epoch=cfg.train.steps_per_epoch,
+        seed=cfg.seed,
+        run_dir=run.path,
+        model_meta=meta,
+    )
     trainer_ref["t"] = trainer
     with run.stage("train"):
         state = trainer.fit(resume=resume)
@@ -571,38 +647,78 @@ def train(cfg, run, resume: bool = False) -> dict[str, Any]:
         p_va = _softmax(z_va, temperature)
         ev_dir = run.subdir("evaluation")
         op = cfg.operating_points
-        info: dict[str, Any] = {"class_names": class_names, "positive_class": class_names[pos], "positive_index": pos,
-                                "image_size": size, "channels": mode, "temperature": temperature,
-                                "operating_points": {}, "use": op.use}
-        summary: dict[str, Any] = {"epochs": state.epoch, "best_epoch": state.best_epoch,
-                                   "best_val_auc": state.best_metric, "stop_reason": state.stop_reason,
-                                   "n_train": int(len(tr.labels)), "n_validation": int(len(va.labels)),
-                                   "n_test": int(len(te.labels)), "skipped": len(skipped),
-                                   "temperature": round(temperature, 4)}
+        info: dict[str, Any] = {
+            "class_names": class_names,
+            "positive_class": class_names[pos],
+            "positive_index": pos,
+            "image_size": size,
+            "channels": mode,
+            "temperature": temperature,
+            "operating_points": {},
+            "use": op.use,
+        }
+        summary: dict[str, Any] = {
+            "epochs": state.epoch,
+            "best_epoch": state.best_epoch,
+            "best_val_auc": state.best_metric,
+            "stop_reason": state.stop_reason,
+            "n_train": int(len(tr.labels)),
+            "n_validation": int(len(va.labels)),
+            "n_test": int(len(te.labels)),
+            "skipped": len(skipped),
+            "temperature": round(temperature, 4),
+        }
         if binary:
             yv = (va.labels == pos).astype(int)
             if z_te is not None:
                 p_te = _softmax(z_te, temperature)
                 yt = (te.labels == pos).astype(int)
-                rep = binary_report(yv, p_va[:, pos], yt, p_te[:, pos], sensitivity_target=op.sensitivity_target,
-                                    specificity_target=op.specificity_target, n_boot=op.n_bootstrap, seed=cfg.seed,
-                                    out_dir=ev_dir, class_names=(class_names[1 - pos], class_names[pos]))
+                rep = binary_report(
+                    yv,
+                    p_va[:, pos],
+                    yt,
+                    p_te[:, pos],
+                    sensitivity_target=op.sensitivity_target,
+                    specificity_target=op.specificity_target,
+                    n_boot=op.n_bootstrap,
+                    seed=cfg.seed,
+                    out_dir=ev_dir,
+                    class_names=(class_names[1 - pos], class_names[pos]),
+                )
             else:  # no test set: thresholds only (reported on validation itself)
-                rep = binary_report(yv, p_va[:, pos], yv, p_va[:, pos], sensitivity_target=op.sensitivity_target,
-                                    specificity_target=op.specificity_target, n_boot=op.n_bootstrap, seed=cfg.seed,
-                                    out_dir=ev_dir, class_names=(class_names[1 - pos], class_names[pos]))
+                rep = binary_report(
+                    yv,
+                    p_va[:, pos],
+                    yv,
+                    p_va[:, pos],
+                    sensitivity_target=op.sensitivity_target,
+                    specificity_target=op.specificity_target,
+                    n_boot=op.n_bootstrap,
+                    seed=cfg.seed,
+                    out_dir=ev_dir,
+                    class_names=(class_names[1 - pos], class_names[pos]),
+                )
                 rep["notes"].append("no test split: metrics are on the validation set (optimistic)")
             if temp_note:
                 rep["notes"].append(temp_note)
             info["operating_points"] = {k: v["threshold"] for k, v in rep["operating_points"].items()}
             info["operating_points"]["default"] = 0.5
-            summary.update({"test_auc" if z_te is not None else "val_auc": round(rep["auc"], 4),
-                            "auc_ci95": [round(v, 4) for v in rep["auc_ci95"]], "ece": round(rep["ece"], 4),
-                            "operating_points": {k: {"threshold": round(v["threshold"], 4),
-                                                     "sensitivity": round(v["sensitivity"], 3),
-                                                     "specificity": round(v["specificity"], 3)}
-                                                 for k, v in rep["operating_points"].items()},
-                            "notes": rep["notes"]})
+            summary.update(
+                {
+                    "test_auc" if z_te is not None else "val_auc": round(rep["auc"], 4),
+                    "auc_ci95": [round(v, 4) for v in rep["auc_ci95"]],
+                    "ece": round(rep["ece"], 4),
+                    "operating_points": {
+                        k: {
+                            "threshold": round(v["threshold"], 4),
+                            "sensitivity": round(v["sensitivity"], 3),
+                            "specificity": round(v["specificity"], 3),
+                        }
+                        for k, v in rep["operating_points"].items()
+                    },
+                    "notes": rep["notes"],
+                }
+            )
             if z_te is not None:
                 thr = info["operating_points"].get(op.use, 0.5)
                 pred = np.where(p_te[:, pos] >= thr, pos, 1 - pos)
@@ -612,8 +728,12 @@ def train(cfg, run, resume: bool = False) -> dict[str, Any]:
                 p_te = _softmax(z_te, temperature)
                 rep = multiclass_report(te.labels, p_te, class_names, out_dir=ev_dir)
                 _write_predictions(ev_dir / "test_predictions.csv", te.names, p_te, class_names, te.labels)
-                summary.update({"test_macro_auc": round(rep["one_vs_rest_auc"]["macro"], 4),
-                                "test_balanced_accuracy": round(rep["balanced_accuracy"], 4)})
+                summary.update(
+                    {
+                        "test_macro_auc": round(rep["one_vs_rest_auc"]["macro"], 4),
+                        "test_balanced_accuracy": round(rep["balanced_accuracy"], 4),
+                    }
+                )
         if skipped:
             run.write_json("skipped.json", skipped)
         atomic_write_text(run.path / "classifier.json", json.dumps(info, indent=2) + "\n")
@@ -670,14 +790,19 @@ def load_classifier(model_dir: str | Path, map_location: str | torch.device = "c
         info = json.loads(info_path.read_text())
     else:
         log.warning("%s has no classifier.json (training did not finish?): using threshold 0.5", model_dir)
-        info = {"class_names": meta.get("class_names", list(cfg.class_names)),
-                "positive_index": meta.get("positive_index", 1),
-                "image_size": meta.get("image_size", cfg.image_size), "channels": meta.get("channels", "rgb"),
-                "temperature": 1.0, "operating_points": {"default": 0.5}, "use": "default"}
+        info = {
+            "class_names": meta.get("class_names", list(cfg.class_names)),
+            "positive_index": meta.get("positive_index", 1),
+            "image_size": meta.get("image_size", cfg.image_size),
+            "channels": meta.get("channels", "rgb"),
+            "temperature": 1.0,
+            "operating_points": {"default": 0.5},
+            "use": "default",
+        }
     return model, info
 
 
-def preprocess(images: Sequence[np.ndarray], info: dict, names: Optional[Sequence[str]] = None) -> torch.Tensor:
+def preprocess(images: Sequence[np.ndarray], info: dict, names: Sequence[str] | None = None) -> torch.Tensor:
     """Images -> the model's input: channel mode and size of training, Lite0 normalisation.
 
     Parameters
@@ -694,8 +819,14 @@ def preprocess(images: Sequence[np.ndarray], info: dict, names: Optional[Sequenc
     return _normalize(x)
 
 
-def classify(model_dir: str | Path, inputs: Sequence[str | Path], out: str | Path, device: str = "auto",
-             force: bool = False, operating_point: Optional[str] = None) -> dict[str, Any]:
+def classify(
+    model_dir: str | Path,
+    inputs: Sequence[str | Path],
+    out: str | Path,
+    device: str = "auto",
+    force: bool = False,
+    operating_point: str | None = None,
+) -> dict[str, Any]:
     """Classify images with a trained classifier run; per-image probabilities + predicted class.
 
     Parameters
@@ -726,16 +857,18 @@ def classify(model_dir: str | Path, inputs: Sequence[str | Path], out: str | Pat
     pos = int(info.get("positive_index", 1))
     point = operating_point or info.get("use", "default")
     if point not in info["operating_points"]:
-        raise ConfigError(f"operating point {point!r} not available for this model; "
-                          f"available: {sorted(info['operating_points'])}")
+        raise ConfigError(
+            f"operating point {point!r} not available for this model; available: {sorted(info['operating_points'])}"
+        )
     threshold = float(info["operating_points"][point])
     dev = select_device(device)
     model.to(dev)
     files = _expand_inputs(inputs)
     run = Run.create(out, force=force, command="classify")
     with run:
-        run.set(device=describe_device(dev), model_dir=str(model_dir.resolve()), operating_point=point,
-                threshold=threshold)
+        run.set(
+            device=describe_device(dev), model_dir=str(model_dir.resolve()), operating_point=point, threshold=threshold
+        )
         imgs, names, skipped = [], [], []
         for f in files:
             try:
@@ -754,12 +887,30 @@ def classify(model_dir: str | Path, inputs: Sequence[str | Path], out: str | Pat
             else:
                 pred = p.argmax(1)
             for i, f in enumerate(names):
-                rows.append([str(f), f.stem, *[f"{v:.6f}" for v in p[i]], class_names[int(pred[i])],
-                             f"{p[i, int(pred[i])]:.6f}", point, f"{threshold:.6f}"])
+                rows.append(
+                    [
+                        str(f),
+                        f.stem,
+                        *[f"{v:.6f}" for v in p[i]],
+                        class_names[int(pred[i])],
+                        f"{p[i, int(pred[i])]:.6f}",
+                        point,
+                        f"{threshold:.6f}",
+                    ]
+                )
         buf = io.StringIO()
         w = csv.writer(buf)
-        w.writerow(["image", "case_id", *[f"prob_{c}" for c in class_names], "predicted_class",
-                    "predicted_probability", "operating_point", "threshold"])
+        w.writerow(
+            [
+                "image",
+                "case_id",
+                *[f"prob_{c}" for c in class_names],
+                "predicted_class",
+                "predicted_probability",
+                "operating_point",
+                "threshold",
+            ]
+        )
         w.writerows(rows)
         pred_csv = atomic_write_text(run.path / "predictions.csv", buf.getvalue())
         if skipped:
@@ -767,8 +918,14 @@ def classify(model_dir: str | Path, inputs: Sequence[str | Path], out: str | Pat
 
             atomic_write_csv(run.path / "skipped.csv", ["image", "error"], [[str(f), e] for f, e in skipped])
         counts = {c: sum(1 for r in rows if r[2 + len(class_names)] == c) for c in class_names}
-        summary = {"n_images": len(rows), "n_skipped": len(skipped), "predictions": str(pred_csv),
-                   "operating_point": point, "threshold": round(threshold, 4), "counts": counts}
+        summary = {
+            "n_images": len(rows),
+            "n_skipped": len(skipped),
+            "predictions": str(pred_csv),
+            "operating_point": point,
+            "threshold": round(threshold, 4),
+            "counts": counts,
+        }
         run.write_json("summary.json", summary)
     return summary
 
@@ -787,8 +944,14 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
         raise FileFormatError(f"not a readable CSV: {e}", path) from None
 
 
-def evaluate(pred: str | Path, ref: str | Path, out: Optional[str | Path] = None, radius: Any = None,
-             pixel_size: Any = None, n_boot: int = 1000) -> dict[str, Any]:
+def evaluate(
+    pred: str | Path,
+    ref: str | Path,
+    out: str | Path | None = None,
+    radius: Any = None,
+    pixel_size: Any = None,
+    n_boot: int = 1000,
+) -> dict[str, Any]:
     """Score ``classify`` predictions against reference labels.
 
     Parameters
@@ -807,8 +970,13 @@ def evaluate(pred: str | Path, ref: str | Path, out: Optional[str | Path] = None
     at the predictions' operating point; ECE; numbers of matched/unmatched cases.
     """
     from medseg.metrics.classification import (
-        bootstrap_auc_ci, confusion_matrix, expected_calibration_error, multiclass_report, reliability_diagram,
-        roc_auc, sens_spec_at,
+        bootstrap_auc_ci,
+        confusion_matrix,
+        expected_calibration_error,
+        multiclass_report,
+        reliability_diagram,
+        roc_auc,
+        sens_spec_at,
     )
 
     pred, ref = Path(pred), Path(ref)
@@ -821,8 +989,9 @@ def evaluate(pred: str | Path, ref: str | Path, out: Optional[str | Path] = None
     key = "label" if rrows and "label" in rrows[0] else "class_name"
     if not rrows or "image" not in rrows[0] or key not in rrows[0]:
         raise InputError("reference CSV needs columns 'image' and 'label' (or 'class_name')", ref)
-    refmap = {Path(r["image"]).stem: _label_index(r[key], class_names, f"{ref.name} row {i + 2}")
-              for i, r in enumerate(rrows)}
+    refmap = {
+        Path(r["image"]).stem: _label_index(r[key], class_names, f"{ref.name} row {i + 2}") for i, r in enumerate(rrows)
+    }
     y, probs, predicted, names = [], [], [], []
     unmatched = []
     for r in prows:
@@ -841,9 +1010,13 @@ def evaluate(pred: str | Path, ref: str | Path, out: Optional[str | Path] = None
     out_dir.mkdir(parents=True, exist_ok=True)
     k = len(class_names)
     cm = confusion_matrix(y_arr, pr, k)
-    res: dict[str, Any] = {"n_cases": len(y), "n_unmatched_predictions": len(unmatched),
-                           "class_names": class_names, "confusion_matrix": cm.tolist(),
-                           "accuracy": float((pr == y_arr).mean())}
+    res: dict[str, Any] = {
+        "n_cases": len(y),
+        "n_unmatched_predictions": len(unmatched),
+        "class_names": class_names,
+        "confusion_matrix": cm.tolist(),
+        "accuracy": float((pr == y_arr).mean()),
+    }
     if k == 2:
         pos = 1
         yb = (y_arr == pos).astype(int)
@@ -854,10 +1027,23 @@ def evaluate(pred: str | Path, ref: str | Path, out: Optional[str | Path] = None
         else:
             res["notes"] = ["AUC undefined: the references contain one class only"]
         ss = sens_spec_at(yb, (pr == pos).astype(float), 0.5)
-        res["operating_point"] = {"name": prows[0].get("operating_point"), "threshold": thr,
-                                  **{m: ss[m] for m in ("sensitivity", "specificity", "ppv", "npv",
-                                                        "sensitivity_ci_low", "sensitivity_ci_high",
-                                                        "specificity_ci_low", "specificity_ci_high")}}
+        res["operating_point"] = {
+            "name": prows[0].get("operating_point"),
+            "threshold": thr,
+            **{
+                m: ss[m]
+                for m in (
+                    "sensitivity",
+                    "specificity",
+                    "ppv",
+                    "npv",
+                    "sensitivity_ci_low",
+                    "sensitivity_ci_high",
+                    "specificity_ci_low",
+                    "specificity_ci_high",
+                )
+            },
+        }
         res["ece"], _ = expected_calibration_error(yb, p_arr[:, pos])
         reliability_diagram(yb, p_arr[:, pos], out_dir / "reliability.png", title=f"n={len(yb)}")
     else:
@@ -866,8 +1052,15 @@ def evaluate(pred: str | Path, ref: str | Path, out: Optional[str | Path] = None
     w = csv.writer(buf)
     w.writerow(["case_id", "reference_class", "predicted_class", *[f"prob_{c}" for c in class_names], "correct"])
     for i, n in enumerate(names):
-        w.writerow([n, class_names[y[i]], class_names[predicted[i]], *[f"{v:.6f}" for v in probs[i]],
-                    int(y[i] == predicted[i])])
+        w.writerow(
+            [
+                n,
+                class_names[y[i]],
+                class_names[predicted[i]],
+                *[f"{v:.6f}" for v in probs[i]],
+                int(y[i] == predicted[i]),
+            ]
+        )
     atomic_write_text(out_dir / "per_case.csv", buf.getvalue())
     buf = io.StringIO()
     w = csv.writer(buf)
@@ -875,8 +1068,11 @@ def evaluate(pred: str | Path, ref: str | Path, out: Optional[str | Path] = None
     w.writerows([[class_names[i], *cm[i].tolist()] for i in range(k)])
     atomic_write_text(out_dir / "confusion_matrix.csv", buf.getvalue())
     atomic_write_text(out_dir / "metrics.json", json.dumps(res, indent=2, default=float) + "\n")
-    summary = {k2: (round(v, 4) if isinstance(v, float) else v) for k2, v in res.items()
-               if k2 in ("n_cases", "auc", "accuracy", "ece", "n_unmatched_predictions")}
+    summary = {
+        k2: (round(v, 4) if isinstance(v, float) else v)
+        for k2, v in res.items()
+        if k2 in ("n_cases", "auc", "accuracy", "ece", "n_unmatched_predictions")
+    }
     summary["metrics"] = str(out_dir / "metrics.json")
     return summary
 
@@ -902,12 +1098,21 @@ def run_demo(out: Path, quick: bool = False) -> dict[str, Any]:
     n, size = (40, 48) if quick else (160, 96)
     datalist = make_lesion_dataset(out / "data", n=n, seed=0, size=size, splits=(0.5, 0.25, 0.25))
     cfg = ClassificationConfig(
-        name="run", seed=0, device="cpu", image_size=size, augmentation="dermoscopy",
+        name="run",
+        seed=0,
+        device="cpu",
+        image_size=size,
+        augmentation="dermoscopy",
         data=DataSection(datalist=datalist),
         model=ModelSection(name="efficientnet_lite0", pretrained=True, image_size=size),
         # quick (tests): a linear probe on the ImageNet features (no backward through the backbone)
-        train=TrainSection(epochs=2 if quick else 8, batch_size=16, lr=1e-2 if quick else 1e-3,
-                           max_minutes=0.2 if quick else 1.0, early_stop_patience=2 if quick else 4),
+        train=TrainSection(
+            epochs=2 if quick else 8,
+            batch_size=16,
+            lr=1e-2 if quick else 1e-3,
+            max_minutes=0.2 if quick else 1.0,
+            early_stop_patience=2 if quick else 4,
+        ),
         finetune=FinetuneSection(strategy="linear_probe" if quick else "full"),
         operating_points=OperatingPointSection(n_bootstrap=200 if quick else 1000),
     )
@@ -941,17 +1146,33 @@ def run_demo(out: Path, quick: bool = False) -> dict[str, Any]:
         else:
             write_png(img, thumb)
         p_mal = float(r[f"prob_{class_names[1]}"])
-        cases.append(ReviewCase(
-            case_id=stem, task="classification", thumbnail=str(thumb.resolve()),
-            prediction=r["predicted_class"], probability=round(p_mal, 4),
-            metrics={f"reference_{class_names[1]}": float(e["label"]),
-                     "correct": float(r["predicted_class"] == class_names[int(e["label"])])},
-            uncertainty=round(1.0 - abs(2 * p_mal - 1), 4), needs_review=abs(p_mal - 0.5) < 0.2,
-            outputs={"predictions": str(Path(cls["predictions"]).resolve())},
-        ))
-    return {"summary": {"run": str((out / "run").resolve()), "n_train": summary["n_train"],
-                        "n_test": summary["n_test"], "test_auc": summary.get("test_auc"),
-                        "auc_ci95": summary.get("auc_ci95"), "operating_points": summary.get("operating_points"),
-                        "epochs": summary["epochs"], "accuracy": ev.get("accuracy"),
-                        "seconds": round(time.perf_counter() - t0, 1)},
-            "cases": cases}
+        cases.append(
+            ReviewCase(
+                case_id=stem,
+                task="classification",
+                thumbnail=str(thumb.resolve()),
+                prediction=r["predicted_class"],
+                probability=round(p_mal, 4),
+                metrics={
+                    f"reference_{class_names[1]}": float(e["label"]),
+                    "correct": float(r["predicted_class"] == class_names[int(e["label"])]),
+                },
+                uncertainty=round(1.0 - abs(2 * p_mal - 1), 4),
+                needs_review=abs(p_mal - 0.5) < 0.2,
+                outputs={"predictions": str(Path(cls["predictions"]).resolve())},
+            )
+        )
+    return {
+        "summary": {
+            "run": str((out / "run").resolve()),
+            "n_train": summary["n_train"],
+            "n_test": summary["n_test"],
+            "test_auc": summary.get("test_auc"),
+            "auc_ci95": summary.get("auc_ci95"),
+            "operating_points": summary.get("operating_points"),
+            "epochs": summary["epochs"],
+            "accuracy": ev.get("accuracy"),
+            "seconds": round(time.perf_counter() - t0, 1),
+        },
+        "cases": cases,
+    }

@@ -43,9 +43,10 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -116,8 +117,13 @@ def open_image(path: str | Path, lazy_min_pixels: int = 16_000_000):
         try:
             with tifffile.TiffFile(path) as tf:
                 page = tf.pages[0]
-                ok = (page.dtype == np.uint8 and len(page.shape) == 3 and page.shape[-1] == 3
-                      and int(np.prod(page.shape[:2])) >= lazy_min_pixels and page.is_memmappable)
+                ok = (
+                    page.dtype == np.uint8
+                    and len(page.shape) == 3
+                    and page.shape[-1] == 3
+                    and int(np.prod(page.shape[:2])) >= lazy_min_pixels
+                    and page.is_memmappable
+                )
             if ok:
                 return tifffile.memmap(path, mode="r")
         except Exception:  # unreadable here: let read_image raise the proper error
@@ -137,8 +143,11 @@ def to_rgb8(arr: np.ndarray, path: str | Path = "<array>") -> np.ndarray:
     elif a.ndim == 3 and a.shape[-1] == 4:
         a = a[..., :3]
     if a.ndim != 3 or a.shape[-1] != 3:
-        raise InputError(f"expected a 2D grayscale or RGB(A) image, got array shape {tuple(np.shape(arr))} "
-                         "(wrong channel count); convert it to RGB first", path)
+        raise InputError(
+            f"expected a 2D grayscale or RGB(A) image, got array shape {tuple(np.shape(arr))} "
+            "(wrong channel count); convert it to RGB first",
+            path,
+        )
     if a.dtype == np.uint8:
         return np.ascontiguousarray(a)
     if a.dtype == bool:
@@ -239,13 +248,16 @@ def _check_points_inside(points: np.ndarray, shape: tuple, image: Path, source: 
     bad = (points[:, 0] < -0.5) | (points[:, 0] > W - 0.5) | (points[:, 1] < -0.5) | (points[:, 1] > H - 0.5)
     if bad.any():
         x, y = points[np.argmax(bad)]
-        raise InputError(f"{int(bad.sum())} point(s) of image {image.name} lie outside the image "
-                         f"({W}x{H} px), e.g. x={x:.1f}, y={y:.1f}; fix the annotations (x = column, y = row)",
-                         source)
+        raise InputError(
+            f"{int(bad.sum())} point(s) of image {image.name} lie outside the image "
+            f"({W}x{H} px), e.g. x={x:.1f}, y={y:.1f}; fix the annotations (x = column, y = row)",
+            source,
+        )
 
 
-def load_cases(entries: Sequence[dict], annotations: Path | None, class_names: Sequence[str],
-               source: Path | str = "<datalist>") -> list[Case]:
+def load_cases(
+    entries: Sequence[dict], annotations: Path | None, class_names: Sequence[str], source: Path | str = "<datalist>"
+) -> list[Case]:
     """Read images and their points (from the CSV, else from ``label`` instance masks).
 
     ``entries`` are datalist dicts with absolute ``image`` (and optionally ``label``) paths.
@@ -288,9 +300,12 @@ def load_cases(entries: Sequence[dict], annotations: Path | None, class_names: S
         # names of other splits in the same CSV are fine; only complain when none matched at all
         # or when a name matches nothing anywhere (handled by the caller with all splits)
         if unknown and not used:
-            raise InputError(f"no image of the data set has rows in the points CSV; CSV names e.g. "
-                             f"{unknown[:3]} vs images e.g. {[Path(e['image']).name for e in entries[:3]]}: "
-                             "mismatched image/annotation names", annotations)
+            raise InputError(
+                f"no image of the data set has rows in the points CSV; CSV names e.g. "
+                f"{unknown[:3]} vs images e.g. {[Path(e['image']).name for e in entries[:3]]}: "
+                "mismatched image/annotation names",
+                annotations,
+            )
     return cases
 
 
@@ -300,9 +315,12 @@ def check_annotation_names(annotations: Path, all_images: Sequence[Path], class_
     known = {k for p in all_images for k in (Path(p).name, Path(p).stem, str(p))}
     unknown = sorted(k for k in ann if k not in known)
     if unknown:
-        raise InputError(f"{len(unknown)} image name(s) in the points CSV match no image of the data set, "
-                         f"e.g. {unknown[:3]}: mismatched image/annotation names (names match by file name "
-                         "or stem)", annotations)
+        raise InputError(
+            f"{len(unknown)} image name(s) in the points CSV match no image of the data set, "
+            f"e.g. {unknown[:3]}: mismatched image/annotation names (names match by file name "
+            "or stem)",
+            annotations,
+        )
 
 
 # ----------------------------------------------------------------------------- targets, augmentation
@@ -415,9 +433,16 @@ def score_map_fn(model, method: str, device=None) -> Callable[[np.ndarray], np.n
     return fn
 
 
-def detect_tiled(score_fn: Callable[[np.ndarray], np.ndarray], image: np.ndarray, *, tile: int = 512,
-                 margin: int = 32, min_distance_px: float = 6.0, threshold: float = 0.5,
-                 sigma_px: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+def detect_tiled(
+    score_fn: Callable[[np.ndarray], np.ndarray],
+    image: np.ndarray,
+    *,
+    tile: int = 512,
+    margin: int = 32,
+    min_distance_px: float = 6.0,
+    threshold: float = 0.5,
+    sigma_px: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray]:
     """Detect on a large image tile by tile, with bounded memory.
 
     The image is split into non-overlapping cores of ``tile`` x ``tile`` px. Each core is scored with
@@ -505,7 +530,7 @@ class _Params:
     match_px: float
 
     @classmethod
-    def from_config(cls, cfg) -> "_Params":
+    def from_config(cls, cfg) -> _Params:
         names = list(cfg.class_names)
         if cfg.target_classes is not None:
             targets = list(cfg.target_classes)
@@ -518,9 +543,15 @@ class _Params:
             raise ConfigError(f"target_classes {bad} not in class_names {names}")
         out = cfg.output_class or ("mitosis" if cfg.method == "mitosis" else "nucleus")
         ps = cfg.pixel_size_um
-        return cls(cfg.method, [names.index(t) for t in targets], out, radius_in_pixels(cfg.proximity_radius_um, ps),
-                   radius_in_pixels(cfg.min_distance_um, ps), radius_in_pixels(cfg.smooth_sigma_um, ps),
-                   radius_in_pixels(cfg.match_radius_um, ps))
+        return cls(
+            cfg.method,
+            [names.index(t) for t in targets],
+            out,
+            radius_in_pixels(cfg.proximity_radius_um, ps),
+            radius_in_pixels(cfg.min_distance_um, ps),
+            radius_in_pixels(cfg.smooth_sigma_um, ps),
+            radius_in_pixels(cfg.match_radius_um, ps),
+        )
 
 
 def _targets(case: Case, ids: list[int]) -> np.ndarray:
@@ -532,8 +563,10 @@ class _ProximityBatches:
 
     def __init__(self, cases: list[Case], cfg, p: _Params, steps: int):
         self.cases, self.cfg, self.steps = cases, cfg, steps
-        self.maps = [proximity_target(_targets(c, p.target_ids), c.image.shape[:2], p.radius_px, cfg.proximity_alpha)
-                     for c in cases]
+        self.maps = [
+            proximity_target(_targets(c, p.target_ids), c.image.shape[:2], p.radius_px, cfg.proximity_alpha)
+            for c in cases
+        ]
 
     def __len__(self) -> int:
         return self.steps
@@ -556,7 +589,7 @@ class _ProximityBatches:
                     m = np.pad(m, ((0, ph), (0, pw)))
                     H, W = m.shape
                 y0, x0 = int(rng.integers(H - cs + 1)), int(rng.integers(W - cs + 1))
-                im, tm = _flip_rot([img[y0:y0 + cs, x0:x0 + cs], m[y0:y0 + cs, x0:x0 + cs]], rng)
+                im, tm = _flip_rot([img[y0 : y0 + cs, x0 : x0 + cs], m[y0 : y0 + cs, x0 : x0 + cs]], rng)
                 xs.append(_to_tensor_input(stain_jitter(im, self.cfg.stain_jitter, rng)))
                 ys.append(tm[None])
             yield torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
@@ -604,8 +637,15 @@ class _MitosisPatches:
         fn = score_map_fn(self.model, "mitosis", self.device)
         n = 0
         for i, c in enumerate(self.cases):
-            pts, _ = detect_tiled(fn, c.image, tile=self.cfg.tile_size, margin=self.cfg.tile_margin,
-                                  min_distance_px=self.p.min_distance_px, threshold=0.5, sigma_px=self.p.sigma_px)
+            pts, _ = detect_tiled(
+                fn,
+                c.image,
+                tile=self.cfg.tile_size,
+                margin=self.cfg.tile_margin,
+                min_distance_px=self.p.min_distance_px,
+                threshold=0.5,
+                sigma_px=self.p.sigma_px,
+            )
             fp = pts[match_points(pts, self.pos[i], self.p.match_px).unmatched_pred] if len(pts) else pts
             self.hard[i] = np.concatenate([self.nuclei[i], fp]) if len(fp) else self.nuclei[i]
             n += len(fp)
@@ -622,7 +662,7 @@ class _MitosisPatches:
     def _patch(self, i: int, x: float, y: float) -> np.ndarray:
         H, W = self.shapes[i]
         xi, yi = int(np.clip(round(x), 0, W - 1)), int(np.clip(round(y), 0, H - 1))
-        return self.padded[i][yi:yi + self.rf, xi:xi + self.rf]
+        return self.padded[i][yi : yi + self.rf, xi : xi + self.rf]
 
     def __iter__(self):
         import torch
@@ -665,17 +705,32 @@ def _detect_cases(model, cases: list[Case], p: _Params, cfg, device, threshold: 
     fn = score_map_fn(model, p.method, device)
     out = []
     for c in cases:
-        out.append(detect_tiled(fn, c.image, tile=cfg.tile_size, margin=cfg.tile_margin,
-                                min_distance_px=p.min_distance_px, threshold=threshold, sigma_px=p.sigma_px))
+        out.append(
+            detect_tiled(
+                fn,
+                c.image,
+                tile=cfg.tile_size,
+                margin=cfg.tile_margin,
+                min_distance_px=p.min_distance_px,
+                threshold=threshold,
+                sigma_px=p.sigma_px,
+            )
+        )
     return out
 
 
 def _synthetic_datalist(cfg, folder: Path) -> Path:
     from medseg.data.histology import write_histology_dataset
 
-    return write_histology_dataset(folder, n_train=cfg.data.num_cases, n_val=cfg.synthetic_val,
-                                   n_test=cfg.synthetic_test, seed=cfg.seed, shape=tuple(cfg.synthetic_shape),
-                                   pixel_size_um=cfg.pixel_size_um)
+    return write_histology_dataset(
+        folder,
+        n_train=cfg.data.num_cases,
+        n_val=cfg.synthetic_val,
+        n_test=cfg.synthetic_test,
+        seed=cfg.seed,
+        shape=tuple(cfg.synthetic_shape),
+        pixel_size_um=cfg.pixel_size_um,
+    )
 
 
 def _datalist_splits(cfg, datalist: Path) -> tuple[dict[str, list[dict]], Path | None]:
@@ -779,11 +834,27 @@ def _train(cfg, run, resume: bool = False) -> dict[str, Any]:
 
     opt = build_optimizer(model.parameters(), cfg.train.optimizer, cfg.train.lr, cfg.train.weight_decay)
     sched = build_scheduler(opt, cfg.train.scheduler, cfg.train.epochs)
-    trainer = Trainer(model, opt, loader, step, val_fn=val_fn, key_metric="val_score", mode="max", scheduler=sched,
-                      device=device, amp=cfg.train.amp, grad_clip=cfg.train.grad_clip, max_epochs=cfg.train.epochs,
-                      max_minutes=cfg.train.max_minutes, val_every=cfg.train.val_every,
-                      early_stop_patience=cfg.train.early_stop_patience, steps_per_epoch=steps, seed=cfg.seed,
-                      run_dir=run.path, model_meta={"model_params": params, "method": p.method})
+    trainer = Trainer(
+        model,
+        opt,
+        loader,
+        step,
+        val_fn=val_fn,
+        key_metric="val_score",
+        mode="max",
+        scheduler=sched,
+        device=device,
+        amp=cfg.train.amp,
+        grad_clip=cfg.train.grad_clip,
+        max_epochs=cfg.train.epochs,
+        max_minutes=cfg.train.max_minutes,
+        val_every=cfg.train.val_every,
+        early_stop_patience=cfg.train.early_stop_patience,
+        steps_per_epoch=steps,
+        seed=cfg.seed,
+        run_dir=run.path,
+        model_meta={"model_params": params, "method": p.method},
+    )
     if isinstance(loader, _MitosisPatches):
         loader.epoch_fn = lambda: trainer.state.epoch
     with run.stage("train"):
@@ -801,15 +872,31 @@ def _train(cfg, run, resume: bool = False) -> dict[str, Any]:
             thr, vf1 = select_threshold(dets, val_refs, p.match_px)
         else:
             thr = float(cfg.threshold)
-            vf1 = pooled_scores([detection_scores(d[0][d[1] >= thr], r, p.match_px)
-                                 for d, r in zip(dets, val_refs)])["f1"]
-    info = {"method": p.method, "threshold": thr, "val_f1": vf1, "output_class": p.output_class,
-            "pixel_size_um": cfg.pixel_size_um, "min_distance_px": p.min_distance_px, "sigma_px": p.sigma_px,
-            "match_radius_px": p.match_px, "tile_size": cfg.tile_size, "tile_margin": cfg.tile_margin}
+            vf1 = pooled_scores([detection_scores(d[0][d[1] >= thr], r, p.match_px) for d, r in zip(dets, val_refs)])[
+                "f1"
+            ]
+    info = {
+        "method": p.method,
+        "threshold": thr,
+        "val_f1": vf1,
+        "output_class": p.output_class,
+        "pixel_size_um": cfg.pixel_size_um,
+        "min_distance_px": p.min_distance_px,
+        "sigma_px": p.sigma_px,
+        "match_radius_px": p.match_px,
+        "tile_size": cfg.tile_size,
+        "tile_margin": cfg.tile_margin,
+    }
     run.write_json("detection.json", info)
-    summary: dict[str, Any] = {"method": p.method, "epochs": state.epoch, "best_epoch": state.best_epoch,
-                               "train_seconds": round(state.train_seconds, 1), "threshold": round(thr, 4),
-                               "val_f1": round(vf1, 4), "stop_reason": state.stop_reason}
+    summary: dict[str, Any] = {
+        "method": p.method,
+        "epochs": state.epoch,
+        "best_epoch": state.best_epoch,
+        "train_seconds": round(state.train_seconds, 1),
+        "threshold": round(thr, 4),
+        "val_f1": round(vf1, 4),
+        "stop_reason": state.stop_reason,
+    }
     if te:
         with run.stage("test"):
             refs = [_targets(c, p.target_ids) for c in te]
@@ -817,10 +904,22 @@ def _train(cfg, run, resume: bool = False) -> dict[str, Any]:
             per = [detection_scores(d[0][d[1] >= thr], r, p.match_px) for d, r in zip(dets, refs)]
             pooled = pooled_scores(per)
             ap = average_precision(dets, refs, p.match_px)
-        run.write_json("test_metrics.json", {"pooled": pooled, "average_precision": ap, "radius_px": p.match_px,
-                                             "per_image": {c.name: s for c, s in zip(te, per)}})
-        summary.update(test_f1=round(pooled["f1"], 4), test_precision=round(pooled["precision"], 4),
-                       test_recall=round(pooled["recall"], 4), test_ap=round(ap, 4), test_images=len(te))
+        run.write_json(
+            "test_metrics.json",
+            {
+                "pooled": pooled,
+                "average_precision": ap,
+                "radius_px": p.match_px,
+                "per_image": {c.name: s for c, s in zip(te, per)},
+            },
+        )
+        summary.update(
+            test_f1=round(pooled["f1"], 4),
+            test_precision=round(pooled["precision"], 4),
+            test_recall=round(pooled["recall"], 4),
+            test_ap=round(ap, 4),
+            test_images=len(te),
+        )
     run.write_json("summary.json", summary)
     return summary
 
@@ -838,13 +937,20 @@ def to_geojson(points: np.ndarray, classes: Sequence[str], scores: np.ndarray | 
     """
     feats = []
     for k, ((x, y), c) in enumerate(zip(np.asarray(points).reshape(-1, 2), classes)):
-        props: dict[str, Any] = {"objectType": "annotation",
-                                 "classification": {"name": str(c), "color": list(CLASS_COLORS.get(c, (255, 200, 0)))}}
+        props: dict[str, Any] = {
+            "objectType": "annotation",
+            "classification": {"name": str(c), "color": list(CLASS_COLORS.get(c, (255, 200, 0)))},
+        }
         if scores is not None:
             props["measurements"] = {"score": round(float(scores[k]), 5)}
         # no "id": QuPath parses feature ids as UUIDs and creates its own when absent
-        feats.append({"type": "Feature", "geometry": {"type": "Point",
-                      "coordinates": [round(float(x) + 0.5, 2), round(float(y) + 0.5, 2)]}, "properties": props})
+        feats.append(
+            {
+                "type": "Feature",
+                "geometry": {"type": "Point", "coordinates": [round(float(x) + 0.5, 2), round(float(y) + 0.5, 2)]},
+                "properties": props,
+            }
+        )
     return {"type": "FeatureCollection", "features": feats}
 
 
@@ -872,8 +978,15 @@ def overlay_markers(image: np.ndarray, points: np.ndarray, classes: Sequence[str
     except ImportError:
         return None
     vals, names = _class_values(list(classes))
-    return markers_2d(image, np.asarray(points, float).reshape(-1, 2), classes=vals, scores=scores, radius=6,
-                      class_names=names, show_scores=False)
+    return markers_2d(
+        image,
+        np.asarray(points, float).reshape(-1, 2),
+        classes=vals,
+        scores=scores,
+        radius=6,
+        class_names=names,
+        show_scores=False,
+    )
 
 
 def _save_png(rgb: np.ndarray, path: Path) -> Path:
@@ -906,13 +1019,22 @@ def _expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
         else:
             files.append(p)
     if not files:
-        raise InputError("no input images found (PNG/TIFF/JPEG files, folders of them, or a datalist JSON)",
-                         ", ".join(str(i) for i in inputs))
+        raise InputError(
+            "no input images found (PNG/TIFF/JPEG files, folders of them, or a datalist JSON)",
+            ", ".join(str(i) for i in inputs),
+        )
     return files
 
 
-def detect(model_dir: str | Path, inputs: Sequence[str | Path], out: str | Path, device: str = "auto",
-           force: bool = False, threshold: float | None = None, cpu_threads: int | None = None) -> dict[str, Any]:
+def detect(
+    model_dir: str | Path,
+    inputs: Sequence[str | Path],
+    out: str | Path,
+    device: str = "auto",
+    force: bool = False,
+    threshold: float | None = None,
+    cpu_threads: int | None = None,
+) -> dict[str, Any]:
     """Detect cells / mitoses in images with a trained run folder.
 
     Parameters
@@ -937,8 +1059,9 @@ def detect(model_dir: str | Path, inputs: Sequence[str | Path], out: str | Path,
     p = _Params.from_config(cfg)
     info_path = model_dir / "detection.json"
     info = json.loads(info_path.read_text()) if info_path.is_file() else {}
-    thr = float(threshold if threshold is not None else info.get("threshold",
-                cfg.threshold if cfg.threshold != "auto" else 0.5))
+    thr = float(
+        threshold if threshold is not None else info.get("threshold", cfg.threshold if cfg.threshold != "auto" else 0.5)
+    )
     with torch_threads(cpu_threads or cfg.cpu_threads):
         return _detect_files(model, cfg, p, dev, thr, inputs, Path(out), force, model_dir)
 
@@ -962,8 +1085,15 @@ def _detect_files(model, cfg, p: _Params, dev, thr: float, inputs, out: Path, fo
                 skipped[f.name] = str(e)
                 continue
             n_pixels += img.shape[0] * img.shape[1]
-            pts, sc = detect_tiled(fn, img, tile=cfg.tile_size, margin=cfg.tile_margin,
-                                   min_distance_px=p.min_distance_px, threshold=thr, sigma_px=p.sigma_px)
+            pts, sc = detect_tiled(
+                fn,
+                img,
+                tile=cfg.tile_size,
+                margin=cfg.tile_margin,
+                min_distance_px=p.min_distance_px,
+                threshold=thr,
+                sigma_px=p.sigma_px,
+            )
             cls = [p.output_class] * len(pts)
             stem = f.stem
             atomic_write_text(run.path / f"{stem}_detections.csv", _detections_csv(pts, sc, cls))
@@ -971,11 +1101,15 @@ def _detect_files(model, cfg, p: _Params, dev, thr: float, inputs, out: Path, fo
             ov = overlay_markers(img, pts, cls, sc) if img.shape[0] * img.shape[1] <= 25_000_000 else None
             overlay_path = _save_png(ov, run.path / f"{stem}_overlay.png") if ov is not None else None
             area_mm2 = img.shape[0] * img.shape[1] * (cfg.pixel_size_um * 1e-3) ** 2
-            per_image[stem] = {"image": str(f), "count": len(pts), "area_mm2": area_mm2,
-                               "density_per_mm2": len(pts) / area_mm2,
-                               "detections": str(run.path / f"{stem}_detections.csv"),
-                               "geojson": str(run.path / f"{stem}.geojson"),
-                               "overlay": str(overlay_path) if overlay_path else None}
+            per_image[stem] = {
+                "image": str(f),
+                "count": len(pts),
+                "area_mm2": area_mm2,
+                "density_per_mm2": len(pts) / area_mm2,
+                "detections": str(run.path / f"{stem}_detections.csv"),
+                "geojson": str(run.path / f"{stem}.geojson"),
+                "overlay": str(overlay_path) if overlay_path else None,
+            }
             rows.append([stem, p.output_class, len(pts), f"{area_mm2:.6f}", f"{len(pts) / area_mm2:.2f}"])
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
@@ -983,9 +1117,15 @@ def _detect_files(model, cfg, p: _Params, dev, thr: float, inputs, out: Path, fo
         w.writerows(rows)
         atomic_write_text(run.path / "counts.csv", buf.getvalue())
         seconds = time.perf_counter() - t0
-        summary = {"images": len(per_image), "skipped": len(skipped), "class": p.output_class,
-                   "total_count": int(sum(v["count"] for v in per_image.values())), "threshold": round(thr, 4),
-                   "seconds": round(seconds, 2), "megapixels_per_s": round(n_pixels / 1e6 / max(seconds, 1e-9), 3)}
+        summary = {
+            "images": len(per_image),
+            "skipped": len(skipped),
+            "class": p.output_class,
+            "total_count": int(sum(v["count"] for v in per_image.values())),
+            "threshold": round(thr, 4),
+            "seconds": round(seconds, 2),
+            "megapixels_per_s": round(n_pixels / 1e6 / max(seconds, 1e-9), 3),
+        }
         run.write_json("detect_summary.json", {**summary, "per_image": per_image, "skipped_files": skipped})
     summary["per_image"] = per_image
     summary["skipped_files"] = skipped
@@ -1001,8 +1141,9 @@ def _read_predictions(pred: Path, class_names: list[str]) -> dict[str, tuple]:
     if pred.is_dir():
         files = sorted(pred.glob("*_detections.csv"))
         if not files:
-            raise MissingFileError("no *_detections.csv files in the prediction folder (output of 'medseg detect')",
-                                   pred)
+            raise MissingFileError(
+                "no *_detections.csv files in the prediction folder (output of 'medseg detect')", pred
+            )
         for f in files:
             d = _read_points_generic(f)
             out[f.name[: -len("_detections.csv")]] = d.get("", next(iter(d.values()), _empty()))
@@ -1034,13 +1175,21 @@ def _read_points_generic(path: Path) -> dict[str, tuple]:
         acc.setdefault((row.get("image") or "").strip(), []).append((x, y, (row.get("class") or "").strip(), s))
     res = {}
     for k, rows in acc.items():
-        res[k] = (np.asarray([r[:2] for r in rows], float).reshape(-1, 2), [r[2] for r in rows],
-                  np.asarray([r[3] for r in rows], float))
+        res[k] = (
+            np.asarray([r[:2] for r in rows], float).reshape(-1, 2),
+            [r[2] for r in rows],
+            np.asarray([r[3] for r in rows], float),
+        )
     return res
 
 
-def evaluate(pred: str | Path, ref: str | Path, out: str | Path | None = None, radius: float | None = None,
-             pixel_size: float | None = None) -> dict[str, Any]:
+def evaluate(
+    pred: str | Path,
+    ref: str | Path,
+    out: str | Path | None = None,
+    radius: float | None = None,
+    pixel_size: float | None = None,
+) -> dict[str, Any]:
     """Score detections against reference points: P/R/F1 per image and pooled, AP.
 
     Parameters
@@ -1087,8 +1236,11 @@ def evaluate(pred: str | Path, ref: str | Path, out: str | Path | None = None, r
     else:
         names = sorted(set(preds) | set(refs))
     if preds and refs and not (set(preds) & set(refs)):
-        raise InputError(f"no predicted image matches a reference image (e.g. {sorted(preds)[:3]} vs "
-                         f"{sorted(refs)[:3]}): mismatched image names", pred)
+        raise InputError(
+            f"no predicted image matches a reference image (e.g. {sorted(preds)[:3]} vs "
+            f"{sorted(refs)[:3]}): mismatched image names",
+            pred,
+        )
     classes = sorted({c for v in preds.values() for c in v[1]} & {c for v in refs.values() for c in v[1]})
     results: dict[str, Any] = {}
     table = []
@@ -1104,8 +1256,9 @@ def evaluate(pred: str | Path, ref: str | Path, out: str | Path | None = None, r
             per.append(s)
             dets.append((pp, ps))
             rf.append(rp)
-            table.append([n, group, s["tp"], s["fp"], s["fn"], f"{s['precision']:.4f}", f"{s['recall']:.4f}",
-                          f"{s['f1']:.4f}"])
+            table.append(
+                [n, group, s["tp"], s["fp"], s["fn"], f"{s['precision']:.4f}", f"{s['recall']:.4f}", f"{s['f1']:.4f}"]
+            )
         results[group] = {**pooled_scores(per), "average_precision": average_precision(dets, rf, r_px)}
     out_dir = Path(out) if out is not None else (pred if pred.is_dir() else pred.parent)
     buf = io.StringIO()
@@ -1115,8 +1268,11 @@ def evaluate(pred: str | Path, ref: str | Path, out: str | Path | None = None, r
     atomic_write_text(out_dir / "evaluation.csv", buf.getvalue())
     report = {"radius_px": r_px, "pixel_size_um": pixel_size, "images": len(names), "pooled": results}
     atomic_write_text(out_dir / "evaluation.json", json.dumps(report, indent=2) + "\n")
-    summary = {f"{g}_{k}": round(v[k], 4) for g, v in results.items() for k in ("f1", "precision", "recall",
-                                                                                  "average_precision")}
+    summary = {
+        f"{g}_{k}": round(v[k], 4)
+        for g, v in results.items()
+        for k in ("f1", "precision", "recall", "average_precision")
+    }
     summary.update(images=len(names), radius_px=r_px, output=str(out_dir / "evaluation.json"))
     return summary
 
@@ -1130,22 +1286,48 @@ def demo_configs(datalist: Path, quick: bool) -> dict[str, Any]:
 
     # short epochs so the wall-time budget (checked after each epoch) is kept closely; one torch
     # thread: the demo runs on a small shared CPU, where OpenMP threads can stall (see torch_threads)
-    nuc = parse_config({
-        "task": "detection", "name": "nuclei", "method": "proximity", "seed": 0, "device": "auto",
-        "data": {"datalist": str(datalist)},
-        "model": {"name": "proximity_unet", "features": [8, 8, 16, 32, 64, 8]},
-        "crop_size": 96, "cpu_threads": 1,
-        "train": {"epochs": 30, "steps_per_epoch": 6, "batch_size": 6, "lr": 4e-3, "scheduler": "none",
-                  "max_minutes": 0.12 if quick else 0.55},
-    })
-    mit = parse_config({
-        "task": "detection", "name": "mitosis", "method": "mitosis", "seed": 0, "device": "auto",
-        "data": {"datalist": str(datalist)},
-        "model": {"name": "mitosis_cnn", "width": 16},
-        "mine_every": 3, "cpu_threads": 1,
-        "train": {"epochs": 30, "steps_per_epoch": 8, "batch_size": 32, "lr": 3e-3, "scheduler": "none",
-                  "max_minutes": 0.06 if quick else 0.25},
-    })
+    nuc = parse_config(
+        {
+            "task": "detection",
+            "name": "nuclei",
+            "method": "proximity",
+            "seed": 0,
+            "device": "auto",
+            "data": {"datalist": str(datalist)},
+            "model": {"name": "proximity_unet", "features": [8, 8, 16, 32, 64, 8]},
+            "crop_size": 96,
+            "cpu_threads": 1,
+            "train": {
+                "epochs": 30,
+                "steps_per_epoch": 6,
+                "batch_size": 6,
+                "lr": 4e-3,
+                "scheduler": "none",
+                "max_minutes": 0.12 if quick else 0.55,
+            },
+        }
+    )
+    mit = parse_config(
+        {
+            "task": "detection",
+            "name": "mitosis",
+            "method": "mitosis",
+            "seed": 0,
+            "device": "auto",
+            "data": {"datalist": str(datalist)},
+            "model": {"name": "mitosis_cnn", "width": 16},
+            "mine_every": 3,
+            "cpu_threads": 1,
+            "train": {
+                "epochs": 30,
+                "steps_per_epoch": 8,
+                "batch_size": 32,
+                "lr": 3e-3,
+                "scheduler": "none",
+                "max_minutes": 0.06 if quick else 0.25,
+            },
+        }
+    )
     return {"nuclei": nuc, "mitosis": mit}
 
 
@@ -1158,8 +1340,14 @@ def run_demo(out: Path, quick: bool = False) -> dict[str, Any]:
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    datalist = write_histology_dataset(out / "data", n_train=4 if quick else 8, n_val=1 if quick else 2,
-                                       n_test=2 if quick else 3, seed=0, mitosis_rate=0.08)
+    datalist = write_histology_dataset(
+        out / "data",
+        n_train=4 if quick else 8,
+        n_val=1 if quick else 2,
+        n_test=2 if quick else 3,
+        seed=0,
+        mitosis_rate=0.08,
+    )
     ds = json.loads(datalist.read_text())
     test_images = [(datalist.parent / e["image"]).resolve() for e in ds["test"]]
     ref = read_points_csv(datalist.parent / ds["points"], CLASS_NAMES)
@@ -1196,7 +1384,16 @@ def run_demo(out: Path, quick: bool = False) -> dict[str, Any]:
             all_cls += [cname] * len(pr[0])
         ov = overlay_markers(img, np.concatenate(all_pts) if all_pts else np.zeros((0, 2)), all_cls)
         thumb = str(_save_png(ov, out / f"{stem}_overlay.png")) if ov is not None else None
-        cases.append(ReviewCase(case_id=f"histology-{stem}", task="detection", thumbnail=thumb,
-                                overlays=[thumb] if thumb else [], counts=counts, density_per_mm2=density,
-                                metrics=metrics, outputs=outputs))
+        cases.append(
+            ReviewCase(
+                case_id=f"histology-{stem}",
+                task="detection",
+                thumbnail=thumb,
+                overlays=[thumb] if thumb else [],
+                counts=counts,
+                density_per_mm2=density,
+                metrics=metrics,
+                outputs=outputs,
+            )
+        )
     return {"summary": summary, "cases": cases}

@@ -20,8 +20,9 @@ from __future__ import annotations
 import csv
 import io
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,7 +34,7 @@ __all__ = ["explain", "explain_images", "resolve_target"]
 log = logging.getLogger("medseg.explain")
 
 
-def resolve_target(target: Any, class_names: Sequence[str]) -> Optional[int]:
+def resolve_target(target: Any, class_names: Sequence[str]) -> int | None:
     """A class given by index or name -> its index (None stays None: the predicted class).
 
     Raises ConfigError naming the allowed classes.
@@ -46,11 +47,13 @@ def resolve_target(target: Any, class_names: Sequence[str]) -> Optional[int]:
     try:
         idx = int(target)
     except (TypeError, ValueError):
-        raise ConfigError(f"unknown target class {target!r}; use an index 0..{len(names) - 1} or one of "
-                          f"{', '.join(names)}") from None
+        raise ConfigError(
+            f"unknown target class {target!r}; use an index 0..{len(names) - 1} or one of {', '.join(names)}"
+        ) from None
     if not 0 <= idx < len(names):
-        raise ConfigError(f"target class index {idx} is out of range; the model has {len(names)} classes "
-                          f"({', '.join(names)})")
+        raise ConfigError(
+            f"target class index {idx} is out of range; the model has {len(names)} classes ({', '.join(names)})"
+        )
     return idx
 
 
@@ -62,10 +65,19 @@ def _resize_map(cam: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return np.clip(resize(cam, shape, order=1, anti_aliasing=False), 0.0, 1.0).astype(np.float32)
 
 
-def explain_images(model: torch.nn.Module, info: dict, images: Sequence[np.ndarray], names: Sequence[str],
-                   out_dir: str | Path, *, method: str = "gradcam", target: Optional[int] = None,
-                   layer: Optional[str] = None, device: torch.device | str = "cpu",
-                   batch_size: int = 8) -> list[dict[str, Any]]:
+def explain_images(
+    model: torch.nn.Module,
+    info: dict,
+    images: Sequence[np.ndarray],
+    names: Sequence[str],
+    out_dir: str | Path,
+    *,
+    method: str = "gradcam",
+    target: int | None = None,
+    layer: str | None = None,
+    device: torch.device | str = "cpu",
+    batch_size: int = 8,
+) -> list[dict[str, Any]]:
     """Grad-CAM maps of a classifier for 2D images; writes ``<case>_cam.png`` and ``<case>_cam.npy``.
 
     Parameters
@@ -95,8 +107,8 @@ def explain_images(model: torch.nn.Module, info: dict, images: Sequence[np.ndarr
     results: list[dict[str, Any]] = []
     with CAMExplainer(model, method=method, layer=layer, task="classification") as cam:
         for start in range(0, len(images), batch_size):
-            chunk = list(images[start:start + batch_size])
-            cnames = list(names[start:start + batch_size])
+            chunk = list(images[start : start + batch_size])
+            cnames = list(names[start : start + batch_size])
             x = preprocess(chunk, info, cnames).to(dev)
             maps = cam(x, target=target)
             logits = cam.last_logits
@@ -109,15 +121,31 @@ def explain_images(model: torch.nn.Module, info: dict, images: Sequence[np.ndarr
 
                 with atomic_write(npy, suffix=".npy") as tmp:
                     np.save(tmp, m)
-                results.append({"case_id": cid, "map": m, "png": png, "npy": npy,
-                                "target": int(cam.last_target[i]), "predicted": int(probs[i].argmax()),
-                                "probabilities": probs[i].tolist(), "layer": cam.layer})
+                results.append(
+                    {
+                        "case_id": cid,
+                        "map": m,
+                        "png": png,
+                        "npy": npy,
+                        "target": int(cam.last_target[i]),
+                        "predicted": int(probs[i].argmax()),
+                        "probabilities": probs[i].tolist(),
+                        "layer": cam.layer,
+                    }
+                )
     return results
 
 
-def explain(model_dir: str | Path, inputs: Sequence[str | Path], out: str | Path, method: str = "gradcam",
-            target: Any = None, layer: Optional[str] = None, device: str = "auto",
-            force: bool = False) -> dict[str, Any]:
+def explain(
+    model_dir: str | Path,
+    inputs: Sequence[str | Path],
+    out: str | Path,
+    method: str = "gradcam",
+    target: Any = None,
+    layer: str | None = None,
+    device: str = "auto",
+    force: bool = False,
+) -> dict[str, Any]:
     """Grad-CAM / Grad-CAM++ maps of a trained classifier for each input image.
 
     Parameters
@@ -145,9 +173,12 @@ def explain(model_dir: str | Path, inputs: Sequence[str | Path], out: str | Path
         raise MissingFileError("not a trained medseg run folder (no config.yaml)", model_dir)
     task = getattr(load_config(model_dir / "config.yaml"), "task", None)
     if task != "classification":
-        raise NotBuiltError(f"`medseg explain` explains classification runs; this run is task {task!r}. For "
-                            "segmentation networks use medseg.explain.grad_cam(model, image) in Python "
-                            "(the target is the class's logits inside its predicted mask or an ROI)", model_dir)
+        raise NotBuiltError(
+            f"`medseg explain` explains classification runs; this run is task {task!r}. For "
+            "segmentation networks use medseg.explain.grad_cam(model, image) in Python "
+            "(the target is the class's logits inside its predicted mask or an ROI)",
+            model_dir,
+        )
     if method not in ("gradcam", "gradcampp"):
         raise ConfigError(f"unknown method {method!r}; use gradcam or gradcampp")
     dev = select_device(device)
@@ -157,8 +188,12 @@ def explain(model_dir: str | Path, inputs: Sequence[str | Path], out: str | Path
     files = _expand_inputs(inputs)
     run = Run.create(out, None, force=force, command="explain")
     with run:
-        run.set(device=describe_device(dev), model_dir=str(model_dir.resolve()), method=method,
-                target=None if tgt is None else class_names[tgt])
+        run.set(
+            device=describe_device(dev),
+            model_dir=str(model_dir.resolve()),
+            method=method,
+            target=None if tgt is None else class_names[tgt],
+        )
         imgs, names, paths, skipped = [], [], [], []
         seen: dict[str, int] = {}
         for f in files:
@@ -179,16 +214,40 @@ def explain(model_dir: str | Path, inputs: Sequence[str | Path], out: str | Path
         res = []
         if imgs:
             with run.stage("gradcam"):
-                res = explain_images(model, info, imgs, names, run.path / "cams", method=method, target=tgt,
-                                     layer=layer, device=dev)
+                res = explain_images(
+                    model, info, imgs, names, run.path / "cams", method=method, target=tgt, layer=layer, device=dev
+                )
         buf = io.StringIO()
         w = csv.writer(buf)
-        w.writerow(["case_id", "image", "method", "layer", "target_class", "target_probability",
-                    "predicted_class", "predicted_probability", "cam_png", "cam_map"])
+        w.writerow(
+            [
+                "case_id",
+                "image",
+                "method",
+                "layer",
+                "target_class",
+                "target_probability",
+                "predicted_class",
+                "predicted_probability",
+                "cam_png",
+                "cam_map",
+            ]
+        )
         for r, p in zip(res, paths):
-            w.writerow([r["case_id"], str(p), method, r["layer"], class_names[r["target"]],
-                        f"{r['probabilities'][r['target']]:.6f}", class_names[r["predicted"]],
-                        f"{max(r['probabilities']):.6f}", str(r["png"]), str(r["npy"])])
+            w.writerow(
+                [
+                    r["case_id"],
+                    str(p),
+                    method,
+                    r["layer"],
+                    class_names[r["target"]],
+                    f"{r['probabilities'][r['target']]:.6f}",
+                    class_names[r["predicted"]],
+                    f"{max(r['probabilities']):.6f}",
+                    str(r["png"]),
+                    str(r["npy"]),
+                ]
+            )
         from medseg.utils import atomic_write_text
 
         table = atomic_write_text(run.path / "explain.csv", buf.getvalue())
@@ -196,8 +255,13 @@ def explain(model_dir: str | Path, inputs: Sequence[str | Path], out: str | Path
             from medseg.utils import atomic_write_csv
 
             atomic_write_csv(run.path / "skipped.csv", ["image", "error"], [[str(f), e] for f, e in skipped])
-        summary = {"n_images": len(res), "n_skipped": len(skipped), "method": method,
-                   "layer": res[0]["layer"] if res else layer, "table": str(table),
-                   "cams": str(run.path / "cams")}
+        summary = {
+            "n_images": len(res),
+            "n_skipped": len(skipped),
+            "method": method,
+            "layer": res[0]["layer"] if res else layer,
+            "table": str(table),
+            "cams": str(run.path / "cams"),
+        }
         run.write_json("summary.json", summary)
     return summary

@@ -25,8 +25,9 @@ import json
 import logging
 import math
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,8 +41,7 @@ from medseg.errors import (
 )
 from medseg.utils import atomic_write_text, seed_everything
 
-__all__ = ["train", "segment", "segment_cases", "evaluate", "run_demo", "read_image", "write_nifti",
-           "predict_case"]
+__all__ = ["train", "segment", "segment_cases", "evaluate", "run_demo", "read_image", "write_nifti", "predict_case"]
 
 log = logging.getLogger("medseg.segmentation")
 
@@ -82,11 +82,12 @@ def write_nifti(array: np.ndarray, affine: np.ndarray, path: str | Path) -> Path
 
 
 def write_probabilities(probs: np.ndarray, affine: np.ndarray, path: str | Path) -> Path:
-    """Write class probabilities ``(K, *S)`` float32 as a NIfTI ``(*S, K)`` with ``affine`` (``medseg.io.save_nifti``)."""
+    """Write class probabilities ``(K, *S)`` float32 as a NIfTI ``(*S, K)`` with ``affine`` (``io.save_nifti``)."""
     from medseg.io import save_nifti
 
-    return save_nifti(np.asarray(probs, dtype=np.float32), path, affine=np.asarray(affine, np.float64),
-                      dtype=np.float32)
+    return save_nifti(
+        np.asarray(probs, dtype=np.float32), path, affine=np.asarray(affine, np.float64), dtype=np.float32
+    )
 
 
 def _case_id(path: Path) -> str:
@@ -121,8 +122,9 @@ def _synthetic_datalist(cfg, folder: Path) -> tuple[list[dict], list[dict]]:
     for i in range(n):
         ph = ct_phantom(seed=cfg.seed * 1000 + i, **kw)
         k = ph.image.shape[2] // 2 + int(np.random.default_rng(i).integers(-3, 4))
-        sl = Phantom(image=ph.image[:, :, k], label=ph.label[:, :, k], spacing=ph.spacing, origin=ph.origin,
-                     seed=ph.seed)
+        sl = Phantom(
+            image=ph.image[:, :, k], label=ph.label[:, :, k], spacing=ph.spacing, origin=ph.origin, seed=ph.seed
+        )
         split = "Ts" if i >= n - n_test else "Tr"
         img, lab = folder / f"images{split}/slice_{i:03d}.nii.gz", folder / f"labels{split}/slice_{i:03d}.nii.gz"
         aff = ph.affine
@@ -147,14 +149,21 @@ def _datalists(cfg, data_dir: Path) -> tuple[list[dict], list[dict], list[dict]]
         val = load_datalist(cfg.data.datalist, cfg.data.root, "validation") if content.get("validation") else []
         test = []
         if content.get("test"):
-            test = [t if isinstance(t, dict) else {"image": t} for t in load_datalist(cfg.data.datalist, cfg.data.root, "test")]
+            test = [
+                t if isinstance(t, dict) else {"image": t}
+                for t in load_datalist(cfg.data.datalist, cfg.data.root, "test")
+            ]
     items = [it for it in items if "label" in it]
     if not items:
         raise InputError("the datalist has no labelled training cases (empty label set)", cfg.data.datalist)
     if not val:
         rng = np.random.default_rng(cfg.seed)
         order = rng.permutation(len(items))
-        n_val = max(1, int(round(len(items) * cfg.data.val_fraction))) if cfg.data.val_fraction > 0 and len(items) > 1 else 0
+        n_val = (
+            max(1, int(round(len(items) * cfg.data.val_fraction)))
+            if cfg.data.val_fraction > 0 and len(items) > 1
+            else 0
+        )
         val = [items[i] for i in order[:n_val]]
         items = [items[i] for i in order[n_val:]]
     return items, val, test
@@ -178,8 +187,7 @@ def _dataset(items: list[dict], transform, cfg, cache_dir: Path):
 
     try:
         if cfg.data.cache == "memory":
-            return CacheDataset(items, transform, cache_rate=1.0, num_workers=None, progress=False,
-                                copy_cache=False)
+            return CacheDataset(items, transform, cache_rate=1.0, num_workers=None, progress=False, copy_cache=False)
         if cfg.data.cache == "disk":
             cache_dir.mkdir(parents=True, exist_ok=True)
             return PersistentDataset(items, transform, cache_dir=str(cache_dir))
@@ -212,14 +220,21 @@ def _model_params(cfg, plan: Mapping[str, Any], in_channels: int) -> dict[str, A
 def _loss_fn():
     from monai.losses import DiceCELoss
 
-    dice_ce = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False, squared_pred=False,
-                         smooth_nr=1e-5, smooth_dr=1e-5, batch=True)
+    dice_ce = DiceCELoss(
+        to_onehot_y=True,
+        softmax=True,
+        include_background=False,
+        squared_pred=False,
+        smooth_nr=1e-5,
+        smooth_dr=1e-5,
+        batch=True,
+    )
 
     def loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         # DynUNet deep supervision in training: (B, 1 + n, K, *S), heads already at full size
         if out.dim() == y.dim() + 1:
             n = out.shape[1]
-            w = [0.5 ** i for i in range(n)]
+            w = [0.5**i for i in range(n)]
             return sum(wi * dice_ce(out[:, i], y) for i, wi in enumerate(w)) / sum(w)
         return dice_ce(out, y)
 
@@ -240,8 +255,8 @@ def _dice_per_class(pred: torch.Tensor, ref: torch.Tensor, n_classes: int) -> np
     from monai.metrics import DiceMetric
     from monai.networks.utils import one_hot
 
-    p = one_hot(torch.as_tensor(pred).long().reshape((1, 1) + tuple(pred.shape[-_nd(pred):])), n_classes)
-    r = one_hot(torch.as_tensor(ref).long().reshape((1, 1) + tuple(ref.shape[-_nd(ref):])), n_classes)
+    p = one_hot(torch.as_tensor(pred).long().reshape((1, 1) + tuple(pred.shape[-_nd(pred) :])), n_classes)
+    r = one_hot(torch.as_tensor(ref).long().reshape((1, 1) + tuple(ref.shape[-_nd(ref) :])), n_classes)
     m = DiceMetric(include_background=False, reduction="none", ignore_empty=True)
     return m(p, r)[0].cpu().numpy()
 
@@ -259,11 +274,13 @@ def _plan(cfg, run_dir: Path, items: list[dict], resume: bool) -> dict[str, Any]
     path = run_dir / "plan.json"
     if resume and path.is_file():
         return json.loads(path.read_text())
-    fp = fingerprint(items, spatial_dims=cfg.spatial_dims, modality=cfg.modality,
-                     max_cases=cfg.plan.fingerprint_cases, seed=cfg.seed)
+    fp = fingerprint(
+        items, spatial_dims=cfg.spatial_dims, modality=cfg.modality, max_cases=cfg.plan.fingerprint_cases, seed=cfg.seed
+    )
     levels = len(cfg.model.model_dump().get("channels") or (16, 32, 64, 128))
-    plan = make_plan(fp, spatial_dims=cfg.spatial_dims, modality=cfg.modality, levels=levels,
-                     overrides=cfg.plan.model_dump())
+    plan = make_plan(
+        fp, spatial_dims=cfg.spatial_dims, modality=cfg.modality, levels=levels, overrides=cfg.plan.model_dump()
+    )
     plan = {"fingerprint": fp, **plan}
     atomic_write_text(path, json.dumps(plan, indent=2) + "\n")
     return plan
@@ -276,10 +293,18 @@ def _transforms(cfg, plan):
     if flip is None and cfg.modality == "RGB":
         flip = list(range(cfg.spatial_dims))
     return train_transforms(
-        spatial_dims=cfg.spatial_dims, modality=cfg.modality, target_spacing=plan["target_spacing"],
-        patch_size=plan["patch_size"], n_classes=len(cfg.class_names), label_map=cfg.label_map,
-        norm=plan["norm"], augment=cfg.augment.level, flip_axes=flip,
-        samples_per_image=cfg.augment.samples_per_image, pos_fraction=cfg.augment.pos_fraction)
+        spatial_dims=cfg.spatial_dims,
+        modality=cfg.modality,
+        target_spacing=plan["target_spacing"],
+        patch_size=plan["patch_size"],
+        n_classes=len(cfg.class_names),
+        label_map=cfg.label_map,
+        norm=plan["norm"],
+        augment=cfg.augment.level,
+        flip_axes=flip,
+        samples_per_image=cfg.augment.samples_per_image,
+        pos_fraction=cfg.augment.pos_fraction,
+    )
 
 
 def train(cfg, run, resume: bool = False) -> dict[str, Any]:
@@ -321,8 +346,7 @@ def train(cfg, run, resume: bool = False) -> dict[str, Any]:
     if cfg.data.num_workers == 0:
         # patches are cropped/augmented in a background thread while the network trains on the previous
         # batch (MONAI ThreadDataLoader); one thread keeps the random stream in order (exact resume)
-        loader = ThreadDataLoader(train_ds, batch_size=cfg.train.batch_size, shuffle=True, num_workers=0,
-                                  buffer_size=1)
+        loader = ThreadDataLoader(train_ds, batch_size=cfg.train.batch_size, shuffle=True, num_workers=0, buffer_size=1)
     else:
         loader = DataLoader(train_ds, batch_size=cfg.train.batch_size, shuffle=True, num_workers=cfg.data.num_workers)
     loss = _loss_fn()
@@ -339,9 +363,15 @@ def train(cfg, run, resume: bool = False) -> dict[str, Any]:
         dices = []
         for i in range(len(val_ds)):
             d = val_ds[i]
-            probs, _ = sliding_window_probs(m, d["image"].as_tensor()[None], plan["patch_size"],
-                                            sw_batch_size=cfg.infer.batch_size, overlap=min(cfg.infer.overlap, 0.25),
-                                            device=device, amp=amp)
+            probs, _ = sliding_window_probs(
+                m,
+                d["image"].as_tensor()[None],
+                plan["patch_size"],
+                sw_batch_size=cfg.infer.batch_size,
+                overlap=min(cfg.infer.overlap, 0.25),
+                device=device,
+                amp=amp,
+            )
             pred = probs.argmax(1)[0].cpu()
             dices.append(_dice_per_class(pred, d["label"].as_tensor()[0], n_classes))
         arr = np.array(dices)
@@ -353,14 +383,31 @@ def train(cfg, run, resume: bool = False) -> dict[str, Any]:
     opt = build_optimizer(model.parameters(), cfg.train.optimizer, cfg.train.lr, cfg.train.weight_decay)
     sched = build_scheduler(opt, cfg.train.scheduler, cfg.train.epochs)
     trainer = Trainer(
-        model, opt, loader, _step_fn(loss), val_fn=val_fn if val_ds is not None else None,
-        key_metric="val_dice" if val_ds is not None else "train_loss", mode="max" if val_ds is not None else "min",
-        scheduler=sched, device=device, amp=amp, grad_clip=cfg.train.grad_clip, max_epochs=cfg.train.epochs,
-        max_minutes=cfg.train.max_minutes, val_every=cfg.train.val_every,
-        early_stop_patience=cfg.train.early_stop_patience, steps_per_epoch=cfg.train.steps_per_epoch,
-        seed=cfg.seed, run_dir=run_dir,
-        model_meta={"model_params": params, "plan": _plan_meta(plan), "class_names": list(cfg.class_names),
-                    "modality": cfg.modality, "spatial_dims": cfg.spatial_dims},
+        model,
+        opt,
+        loader,
+        _step_fn(loss),
+        val_fn=val_fn if val_ds is not None else None,
+        key_metric="val_dice" if val_ds is not None else "train_loss",
+        mode="max" if val_ds is not None else "min",
+        scheduler=sched,
+        device=device,
+        amp=amp,
+        grad_clip=cfg.train.grad_clip,
+        max_epochs=cfg.train.epochs,
+        max_minutes=cfg.train.max_minutes,
+        val_every=cfg.train.val_every,
+        early_stop_patience=cfg.train.early_stop_patience,
+        steps_per_epoch=cfg.train.steps_per_epoch,
+        seed=cfg.seed,
+        run_dir=run_dir,
+        model_meta={
+            "model_params": params,
+            "plan": _plan_meta(plan),
+            "class_names": list(cfg.class_names),
+            "modality": cfg.modality,
+            "spatial_dims": cfg.spatial_dims,
+        },
     )
     with run.stage("train"):
         # resume: model, optimiser, scheduler (stretched by the Trainer when train.epochs grew), state, RNG
@@ -388,9 +435,9 @@ def _plan_meta(plan: Mapping[str, Any]) -> dict[str, Any]:
 # =============================================================================== inference
 
 
-def _expand_inputs(inputs: Iterable[str | Path]) -> list[tuple[str, Path, Optional[Path]]]:
+def _expand_inputs(inputs: Iterable[str | Path]) -> list[tuple[str, Path, Path | None]]:
     """(case_id, image path, reference label or None) for files, DICOM folders and datalist JSONs."""
-    out: list[tuple[str, Path, Optional[Path]]] = []
+    out: list[tuple[str, Path, Path | None]] = []
     for p in inputs:
         p = Path(p)
         if p.suffix == ".json" and p.is_file():
@@ -420,8 +467,9 @@ def _expand_inputs(inputs: Iterable[str | Path]) -> list[tuple[str, Path, Option
     return uniq
 
 
-def predict_case(model, path: str | Path, *, meta: Mapping[str, Any], infer, device: torch.device,
-                 post=None) -> dict[str, Any]:
+def predict_case(
+    model, path: str | Path, *, meta: Mapping[str, Any], infer, device: torch.device, post=None
+) -> dict[str, Any]:
     """Segment one image and return the result in its source geometry.
 
     Parameters
@@ -441,7 +489,12 @@ def predict_case(model, path: str | Path, *, meta: Mapping[str, Any], infer, dev
     from monai.data import MetaTensor
     from monai.transforms import Invertd
 
-    from medseg.engine.inference import component_volumes_ml, entropy_uncertainty, postprocess_labels, sliding_window_probs
+    from medseg.engine.inference import (
+        component_volumes_ml,
+        entropy_uncertainty,
+        postprocess_labels,
+        sliding_window_probs,
+    )
     from medseg.transforms.pipeline import CheckCased, preprocess
 
     path = Path(path)
@@ -450,25 +503,42 @@ def predict_case(model, path: str | Path, *, meta: Mapping[str, Any], infer, dev
     plan = meta["plan"]
     names = list(meta["class_names"])
     sd = int(meta["spatial_dims"])
-    pre = preprocess(["image"], spatial_dims=sd, modality=meta["modality"], target_spacing=plan["target_spacing"],
-                     norm=plan["norm"], crop_foreground=True, check=CheckCased(len(meta["class_names"])))
+    pre = preprocess(
+        ["image"],
+        spatial_dims=sd,
+        modality=meta["modality"],
+        target_spacing=plan["target_spacing"],
+        norm=plan["norm"],
+        crop_foreground=True,
+        check=CheckCased(len(meta["class_names"])),
+    )
     try:
         d = pre({"image": str(path)})
     except Exception as e:
         inner = _unwrap(e)
         if isinstance(inner, MedsegError):
             raise inner from None
-        raise InputError(f"cannot read or preprocess the image ({type(inner).__name__}: {str(inner)[:200]})",
-                         path) from None
+        raise InputError(
+            f"cannot read or preprocess the image ({type(inner).__name__}: {str(inner)[:200]})", path
+        ) from None
     img = d["image"]
     if not torch.isfinite(img.as_tensor()).all():
         raise InputError("image contains NaN or infinite values", path)
     src_affine = np.asarray(img.meta["source_affine"], dtype=np.float64)
     tta_axes = (infer.tta_axes if infer.tta_axes is not None else list(range(sd))) if infer.tta else None
     want_dis = infer.tta and infer.uncertainty == "tta"
-    probs, dis = sliding_window_probs(model, img.as_tensor()[None], plan["patch_size"], sw_batch_size=infer.batch_size,
-                                      overlap=infer.overlap, sigma_scale=infer.sigma_scale, device=device,
-                                      amp=device.type == "cuda", tta_axes=tta_axes, return_disagreement=want_dis)
+    probs, dis = sliding_window_probs(
+        model,
+        img.as_tensor()[None],
+        plan["patch_size"],
+        sw_batch_size=infer.batch_size,
+        overlap=infer.overlap,
+        sigma_scale=infer.sigma_scale,
+        device=device,
+        amp=device.type == "cuda",
+        tta_axes=tta_axes,
+        return_disagreement=want_dis,
+    )
     d["pred"] = MetaTensor(probs[0].cpu(), affine=img.affine, meta=dict(img.meta))
     inv = Invertd(keys="pred", transform=pre, orig_keys="image", nearest_interp=False, to_tensor=True)
     d = inv(d)
@@ -478,12 +548,18 @@ def predict_case(model, path: str | Path, *, meta: Mapping[str, Any], infer, dev
         log.warning("%s: inverted affine differs from the source's; writing with the source affine", path.name)
     labels = probs_src.argmax(0).numpy().astype(np.uint8)
     if post is not None:
-        vox_ml = abs(float(np.linalg.det(src_affine[:3, :3]))) / 1000.0 if sd == 3 else \
-            float(np.prod(np.linalg.norm(src_affine[:2, :2], axis=0))) / 1000.0
+        vox_ml = (
+            abs(float(np.linalg.det(src_affine[:3, :3]))) / 1000.0
+            if sd == 3
+            else float(np.prod(np.linalg.norm(src_affine[:2, :2], axis=0))) / 1000.0
+        )
         largest = [names.index(c) for c in post.largest_component if c in names]
-        labels = postprocess_labels(labels, largest_component=largest,
-                                    min_size_voxels=int(math.ceil(post.min_component_ml / vox_ml)) if post.min_component_ml else 0,
-                                    fill_holes=post.fill_holes)
+        labels = postprocess_labels(
+            labels,
+            largest_component=largest,
+            min_size_voxels=int(math.ceil(post.min_component_ml / vox_ml)) if post.min_component_ml else 0,
+            fill_holes=post.fill_holes,
+        )
     if want_dis:
         fg = torch.as_tensor(probs.argmax(1)[0] > 0)
         unc = float(dis[0][fg].mean()) if bool(fg.any()) else 0.0
@@ -491,13 +567,20 @@ def predict_case(model, path: str | Path, *, meta: Mapping[str, Any], infer, dev
         unc = entropy_uncertainty(probs_src, torch.as_tensor(labels))
     src_meta = img.meta
     dicom_sources = list(src_meta.get("source_paths") or []) if src_meta.get("format") == "dicom" else []
-    return {"labels": labels, "probs": probs_src.numpy().astype(np.float32), "affine": src_affine,
-            "uncertainty": unc, "volumes_ml": component_volumes_ml(labels, src_affine, names),
-            "dicom_sources": dicom_sources, "class_names": names}
+    return {
+        "labels": labels,
+        "probs": probs_src.numpy().astype(np.float32),
+        "affine": src_affine,
+        "uncertainty": unc,
+        "volumes_ml": component_volumes_ml(labels, src_affine, names),
+        "dicom_sources": dicom_sources,
+        "class_names": names,
+    }
 
 
-def _write_case_outputs(res: Mapping[str, Any], case_id: str, out: Path, save_probs: bool,
-                        model_name: str | None = None) -> dict[str, str]:
+def _write_case_outputs(
+    res: Mapping[str, Any], case_id: str, out: Path, save_probs: bool, model_name: str | None = None
+) -> dict[str, str]:
     """Write the label map (and probabilities) of one case; returns {kind: absolute path}.
 
     For a DICOM series input a DICOM SEG referencing the slices that were used (localizers and
@@ -505,22 +588,35 @@ def _write_case_outputs(res: Mapping[str, Any], case_id: str, out: Path, save_pr
     """
     outputs = {"labels": str(write_nifti(res["labels"], res["affine"], out / "labels" / f"{case_id}.nii.gz").resolve())}
     if save_probs:
-        outputs["probabilities"] = str(write_probabilities(res["probs"], res["affine"],
-                                                           out / "probabilities" / f"{case_id}.nii.gz").resolve())
+        outputs["probabilities"] = str(
+            write_probabilities(res["probs"], res["affine"], out / "probabilities" / f"{case_id}.nii.gz").resolve()
+        )
     if res.get("dicom_sources") and np.asarray(res["labels"]).ndim == 3:
         from monai.data import MetaTensor
 
         from medseg.io import write_dicom_seg
 
         labels = MetaTensor(torch.as_tensor(res["labels"])[None], affine=torch.as_tensor(res["affine"]))
-        seg = write_dicom_seg(labels, res["dicom_sources"], out / "dicom_seg" / f"{case_id}.seg.dcm",
-                              dict(enumerate(res["class_names"])), model_name=model_name)
+        seg = write_dicom_seg(
+            labels,
+            res["dicom_sources"],
+            out / "dicom_seg" / f"{case_id}.seg.dcm",
+            dict(enumerate(res["class_names"])),
+            model_name=model_name,
+        )
         outputs["dicom_seg"] = str(Path(seg).resolve())
     return outputs
 
 
-def segment_cases(model_dir: str | Path, inputs: Sequence[str | Path], out: str | Path, *, device: str = "auto",
-                  infer_overrides: Mapping[str, Any] | None = None, thumbnails: bool = True):
+def segment_cases(
+    model_dir: str | Path,
+    inputs: Sequence[str | Path],
+    out: str | Path,
+    *,
+    device: str = "auto",
+    infer_overrides: Mapping[str, Any] | None = None,
+    thumbnails: bool = True,
+):
     """Segment a cohort; returns ``(ReviewCase list, table rows)``. Bad cases are skipped and reported.
 
     ``out`` must exist. ``infer_overrides`` patch the run's ``infer`` section (e.g. ``{"tta": True}``).
@@ -543,8 +639,9 @@ def segment_cases(model_dir: str | Path, inputs: Sequence[str | Path], out: str 
         t0 = time.perf_counter()
         try:
             res = predict_case(model, ip, meta=meta, infer=infer, device=dev, post=cfg.postprocess)
-            outputs = _write_case_outputs(res, cid, out, infer.save_probabilities,
-                                          model_name=f"{cfg.model.name} ({Path(model_dir).name})")
+            outputs = _write_case_outputs(
+                res, cid, out, infer.save_probabilities, model_name=f"{cfg.model.name} ({Path(model_dir).name})"
+            )
             metrics: dict[str, float] = {}
             if lp is not None and Path(lp).exists():
                 ref = np.asarray(read_image(lp))[0].astype(np.int64)
@@ -558,28 +655,50 @@ def segment_cases(model_dir: str | Path, inputs: Sequence[str | Path], out: str 
                     metrics["dice_mean"] = round(float(np.nanmean(dsc)), 4)
             needs = bool(res["uncertainty"] > infer.review_threshold)
             thumb = _thumbnail(ip, res, out, cid, names) if thumbnails else None
-            case = ReviewCase(case_id=cid, task="segmentation", volumes_ml=res["volumes_ml"],
-                              uncertainty=round(res["uncertainty"], 4), needs_review=needs, metrics=metrics,
-                              outputs=outputs, thumbnail=thumb, overlays=[thumb] if thumb else [])
-            log.info("%s: segmented in %.1f s (uncertainty %.3f%s)", cid, time.perf_counter() - t0,
-                     res["uncertainty"], ", needs review" if needs else "")
+            case = ReviewCase(
+                case_id=cid,
+                task="segmentation",
+                volumes_ml=res["volumes_ml"],
+                uncertainty=round(res["uncertainty"], 4),
+                needs_review=needs,
+                metrics=metrics,
+                outputs=outputs,
+                thumbnail=thumb,
+                overlays=[thumb] if thumb else [],
+            )
+            log.info(
+                "%s: segmented in %.1f s (uncertainty %.3f%s)",
+                cid,
+                time.perf_counter() - t0,
+                res["uncertainty"],
+                ", needs review" if needs else "",
+            )
         except (MedsegError, RuntimeError, ValueError, OSError) as e:
             inner = _unwrap(e)
             log.error("%s: skipped: %s", cid, inner)
-            case = ReviewCase(case_id=cid, task="segmentation", status="skipped", error=f"{type(inner).__name__}: {inner}")
+            case = ReviewCase(
+                case_id=cid, task="segmentation", status="skipped", error=f"{type(inner).__name__}: {inner}"
+            )
         cases.append(case)
-        row = {"case_id": cid, "input": str(ip), "status": case.status, "error": case.error or "",
-               "uncertainty": case.uncertainty, "needs_review": case.needs_review,
-               **{f"volume_ml_{k}": v for k, v in case.volumes_ml.items()}, **case.metrics,
-               **{f"output_{k}": v for k, v in case.outputs.items()}}
+        row = {
+            "case_id": cid,
+            "input": str(ip),
+            "status": case.status,
+            "error": case.error or "",
+            "uncertainty": case.uncertainty,
+            "needs_review": case.needs_review,
+            **{f"volume_ml_{k}": v for k, v in case.volumes_ml.items()},
+            **case.metrics,
+            **{f"output_{k}": v for k, v in case.outputs.items()},
+        }
         rows.append(row)
     return cases, rows
 
 
-def _thumbnail(image_path: Path, res: Mapping[str, Any], out: Path, cid: str, names: Sequence[str]) -> Optional[str]:
+def _thumbnail(image_path: Path, res: Mapping[str, Any], out: Path, cid: str, names: Sequence[str]) -> str | None:
     """Overlay PNG through the review helper's API when it is present (None otherwise)."""
     try:
-        from medseg.review.overlay import overlay_volume, overlay_2d, save_png  # type: ignore[attr-defined]
+        from medseg.review.overlay import overlay_2d, overlay_volume, save_png  # type: ignore[attr-defined]
     except ImportError:
         return None
     try:
@@ -587,8 +706,9 @@ def _thumbnail(image_path: Path, res: Mapping[str, Any], out: Path, cid: str, na
         lab = res["labels"]
         if lab.ndim == 3:
             k = int(np.argmax((lab > 0).sum(axis=(0, 1)))) if lab.any() else lab.shape[2] // 2
-            rgb = overlay_volume(img, lab, affine=res["affine"], view="axial", index=k,
-                                 class_names=dict(enumerate(names)))
+            rgb = overlay_volume(
+                img, lab, affine=res["affine"], view="axial", index=k, class_names=dict(enumerate(names))
+            )
         else:
             rgb = overlay_2d(img, lab, window="soft_tissue", class_names=dict(enumerate(names)))
         return str(save_png(rgb, out / "overlays" / f"{cid}.png").resolve())
@@ -611,9 +731,16 @@ def _write_table(rows: list[dict], out: Path, name: str = "segmentation") -> tup
     return c, j
 
 
-def segment(model_dir: str | Path, inputs: Sequence[str | Path], out: str | Path, device: str = "auto",
-            force: bool = False, tta: Optional[bool] = None, save_probabilities: Optional[bool] = None,
-            **_: Any) -> dict[str, Any]:
+def segment(
+    model_dir: str | Path,
+    inputs: Sequence[str | Path],
+    out: str | Path,
+    device: str = "auto",
+    force: bool = False,
+    tta: bool | None = None,
+    save_probabilities: bool | None = None,
+    **_: Any,
+) -> dict[str, Any]:
     """Segment images with a trained run; outputs in the source geometry.
 
     Parameters
@@ -646,13 +773,23 @@ def segment(model_dir: str | Path, inputs: Sequence[str | Path], out: str | Path
             cases, rows = segment_cases(model_dir, inputs, out, device=device, infer_overrides=ov)
         csv_path, json_path = _write_table(rows, out)
         skipped = {c.case_id: c.error for c in cases if c.status != "ok"}
-        summary = {"cases": len(cases), "ok": len(cases) - len(skipped), "skipped": len(skipped),
-                   "needs_review": [c.case_id for c in cases if c.needs_review], "table": str(csv_path)}
+        summary = {
+            "cases": len(cases),
+            "ok": len(cases) - len(skipped),
+            "skipped": len(skipped),
+            "needs_review": [c.case_id for c in cases if c.needs_review],
+            "table": str(csv_path),
+        }
         from medseg.review.report import write_report
 
-        summary["report"] = str(write_report(out, cases, title="medseg segmentation review",
-                                             summary={"segmentation": {k: v for k, v in summary.items()
-                                                                       if k not in ("table",)}}))
+        summary["report"] = str(
+            write_report(
+                out,
+                cases,
+                title="medseg segmentation review",
+                summary={"segmentation": {k: v for k, v in summary.items() if k not in ("table",)}},
+            )
+        )
         if skipped:
             summary["skipped_cases"] = skipped
         run.set(model=str(model_dir.resolve()), summary=summary)
@@ -665,12 +802,20 @@ def segment(model_dir: str | Path, inputs: Sequence[str | Path], out: str | Path
 def _label_files(folder: Path) -> dict[str, Path]:
     if (folder / "labels").is_dir():
         folder = folder / "labels"
-    return {_case_id(p): p for p in sorted(folder.iterdir())
-            if p.is_file() and p.name.lower().endswith(_NIFTI_SUFFIXES)}
+    return {
+        _case_id(p): p for p in sorted(folder.iterdir()) if p.is_file() and p.name.lower().endswith(_NIFTI_SUFFIXES)
+    }
 
 
-def evaluate(pred: str | Path, ref: str | Path, out: str | Path | None = None, *, tolerance_mm: float = 2.0,
-             class_names: Optional[Sequence[str]] = None, **_: Any) -> dict[str, Any]:
+def evaluate(
+    pred: str | Path,
+    ref: str | Path,
+    out: str | Path | None = None,
+    *,
+    tolerance_mm: float = 2.0,
+    class_names: Sequence[str] | None = None,
+    **_: Any,
+) -> dict[str, Any]:
     """Dice, HD95 (mm) and surface Dice (``tolerance_mm``) per class and case (MONAI metrics).
 
     Parameters
@@ -712,9 +857,13 @@ def evaluate(pred: str | Path, ref: str | Path, out: str | Path | None = None, *
             continue
         try:
             p, r = read_image(pf[cid]), read_image(rf[cid])
-            if tuple(p.shape) != tuple(r.shape) or not np.allclose(np.asarray(p.affine), np.asarray(r.affine), atol=1e-3):
-                raise LabelMismatchError(f"prediction {pf[cid].name} and reference {rf[cid]} do not overlay "
-                                         "(shape or affine differ)", pf[cid])
+            if tuple(p.shape) != tuple(r.shape) or not np.allclose(
+                np.asarray(p.affine), np.asarray(r.affine), atol=1e-3
+            ):
+                raise LabelMismatchError(
+                    f"prediction {pf[cid].name} and reference {rf[cid]} do not overlay (shape or affine differ)",
+                    pf[cid],
+                )
             pa, ra = p.as_tensor().long(), r.as_tensor().long()
             if label_map:
                 ra0 = ra.clone()
@@ -728,15 +877,26 @@ def evaluate(pred: str | Path, ref: str | Path, out: str | Path | None = None, *
             spacing = [float(x) for x in np.linalg.norm(np.asarray(p.affine)[:sd, :sd], axis=0)]
             po, ro = one_hot(pa[None], k), one_hot(ra[None], k)
             dice = DiceMetric(include_background=False, reduction="none", ignore_empty=False)(po, ro)[0]
-            hd = HausdorffDistanceMetric(include_background=False, percentile=95, reduction="none")(po, ro, spacing=spacing)[0]
+            hd = HausdorffDistanceMetric(include_background=False, percentile=95, reduction="none")(
+                po, ro, spacing=spacing
+            )[0]
             sdice = SurfaceDiceMetric([tolerance_mm] * (k - 1), include_background=False, reduction="none")(
-                po, ro, spacing=spacing)[0]
+                po, ro, spacing=spacing
+            )[0]
             for c in range(1, k):
                 name = class_names[c - 1] if class_names and c - 1 < len(class_names) else f"class_{c}"
-                rows.append({"case_id": cid, "class": name, "label": c,
-                             "dice": float(dice[c - 1]), "hd95_mm": float(hd[c - 1]),
-                             "surface_dice": float(sdice[c - 1]),
-                             "pred_voxels": int((pa == c).sum()), "ref_voxels": int((ra == c).sum())})
+                rows.append(
+                    {
+                        "case_id": cid,
+                        "class": name,
+                        "label": c,
+                        "dice": float(dice[c - 1]),
+                        "hd95_mm": float(hd[c - 1]),
+                        "surface_dice": float(sdice[c - 1]),
+                        "pred_voxels": int((pa == c).sum()),
+                        "ref_voxels": int((ra == c).sum()),
+                    }
+                )
         except (MedsegError, RuntimeError, ValueError, OSError) as e:
             skipped[cid] = f"{type(e).__name__}: {e}"
             log.error("%s: skipped: %s", cid, e)
@@ -746,17 +906,21 @@ def evaluate(pred: str | Path, ref: str | Path, out: str | Path | None = None, *
     for name in dict.fromkeys(r["class"] for r in rows):
         sel = [r for r in rows if r["class"] == name]
         per_class[name] = {m: _nanmean([r[m] for r in sel]) for m in ("dice", "hd95_mm", "surface_dice")}
-    summary = {"cases": len({r["case_id"] for r in rows}), "per_class": per_class,
-               "mean_dice": _nanmean([v["dice"] for v in per_class.values()]),
-               "mean_hd95_mm": _nanmean([v["hd95_mm"] for v in per_class.values()]),
-               "mean_surface_dice": _nanmean([v["surface_dice"] for v in per_class.values()]),
-               "tolerance_mm": tolerance_mm, "skipped": skipped,
-               "table": str(out / "evaluation_cases.csv")}
+    summary = {
+        "cases": len({r["case_id"] for r in rows}),
+        "per_class": per_class,
+        "mean_dice": _nanmean([v["dice"] for v in per_class.values()]),
+        "mean_hd95_mm": _nanmean([v["hd95_mm"] for v in per_class.values()]),
+        "mean_surface_dice": _nanmean([v["surface_dice"] for v in per_class.values()]),
+        "tolerance_mm": tolerance_mm,
+        "skipped": skipped,
+        "table": str(out / "evaluation_cases.csv"),
+    }
     atomic_write_text(out / "evaluation.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
 
-def _model_run_of(pred: Path) -> Optional[Path]:
+def _model_run_of(pred: Path) -> Path | None:
     info = pred / "run.json"
     if not info.is_file():
         return None
@@ -767,7 +931,7 @@ def _model_run_of(pred: Path) -> Optional[Path]:
     return Path(m) if m and (Path(m) / "config.yaml").is_file() else None
 
 
-def _nanmean(v: Sequence[float]) -> Optional[float]:
+def _nanmean(v: Sequence[float]) -> float | None:
     a = np.array([x for x in v if x is not None and np.isfinite(x)], float)
     return round(float(a.mean()), 4) if a.size else None
 
@@ -782,8 +946,14 @@ def demo_config(out: Path, quick: bool = False):
     path = Path(__file__).resolve().parents[2] / "configs" / "seg_ct_phantom.yaml"
     over = [f"output_dir={out}", "name=train", "device=auto"]
     if quick:
-        over += ["data.num_cases=4", "train.epochs=6", "train.steps_per_epoch=3", "train.max_minutes=0.12",
-                 "model.channels=[8,16,32]", "augment.samples_per_image=1"]
+        over += [
+            "data.num_cases=4",
+            "train.epochs=6",
+            "train.steps_per_epoch=3",
+            "train.max_minutes=0.12",
+            "model.channels=[8,16,32]",
+            "augment.samples_per_image=1",
+        ]
     else:
         over += ["data.num_cases=10", "train.epochs=40", "train.max_minutes=0.9"]
     if not path.is_file():
@@ -814,8 +984,12 @@ def run_demo(out: Path, quick: bool = False) -> dict[str, Any]:
     train_s = time.perf_counter() - t0
     data_dir = out / "train" / "data"
     content = json.loads((data_dir / "dataset.json").read_text())
-    held_out = {"test": [{"image": str(data_dir / it["image"]), "label": str(data_dir / it["label"])}
-                         for it in content.get("test", [])]}
+    held_out = {
+        "test": [
+            {"image": str(data_dir / it["image"]), "label": str(data_dir / it["label"])}
+            for it in content.get("test", [])
+        ]
+    }
     seg_out = out / "segment"
     inputs_json = atomic_write_text(seg_out / "inputs.json", json.dumps(held_out, indent=2))
     inputs: list[Path] = [inputs_json]
@@ -825,8 +999,15 @@ def run_demo(out: Path, quick: bool = False) -> dict[str, Any]:
     cases, rows = segment_cases(out / "train", inputs, seg_out, device="auto")
     _write_table(rows, seg_out)
     dices = [c.metrics["dice_mean"] for c in cases if "dice_mean" in c.metrics]
-    summary = {"mean_dice": round(float(np.mean(dices)), 4) if dices else None, "train_seconds": round(train_s, 1),
-               "epochs": tsum["epochs"], "best_val_dice": tsum["best_val_dice"], "cases": len(cases),
-               "skipped": sum(c.status != "ok" for c in cases), "dicom_series_segmented": dicom.is_dir(),
-               "needs_review": sum(c.needs_review for c in cases), "table": str(seg_out / "segmentation.csv")}
+    summary = {
+        "mean_dice": round(float(np.mean(dices)), 4) if dices else None,
+        "train_seconds": round(train_s, 1),
+        "epochs": tsum["epochs"],
+        "best_val_dice": tsum["best_val_dice"],
+        "cases": len(cases),
+        "skipped": sum(c.status != "ok" for c in cases),
+        "dicom_series_segmented": dicom.is_dir(),
+        "needs_review": sum(c.needs_review for c in cases),
+        "table": str(seg_out / "segmentation.csv"),
+    }
     return {"summary": summary, "cases": cases}

@@ -25,8 +25,9 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -73,8 +74,16 @@ def _resize_maps(maps: torch.Tensor, shape: Sequence[int]) -> np.ndarray:
     return m.clamp(0, 1).numpy()
 
 
-def cam_maps(model: torch.nn.Module, info: dict, images: Sequence[np.ndarray], *, method: str = "gradcam",
-             layer: str | None = None, target: Any = None, batch_size: int = 16) -> dict[str, Any]:
+def cam_maps(
+    model: torch.nn.Module,
+    info: dict,
+    images: Sequence[np.ndarray],
+    *,
+    method: str = "gradcam",
+    layer: str | None = None,
+    target: Any = None,
+    batch_size: int = 16,
+) -> dict[str, Any]:
     """Grad-CAM maps ``(N, 1, H, W)`` (image size) of a classifier, plus its inputs, logits and targets."""
     from medseg.explain.cam import CAMExplainer
     from medseg.tasks.classification import preprocess
@@ -83,19 +92,32 @@ def cam_maps(model: torch.nn.Module, info: dict, images: Sequence[np.ndarray], *
     maps, logits, targets = [], [], []
     with CAMExplainer(model, method=method, layer=layer, task="classification") as cam:
         for s in range(0, len(x), batch_size):
-            t = target[s:s + batch_size] if isinstance(target, (list, np.ndarray, torch.Tensor)) else target
-            maps.append(cam(x[s:s + batch_size], target=t).as_tensor())
+            t = target[s : s + batch_size] if isinstance(target, (list, np.ndarray, torch.Tensor)) else target
+            maps.append(cam(x[s : s + batch_size], target=t).as_tensor())
             logits.append(cam.last_logits)
             targets.append(cam.last_target)
         used_layer = cam.layer
     m = torch.cat(maps)
-    return {"maps": _resize_maps(m, images[0].shape[:2]), "x": x, "logits": torch.cat(logits),
-            "targets": torch.cat(targets), "layer": used_layer}
+    return {
+        "maps": _resize_maps(m, images[0].shape[:2]),
+        "x": x,
+        "logits": torch.cat(logits),
+        "targets": torch.cat(targets),
+        "layer": used_layer,
+    }
 
 
-def localisation_report(model: torch.nn.Module, info: dict, images: Sequence[np.ndarray], masks: Sequence[np.ndarray],
-                        *, method: str = "gradcam", layer: str | None = None, n_deletion: int = 12,
-                        seed: int = 0) -> dict[str, Any]:
+def localisation_report(
+    model: torch.nn.Module,
+    info: dict,
+    images: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray],
+    *,
+    method: str = "gradcam",
+    layer: str | None = None,
+    n_deletion: int = 12,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Localisation figures of a classifier's maps on images with lesion masks.
 
     Returns pointing game (fraction of hits), Dice / IoU of the Otsu-thresholded map, the deletion
@@ -134,12 +156,19 @@ def localisation_report(model: torch.nn.Module, info: dict, images: Sequence[np.
         aucs.append(deletion_auc(dev_model, res["x"][i], maps[i, 0], tgt, steps=16))
         rand_aucs.append(deletion_auc(dev_model, res["x"][i], maps[i, 0], tgt, steps=16, order="random", seed=seed + i))
     return {
-        "layer": res["layer"], "method": method, "n_images": len(images),
-        "pointing_game": float(np.mean(hits)), "pointing_game_centre_baseline": float(np.mean(centre_hits)),
-        "cam_dice": float(np.nanmean(dice)), "cam_iou": float(np.nanmean(iou)),
+        "layer": res["layer"],
+        "method": method,
+        "n_images": len(images),
+        "pointing_game": float(np.mean(hits)),
+        "pointing_game_centre_baseline": float(np.mean(centre_hits)),
+        "cam_dice": float(np.nanmean(dice)),
+        "cam_iou": float(np.nanmean(iou)),
         "deletion_auc": float(np.mean(aucs)) if aucs else float("nan"),
         "deletion_auc_random": float(np.mean(rand_aucs)) if rand_aucs else float("nan"),
-        "randomisation": sanity, "maps": maps, "hits": hits, "dice": dice,
+        "randomisation": sanity,
+        "maps": maps,
+        "hits": hits,
+        "dice": dice,
     }
 
 
@@ -153,9 +182,20 @@ def _seg_tensors(images: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> t
     return x, y
 
 
-def train_segmenter(params: dict[str, Any], images: Sequence[np.ndarray], masks: Sequence[np.ndarray], run_dir: Path,
-                    *, epochs: int, batch_size: int, lr: float, seed: int, weight_decay: float = 1e-5,
-                    max_minutes: float | None = None, device: str | torch.device = "cpu") -> torch.nn.Module:
+def train_segmenter(
+    params: dict[str, Any],
+    images: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray],
+    run_dir: Path,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    weight_decay: float = 1e-5,
+    max_minutes: float | None = None,
+    device: str | torch.device = "cpu",
+) -> torch.nn.Module:
     """Train a 2D segmenter on images ``(H, W, 3)`` uint8 and binary masks with DiceCE (random flips).
 
     Uses the shared :class:`medseg.engine.trainer.Trainer` (checkpoints in ``run_dir``); returns the
@@ -185,16 +225,28 @@ def train_segmenter(params: dict[str, Any], images: Sequence[np.ndarray], masks:
         return loss_fn(out, yb)
 
     opt = build_optimizer(model.parameters(), "adamw", lr=lr, weight_decay=weight_decay)
-    trainer = Trainer(model, opt, loader, step, scheduler=build_scheduler(opt, "cosine", epochs), device=device,
-                      max_epochs=epochs, max_minutes=max_minutes, seed=seed, run_dir=run_dir, grad_clip=1.0,
-                      model_meta={"model_params": params})
+    trainer = Trainer(
+        model,
+        opt,
+        loader,
+        step,
+        scheduler=build_scheduler(opt, "cosine", epochs),
+        device=device,
+        max_epochs=epochs,
+        max_minutes=max_minutes,
+        seed=seed,
+        run_dir=run_dir,
+        grad_clip=1.0,
+        model_meta={"model_params": params},
+    )
     trainer.fit()
     return trainer.model.eval()
 
 
 @torch.no_grad()
-def segmenter_dice(model: torch.nn.Module, images: Sequence[np.ndarray], masks: Sequence[np.ndarray],
-                   batch_size: int = 16) -> np.ndarray:
+def segmenter_dice(
+    model: torch.nn.Module, images: Sequence[np.ndarray], masks: Sequence[np.ndarray], batch_size: int = 16
+) -> np.ndarray:
     """Foreground Dice of the segmenter's argmax on each image vs its mask (MONAI ``compute_dice``)."""
     from monai.metrics.meandice import compute_dice
 
@@ -202,7 +254,7 @@ def segmenter_dice(model: torch.nn.Module, images: Sequence[np.ndarray], masks: 
     dev = next(model.parameters()).device
     preds = []
     for s in range(0, len(x), batch_size):
-        preds.append(model(x[s:s + batch_size].to(dev)).argmax(1, keepdim=True).cpu())
+        preds.append(model(x[s : s + batch_size].to(dev)).argmax(1, keepdim=True).cpu())
     pred = torch.cat(preds).float()
     return compute_dice(pred, y.float(), include_background=True, ignore_empty=False)[:, 0].numpy()
 
@@ -219,11 +271,17 @@ def _classifier(cfg, run, datalist: Path, size: int) -> Path:
     from medseg.tasks.configs import ClassificationConfig, FinetuneSection, OperatingPointSection
 
     ccfg = ClassificationConfig(
-        name="classifier", seed=cfg.seed, device=cfg.device, image_size=size, augmentation="dermoscopy",
-        class_names=list(cfg.class_names), data=DataSection(datalist=datalist),
+        name="classifier",
+        seed=cfg.seed,
+        device=cfg.device,
+        image_size=size,
+        augmentation="dermoscopy",
+        class_names=list(cfg.class_names),
+        data=DataSection(datalist=datalist),
         model=ModelSection(name="efficientnet_lite0", pretrained=True, image_size=size),
-        train=TrainSection(epochs=cfg.weak.classifier_epochs, batch_size=16, lr=1e-3,
-                           max_minutes=cfg.weak.classifier_max_minutes),
+        train=TrainSection(
+            epochs=cfg.weak.classifier_epochs, batch_size=16, lr=1e-3, max_minutes=cfg.weak.classifier_max_minutes
+        ),
         finetune=FinetuneSection(strategy="full"),
         operating_points=OperatingPointSection(n_bootstrap=200),
     )
@@ -240,11 +298,16 @@ def _examples_png(images, pseudo, masks, maps, path: Path, n: int = 6) -> Path |
         return None
     rows = []
     for i in range(min(n, len(images))):
-        rows.append(np.concatenate([
-            heatmap_2d(images[i], maps[i, 0]),
-            overlay_2d(images[i], pseudo[i].astype(np.uint8), contour=True),
-            overlay_2d(images[i], masks[i].astype(np.uint8), contour=True),
-        ], axis=1))
+        rows.append(
+            np.concatenate(
+                [
+                    heatmap_2d(images[i], maps[i, 0]),
+                    overlay_2d(images[i], pseudo[i].astype(np.uint8), contour=True),
+                    overlay_2d(images[i], masks[i].astype(np.uint8), contour=True),
+                ],
+                axis=1,
+            )
+        )
     return save_png(np.concatenate(rows, axis=0), path)
 
 
@@ -266,12 +329,21 @@ def train(cfg, run, resume: bool = False) -> dict[str, Any]:
         from medseg.data.lesions import make_lesion_dataset
 
         with run.stage("data"):
-            datalist = Path(make_lesion_dataset(run.path / "data", n=cfg.data.num_cases, seed=cfg.seed, size=size,
-                                                splits=(0.6, 0.2, 0.2), class_names=list(cfg.class_names)))
+            datalist = Path(
+                make_lesion_dataset(
+                    run.path / "data",
+                    n=cfg.data.num_cases,
+                    seed=cfg.seed,
+                    size=size,
+                    splits=(0.6, 0.2, 0.2),
+                    class_names=list(cfg.class_names),
+                )
+            )
         root = None
     else:
-        raise ConfigError("weak supervision needs data.datalist (lesion images with image-level labels) "
-                          "or data.synthetic: true")
+        raise ConfigError(
+            "weak supervision needs data.datalist (lesion images with image-level labels) or data.synthetic: true"
+        )
     with run.stage("classifier"):
         cls_dir = _classifier(cfg, run, datalist, size)
         model, info = load_classifier(cls_dir, map_location=dev)
@@ -287,8 +359,13 @@ def train(cfg, run, resume: bool = False) -> dict[str, Any]:
     with run.stage("pseudo_masks"):
         cams = cam_maps(model, info, fit_images, method=cfg.weak.method, layer=cfg.weak.layer)
         chw = np.stack([im.transpose(2, 0, 1) if im.ndim == 3 else im[None] for im in fit_images]).astype(np.float32)
-        labels = pseudo_masks(cams["maps"], threshold=cfg.weak.threshold, n_components=cfg.weak.n_components,
-                              images=chw, refine=cfg.weak.refine)
+        labels = pseudo_masks(
+            cams["maps"],
+            threshold=cfg.weak.threshold,
+            n_components=cfg.weak.n_components,
+            images=chw,
+            refine=cfg.weak.refine,
+        )
     pseudo = [lab.mask for lab in labels]
     fit_masks = tr["masks"] + va["masks"]
     have_true = all(m is not None for m in fit_masks)
@@ -296,25 +373,38 @@ def train(cfg, run, resume: bool = False) -> dict[str, Any]:
     if have_true:
         from monai.metrics.meandice import compute_dice
 
-        pq = compute_dice(torch.as_tensor(np.stack(pseudo)[:, None]).float(),
-                          torch.as_tensor(np.stack(fit_masks)[:, None]).float(), include_background=True,
-                          ignore_empty=False)
+        pq = compute_dice(
+            torch.as_tensor(np.stack(pseudo)[:, None]).float(),
+            torch.as_tensor(np.stack(fit_masks)[:, None]).float(),
+            include_background=True,
+            ignore_empty=False,
+        )
         pseudo_quality = float(pq.nanmean())
         _examples_png(fit_images, pseudo, fit_masks, cams["maps"], run.path / "pseudo_masks.png")
     # 2. localisation figures of the maps on the test images
     with run.stage("localisation"):
-        loc = localisation_report(model, info, te["images"], te["masks"], method=cfg.weak.method,
-                                  layer=cfg.weak.layer, seed=cfg.seed)
-    run.write_json("localisation.json", {k: v for k, v in loc.items() if k not in ("maps", "hits", "dice")}
-                   | {"pseudo_mask_dice": pseudo_quality})
+        loc = localisation_report(
+            model, info, te["images"], te["masks"], method=cfg.weak.method, layer=cfg.weak.layer, seed=cfg.seed
+        )
+    run.write_json(
+        "localisation.json",
+        {k: v for k, v in loc.items() if k not in ("maps", "hits", "dice")} | {"pseudo_mask_dice": pseudo_quality},
+    )
     # 3. segmenters: pseudo-masks vs true masks, same network and budget
     params = cfg.model.model_dump()
     in_ch = 3 if fit_images[0].ndim == 3 else 1
     params.setdefault("in_channels", in_ch)
     params["in_channels"] = in_ch
     tcfg = cfg.train
-    kw = dict(epochs=tcfg.epochs, batch_size=tcfg.batch_size, lr=tcfg.lr, seed=cfg.seed,
-              weight_decay=tcfg.weight_decay, max_minutes=tcfg.max_minutes, device=dev)
+    kw = dict(
+        epochs=tcfg.epochs,
+        batch_size=tcfg.batch_size,
+        lr=tcfg.lr,
+        seed=cfg.seed,
+        weight_decay=tcfg.weight_decay,
+        max_minutes=tcfg.max_minutes,
+        device=dev,
+    )
     with run.stage("segmenter_pseudo"):
         seg_p = train_segmenter(params, fit_images, pseudo, run.path / "seg_pseudo", **kw)
         dice_p = segmenter_dice(seg_p, te["images"], te["masks"])
@@ -328,22 +418,34 @@ def train(cfg, run, resume: bool = False) -> dict[str, Any]:
     dp = float(np.mean(dice_p))
     dt = float(np.mean(dice_t)) if dice_t is not None else None
     result = {
-        "n_fit": len(fit_images), "n_test": len(te["images"]), "image_size": size,
-        "classifier_run": str(Path(cls_dir).resolve()), "cam_method": cfg.weak.method, "cam_layer": loc["layer"],
-        "threshold": cfg.weak.threshold, "refine": cfg.weak.refine,
+        "n_fit": len(fit_images),
+        "n_test": len(te["images"]),
+        "image_size": size,
+        "classifier_run": str(Path(cls_dir).resolve()),
+        "cam_method": cfg.weak.method,
+        "cam_layer": loc["layer"],
+        "threshold": cfg.weak.threshold,
+        "refine": cfg.weak.refine,
         "pointing_game": round(loc["pointing_game"], 4),
         "pointing_game_centre_baseline": round(loc["pointing_game_centre_baseline"], 4),
-        "cam_dice": round(loc["cam_dice"], 4), "cam_iou": round(loc["cam_iou"], 4),
-        "deletion_auc": round(loc["deletion_auc"], 4), "deletion_auc_random": round(loc["deletion_auc_random"], 4),
+        "cam_dice": round(loc["cam_dice"], 4),
+        "cam_iou": round(loc["cam_iou"], 4),
+        "deletion_auc": round(loc["deletion_auc"], 4),
+        "deletion_auc_random": round(loc["deletion_auc_random"], 4),
         "randomisation_spearman": round(loc["randomisation"]["spearman_mean"], 4),
         "randomisation_spearman_abs": round(loc["randomisation"]["spearman_abs_mean"], 4),
         "randomisation_passed": loc["randomisation"]["passed"],
         "pseudo_mask_dice": None if pseudo_quality is None else round(pseudo_quality, 4),
-        "dice_weak": round(dp, 4), "dice_full": None if dt is None else round(dt, 4),
+        "dice_weak": round(dp, 4),
+        "dice_full": None if dt is None else round(dt, 4),
         "dice_ratio": None if not dt else round(dp / dt, 4),
         "seconds": round(time.perf_counter() - t0, 1),
     }
     run.write_json("weak_supervision.json", result)
-    log.info("weak supervision: Dice %.3f (pseudo-masks) vs %s (true masks); pointing game %.2f", dp,
-             "n/a" if dt is None else f"{dt:.3f}", loc["pointing_game"])
+    log.info(
+        "weak supervision: Dice %.3f (pseudo-masks) vs %s (true masks); pointing game %.2f",
+        dp,
+        "n/a" if dt is None else f"{dt:.3f}",
+        loc["pointing_game"],
+    )
     return result

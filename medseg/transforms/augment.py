@@ -10,16 +10,16 @@ Left/right flips change anatomy (liver on the right); for CT/MR the default is t
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from monai.transforms import (
     Compose,
+    Rand2DElasticd,
+    Rand3DElasticd,
     RandAdjustContrastd,
     RandAffined,
     RandFlipd,
     RandGaussianNoised,
-    Rand2DElasticd,
-    Rand3DElasticd,
     RandScaleIntensityd,
     RandShiftIntensityd,
 )
@@ -31,7 +31,7 @@ def augmentation(
     level: str,
     spatial_dims: int,
     keys: Sequence[str] = ("image", "label"),
-    flip_axes: Optional[Sequence[int]] = None,
+    flip_axes: Sequence[int] | None = None,
     rotate_deg: float = 15.0,
     scale: float = 0.1,
     prob: float = 0.3,
@@ -61,17 +61,41 @@ def augmentation(
     if level in ("default", "heavy"):
         r = math.radians(rotate_deg)
         rot = (r,) if spatial_dims == 2 else (0.0, 0.0, r)
-        t.append(RandAffined([img, lab], prob=prob, rotate_range=rot, scale_range=(scale,) * spatial_dims,
-                             mode=("bilinear", "nearest"), padding_mode="border"))
+        t.append(
+            RandAffined(
+                [img, lab],
+                prob=prob,
+                rotate_range=rot,
+                scale_range=(scale,) * spatial_dims,
+                mode=("bilinear", "nearest"),
+                padding_mode="border",
+            )
+        )
         t.append(RandScaleIntensityd(img, factors=0.1, prob=prob))
         t.append(RandShiftIntensityd(img, offsets=0.1, prob=prob))
     if level == "heavy":
         t.append(RandGaussianNoised(img, prob=prob, std=0.05))
         t.append(RandAdjustContrastd(img, prob=prob, gamma=(0.8, 1.25)))
         if spatial_dims == 3:
-            t.append(Rand3DElasticd([img, lab], sigma_range=(5, 7), magnitude_range=(50, 100), prob=0.1,
-                                    mode=("bilinear", "nearest"), padding_mode="border"))
+            t.append(
+                Rand3DElasticd(
+                    [img, lab],
+                    sigma_range=(5, 7),
+                    magnitude_range=(50, 100),
+                    prob=0.1,
+                    mode=("bilinear", "nearest"),
+                    padding_mode="border",
+                )
+            )
         else:
-            t.append(Rand2DElasticd([img, lab], spacing=(20, 20), magnitude_range=(1, 2), prob=0.1,
-                                    mode=("bilinear", "nearest"), padding_mode="border"))
+            t.append(
+                Rand2DElasticd(
+                    [img, lab],
+                    spacing=(20, 20),
+                    magnitude_range=(1, 2),
+                    prob=0.1,
+                    mode=("bilinear", "nearest"),
+                    padding_mode="border",
+                )
+            )
     return Compose(t)

@@ -14,8 +14,8 @@ Reading files happens in :func:`loader` only (``medseg.io.load``).
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -91,8 +91,15 @@ class CheckCased(MapTransform):
         class index ``0..n_classes-1`` nor a key of ``label_map``.
     """
 
-    def __init__(self, n_classes: int, label_map: Mapping[int, int] | None = None, image_key: str = "image",
-                 label_key: str = "label", require_foreground: bool = True, affine_tol_mm: float = 1e-3):
+    def __init__(
+        self,
+        n_classes: int,
+        label_map: Mapping[int, int] | None = None,
+        image_key: str = "image",
+        label_key: str = "label",
+        require_foreground: bool = True,
+        affine_tol_mm: float = 1e-3,
+    ):
         super().__init__([image_key, label_key], allow_missing_keys=True)
         self.n_classes = int(n_classes)
         self.label_map = {int(k): int(v) for k, v in (label_map or {}).items()}
@@ -113,16 +120,21 @@ class CheckCased(MapTransform):
         if tuple(lab.shape[1:]) != tuple(img.shape[1:]):
             raise LabelMismatchError(
                 f"label map {lname} has shape {tuple(lab.shape[1:])} but the image has {tuple(img.shape[1:])}; "
-                "they must be on the same voxel grid", name)
+                "they must be on the same voxel grid",
+                name,
+            )
         if lab.shape[0] != 1:
-            raise LabelMismatchError(f"label map {lname} has {lab.shape[0]} channels; expected one integer label map",
-                                     name)
+            raise LabelMismatchError(
+                f"label map {lname} has {lab.shape[0]} channels; expected one integer label map", name
+            )
         ia, la = getattr(img, "affine", None), getattr(lab, "affine", None)
         if ia is not None and la is not None and not np.allclose(np.asarray(ia), np.asarray(la), atol=self.tol):
             raise LabelMismatchError(
                 f"label map {lname} does not overlay the image: affines differ "
                 f"(max difference {float(np.abs(np.asarray(ia) - np.asarray(la)).max()):.3g} mm); "
-                "resample the label onto the image grid", name)
+                "resample the label onto the image grid",
+                name,
+            )
         arr = torch.as_tensor(lab)
         if torch.is_floating_point(arr) and not torch.equal(arr, torch.round(arr)):
             raise InputError(f"label map {lname} has non-integer values; expected integer class labels", name)
@@ -133,7 +145,9 @@ class CheckCased(MapTransform):
             raise LabelMismatchError(
                 f"label map {lname} has unexpected values {bad[:10]}; allowed: 0..{self.n_classes - 1}"
                 + (f" and label_map keys {sorted(self.label_map)}" if self.label_map else "")
-                + " (map them with label_map in the config)", name)
+                + " (map them with label_map in the config)",
+                name,
+            )
         if self.label_map:
             out = arr.clone()
             for src, dst in self.label_map.items():
@@ -171,7 +185,7 @@ def preprocess(
     *,
     spatial_dims: int,
     modality: str,
-    target_spacing: Optional[Sequence[float]],
+    target_spacing: Sequence[float] | None,
     norm: Mapping | None = None,
     crop_foreground: bool = True,
     check: CheckCased | None = None,
@@ -211,11 +225,11 @@ def preprocess(
     if crop_foreground:
         thr = -500.0 if modality == "CT" else None
         if thr is not None:
-            t.append(CropForegroundd(keys, source_key="image", select_fn=BodyMask(thr), margin=2,
-                                     allow_smaller=True))
+            t.append(CropForegroundd(keys, source_key="image", select_fn=BodyMask(thr), margin=2, allow_smaller=True))
     norm = dict(norm or {})
-    t.append(intensity_transform(modality, ["image"], clip=norm.get("clip"), mean=norm.get("mean"),
-                                 std=norm.get("std")))
+    t.append(
+        intensity_transform(modality, ["image"], clip=norm.get("clip"), mean=norm.get("mean"), std=norm.get("std"))
+    )
     return Compose(t)
 
 
@@ -223,13 +237,13 @@ def train_transforms(
     *,
     spatial_dims: int,
     modality: str,
-    target_spacing: Optional[Sequence[float]],
+    target_spacing: Sequence[float] | None,
     patch_size: Sequence[int],
     n_classes: int,
     label_map: Mapping[int, int] | None = None,
     norm: Mapping | None = None,
     augment: str = "default",
-    flip_axes: Optional[Sequence[int]] = None,
+    flip_axes: Sequence[int] | None = None,
     samples_per_image: int = 2,
     pos_fraction: float = 0.67,
 ) -> tuple[Compose, Compose]:
@@ -241,19 +255,29 @@ def train_transforms(
     """
     keys = ["image", "label"]
     check = CheckCased(n_classes, label_map)
-    pre = preprocess(keys, spatial_dims=spatial_dims, modality=modality, target_spacing=target_spacing, norm=norm,
-                     check=check)
+    pre = preprocess(
+        keys, spatial_dims=spatial_dims, modality=modality, target_spacing=target_spacing, norm=norm, check=check
+    )
     pos = max(pos_fraction, 1e-3)
     neg = max(1.0 - pos_fraction, 0.0)
-    train = Compose([
-        *pre.transforms,
-        SpatialPadd(["image"], spatial_size=list(patch_size), mode="edge"),
-        SpatialPadd(["label"], spatial_size=list(patch_size), mode="constant"),
-        RandCropByPosNegLabeld(keys, label_key="label", spatial_size=list(patch_size), pos=pos, neg=neg,
-                               num_samples=samples_per_image, image_key="image", allow_smaller=False),
-        augmentation(augment, spatial_dims, keys, flip_axes=flip_axes),
-        EnsureTyped(keys, track_meta=False),
-    ])
+    train = Compose(
+        [
+            *pre.transforms,
+            SpatialPadd(["image"], spatial_size=list(patch_size), mode="edge"),
+            SpatialPadd(["label"], spatial_size=list(patch_size), mode="constant"),
+            RandCropByPosNegLabeld(
+                keys,
+                label_key="label",
+                spatial_size=list(patch_size),
+                pos=pos,
+                neg=neg,
+                num_samples=samples_per_image,
+                image_key="image",
+                allow_smaller=False,
+            ),
+            augmentation(augment, spatial_dims, keys, flip_axes=flip_axes),
+            EnsureTyped(keys, track_meta=False),
+        ]
+    )
     val = Compose([*pre.transforms])
     return train, val
-

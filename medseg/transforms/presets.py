@@ -9,23 +9,28 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from monai.transforms import Compose, NormalizeIntensityd, ScaleIntensityRanged, ThresholdIntensityd
 
 __all__ = ["CT_WINDOWS", "intensity_transform"]
 
 #: common CT windows as (low, high) HU
-CT_WINDOWS = {"soft_tissue": (-160.0, 240.0), "abdomen": (-150.0, 250.0), "lung": (-1350.0, 150.0),
-              "bone": (-450.0, 1050.0), "brain": (0.0, 80.0)}
+CT_WINDOWS = {
+    "soft_tissue": (-160.0, 240.0),
+    "abdomen": (-150.0, 250.0),
+    "lung": (-1350.0, 150.0),
+    "bone": (-450.0, 1050.0),
+    "brain": (0.0, 80.0),
+}
 
 
 def intensity_transform(
     modality: str,
     keys: Sequence[str] = ("image",),
-    clip: Optional[Sequence[float]] = None,
-    mean: Optional[float] = None,
-    std: Optional[float] = None,
+    clip: Sequence[float] | None = None,
+    mean: float | None = None,
+    std: float | None = None,
 ):
     """Intensity normalisation preset for ``modality`` ("CT", "MR", "RGB", "other").
 
@@ -46,15 +51,15 @@ def intensity_transform(
         lo, hi = clip if clip is not None else CT_WINDOWS["soft_tissue"]
         m = mean if mean is not None else (lo + hi) / 2
         s = std if std is not None else max((hi - lo) / 2, 1e-3)
-        return Compose([
-            ThresholdIntensityd(keys, threshold=hi, above=False, cval=hi),
-            ThresholdIntensityd(keys, threshold=lo, above=True, cval=lo),
-            ScaleIntensityRanged(keys, a_min=m - s, a_max=m + s, b_min=-1.0, b_max=1.0, clip=False),
-        ])
+        return Compose(
+            [
+                ThresholdIntensityd(keys, threshold=hi, above=False, cval=hi),
+                ThresholdIntensityd(keys, threshold=lo, above=True, cval=lo),
+                ScaleIntensityRanged(keys, a_min=m - s, a_max=m + s, b_min=-1.0, b_max=1.0, clip=False),
+            ]
+        )
     if modality == "MR":
         return NormalizeIntensityd(keys, nonzero=True, channel_wise=True)
     if modality == "RGB":
         return ScaleIntensityRanged(keys, a_min=0.0, a_max=255.0, b_min=0.0, b_max=1.0, clip=True)
     return NormalizeIntensityd(keys, channel_wise=True)
-
-

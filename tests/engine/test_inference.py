@@ -22,8 +22,9 @@ class Threshold(nn.Module):
 def test_sliding_window_matches_pointwise_model():
     x = torch.zeros(1, 1, 40, 30, 20)
     x[:, :, 10:25, 5:20, 4:12] = 1.0
-    probs, dis = sliding_window_probs(Threshold(), x, (16, 16, 16), sw_batch_size=3, overlap=0.5,
-                                      tta_axes=[0, 1, 2], return_disagreement=True)
+    probs, dis = sliding_window_probs(
+        Threshold(), x, (16, 16, 16), sw_batch_size=3, overlap=0.5, tta_axes=[0, 1, 2], return_disagreement=True
+    )
     assert probs.shape == (1, 2, 40, 30, 20)
     assert torch.allclose(probs.sum(1), torch.ones(1, 40, 30, 20), atol=1e-5)
     assert torch.equal(probs.argmax(1)[0] == 1, x[0, 0] > 0.5)
@@ -38,11 +39,11 @@ def test_smaller_than_window_is_padded():
 
 def test_postprocess_small_largest_fill():
     lab = np.zeros((30, 30, 30), np.uint8)
-    lab[2:12, 2:12, 2:12] = 1          # big liver
-    lab[6, 6, 6] = 0                   # hole
-    lab[20:22, 20:22, 20:22] = 1       # small extra liver piece
-    lab[15:20, 2:7, 2:7] = 2           # class 2 blob
-    lab[25, 25, 25] = 2                # speck
+    lab[2:12, 2:12, 2:12] = 1  # big liver
+    lab[6, 6, 6] = 0  # hole
+    lab[20:22, 20:22, 20:22] = 1  # small extra liver piece
+    lab[15:20, 2:7, 2:7] = 2  # class 2 blob
+    lab[25, 25, 25] = 2  # speck
     out = postprocess_labels(lab, largest_component=[1], min_size_voxels=5, fill_holes=True)
     assert out[6, 6, 6] == 1
     assert out[21, 21, 21] == 0

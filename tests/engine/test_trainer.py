@@ -37,11 +37,26 @@ def _make(tmp_path, epochs=6, seed=0, **kw):
     def val(m):
         with torch.no_grad():
             logits = m(ds.tensors[0])
-            return {"val_loss": float(nn.functional.cross_entropy(logits, ds.tensors[1])),
-                    "val_acc": float((logits.argmax(1) == ds.tensors[1]).float().mean())}
+            return {
+                "val_loss": float(nn.functional.cross_entropy(logits, ds.tensors[1])),
+                "val_acc": float((logits.argmax(1) == ds.tensors[1]).float().mean()),
+            }
 
-    return Trainer(model, opt, loader, _step, val_fn=val, key_metric="val_acc", mode="max", scheduler=sched,
-                   max_epochs=epochs, seed=seed, run_dir=tmp_path, model_meta={"model_params": {"name": "toy"}}, **kw)
+    return Trainer(
+        model,
+        opt,
+        loader,
+        _step,
+        val_fn=val,
+        key_metric="val_acc",
+        mode="max",
+        scheduler=sched,
+        max_epochs=epochs,
+        seed=seed,
+        run_dir=tmp_path,
+        model_meta={"model_params": {"name": "toy"}},
+        **kw,
+    )
 
 
 def test_loss_falls_and_outputs_written(tmp_path):
@@ -70,7 +85,8 @@ def test_exact_resume(tmp_path):
         assert torch.allclose(a, b, atol=1e-6)
     assert resumed.state.epoch == 4
     assert [r["train_loss"] for r in full.state.history] == pytest.approx(
-        [r["train_loss"] for r in resumed.state.history], abs=1e-6)
+        [r["train_loss"] for r in resumed.state.history], abs=1e-6
+    )
 
 
 def test_extend_past_planned_epochs(tmp_path):

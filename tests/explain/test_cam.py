@@ -33,7 +33,7 @@ class BlobNet(nn.Module):
         conv = nn.Conv2d if spatial_dims == 2 else nn.Conv3d
         self.features = nn.Sequential(conv(1, 1, 3, padding=1, bias=False), nn.ReLU())
         with torch.no_grad():
-            self.features[0].weight.fill_(1.0 / 3 ** spatial_dims)
+            self.features[0].weight.fill_(1.0 / 3**spatial_dims)
         self.pool = nn.AdaptiveAvgPool2d(1) if spatial_dims == 2 else nn.AdaptiveAvgPool3d(1)
         self.fc = nn.Linear(1, 2, bias=False)
         with torch.no_grad():
@@ -74,8 +74,9 @@ def test_predicted_class_is_the_default_target():
 
 def _small_densenet(sd=2, k=3):
     torch.manual_seed(0)
-    return DenseNet121(spatial_dims=sd, in_channels=1, out_channels=k, init_features=8, growth_rate=4,
-                       block_config=(2, 2), bn_size=2).eval()
+    return DenseNet121(
+        spatial_dims=sd, in_channels=1, out_channels=k, init_features=8, growth_rate=4, block_config=(2, 2), bn_size=2
+    ).eval()
 
 
 @pytest.mark.parametrize("method", ["gradcam", "gradcampp"])
@@ -89,8 +90,9 @@ def test_batched_maps_equal_single_image_maps(method):
         singles = torch.stack([cam(x[i], target=t) for i, t in enumerate(targets)])
     assert batch.shape == (3, 1, 32, 32)
     assert batch.meta["cam_target"] == targets
-    torch.testing.assert_close(batch.as_tensor(), singles.as_tensor() if isinstance(singles, MetaTensor) else singles,
-                               atol=1e-4, rtol=1e-3)
+    torch.testing.assert_close(
+        batch.as_tensor(), singles.as_tensor() if isinstance(singles, MetaTensor) else singles, atol=1e-4, rtol=1e-3
+    )
 
 
 def test_same_map_as_monai_gradcam_for_one_image():
@@ -99,8 +101,9 @@ def test_same_map_as_monai_gradcam_for_one_image():
     model = _small_densenet()
     x = torch.rand(1, 1, 32, 32, generator=torch.Generator().manual_seed(2))
     ours = grad_cam(model, x, target=1)
-    ref = GradCAM(nn_module=_small_densenet(), target_layers="class_layers.relu",
-                  postprocessing=lambda t: t)(x, class_idx=1).detach()
+    ref = GradCAM(nn_module=_small_densenet(), target_layers="class_layers.relu", postprocessing=lambda t: t)(
+        x, class_idx=1
+    ).detach()
     ref = (ref - ref.min()) / (ref.max() - ref.min())
     torch.testing.assert_close(ours.as_tensor(), ref, atol=1e-4, rtol=1e-3)
 

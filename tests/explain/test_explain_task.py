@@ -26,15 +26,26 @@ def classifier_run(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("demo")
     cls_dir = root / "classification"
     datalist = make_lesion_dataset(cls_dir / "data", n=8, seed=0, size=48, splits=(0.5, 0.25, 0.25))
-    cfg = ClassificationConfig(name="run", image_size=48, data=DataSection(datalist=datalist),
-                               model=ModelSection(name="efficientnet_lite0", pretrained=False, image_size=48))
+    cfg = ClassificationConfig(
+        name="run",
+        image_size=48,
+        data=DataSection(datalist=datalist),
+        model=ModelSection(name="efficientnet_lite0", pretrained=False, image_size=48),
+    )
     run = Run.create(cls_dir / "run", cfg)
     params = {"name": "efficientnet_lite0", "pretrained": False, "image_size": 48, "num_classes": 2, "in_channels": 3}
     torch.manual_seed(0)
     model = build_model(**params)
     save_checkpoint(run.path / "checkpoints" / "best.pt", model=model.state_dict(), meta={"model_params": params})
-    info = {"class_names": ["benign", "malignant"], "positive_index": 1, "image_size": 48, "channels": "rgb",
-            "temperature": 1.0, "operating_points": {"default": 0.5}, "use": "default"}
+    info = {
+        "class_names": ["benign", "malignant"],
+        "positive_index": 1,
+        "image_size": 48,
+        "channels": "rgb",
+        "temperature": 1.0,
+        "operating_points": {"default": 0.5},
+        "use": "default",
+    }
     (run.path / "classifier.json").write_text(json.dumps(info))
     run.finish()
     return run.path
@@ -100,8 +111,10 @@ def test_demo_stage_without_classifier_reports_it(tmp_path):
 def test_weak_supervision_config_validates(tmp_path):
     from medseg.config import load_config
 
-    cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / "weak_lesions.yaml",
-                      ["weak.threshold=0.4", "weak.method=gradcampp"])
+    cfg = load_config(
+        Path(__file__).resolve().parents[2] / "configs" / "weak_lesions.yaml",
+        ["weak.threshold=0.4", "weak.method=gradcampp"],
+    )
     assert cfg.weak.threshold == 0.4 and cfg.weak.method == "gradcampp" and cfg.model.name == "unet"
     with pytest.raises(ConfigError, match="thresh"):
         load_config(Path(__file__).resolve().parents[2] / "configs" / "weak_lesions.yaml", ["weak.treshold=0.4"])

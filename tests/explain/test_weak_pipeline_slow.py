@@ -14,9 +14,13 @@ def test_weak_supervision_pipeline_runs_end_to_end(tmp_path):
     from medseg.tasks.configs import WeakSection, WeakSupervisionConfig
     from medseg.tasks.weak_supervision import train
 
-    cfg = WeakSupervisionConfig(name="w", device="cpu", data=DataSection(synthetic=True, num_cases=20),
-                                weak=WeakSection(image_size=48, classifier_epochs=1),
-                                train=TrainSection(epochs=1, batch_size=8))
+    cfg = WeakSupervisionConfig(
+        name="w",
+        device="cpu",
+        data=DataSection(synthetic=True, num_cases=20),
+        weak=WeakSection(image_size=48, classifier_epochs=1),
+        train=TrainSection(epochs=1, batch_size=8),
+    )
     run = Run.create(tmp_path / "w", cfg)
     with run:
         r = train(cfg, run)

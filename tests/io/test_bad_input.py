@@ -19,8 +19,15 @@ SECRET_ID = "SECRETID123"
 
 def _series(tmp_path, dicom_writer, name="s", uid=None, nz=6):
     vol = np.stack([np.full((8, 6), float(10 * k)) for k in range(nz)], axis=-1)
-    return dicom_writer(tmp_path / name, vol, spacing=(1, 1, 2), patient_name=SECRET_NAME, patient_id=SECRET_ID,
-                        series_uid=uid, shuffle=False)
+    return dicom_writer(
+        tmp_path / name,
+        vol,
+        spacing=(1, 1, 2),
+        patient_name=SECRET_NAME,
+        patient_id=SECRET_ID,
+        series_uid=uid,
+        shuffle=False,
+    )
 
 
 def _no_phi(msg: str) -> None:
@@ -123,9 +130,6 @@ def test_discover_keeps_good_series_when_others_are_bad(tmp_path, dicom_writer):
     for s in found:  # no PHI anywhere in what discover reports
         _no_phi(str(s.to_dict()))
     _no_phi(mio.format_series_table(found))
-
-
-
 
 
 def test_dicomdir(pydicom_file, tmp_path):

@@ -153,9 +153,20 @@ def test_oblique_series_matches_simpleitk(tmp_path, dicom_writer):
     _assert_same_as_sitk(mio.load(tmp_path / "s"), _sitk_series(tmp_path / "s"))
 
 
-REAL_FILES = ["CT_small.dcm", "MR_small.dcm", "MR_small_bigendian.dcm", "MR_small_implicit.dcm",
-              "MR_small_jp2klossless.dcm", "MR_small_jpeg_ls_lossless.dcm", "MR_small_RLE.dcm", "rtdose.dcm",
-              "693_J2KR.dcm", "SC_rgb.dcm", "US1_J2KR.dcm", "emri_small.dcm"]
+REAL_FILES = [
+    "CT_small.dcm",
+    "MR_small.dcm",
+    "MR_small_bigendian.dcm",
+    "MR_small_implicit.dcm",
+    "MR_small_jp2klossless.dcm",
+    "MR_small_jpeg_ls_lossless.dcm",
+    "MR_small_RLE.dcm",
+    "rtdose.dcm",
+    "693_J2KR.dcm",
+    "SC_rgb.dcm",
+    "US1_J2KR.dcm",
+    "emri_small.dcm",
+]
 
 
 @pytest.mark.parametrize("name", REAL_FILES)
@@ -201,11 +212,19 @@ def test_enhanced_multiframe_equals_classic_series(tmp_path, dicom_writer, pydic
     ps = [float(v) for v in shared.PixelMeasuresSequence[0].PixelSpacing]
     pvt = shared.PixelValueTransformationSequence[0]
     slope, inter = float(pvt.RescaleSlope), float(pvt.RescaleIntercept)
-    positions = [[float(v) for v in f.PlanePositionSequence[0].ImagePositionPatient]
-                 for f in ds.PerFrameFunctionalGroupsSequence]
+    positions = [
+        [float(v) for v in f.PlanePositionSequence[0].ImagePositionPatient] for f in ds.PerFrameFunctionalGroupsSequence
+    ]
     vol = np.stack([frames[k].T * slope + inter for k in range(len(positions))], axis=-1)
-    dicom_writer(tmp_path / "classic", vol, spacing=(ps[1], ps[0], 1.0), positions=positions, iop=iop,
-                       slope=slope, intercept=inter)
+    dicom_writer(
+        tmp_path / "classic",
+        vol,
+        spacing=(ps[1], ps[0], 1.0),
+        positions=positions,
+        iop=iop,
+        slope=slope,
+        intercept=inter,
+    )
     classic = mio.load(tmp_path / "classic")
     np.testing.assert_allclose(img.affine.numpy(), classic.affine.numpy(), atol=1e-4)
     assert np.array_equal(img.numpy(), classic.numpy())
@@ -324,8 +343,10 @@ def test_missing_decoder_names_the_package(monkeypatch, pydicom_file):
     import pydicom
 
     def boom(self):
-        raise RuntimeError("Unable to decompress 'JPEG 2000 Image Compression' pixel data because all plugins are "
-                           "missing dependencies:\n\tgdcm - requires gdcm")
+        raise RuntimeError(
+            "Unable to decompress 'JPEG 2000 Image Compression' pixel data because all plugins are "
+            "missing dependencies:\n\tgdcm - requires gdcm"
+        )
 
     monkeypatch.setattr(pydicom.dataset.Dataset, "pixel_array", property(boom))
     path = pydicom_file("MR_small_jp2klossless.dcm")
@@ -392,8 +413,9 @@ def test_enhanced_multiframe_per_frame_rescale(tmp_path, pydicom_file):
     ds.save_as(tmp_path / "mf.dcm")
     img = mio.load(tmp_path / "mf.dcm")
     # frames are sorted along the normal r x c = (0, 0, -1): frame 1 (z = -149) comes first
-    order = np.argsort([-float(f.PlanePositionSequence[0].ImagePositionPatient[2])
-                        for f in ds.PerFrameFunctionalGroupsSequence])
+    order = np.argsort(
+        [-float(f.PlanePositionSequence[0].ImagePositionPatient[2]) for f in ds.PerFrameFunctionalGroupsSequence]
+    )
     for k, f in enumerate(order):
         slope, inter = rescale[f]
         np.testing.assert_array_equal(img[0, :, :, k].numpy(), (raw[f] * slope + inter).T.astype(np.float32))

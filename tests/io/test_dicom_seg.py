@@ -17,7 +17,9 @@ NAMES = {k: v for k, v in CT_CLASSES.items() if k}
 def series(tmp_path_factory):
     ph = ct_phantom(3, shape=(40, 32, 10), spacing=(4.0, 5.0, 6.0))
     c = np.round(np.argwhere(ph.label == 1).mean(axis=0)).astype(int)
-    ph.label[c[0] - 1:c[0] + 2, c[1] - 1:c[1] + 2, c[2]:c[2] + 2] = 4  # a lesion (too small a grid for the phantom's)
+    ph.label[c[0] - 1 : c[0] + 2, c[1] - 1 : c[1] + 2, c[2] : c[2] + 2] = (
+        4  # a lesion (too small a grid for the phantom's)
+    )
     folder = tmp_path_factory.mktemp("ct") / "series"
     paths = write_phantom_dicom(ph, folder)
     return ph, folder, paths
@@ -75,8 +77,9 @@ def test_seg_readback_frames_on_right_instances(series, tmp_path):
     # --- highdicom: segments by source instance
     hseg = hd.seg.segread(out)
     uids = [uid for uid, _ in sorted(src.items(), key=lambda kv: kv[1][0])]
-    vol = hseg.get_pixels_by_source_instance(source_sop_instance_uids=uids, combine_segments=True,
-                                             skip_overlap_checks=True)
+    vol = hseg.get_pixels_by_source_instance(
+        source_sop_instance_uids=uids, combine_segments=True, skip_overlap_checks=True
+    )
     assert np.array_equal(vol, ph.label.transpose(2, 1, 0))
 
 
@@ -152,9 +155,18 @@ def test_empty_labels_and_custom_codes(series, tmp_path):
     ph, folder, _ = series
     lab = np.zeros_like(ph.label)
     lab[10:20, 10:20, 3] = 7
-    out = write_dicom_seg(lab, folder, tmp_path / "c.dcm", {7: "hepatic cyst"},
-                          codes={"Hepatic cyst": (("49755003", "SCT", "Morphologically Abnormal Structure"),
-                                                  ("85057007", "SCT", "Cyst of liver"))})
+    out = write_dicom_seg(
+        lab,
+        folder,
+        tmp_path / "c.dcm",
+        {7: "hepatic cyst"},
+        codes={
+            "Hepatic cyst": (
+                ("49755003", "SCT", "Morphologically Abnormal Structure"),
+                ("85057007", "SCT", "Cyst of liver"),
+            )
+        },
+    )
     seg = pydicom.dcmread(out)
     assert int(seg.NumberOfFrames) == 1
     assert seg.SegmentSequence[0].SegmentedPropertyTypeCodeSequence[0].CodeValue == "85057007"

@@ -23,7 +23,8 @@ def _volume():
     return v
 
 
-def _affine(rot=np.eye(3), spacing=(0.8, 1.1, 2.5)):
+def _affine(rot=None, spacing=(0.8, 1.1, 2.5)):
+    rot = np.eye(3) if rot is None else rot
     a = np.eye(4)
     a[:3, :3] = rot @ np.diag(spacing)
     a[:3, 3] = MARKER_RAS - a[:3, :3] @ np.array(MARKER_IJK, float)
@@ -143,8 +144,18 @@ def test_save_label_keeps_source_header_exactly(tmp_path, rotation_matrix):
     lab = (img[0].numpy() > 0).astype(np.uint8)
     out = mio.save_label(lab, img, tmp_path / "lab.nii.gz")
     src, got = nib.load(p).header, nib.load(out).header
-    for key in ("qform_code", "sform_code", "quatern_b", "quatern_c", "quatern_d", "qoffset_x", "srow_x", "srow_y",
-                "srow_z", "pixdim"):
+    for key in (
+        "qform_code",
+        "sform_code",
+        "quatern_b",
+        "quatern_c",
+        "quatern_d",
+        "qoffset_x",
+        "srow_x",
+        "srow_y",
+        "srow_z",
+        "pixdim",
+    ):
         np.testing.assert_array_equal(got[key], src[key], err_msg=key)
     assert got.get_data_dtype() == np.uint8
     mio.check_image_label(img, mio.load(out), p, out)  # they overlay

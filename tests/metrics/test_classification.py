@@ -9,6 +9,7 @@ import pytest
 
 from medseg.errors import InputError
 from medseg.metrics.classification import (
+    _rank_auc,
     balanced_accuracy,
     binary_report,
     bootstrap_auc_ci,
@@ -21,7 +22,6 @@ from medseg.metrics.classification import (
     roc_auc,
     roc_curve,
     sens_spec_at,
-    _rank_auc,
 )
 
 

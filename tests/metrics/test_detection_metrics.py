@@ -77,8 +77,10 @@ def test_pooled_is_micro_average():
 def test_pr_curve_ap_and_threshold_selection():
     ref = [np.array([(10, 10), (40, 40)]), np.array([(20, 20)])]
     # image 0: two true detections (0.9, 0.6) and a false one (0.7); image 1: true (0.8), false (0.2)
-    preds = [(np.array([(10, 11), (40, 39), (70, 70)]), np.array([0.9, 0.6, 0.7])),
-             (np.array([(21, 20), (90, 90)]), np.array([0.8, 0.2]))]
+    preds = [
+        (np.array([(10, 11), (40, 39), (70, 70)]), np.array([0.9, 0.6, 0.7])),
+        (np.array([(21, 20), (90, 90)]), np.array([0.8, 0.2])),
+    ]
     c = precision_recall_curve(preds, ref, radius=3)
     assert c["thresholds"].tolist() == [0.9, 0.8, 0.7, 0.6, 0.2]
     assert c["recall"].tolist() == pytest.approx([1 / 3, 2 / 3, 2 / 3, 1.0, 1.0])

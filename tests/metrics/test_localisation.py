@@ -29,8 +29,10 @@ def square(shape=(32, 32), r0=8, r1=16, c0=8, c1=16):
 
 def test_pointing_game_hits_misses_and_tolerance():
     mask = square()
-    inside = np.zeros((32, 32)); inside[10, 10] = 1.0
-    outside = np.zeros((32, 32)); outside[10, 19] = 1.0  # 4 px right of the square (col 15 is its edge)
+    inside = np.zeros((32, 32))
+    inside[10, 10] = 1.0
+    outside = np.zeros((32, 32))
+    outside[10, 19] = 1.0  # 4 px right of the square (col 15 is its edge)
     flat = np.ones((32, 32))
     maps = np.stack([inside, outside, flat])[:, None]
     masks = np.stack([mask, mask, mask])[:, None]
@@ -40,8 +42,10 @@ def test_pointing_game_hits_misses_and_tolerance():
     # an empty mask cannot be pointed at
     assert pointing_game(inside, np.zeros_like(mask)).tolist() == [False]
     # 3D batch (B, 1, X, Y, Z)
-    m3 = np.zeros((1, 1, 8, 8, 8), bool); m3[0, 0, 2:4, 2:4, 2:4] = True
-    c3 = np.zeros((1, 1, 8, 8, 8)); c3[0, 0, 3, 3, 3] = 5.0
+    m3 = np.zeros((1, 1, 8, 8, 8), bool)
+    m3[0, 0, 2:4, 2:4, 2:4] = True
+    c3 = np.zeros((1, 1, 8, 8, 8))
+    c3[0, 0, 3, 3, 3] = 5.0
     assert pointing_game(c3, m3).tolist() == [True]
     with pytest.raises(InputError, match="differ"):
         pointing_game(inside, mask[:10])
@@ -63,7 +67,9 @@ def test_thresholded_map_dice_and_iou_have_known_values():
 
 
 def test_threshold_map_otsu_on_a_bimodal_map():
-    m = np.zeros((1, 20, 20)); m[0, 5:10, 5:10] = 0.9; m[0] += 0.02
+    m = np.zeros((1, 20, 20))
+    m[0, 5:10, 5:10] = 0.9
+    m[0] += 0.02
     t = threshold_map(m)
     assert t.sum() == 25 and t[0, 5:10, 5:10].all()
 
@@ -85,7 +91,9 @@ def test_deletion_auc_ranks_a_faithful_map_first():
     model = RegionModel()
     img = torch.zeros(1, 16, 16)
     img[:, :8, :8] = 1.0  # p(class 1) = sigmoid(15) ~ 1
-    good = np.zeros((16, 16)); good[:8, :8] = 1.0; good += np.linspace(0, 0.1, 256).reshape(16, 16)
+    good = np.zeros((16, 16))
+    good[:8, :8] = 1.0
+    good += np.linspace(0, 0.1, 256).reshape(16, 16)
     bad = 1.0 - good  # most salient = irrelevant pixels
     f, p = deletion_curve(model, img, good, target=1, steps=8, baseline="zero")
     assert len(f) == len(p) == 9 and p[0] == pytest.approx(1.0, abs=1e-3) and p[-1] < 0.01

@@ -96,8 +96,9 @@ def test_load_pretrained_report_and_key_map(tmp_path, lite0):
     with pytest.raises(CheckpointError, match="key_map"):
         load_pretrained(efficientnet_lite0(pretrained=False), {"nothing.weight": torch.zeros(1)})
     with pytest.raises(CheckpointError, match="strict"):
-        load_pretrained(efficientnet_lite0(pretrained=False, num_classes=2), path,
-                        key_map={r"^backbone\.": ""}, strict=True)
+        load_pretrained(
+            efficientnet_lite0(pretrained=False, num_classes=2), path, key_map={r"^backbone\.": ""}, strict=True
+        )
 
 
 def test_pretrained_3d_is_refused():

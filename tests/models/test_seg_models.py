@@ -22,8 +22,14 @@ def test_unet_shapes(dims, size):
 
 
 def test_unet_anisotropic_strides_and_deep_supervision():
-    m = build_model("unet", spatial_dims=3, out_channels=2, channels=[4, 8, 16],
-                    strides=[[1, 1, 1], [2, 2, 1], [2, 2, 2]], deep_supervision=True)
+    m = build_model(
+        "unet",
+        spatial_dims=3,
+        out_channels=2,
+        channels=[4, 8, 16],
+        strides=[[1, 1, 1], [2, 2, 1], [2, 2, 2]],
+        deep_supervision=True,
+    )
     m.train()
     y = m(torch.randn(2, 1, 16, 16, 8))
     assert y.shape == (2, 2, 2, 16, 16, 8)  # (B, 1 + deep_supr_num, C, *S)
@@ -38,8 +44,7 @@ def test_unet_bad_params():
 
 @pytest.mark.parametrize("variant", ["32s", "16s", "8s"])
 def test_fcn_any_input_size_2d(variant):
-    m = build_model("fcn", spatial_dims=2, in_channels=3, out_channels=4, variant=variant,
-                    channels=[8, 8, 16, 16, 16])
+    m = build_model("fcn", spatial_dims=2, in_channels=3, out_channels=4, variant=variant, channels=[8, 8, 16, 16, 16])
     m.eval()
     with torch.no_grad():
         y = m(torch.randn(1, 3, 45, 70))

@@ -73,8 +73,8 @@ def test_letters_are_drawn_on_every_view():
         yellow = (px[..., 0] > 200) & (px[..., 1] > 200) & (px[..., 2] < 100)  # letter colour
         h, w = yellow.shape
         # a letter in each edge band
-        assert yellow[: h // 8].any() and yellow[-h // 8:].any()
-        assert yellow[:, : w // 8].any() and yellow[:, -w // 8:].any()
+        assert yellow[: h // 8].any() and yellow[-h // 8 :].any()
+        assert yellow[:, : w // 8].any() and yellow[:, -w // 8 :].any()
 
 
 def test_physical_aspect_ratio_anisotropic_spacing():
@@ -206,7 +206,8 @@ def test_save_case_overlays(tmp_path):
 
     ph = ct_phantom(0, shape=(48, 48, 16), spacing=(4.0, 4.0, 6.0))
     ph.label[20:23, 20:23, 7:9] = 4
-    out = ov.save_case_overlays(ph.image, ph.label, tmp_path, "case_000", affine=ph.affine,
-                                class_names=CT_CLASSES, lesion_label=4)
+    out = ov.save_case_overlays(
+        ph.image, ph.label, tmp_path, "case_000", affine=ph.affine, class_names=CT_CLASSES, lesion_label=4
+    )
     assert sorted(out) == ["axial", "coronal", "lesion", "montage", "sagittal"]
     assert all(p.is_file() and p.parent == tmp_path and p.name.startswith("case_000_") for p in out.values())

@@ -96,14 +96,35 @@ class CDP:
             os.dup2(c_in, 3)
             os.dup2(c_out, 4)
 
-        args = [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-extensions", "--disable-default-apps", "--no-first-run", "--no-default-browser-check",
-                "--mute-audio", "--hide-scrollbars", f"--user-data-dir={profile}", "--remote-debugging-pipe",
-                "about:blank"]
+        args = [
+            binary,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-extensions",
+            "--disable-default-apps",
+            "--no-first-run",
+            "--no-default-browser-check",
+            "--mute-audio",
+            "--hide-scrollbars",
+            f"--user-data-dir={profile}",
+            "--remote-debugging-pipe",
+            "about:blank",
+        ]
         self._log = open(log_path, "wb")
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
-                                     pass_fds=(3, 4), preexec_fn=child_fds, close_fds=True)
+        self.proc = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=self._log,
+            pass_fds=(3, 4),
+            preexec_fn=child_fds,
+            close_fds=True,
+        )
         os.close(c_in)
         os.close(c_out)
         self._w, self._r = to_w, from_r
@@ -193,7 +214,9 @@ def _errors(cdp: CDP) -> list[str]:
             d = p.get("exceptionDetails", {})
             out.append(f"exception: {d.get('text')} {d.get('exception', {}).get('description', '')}")
         elif m == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
-            out.append("console.error: " + " ".join(str(a.get("value", a.get("description"))) for a in p.get("args", [])))
+            out.append(
+                "console.error: " + " ".join(str(a.get("value", a.get("description"))) for a in p.get("args", []))
+            )
         elif m == "Log.entryAdded" and p.get("entry", {}).get("level") == "error":
             out.append(f"log: {p['entry'].get('text')} {p['entry'].get('url', '')}")
     return out
@@ -201,8 +224,9 @@ def _errors(cdp: CDP) -> list[str]:
 
 def test_report_in_headless_chromium(chromium, sample_run, tmp_path):
     run_dir, cases = sample_run
-    report = write_report(run_dir, cases, title="medseg review (browser test)",
-                          summary={"segmentation": {"status": "ok", "seconds": 1.5}})
+    report = write_report(
+        run_dir, cases, title="medseg review (browser test)", summary={"segmentation": {"status": "ok", "seconds": 1.5}}
+    )
     downloads = tmp_path / "downloads"
     downloads.mkdir()
     cdp = CDP(chromium, tmp_path / "profile", tmp_path / "chromium.log")
@@ -211,14 +235,19 @@ def test_report_in_headless_chromium(chromium, sample_run, tmp_path):
         sid = cdp.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
         for dom in ("Page.enable", "Runtime.enable", "Log.enable"):
             cdp.send(dom, session=sid)
-        cdp.send("Emulation.setDeviceMetricsOverride",
-                 {"width": 1400, "height": 1000, "deviceScaleFactor": 1, "mobile": False}, session=sid)
-        cdp.send("Browser.setDownloadBehavior",
-                 {"behavior": "allow", "downloadPath": str(downloads), "eventsEnabled": True})
+        cdp.send(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": 1400, "height": 1000, "deviceScaleFactor": 1, "mobile": False},
+            session=sid,
+        )
+        cdp.send(
+            "Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads), "eventsEnabled": True}
+        )
 
         def ev(expr: str):
-            r = cdp.send("Runtime.evaluate", {"expression": expr, "returnByValue": True, "awaitPromise": True},
-                         session=sid)
+            r = cdp.send(
+                "Runtime.evaluate", {"expression": expr, "returnByValue": True, "awaitPromise": True}, session=sid
+            )
             if "exceptionDetails" in r:
                 raise AssertionError(f"JS failed: {expr}: {r['exceptionDetails']}")
             return r["result"].get("value")
@@ -256,17 +285,20 @@ def test_report_in_headless_chromium(chromium, sample_run, tmp_path):
         assert set(by) == {"case_000", "img_003"}
         assert by["case_000"]["decision"] == "accept"
         assert by["img_003"]["decision"] == "needs_correction"
-        assert by["img_003"]["comment"] == "'=lesion missed, \"left\" side"  # formula neutralised, quotes kept
+        assert by["img_003"]["comment"] == '\'=lesion missed, "left" side'  # formula neutralised, quotes kept
         assert by["img_003"]["uncertainty"] == "0.54" and by["img_003"]["task"] == "classification"
         data = json.loads(ev("medsegFeedback.toJSON()"))
-        assert {f["case_id"]: f["decision"] for f in data["feedback"]} == {"case_000": "accept",
-                                                                           "img_003": "needs_correction"}
+        assert {f["case_id"]: f["decision"] for f in data["feedback"]} == {
+            "case_000": "accept",
+            "img_003": "needs_correction",
+        }
         assert data["feedback"][1]["comment"] == '=lesion missed, "left" side'
 
         # saved in the browser: survives a reload
         load()
-        assert ev("document.querySelector('.fb[data-case=\"img_003\"] textarea').value") == \
-            '=lesion missed, "left" side'
+        assert (
+            ev("document.querySelector('.fb[data-case=\"img_003\"] textarea').value") == '=lesion missed, "left" side'
+        )
         assert ev("document.querySelector('.fb[data-case=\"img_003\"] .cor').classList.contains('on')") is True
 
         # export = a real download of a Blob

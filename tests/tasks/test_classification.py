@@ -28,7 +28,11 @@ from medseg.tasks.configs import ClassificationConfig, FinetuneSection, Operatin
 
 def _cfg(datalist, **kw):
     base = dict(
-        name="t", seed=0, device="cpu", image_size=32, data=DataSection(datalist=datalist),
+        name="t",
+        seed=0,
+        device="cpu",
+        image_size=32,
+        data=DataSection(datalist=datalist),
         model=ModelSection(name="efficientnet_lite0", image_size=32),
         train=TrainSection(epochs=1, batch_size=8, lr=1e-3, steps_per_epoch=1),
         operating_points=OperatingPointSection(n_bootstrap=50),
@@ -57,8 +61,15 @@ def test_train_writes_a_usable_run_folder(trained):
 
     root, dl, summary = trained
     run = root / "run"
-    for f in ("checkpoints/best.pt", "metrics.csv", "classifier.json", "evaluation/metrics.json",
-              "evaluation/operating_points.csv", "evaluation/reliability.png", "evaluation/test_predictions.csv"):
+    for f in (
+        "checkpoints/best.pt",
+        "metrics.csv",
+        "classifier.json",
+        "evaluation/metrics.json",
+        "evaluation/operating_points.csv",
+        "evaluation/reliability.png",
+        "evaluation/test_predictions.csv",
+    ):
         assert (run / f).is_file(), f
     info = json.loads((run / "classifier.json").read_text())
     assert info["class_names"] == ["benign", "malignant"] and info["image_size"] == 32 and info["channels"] == "rgb"
@@ -177,9 +188,14 @@ def test_augmentation_presets(preset):
 def test_lite0_reaches_auc_095_on_synthetic_lesions(tmp_path):
     """Done-when: fine-tuned EfficientNet-Lite0, test AUC >= 0.95 within 5 minutes of CPU training."""
     dl = make_lesion_dataset(tmp_path / "d", n=160, seed=3, size=96)
-    cfg = _cfg(dl, image_size=96, model=ModelSection(name="efficientnet_lite0", image_size=96),
-               train=TrainSection(epochs=8, batch_size=16, lr=1e-3, max_minutes=4.0, early_stop_patience=3),
-               finetune=FinetuneSection(strategy="full"), operating_points=OperatingPointSection(n_bootstrap=500))
+    cfg = _cfg(
+        dl,
+        image_size=96,
+        model=ModelSection(name="efficientnet_lite0", image_size=96),
+        train=TrainSection(epochs=8, batch_size=16, lr=1e-3, max_minutes=4.0, early_stop_patience=3),
+        finetune=FinetuneSection(strategy="full"),
+        operating_points=OperatingPointSection(n_bootstrap=500),
+    )
     run = Run.create(tmp_path / "run", cfg)
     with run:
         s = train(cfg, run)
@@ -190,13 +206,36 @@ def test_cli_classify_and_evaluate(trained, tmp_path, capsys):
     from medseg.cli import main
 
     root, dl, _ = trained
-    rc = main(["classify", "--model", str(root / "run"), str(root / "data" / "images"), "--out", str(tmp_path / "p"),
-               "--device", "cpu", "--operating-point", "high_sensitivity"])
+    rc = main(
+        [
+            "classify",
+            "--model",
+            str(root / "run"),
+            str(root / "data" / "images"),
+            "--out",
+            str(tmp_path / "p"),
+            "--device",
+            "cpu",
+            "--operating-point",
+            "high_sensitivity",
+        ]
+    )
     assert rc == 0
     rows = list(csv.DictReader(open(tmp_path / "p" / "predictions.csv")))
     assert len(rows) == 24 and rows[0]["operating_point"] == "high_sensitivity"  # broken.png skipped
-    rc = main(["evaluate", "--task", "classification", "--pred", str(tmp_path / "p" / "predictions.csv"),
-               "--ref", str(root / "data" / "labels.csv"), "--out", str(tmp_path / "e")])
+    rc = main(
+        [
+            "evaluate",
+            "--task",
+            "classification",
+            "--pred",
+            str(tmp_path / "p" / "predictions.csv"),
+            "--ref",
+            str(root / "data" / "labels.csv"),
+            "--out",
+            str(tmp_path / "e"),
+        ]
+    )
     assert rc == 0 and "auc" in capsys.readouterr().out
     # an existing output folder is never overwritten silently
     rc = main(["classify", "--model", str(root / "run"), str(root / "data" / "images"), "--out", str(tmp_path / "p")])

@@ -11,7 +11,6 @@ from skimage.io import imsave
 from medseg.errors import FileFormatError, InputError, MissingFileError
 from medseg.tasks import detection as det
 
-
 # ----------------------------------------------------------------------------- reading
 
 
@@ -145,7 +144,7 @@ def test_tiled_detection_object_on_tile_border():
     img = np.zeros((100, 120, 3), np.uint8)
     pts = [(32, 40), (63.0, 63.0), (64, 10), (5, 90), (100, 95)]  # (32, 40) and (64, *) sit on tile borders
     for x, y in pts:
-        img[int(y) - 1:int(y) + 2, int(x) - 1:int(x) + 2] = 255
+        img[int(y) - 1 : int(y) + 2, int(x) - 1 : int(x) + 2] = 255
     full, _ = det.detect_tiled(_blob_score, img, tile=10_000, margin=0, min_distance_px=4, threshold=0.05)
     tiled, _ = det.detect_tiled(_blob_score, img, tile=32, margin=16, min_distance_px=4, threshold=0.05)
     assert len(full) == len(pts) == len(tiled)
@@ -190,11 +189,23 @@ def test_train_detect_evaluate_tiny(tmp_path, method):
     from medseg.runs import Run
 
     ds = write_histology_dataset(tmp_path / "data", n_train=2, n_val=1, n_test=1, shape=(64, 64), mitosis_rate=0.2)
-    model = ({"name": "proximity_unet", "features": [4, 4, 8, 8, 8, 4]} if method == "proximity"
-             else {"name": "mitosis_cnn", "width": 8})
-    cfg = parse_config({"task": "detection", "method": method, "device": "cpu", "data": {"datalist": str(ds)},
-                        "model": model, "crop_size": 32, "cpu_threads": 1,
-                        "train": {"epochs": 1, "steps_per_epoch": 2, "batch_size": 4}})
+    model = (
+        {"name": "proximity_unet", "features": [4, 4, 8, 8, 8, 4]}
+        if method == "proximity"
+        else {"name": "mitosis_cnn", "width": 8}
+    )
+    cfg = parse_config(
+        {
+            "task": "detection",
+            "method": method,
+            "device": "cpu",
+            "data": {"datalist": str(ds)},
+            "model": model,
+            "crop_size": 32,
+            "cpu_threads": 1,
+            "train": {"epochs": 1, "steps_per_epoch": 2, "batch_size": 4},
+        }
+    )
     run = Run.create(tmp_path / "run", cfg)
     with run:
         s = det.train(cfg, run)
@@ -219,8 +230,9 @@ def test_train_detect_evaluate_tiny(tmp_path, method):
 
 
 def test_evaluate_perfect_and_mismatched(tmp_path):
-    ref = _write_csv(tmp_path / "ref.csv", [("a.png", 10, 10, "nucleus"), ("a.png", 30, 30, "mitosis"),
-                                            ("b.png", 5, 5, "nucleus")])
+    ref = _write_csv(
+        tmp_path / "ref.csv", [("a.png", 10, 10, "nucleus"), ("a.png", 30, 30, "mitosis"), ("b.png", 5, 5, "nucleus")]
+    )
     pred = tmp_path / "pred.csv"
     pred.write_text("image,x,y,score,class\na.png,11,10,0.9,nucleus\na.png,30,31,0.8,mitosis\nb.png,5,5,0.7,nucleus\n")
     ev = det.evaluate(pred, ref, out=tmp_path, radius=3)
@@ -271,7 +283,7 @@ def test_large_tiff_is_memory_mapped_and_tiled(tmp_path):
     img = np.zeros((300, 260, 3), np.uint8)
     pts = [(40, 50), (128, 128), (200, 256), (10, 290)]
     for x, y in pts:
-        img[y - 1:y + 2, x - 1:x + 2] = 255
+        img[y - 1 : y + 2, x - 1 : x + 2] = 255
     tifffile.imwrite(tmp_path / "big.tif", img, photometric="rgb")
     lazy = det.open_image(tmp_path / "big.tif", lazy_min_pixels=10_000)
     assert isinstance(lazy, np.memmap) and lazy.shape == img.shape

@@ -20,8 +20,13 @@ TINY = {"shape": [32, 32, 16], "spacing": [6.0, 6.0, 9.0]}
 
 def tiny_cfg(tmp: Path, **kw) -> SegmentationConfig:
     raw = {
-        "task": "segmentation", "name": "tiny", "output_dir": str(tmp), "seed": 3, "device": "cpu",
-        "class_names": ["background", "liver"], "label_map": {4: 1, 2: 0, 3: 0},
+        "task": "segmentation",
+        "name": "tiny",
+        "output_dir": str(tmp),
+        "seed": 3,
+        "device": "cpu",
+        "class_names": ["background", "liver"],
+        "label_map": {4: 1, 2: 0, 3: 0},
         "data": {"synthetic": True, "num_cases": 4, "val_fraction": 0.34, "cache": "memory"},
         "synthetic": TINY,
         "model": {"name": "unet", "channels": [4, 8, 16]},
@@ -55,7 +60,7 @@ def test_training_writes_run_and_loss_falls(trained):
     run_dir, cfg, summary = trained
     assert summary["epochs"] == 3
     plan = json.loads((run_dir / "plan.json").read_text())
-    assert plan["target_spacing"] == [6.0, 6.0, 9.0]          # median spacing of the phantoms
+    assert plan["target_spacing"] == [6.0, 6.0, 9.0]  # median spacing of the phantoms
     assert np.prod(plan["patch_size"]) <= 24 * 24 * 16 * 1.3
     assert "foreground" in plan["fingerprint"]
     rows = (run_dir / "metrics.csv").read_text().splitlines()
@@ -75,9 +80,16 @@ class Bright(torch.nn.Module):
 
 
 def _bone_meta(target_spacing):
-    return {"plan": {"target_spacing": list(target_spacing), "patch_size": [32, 32, 16],
-                     "norm": {"clip": [-1000.0, 1000.0], "mean": 0.0, "std": 1000.0}},
-            "class_names": ["background", "bone"], "modality": "CT", "spatial_dims": 3}
+    return {
+        "plan": {
+            "target_spacing": list(target_spacing),
+            "patch_size": [32, 32, 16],
+            "norm": {"clip": [-1000.0, 1000.0], "mean": 0.0, "std": 1000.0},
+        },
+        "class_names": ["background", "bone"],
+        "modality": "CT",
+        "spatial_dims": 3,
+    }
 
 
 @pytest.mark.parametrize("kind", ["nifti", "nifti_permuted", "dicom"])
@@ -99,8 +111,9 @@ def test_output_in_source_geometry(tmp_path, kind):
         path, ref_affine = tmp_path / "series", ph.affine
     from medseg.tasks.configs import SegInferSection
 
-    res = seg.predict_case(Bright(), path, meta=_bone_meta((3.0, 3.0, 3.0)), infer=SegInferSection(),
-                           device=torch.device("cpu"))
+    res = seg.predict_case(
+        Bright(), path, meta=_bone_meta((3.0, 3.0, 3.0)), infer=SegInferSection(), device=torch.device("cpu")
+    )
     assert res["labels"].dtype == np.uint8 and res["labels"].shape == truth.shape
     assert np.allclose(res["affine"], ref_affine, atol=1e-4)
     from medseg.io import load
@@ -122,8 +135,13 @@ def test_segment_cohort_skips_bad_case(trained, tmp_path):
     bad[0, 0, 0] = np.nan
     nib.save(nib.Nifti1Image(bad, ph.affine), str(tmp_path / "nan.nii.gz"))
     write_phantom_dicom(ph, tmp_path / "series")
-    summary = seg.segment(run_dir, [good, tmp_path / "nan.nii.gz", tmp_path / "missing.nii.gz", tmp_path / "series"],
-                          tmp_path / "out", device="cpu", save_probabilities=True)
+    summary = seg.segment(
+        run_dir,
+        [good, tmp_path / "nan.nii.gz", tmp_path / "missing.nii.gz", tmp_path / "series"],
+        tmp_path / "out",
+        device="cpu",
+        save_probabilities=True,
+    )
     assert summary["ok"] == 2 and summary["skipped"] == 2
     assert "NaN" in summary["skipped_cases"]["nan"]
     table = json.loads((tmp_path / "out" / "segmentation.json").read_text())
@@ -165,12 +183,19 @@ def test_bad_label_values_name_the_case(tmp_path):
     img, lab = write_phantom_nifti(ph, tmp_path / "imagesTr/a.nii.gz", tmp_path / "labelsTr/a.nii.gz")
     ph2 = ct_phantom(seed=2, **{"shape": (24, 24, 12), "spacing": (8.0, 8.0, 12.0)})
     img2, lab2 = write_phantom_nifti(ph2, tmp_path / "imagesTr/b.nii.gz", tmp_path / "labelsTr/b.nii.gz")
-    (tmp_path / "dl.json").write_text(json.dumps({"training": [{"image": str(img), "label": str(lab)},
-                                                               {"image": str(img2), "label": str(lab2)}]}))
-    cfg = SegmentationConfig.model_validate({
-        "task": "segmentation", "device": "cpu", "class_names": ["background", "liver"],
-        "data": {"datalist": str(tmp_path / "dl.json"), "val_fraction": 0.0},
-        "model": {"name": "unet", "channels": [4, 8]}, "train": {"epochs": 1}})
+    (tmp_path / "dl.json").write_text(
+        json.dumps({"training": [{"image": str(img), "label": str(lab)}, {"image": str(img2), "label": str(lab2)}]})
+    )
+    cfg = SegmentationConfig.model_validate(
+        {
+            "task": "segmentation",
+            "device": "cpu",
+            "class_names": ["background", "liver"],
+            "data": {"datalist": str(tmp_path / "dl.json"), "val_fraction": 0.0},
+            "model": {"name": "unet", "channels": [4, 8]},
+            "train": {"epochs": 1},
+        }
+    )
     with pytest.raises(LabelMismatchError, match=r"labelsTr/.\.nii\.gz has unexpected values \[2, 3"):
         _train(cfg, tmp_path / "run")
 
@@ -188,5 +213,5 @@ def test_evaluate_dice_hd95(tmp_path):
     s = seg.evaluate(tmp_path / "pred", tmp_path / "ref", tmp_path / "ev", class_names=["liver"])
     assert s["cases"] == 2 and "c3" in s["skipped"]
     assert abs(s["per_class"]["liver"]["dice"] - (0.9 + 1.0) / 2) < 1e-3
-    assert abs(s["per_class"]["liver"]["hd95_mm"] - 1.0) < 0.01     # 2 mm shift on one case, 0 on the other
+    assert abs(s["per_class"]["liver"]["hd95_mm"] - 1.0) < 0.01  # 2 mm shift on one case, 0 on the other
     assert (tmp_path / "ev" / "evaluation_cases.csv").is_file() and (tmp_path / "ev" / "evaluation.json").is_file()

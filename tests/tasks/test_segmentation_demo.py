@@ -30,8 +30,9 @@ def test_run_demo_quick(tmp_path):
     import pydicom
 
     seg = hd.seg.segread(dicom_case.outputs["dicom_seg"])
-    src = pydicom.dcmread(next((tmp_path / "data" / "ct_dicom" / "study1" / "series1").iterdir()),
-                          stop_before_pixels=True)
+    src = pydicom.dcmread(
+        next((tmp_path / "data" / "ct_dicom" / "study1" / "series1").iterdir()), stop_before_pixels=True
+    )
     assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == src.SeriesInstanceUID
     assert seg.SegmentSequence[0].SegmentLabel == "liver"
     labels = np.asarray(out.dataobj)

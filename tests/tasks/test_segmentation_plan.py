@@ -2,8 +2,12 @@
 
 from medseg.engine.plan import make_plan
 
-FP = {"median_spacing": [0.8, 0.8, 5.0], "median_shape": [512, 512, 60], "channels": 1,
-      "foreground": {"p00_5": -50.0, "p99_5": 250.0, "mean": 90.0, "std": 40.0}}
+FP = {
+    "median_spacing": [0.8, 0.8, 5.0],
+    "median_shape": [512, 512, 60],
+    "channels": 1,
+    "foreground": {"p00_5": -50.0, "p99_5": 250.0, "mean": 90.0, "std": 40.0},
+}
 
 
 def test_plan_thick_slices():
@@ -11,7 +15,7 @@ def test_plan_thick_slices():
     assert p["target_spacing"] == [0.8, 0.8, 5.0]
     px, py, pz = p["patch_size"]
     assert px * py * pz <= 128 * 128 * 32 * 1.5
-    assert [s[2] for s in p["strides"]] [:3] == [1, 1, 1]   # no z down-sampling while z is >2x coarser
+    assert [s[2] for s in p["strides"]][:3] == [1, 1, 1]  # no z down-sampling while z is >2x coarser
     assert all(s[0] == 2 for s in p["strides"][1:])
     for size, div in zip(p["patch_size"], p["divisor"]):
         assert size % div == 0
@@ -19,14 +23,27 @@ def test_plan_thick_slices():
 
 
 def test_plan_overrides_win():
-    p = make_plan(FP, spatial_dims=3, modality="CT", levels=3,
-                  overrides={"target_spacing": [2.0, 2.0, 5.0], "patch_size": [64, 64, 16], "clip": [-100, 200],
-                             "norm_mean": None})
+    p = make_plan(
+        FP,
+        spatial_dims=3,
+        modality="CT",
+        levels=3,
+        overrides={
+            "target_spacing": [2.0, 2.0, 5.0],
+            "patch_size": [64, 64, 16],
+            "clip": [-100, 200],
+            "norm_mean": None,
+        },
+    )
     assert p["target_spacing"] == [2.0, 2.0, 5.0] and p["patch_size"] == [64, 64, 16]
     assert p["norm"]["clip"] == [-100, 200] and p["norm"]["mean"] == 90.0
 
 
 def test_plan_mr_has_no_ct_norm():
-    p = make_plan({**FP, "median_spacing": [1.0, 1.0, 1.0], "median_shape": [160, 192, 160]}, spatial_dims=3,
-                  modality="MR", levels=4)
+    p = make_plan(
+        {**FP, "median_spacing": [1.0, 1.0, 1.0], "median_shape": [160, 192, 160]},
+        spatial_dims=3,
+        modality="MR",
+        levels=4,
+    )
     assert p["norm"] == {} and all(s == [2, 2, 2] for s in p["strides"][1:])

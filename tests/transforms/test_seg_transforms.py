@@ -16,12 +16,15 @@ def _case(shape=(20, 20, 10), label_values=(0, 1), affine=None, label_affine=Non
         img[3, 3, 3] = np.nan
     lab = np.zeros(shape, np.float32)
     for i, v in enumerate(label_values[1:]):
-        lab[5 + 3 * i:8 + 3 * i, 5:10, 3:6] = v
+        lab[5 + 3 * i : 8 + 3 * i, 5:10, 3:6] = v
     meta = {"filename_or_obj": "/data/case_007.nii.gz"}
     lmeta = {"filename_or_obj": "/data/case_007_label.nii.gz"}
-    return {"image": MetaTensor(img[None], affine=torch.as_tensor(aff), meta=meta),
-            "label": MetaTensor(lab[None], affine=torch.as_tensor(aff if label_affine is None else label_affine),
-                                meta=lmeta)}
+    return {
+        "image": MetaTensor(img[None], affine=torch.as_tensor(aff), meta=meta),
+        "label": MetaTensor(
+            lab[None], affine=torch.as_tensor(aff if label_affine is None else label_affine), meta=lmeta
+        ),
+    }
 
 
 def test_check_passes_and_maps_labels():
@@ -58,8 +61,14 @@ def test_check_shape_and_affine_mismatch():
 def test_preprocess_ras_and_spacing():
     """An LPS-stored image comes out RAS-oriented at the target spacing."""
     d = _case(shape=(20, 20, 10))
-    t = preprocess(["image", "label"], spatial_dims=3, modality="other", target_spacing=(4.0, 4.0, 3.0),
-                   load=False, crop_foreground=False)
+    t = preprocess(
+        ["image", "label"],
+        spatial_dims=3,
+        modality="other",
+        target_spacing=(4.0, 4.0, 3.0),
+        load=False,
+        crop_foreground=False,
+    )
     out = t(d)
     aff = np.asarray(out["image"].affine)
     assert np.allclose(np.diag(aff)[:3], [4.0, 4.0, 3.0])  # positive diagonal = RAS
@@ -70,8 +79,16 @@ def test_preprocess_ras_and_spacing():
 def test_train_patches_balanced_and_padded():
     """Patches have the patch size even when the volume is smaller; pos_fraction=1 centres on foreground."""
     d = _case(shape=(20, 20, 10))
-    tr, _ = train_transforms(spatial_dims=3, modality="other", target_spacing=None, patch_size=(16, 16, 16),
-                             n_classes=2, augment="none", samples_per_image=4, pos_fraction=1.0)
+    tr, _ = train_transforms(
+        spatial_dims=3,
+        modality="other",
+        target_spacing=None,
+        patch_size=(16, 16, 16),
+        n_classes=2,
+        augment="none",
+        samples_per_image=4,
+        pos_fraction=1.0,
+    )
     # skip the loader: feed MetaTensors directly
     from monai.transforms import Compose
 
