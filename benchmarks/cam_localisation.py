@@ -51,10 +51,9 @@ def main(argv=None) -> int:
 
     import torch
 
-    from medseg.config import DataSection, ModelSection, TrainSection
+    from medseg.config import DataSection, ModelSection, TrainSection, WeakSection, WeakSupervisionConfig
     from medseg.engine.device import describe_device, select_device
     from medseg.runs import Run
-    from medseg.tasks.configs import WeakSection, WeakSupervisionConfig
     from medseg.tasks.weak_supervision import train
 
     logging.basicConfig(level=logging.WARNING)

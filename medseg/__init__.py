@@ -1,6 +1,8 @@
 """medseg: from a folder of DICOM/NIfTI studies to reviewed, trustworthy results.
 
-The public API is exposed lazily (importing ``medseg`` does not import torch)::
+The public API is exposed lazily (importing ``medseg`` does not import torch): the names are
+declared in ``__init__.pyi``, which type checkers read, and loaded on first use by
+``lazy_loader`` (scikit-image's pattern)::
 
     import medseg
     img = medseg.io.load("study/CT")           # MetaTensor (C, X, Y, Z), RAS affine
@@ -9,48 +11,9 @@ The public API is exposed lazily (importing ``medseg`` does not import torch)::
 
 from __future__ import annotations
 
-import importlib
+import lazy_loader as _lazy
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "__version__",
-    "errors",
-    "config",
-    "io",
-    "transforms",
-    "models",
-    "engine",
-    "tasks",
-    "explain",
-    "review",
-    "metrics",
-    "data",
-    "load_config",
-]
-
-_SUBMODULES = {
-    "errors",
-    "config",
-    "io",
-    "transforms",
-    "models",
-    "engine",
-    "tasks",
-    "explain",
-    "review",
-    "metrics",
-    "data",
-    "runs",
-    "utils",
-}
-
-
-def __getattr__(name: str):
-    if name in _SUBMODULES:
-        return importlib.import_module(f"medseg.{name}")
-    if name == "load_config":
-        from medseg.config import load_config
-
-        return load_config
-    raise AttributeError(f"module 'medseg' has no attribute {name!r}")
+__getattr__, __dir__, __all__ = _lazy.attach_stub(__name__, __file__)
+__all__ = [*__all__, "__version__"]

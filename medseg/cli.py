@@ -1,8 +1,7 @@
 """``medseg <command>``: one subcommand per pipeline, plus ``demo``.
 
 Each subcommand lives in ``medseg/cli_commands/<name>.py`` with ``add_parser(subparsers)`` and
-``run(args) -> int``. Errors from bad input (``MedsegError``) print one clear paragraph and exit 2;
-a capability that is not built yet exits 3 saying so.
+``run(args) -> int``. Errors from bad input (``MedsegError``) print one clear paragraph and exit 2.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from medseg import __version__
-from medseg.errors import MedsegError, NotBuiltError
+from medseg.errors import MedsegError
 
 COMMANDS = ["info", "convert", "train", "segment", "detect", "classify", "explain", "evaluate", "demo"]
 
@@ -47,9 +46,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("medseg").setLevel(level)
     try:
         return int(args.func(args) or 0)
-    except NotBuiltError as e:
-        print(f"medseg {args.command}: not available yet: {e}", file=sys.stderr)
-        return 3
     except MedsegError as e:
         print(f"medseg {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -18,7 +18,6 @@ __all__ = [
     "GeometryError",
     "LabelMismatchError",
     "MissingDependencyError",
-    "NotBuiltError",
     "RunFolderExistsError",
     "CheckpointError",
 ]
@@ -60,10 +59,6 @@ class LabelMismatchError(InputError):
 
 class MissingDependencyError(MedsegError, ImportError):
     """An optional package needed for this operation is not installed."""
-
-
-class NotBuiltError(MedsegError, NotImplementedError):
-    """A capability that is planned but not built in this version of medseg."""
 
 
 class RunFolderExistsError(MedsegError, FileExistsError):

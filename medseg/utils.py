@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import logging
 import os
 import random
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -17,6 +20,7 @@ __all__ = [
     "atomic_write_text",
     "atomic_write_bytes",
     "atomic_write_csv",
+    "atomic_write_records",
     "seed_everything",
     "get_logger",
 ]
@@ -59,28 +63,44 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     return Path(path)
 
 
-def atomic_write_csv(path: str | Path, header: list[str], rows) -> Path:
-    """Write a CSV table (``header`` then ``rows``, each a sequence of cells) atomically."""
-    import csv
-    import io
+def atomic_write_csv(path: str | Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
+    """Write a CSV table (``header`` then ``rows``, each a sequence of cells) atomically.
 
+    The one CSV writer of medseg: every table a command writes goes through it (or
+    :func:`atomic_write_records`).
+    """
     buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(header)
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(list(header))
     w.writerows(rows)
     return atomic_write_text(path, buf.getvalue())
 
 
+def atomic_write_records(
+    path: str | Path, records: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None
+) -> Path:
+    """Write dicts as a CSV table atomically; columns: ``columns`` or the union of keys in first-seen order.
+
+    A key missing from a record is an empty cell.
+    """
+    cols: list[str] = list(columns) if columns is not None else []
+    if columns is None:
+        for r in records:
+            cols += [k for k in r if k not in cols]
+    return atomic_write_csv(path, cols, ([r.get(c, "") for c in cols] for r in records))
+
+
 def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and PyTorch (and MONAI's global determinism helper)."""
+    """Seed Python's ``random``, NumPy's global generator and PyTorch (CPU and every CUDA device).
+
+    It does not switch on deterministic algorithms (``torch.use_deterministic_algorithms``): runs on
+    the CPU repeat exactly; on CUDA some kernels stay non-deterministic.
+    """
+    import torch  # heavy: imported here so that the ground-floor helpers stay light
+
     random.seed(seed)
     np.random.seed(seed % (2**32))
-    try:
-        import torch
-
-        torch.manual_seed(seed)
-    except ImportError:  # pragma: no cover
-        pass
+    torch.manual_seed(seed)
 
 
 def get_logger(name: str = "medseg") -> logging.Logger:

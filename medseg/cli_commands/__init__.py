@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
-from types import ModuleType
-
-from medseg.errors import NotBuiltError
+from collections.abc import Callable
+from typing import Any
 
 
 def add_config_args(p: argparse.ArgumentParser) -> None:
@@ -23,20 +22,10 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="move an existing run folder aside instead of failing")
 
 
-def task_module(task: str, capability: str) -> ModuleType:
-    """Import ``medseg.tasks.<task>``; NotBuiltError naming the capability if it is not there."""
-    name = f"medseg.tasks.{task}"
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as e:
-        if e.name == name:
-            raise NotBuiltError(f"{capability} ({name}) is not built in this version of medseg") from None
-        raise
+def task_function(task: str, func: str) -> Callable[..., Any]:
+    """``medseg.tasks.<task>.<func>``, imported when a command runs.
 
-
-def task_function(task: str, func: str, capability: str):
-    mod = task_module(task, capability)
-    fn = getattr(mod, func, None)
-    if fn is None:
-        raise NotBuiltError(f"{capability} ({mod.__name__}.{func}) is not built in this version of medseg")
-    return fn
+    Command modules are imported to build the parser; the tasks (and torch, MONAI) only when a
+    command runs, so ``medseg --help`` and a config error answer at once.
+    """
+    return getattr(importlib.import_module(f"medseg.tasks.{task}"), func)  # type: ignore[no-any-return]

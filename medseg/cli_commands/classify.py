@@ -33,7 +33,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    fn = task_function("classification", "classify", "image classification")
+    fn = task_function("classification", "classify")
     summary = fn(
         model_dir=args.model,
         inputs=args.inputs,

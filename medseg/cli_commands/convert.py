@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from medseg.errors import NotBuiltError
-
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
@@ -30,10 +28,8 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        from medseg.io import load, save_nifti  # type: ignore[attr-defined]
-    except ImportError:
-        raise NotBuiltError("image conversion (medseg.io.load/save_nifti) is not built in this version") from None
+    from medseg.io import load, save_nifti  # imported when the command runs: `medseg --help` stays instant
+
     img = load(args.path, series=args.series, resample=args.resample)
     out = save_nifti(img, args.output)
     spacing = "x".join(f"{v:.4g}" for v in img.meta.get("spacing", []))

@@ -38,7 +38,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    fn = task_function("detection", "detect", "cell/mitosis detection")
+    fn = task_function("detection", "detect")
     summary = fn(
         model_dir=args.model,
         inputs=args.inputs,

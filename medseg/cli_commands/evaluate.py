@@ -28,7 +28,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    fn = task_function(args.task, "evaluate", f"{args.task} evaluation")
+    fn = task_function(args.task, "evaluate")
     summary = fn(pred=args.pred, ref=args.ref, out=args.out, radius=args.radius, pixel_size=args.pixel_size)
     for k, v in (summary or {}).items():
         print(f"  {k}: {v}")

@@ -41,7 +41,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    fn = task_function("explain", "explain", "Grad-CAM explanation")
+    fn = task_function("explain", "explain")
     summary = fn(
         model_dir=args.model,
         inputs=args.inputs,

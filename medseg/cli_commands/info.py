@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
-
-from medseg.errors import NotBuiltError
 
 
 def add_parser(sub) -> None:
@@ -21,11 +20,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        from medseg.io import discover, format_series_table  # type: ignore[attr-defined]
-    except ImportError:
-        raise NotBuiltError("series discovery (medseg.io.discover) is not built in this version") from None
-    import json
+    from medseg.io import discover, format_series_table  # imported when the command runs: `medseg --help` stays instant
 
     series = discover(args.path)
     if args.json:

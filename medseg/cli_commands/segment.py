@@ -47,7 +47,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    fn = task_function("segmentation", "segment", "segmentation inference")
+    fn = task_function("segmentation", "segment")
     summary = fn(
         model_dir=args.model,
         inputs=args.inputs,

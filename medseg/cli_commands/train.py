@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from medseg.runs import open_run
 
     cfg = load_config(args.config, args.overrides)
-    train = task_function(cfg.task, "train", f"training for task {cfg.task!r}")
+    train = task_function(cfg.task, "train")
     run_ = open_run(cfg, out=args.out, force=args.force, resume=args.resume, command="train")
     with run_:
         summary = train(cfg, run_, resume=args.resume)

@@ -29,7 +29,7 @@ from medseg.io.geometry import (
     voxel_to_world,
     world_to_voxel,
 )
-from medseg.io.image2d import load_image2d, read_image_array
+from medseg.io.image2d import as_rgb, load_image2d, read_image_array, read_image_uint8, to_uint8
 from medseg.io.nifti import load_nifti, save_label, save_nifti
 from medseg.io.seg import write_dicom_seg
 
@@ -42,6 +42,9 @@ __all__ = [
     "load_nifti",
     "load_image2d",
     "read_image_array",
+    "read_image_uint8",
+    "to_uint8",
+    "as_rgb",
     "save_nifti",
     "save_label",
     "write_dicom_seg",

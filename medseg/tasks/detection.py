@@ -1,6 +1,6 @@
 """Cell (nucleus) and mitosis detection in 2D microscopy / histology images.
 
-Two methods, chosen by ``method`` in :class:`medseg.tasks.configs.DetectionConfig`:
+Two methods, chosen by ``method`` in :class:`medseg.config.DetectionConfig`:
 
 ``proximity`` (Xie et al., MICCAI 2015, structured regression)
     A U-Net regresses a proximity map that peaks at cell centres,

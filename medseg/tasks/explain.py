@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from medseg.errors import ConfigError, FileFormatError, InputError, MissingFileError, NotBuiltError
+from medseg.errors import ConfigError, FileFormatError, InputError, MissingFileError
 
 __all__ = ["explain", "explain_images", "resolve_target"]
 
@@ -173,7 +173,7 @@ def explain(
         raise MissingFileError("not a trained medseg run folder (no config.yaml)", model_dir)
     task = getattr(load_config(model_dir / "config.yaml"), "task", None)
     if task != "classification":
-        raise NotBuiltError(
+        raise InputError(
             f"`medseg explain` explains classification runs; this run is task {task!r}. For "
             "segmentation networks use medseg.explain.grad_cam(model, image) in Python "
             "(the target is the class's logits inside its predicted mask or an ROI)",

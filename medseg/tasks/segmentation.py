@@ -312,7 +312,7 @@ def train(cfg, run, resume: bool = False) -> dict[str, Any]:
 
     Parameters
     ----------
-    cfg : :class:`medseg.tasks.configs.SegmentationConfig`.
+    cfg : :class:`medseg.config.SegmentationConfig`.
     run : :class:`medseg.runs.Run` (the run folder).
     resume : continue from ``checkpoints/last.pt`` (exactly), possibly to a larger ``train.epochs``.
 
@@ -477,9 +477,9 @@ def predict_case(
     model : trained network (eval mode).
     path : NIfTI file or DICOM series folder.
     meta : checkpoint meta (``plan``, ``class_names``, ``modality``, ``spatial_dims``).
-    infer : :class:`medseg.tasks.configs.SegInferSection`.
+    infer : :class:`medseg.config.SegInferSection`.
     device : where the network runs.
-    post : :class:`medseg.tasks.configs.SegPostSection` or None.
+    post : :class:`medseg.config.SegPostSection` or None.
 
     Returns
     -------

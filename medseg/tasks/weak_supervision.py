@@ -265,10 +265,16 @@ def segmenter_dice(
 def _classifier(cfg, run, datalist: Path, size: int) -> Path:
     if cfg.weak.classifier_run is not None:
         return Path(cfg.weak.classifier_run)
-    from medseg.config import DataSection, ModelSection, TrainSection
+    from medseg.config import (
+        ClassificationConfig,
+        DataSection,
+        FinetuneSection,
+        ModelSection,
+        OperatingPointSection,
+        TrainSection,
+    )
     from medseg.runs import Run
     from medseg.tasks.classification import train as train_classifier
-    from medseg.tasks.configs import ClassificationConfig, FinetuneSection, OperatingPointSection
 
     ccfg = ClassificationConfig(
         name="classifier",

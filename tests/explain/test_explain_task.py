@@ -10,18 +10,17 @@ import numpy as np
 import pytest
 import torch
 
-from medseg.errors import ConfigError, NotBuiltError
+from medseg.errors import ConfigError, InputError
 
 
 @pytest.fixture(scope="module")
 def classifier_run(tmp_path_factory) -> Path:
     """A classification run folder as medseg.tasks.classification.train leaves it (weights untrained)."""
-    from medseg.config import DataSection, ModelSection
+    from medseg.config import ClassificationConfig, DataSection, ModelSection
     from medseg.data.lesions import make_lesion_dataset
     from medseg.engine.checkpoint import save_checkpoint
     from medseg.models import build_model
     from medseg.runs import Run
-    from medseg.tasks.configs import ClassificationConfig
 
     root = tmp_path_factory.mktemp("demo")
     cls_dir = root / "classification"
@@ -70,13 +69,13 @@ def test_explain_writes_maps_pngs_and_table(classifier_run, tmp_path):
 
 
 def test_explain_refuses_non_classification_runs(tmp_path):
+    from medseg.config import SegmentationConfig
     from medseg.runs import Run
-    from medseg.tasks.configs import SegmentationConfig
     from medseg.tasks.explain import explain
 
     run = Run.create(tmp_path / "seg", SegmentationConfig())
     run.finish()
-    with pytest.raises(NotBuiltError, match="grad_cam"):
+    with pytest.raises(InputError, match="grad_cam"):
         explain(run.path, [tmp_path], tmp_path / "out")
 
 
@@ -90,7 +89,7 @@ def test_explain_cli(classifier_run, tmp_path, capsys):
 
 
 def test_demo_stage_uses_the_classification_run(classifier_run):
-    from medseg.explain.demo import run_demo
+    from medseg.demo.explain import run_demo
 
     res = run_demo(classifier_run.parent.parent / "explain", quick=True)
     s = res["summary"]
@@ -102,7 +101,7 @@ def test_demo_stage_uses_the_classification_run(classifier_run):
 
 
 def test_demo_stage_without_classifier_reports_it(tmp_path):
-    from medseg.explain.demo import run_demo
+    from medseg.demo.explain import run_demo
 
     res = run_demo(tmp_path / "explain", quick=True)
     assert res["cases"] == [] and "no trained classifier" in res["summary"]["skipped"]

@@ -9,9 +9,8 @@ import pytest
 
 @pytest.mark.slow
 def test_weak_supervision_pipeline_runs_end_to_end(tmp_path):
-    from medseg.config import DataSection, TrainSection
+    from medseg.config import DataSection, TrainSection, WeakSection, WeakSupervisionConfig
     from medseg.runs import Run
-    from medseg.tasks.configs import WeakSection, WeakSupervisionConfig
     from medseg.tasks.weak_supervision import train
 
     cfg = WeakSupervisionConfig(

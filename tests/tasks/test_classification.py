@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from medseg.config import DataSection, ModelSection, TrainSection
+from medseg.config import (
+    ClassificationConfig,
+    DataSection,
+    FinetuneSection,
+    ModelSection,
+    OperatingPointSection,
+    TrainSection,
+)
 from medseg.data.lesions import lesion_image, make_lesion_dataset, write_png
 from medseg.errors import FileFormatError, InputError
 from medseg.runs import Run
@@ -23,7 +30,6 @@ from medseg.tasks.classification import (
     read_image,
     train,
 )
-from medseg.tasks.configs import ClassificationConfig, FinetuneSection, OperatingPointSection
 
 
 def _cfg(datalist, **kw):

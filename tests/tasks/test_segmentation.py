@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from medseg.config import SegmentationConfig
 from medseg.data.synthetic import ct_phantom, write_phantom_dicom, write_phantom_nifti
 from medseg.engine.checkpoint import load_checkpoint
 from medseg.errors import LabelMismatchError
 from medseg.runs import Run
 from medseg.tasks import segmentation as seg
-from medseg.tasks.configs import SegmentationConfig
 
 TINY = {"shape": [32, 32, 16], "spacing": [6.0, 6.0, 9.0]}
 
@@ -109,7 +109,7 @@ def test_output_in_source_geometry(tmp_path, kind):
     else:
         write_phantom_dicom(ph, tmp_path / "series")
         path, ref_affine = tmp_path / "series", ph.affine
-    from medseg.tasks.configs import SegInferSection
+    from medseg.config import SegInferSection
 
     res = seg.predict_case(
         Bright(), path, meta=_bone_meta((3.0, 3.0, 3.0)), infer=SegInferSection(), device=torch.device("cpu")

@@ -140,25 +140,12 @@ def register_task(name: str):
 
 def task_config_class(task: str, source: str = "<config>") -> type[PipelineConfig]:
     """The config class registered for ``task``; ConfigError listing the tasks otherwise."""
-    _import_task_configs()
     if task not in _TASKS:
         raise ConfigError(
             f"unknown task {task!r}{_did_you_mean(task, _TASKS)}. Allowed tasks: {', '.join(sorted(_TASKS))}.",
             source,
         )
     return _TASKS[task]
-
-
-def _import_task_configs() -> None:
-    # Task modules register their config classes on import; the imports are light (no torch).
-    import importlib
-
-    for mod in ("medseg.tasks.configs",):
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as e:  # pragma: no cover - only while a task is not built
-            if e.name != mod:
-                raise
 
 
 # ----------------------------------------------------------------------------- loading
@@ -209,7 +196,6 @@ def parse_config(raw: dict, source: str = "<config>", cls: type[PipelineConfig] 
 
 
 def _all_tasks() -> list[str]:
-    _import_task_configs()
     return list(_TASKS)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from medseg.data.synthetic import ct_phantom, make_ct_dataset, write_phantom_dicom
+from medseg.io import discover, format_series_table, load
 from medseg.utils import atomic_write_text
 
 
@@ -14,8 +15,6 @@ def run_demo(out: Path, quick: bool = False) -> dict:
     The DICOM series is then discovered and loaded back with :mod:`medseg.io` (as a user's study
     would be) and its series table saved as ``out/series.txt``.
     """
-    from medseg.io import discover, format_series_table, load
-
     out = Path(out)
     n = 4 if quick else 8
     datalist = make_ct_dataset(out / "ct_phantoms", n_cases=n, seed=0, n_test=2)

@@ -1,0 +1,39 @@
+from . import (
+    config,
+    data,
+    demo,
+    engine,
+    errors,
+    explain,
+    io,
+    metrics,
+    models,
+    palette,
+    review,
+    runs,
+    tasks,
+    transforms,
+    utils,
+)
+from .config import load_config
+
+__version__: str
+
+__all__ = [
+    "config",
+    "data",
+    "demo",
+    "engine",
+    "errors",
+    "explain",
+    "io",
+    "metrics",
+    "models",
+    "palette",
+    "review",
+    "runs",
+    "tasks",
+    "transforms",
+    "utils",
+    "load_config",
+]

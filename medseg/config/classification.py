@@ -1,0 +1,76 @@
+"""Config schema of ``task: classification`` (transfer-learned image classifiers).
+
+Imports no torch, so validating a config is instant.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from medseg.config.base import (
+    DataSection,
+    InferSection,
+    ModelSection,
+    PipelineConfig,
+    Section,
+    TrainSection,
+    register_task,
+)
+
+__all__ = ["FinetuneSection", "OperatingPointSection", "ClassificationConfig"]
+
+
+class FinetuneSection(Section):
+    """How the (pretrained) network is fine-tuned."""
+
+    strategy: Literal["full", "linear_probe", "gradual_unfreeze", "discriminative"] = Field(
+        "full",
+        description="full: every layer at train.lr; linear_probe: frozen backbone, only the head trains; "
+        "gradual_unfreeze: head first, then one backbone stage more every `unfreeze_every` epochs (top first); "
+        "discriminative: every layer trains, each stage's LR = the next-higher stage's x lr_decay",
+    )
+    lr_decay: float = Field(0.5, gt=0, le=1, description="discriminative: LR factor per stage going down to the stem")
+    unfreeze_every: int = Field(1, ge=1, description="gradual_unfreeze: epochs between unfreezing two stages")
+    head_lr_mult: float = Field(1.0, gt=0, description="LR multiplier of the new classifier head")
+    freeze_bn: bool = Field(True, description="keep BatchNorm statistics of frozen layers fixed")
+
+
+class OperatingPointSection(Section):
+    """Clinical operating points, chosen on the validation set and reported on the test set."""
+
+    sensitivity_target: float = Field(0.95, gt=0, le=1, description="high-sensitivity point (screening)")
+    specificity_target: float = Field(0.95, gt=0, le=1, description="high-specificity point (confirmation)")
+    use: Literal["youden", "high_sensitivity", "high_specificity", "default"] = Field(
+        "youden", description="point used by `medseg classify` for the predicted class (default: p >= 0.5)"
+    )
+    temperature_scaling: bool = Field(True, description="fit a softmax temperature on validation logits")
+    n_bootstrap: int = Field(1000, ge=50, description="bootstrap resamples of the AUC 95% CI")
+
+
+@register_task("classification")
+class ClassificationConfig(PipelineConfig):
+    """Fine-tune a (pretrained) classifier on image-level labels (2D images, PNG/JPEG/TIFF)."""
+
+    task: Literal["classification"] = "classification"
+    class_names: list[str] = Field(default_factory=lambda: ["benign", "malignant"], min_length=2)
+    positive_class: str | None = Field(None, description="binary tasks: the 'disease' class (default: the 2nd)")
+    image_size: int | None = Field(
+        128, ge=16, description="resize every image to this square size; null = keep (all images must match)"
+    )
+    channels: Literal["auto", "rgb", "gray"] = Field(
+        "auto", description="auto: all images must agree (a gray/RGB mixture is an error); rgb/gray: convert"
+    )
+    augmentation: Literal["none", "dermoscopy", "histology", "xray"] = "dermoscopy"
+    imbalance: Literal["none", "weighted_loss", "sampler"] = Field(
+        "weighted_loss", description="class imbalance: inverse-frequency loss weights or a balanced sampler"
+    )
+    finetune: FinetuneSection = Field(default_factory=FinetuneSection)
+    operating_points: OperatingPointSection = Field(default_factory=OperatingPointSection)
+    data: DataSection = Field(default_factory=DataSection)
+    model: ModelSection = Field(default_factory=lambda: ModelSection(name="efficientnet_lite0"))
+    train: TrainSection = Field(
+        default_factory=lambda: TrainSection(epochs=15, batch_size=16, lr=1e-3, early_stop_patience=5)
+    )
+    infer: InferSection = Field(default_factory=InferSection)
