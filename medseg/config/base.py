@@ -66,9 +66,6 @@ class DataSection(Section):
     val_fraction: float = Field(
         0.2, ge=0.0, lt=1.0, description="fraction held out when the datalist has no 'validation'"
     )
-    cache: Literal["none", "memory", "disk"] = Field(
-        "memory", description="MONAI CacheDataset (memory) or PersistentDataset (disk)"
-    )
     num_workers: int = Field(0, ge=0)
 
 
@@ -101,11 +98,9 @@ class TrainSection(Section):
 
 
 class InferSection(Section):
-    """Inference settings shared by every task."""
+    """Inference settings shared by every task (each task's own section adds what it reads)."""
 
     batch_size: int = Field(4, ge=1)
-    overlap: float = Field(0.5, ge=0.0, lt=1.0)
-    tta: bool = False
 
 
 class PipelineConfig(Section):

@@ -19,7 +19,14 @@ from medseg.config.base import (
     register_task,
 )
 
-__all__ = ["SegPlanSection", "SegAugmentSection", "SegPostSection", "SegInferSection", "SegmentationConfig"]
+__all__ = [
+    "SegDataSection",
+    "SegPlanSection",
+    "SegAugmentSection",
+    "SegPostSection",
+    "SegInferSection",
+    "SegmentationConfig",
+]
 
 
 class SegPlanSection(Section):
@@ -69,9 +76,19 @@ class SegPostSection(Section):
     fill_holes: bool = Field(False, description="fill enclosed holes of each class")
 
 
+class SegDataSection(DataSection):
+    """Data of a segmentation run, plus how the preprocessed cases are cached."""
+
+    cache: Literal["none", "memory", "disk"] = Field(
+        "memory", description="MONAI CacheDataset (memory) or PersistentDataset (disk)"
+    )
+
+
 class SegInferSection(InferSection):
     """Inference: sliding window (Gaussian blending), flip TTA, probabilities, uncertainty and review flag."""
 
+    overlap: float = Field(0.5, ge=0.0, lt=1.0, description="sliding-window overlap of neighbouring windows")
+    tta: bool = Field(False, description="flip test-time augmentation")
     sigma_scale: float = Field(0.125, gt=0, description="Gaussian blending sigma as a fraction of the window")
     save_probabilities: bool = Field(False, description="also write float32 class probabilities (source geometry)")
     uncertainty: Literal["entropy", "tta"] = Field(
@@ -96,7 +113,7 @@ class SegmentationConfig(PipelineConfig):
     class_names: list[str] = Field(default_factory=lambda: ["background", "foreground"])
     label_map: dict[int, int] = Field(default_factory=dict, description="label-file value -> training class")
     modality: Literal["CT", "MR", "RGB", "other"] = "CT"
-    data: DataSection = Field(default_factory=DataSection)
+    data: SegDataSection = Field(default_factory=SegDataSection)
     model: ModelSection = Field(default_factory=ModelSection)
     train: TrainSection = Field(default_factory=TrainSection)
     infer: SegInferSection = Field(default_factory=SegInferSection)
