@@ -28,4 +28,5 @@ def task_function(task: str, func: str) -> Callable[..., Any]:
     Command modules are imported to build the parser; the tasks (and torch, MONAI) only when a
     command runs, so ``medseg --help`` and a config error answer at once.
     """
-    return getattr(importlib.import_module(f"medseg.tasks.{task}"), func)  # type: ignore[no-any-return]
+    fn: Callable[..., Any] = getattr(importlib.import_module(f"medseg.tasks.{task}"), func)
+    return fn

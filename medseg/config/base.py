@@ -286,9 +286,8 @@ def format_validation_error(err: ValidationError, cls: type[BaseModel], source: 
             parent = _model_at(cls, loc[:-1])
             allowed = list(parent.model_fields) if parent is not None else []
             section = ".".join(str(x) for x in loc[:-1]) or "the top level"
-            parts.append(
-                f"unknown key {key!r}{_did_you_mean(loc[-1], allowed)}; allowed keys in {section}: {', '.join(allowed)}"
-            )
+            hint = _did_you_mean(str(loc[-1]), allowed)
+            parts.append(f"unknown key {key!r}{hint}; allowed keys in {section}: {', '.join(allowed)}")
         elif typ == "literal_error":
             expected = e.get("ctx", {}).get("expected", "")
             got = e.get("input")

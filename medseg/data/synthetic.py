@@ -22,8 +22,12 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
+import pydicom
 from scipy import ndimage
+
+from medseg.utils import atomic_write
 
 __all__ = [
     "Phantom",
@@ -187,32 +191,26 @@ def ct_phantom(
     img = np.clip(np.round(img + noise * (img > -900)), -1024, 3071).astype(np.int16)
 
     origin = (-(X - 1) / 2 * sx, -(Y - 1) / 2 * sy, -(Z - 1) / 2 * sz)  # LPS of voxel (0,0,0)
-    return Phantom(
-        image=img, label=lab, spacing=tuple(map(float, spacing)), origin=tuple(map(float, origin)), seed=seed
-    )
+    sp = (float(sx), float(sy), float(sz))
+    org = (float(origin[0]), float(origin[1]), float(origin[2]))
+    return Phantom(image=img, label=lab, spacing=sp, origin=org, seed=seed)
 
 
 def write_phantom_nifti(
     ph: Phantom, image_path: str | Path, label_path: str | Path | None = None
 ) -> tuple[Path, Path | None]:
     """Write the phantom as NIfTI (int16 HU image; uint8 label), qform = sform = RAS affine."""
-    import nibabel as nib
 
-    from medseg.utils import atomic_write
-
-    out = []
-    for arr, path in ((ph.image, image_path), (ph.label, label_path)):
-        if path is None:
-            out.append(None)
-            continue
+    def write(arr: np.ndarray, path: str | Path) -> Path:
         nii = nib.Nifti1Image(arr, ph.affine)
         nii.header.set_xyzt_units("mm")
         nii.set_qform(ph.affine, code=1)
         nii.set_sform(ph.affine, code=1)
         with atomic_write(path) as tmp:
             nib.save(nii, str(tmp))
-        out.append(Path(path))
-    return out[0], out[1]
+        return Path(path)
+
+    return write(ph.image, image_path), None if label_path is None else write(ph.label, label_path)
 
 
 def write_phantom_dicom(
@@ -230,11 +228,8 @@ def write_phantom_dicom(
     SpacingBetweenSlices; pixel data are unsigned with RescaleIntercept so stored values are >= 0.
     Files are named by slice index (never from DICOM values). Returns the file paths.
     """
-    import pydicom
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
-
-    from medseg.utils import atomic_write
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -310,13 +305,15 @@ def make_ct_dataset(out_dir: str | Path, n_cases: int = 12, seed: int = 0, n_tes
     for the last ``n_test`` cases, listed under ``"test"``).
     """
     out_dir = Path(out_dir)
-    train, test = [], []
+    train: list[dict[str, str]] = []
+    test: list[dict[str, str]] = []
     for i in range(n_cases):
         ph = ct_phantom(seed=seed * 1000 + i, **phantom_kw)
         split = "Ts" if i >= n_cases - n_test else "Tr"
         img, lab = write_phantom_nifti(
             ph, out_dir / f"images{split}/case_{i:03d}.nii.gz", out_dir / f"labels{split}/case_{i:03d}.nii.gz"
         )
+        assert lab is not None  # a label path was given
         item = {"image": str(img.relative_to(out_dir)), "label": str(lab.relative_to(out_dir))}
         (test if split == "Ts" else train).append(item)
     ds = {

@@ -34,8 +34,10 @@ def load_run_model(run_dir: str | Path, which: str = "best", map_location: str |
         ckpt_path = run_dir / "checkpoints" / "last.pt"
     ckpt = load_checkpoint(ckpt_path, map_location)
     meta = ckpt.get("meta", {})
-    params = meta.get("model_params") or cfg.model.model_dump()
-    params = dict(params)
+    model_section = getattr(cfg, "model", None)  # every task config has one; PipelineConfig itself does not
+    params = dict(meta.get("model_params") or (model_section.model_dump() if model_section is not None else {}))
+    if "name" not in params:
+        raise CheckpointError("the checkpoint and config.yaml name no model to rebuild", ckpt_path)
     if "pretrained" in params:  # the checkpoint holds the trained weights; no need to load ImageNet ones
         params["pretrained"] = False
     model = build_model(**params)

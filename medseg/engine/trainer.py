@@ -153,7 +153,8 @@ class Trainer:
         self.progress = sys.stderr.isatty() if progress is None else progress
         self.state = TrainState()
         if self.device.type == "cuda":
-            self.model = self.model.to(memory_format=torch.channels_last) if _is_2d(self.model) else self.model
+            if _is_2d(self.model):  # Module.to takes memory_format at run time; torch's stubs lack it
+                self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
     # -- checkpoints -------------------------------------------------------------------
     def checkpoint_path(self, which: str) -> Path:
@@ -290,7 +291,7 @@ class Trainer:
             row["elapsed_seconds"] = self.state.train_seconds
             self.state.history.append(row)
             if validated:
-                value = row.get(self.key_metric, row.get("train_loss"))
+                value = row.get(self.key_metric, train_loss)
                 if self._better(value):
                     self.state.best_metric = float(value)
                     self.state.best_epoch = self.state.epoch

@@ -132,7 +132,7 @@ class FCN(nn.Module):
         self.spatial_dims = spatial_dims
         self.variant = variant
         self.encoder = encoder if encoder is not None else PlainEncoder(spatial_dims, in_channels, channels, norm)
-        ch = self.encoder.out_channels
+        ch: list[int] = list(self.encoder.out_channels)  # type: ignore[arg-type]  # every encoder sets it
         conv = nn.Conv2d if spatial_dims == 2 else nn.Conv3d
         tconv = nn.ConvTranspose2d if spatial_dims == 2 else nn.ConvTranspose3d
         self.score32 = conv(ch[4], out_channels, 1)
@@ -147,21 +147,22 @@ class FCN(nn.Module):
         for sc in (self.score16, self.score8):  # skip scores start at zero: training begins as FCN-32s
             if sc is not None:
                 nn.init.zeros_(sc.weight)
-                nn.init.zeros_(sc.bias)
+                if sc.bias is not None:
+                    nn.init.zeros_(sc.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[2:]
-        pad = []
-        for s in reversed(size):
-            pad += [0, (-s) % 32]
+        pad: list[int] = []
+        for n in reversed(size):
+            pad += [0, (-n) % 32]
         if any(pad):
             x = F.pad(x, pad, mode="replicate")
         feats = self.encoder(x)
         s = self.score32(feats[4])
-        if self.score16 is not None:
+        if self.score16 is not None and self.up32 is not None:
             s = self.up32(s)
             s = s + self.score16(feats[3])
-        if self.score8 is not None:
+        if self.score8 is not None and self.up16 is not None:
             s = self.up16(s)
             s = s + self.score8(feats[2])
         mode = "bilinear" if self.spatial_dims == 2 else "trilinear"

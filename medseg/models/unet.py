@@ -107,6 +107,6 @@ def network_divisor(strides: Sequence[Sequence[int]]) -> list[int]:
 
 def main_output(out: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
     """The full-resolution logits of a (possibly deep-supervised) output."""
-    if isinstance(out, (list, tuple)):
-        return out[0]
-    return out
+    if isinstance(out, torch.Tensor):
+        return out
+    return out[0]

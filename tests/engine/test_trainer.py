@@ -130,3 +130,13 @@ def test_checkpoint_refuses_pickled_objects(tmp_path):
     (tmp_path / "trunc.pt").write_bytes(ok.read_bytes()[:50])
     with pytest.raises(CheckpointError, match="trunc.pt"):
         load_checkpoint(tmp_path / "trunc.pt")
+
+
+def test_last_epoch_is_validated_whatever_val_every(tmp_path):
+    """With val_every=3 and 4 epochs, epochs 3 and 4 are validated: the last one always is."""
+    t = _make(tmp_path, epochs=4, val_every=3)
+    t.fit()
+    validated = [int(r["epoch"]) for r in t.state.history if "val_acc" in r]
+    assert validated == [3, 4]
+    rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
+    assert rows[-1]["val_acc"] != ""
