@@ -5,14 +5,19 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.medseg-installed
 DEMO_OUT ?= runs/demo
+# Debian packages the real-component tests use (headless Chromium for the review report)
+SYSTEM_PACKAGES ?= chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test test-slow bench setup clean help
+.PHONY: demo test test-slow lint bench setup system-deps clean help
 
 help:
-	@echo "make demo       set up .venv and run the demo on the embedded synthetic data"
-	@echo "make test       set up .venv (with test extras) and run the fast test suite"
-	@echo "make test-slow  also run the slow (training-to-target) tests"
-	@echo "make bench      run all benchmarks, write benchmarks/results/<date>.jsonl"
+	@echo "make demo         set up .venv and run the demo on the embedded synthetic data"
+	@echo "make test         set up .venv (with test extras) and run the fast test suite (with coverage)"
+	@echo "make test-slow    also run the slow (training-to-target) tests"
+	@echo "make lint         ruff (lint + format check), mypy, import-linter layer contracts"
+	@echo "make system-deps  install the Debian packages real-component tests use: $(SYSTEM_PACKAGES)"
+	@echo "make bench        run all benchmarks, write benchmarks/results/<date>.jsonl"
 
 setup: $(STAMP)
 
@@ -21,20 +26,31 @@ $(STAMP): pyproject.toml .ci/install_torch.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	PIP="$(PIP)" bash .ci/install_torch.sh
-	$(PIP) install --quiet -e ".[test]"
+	$(PIP) install --quiet -e ".[test,lint]"
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/medseg demo --out $(DEMO_OUT) --force
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --cov=medseg --cov-report=term:skip-covered
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m "slow or not slow"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+# Needs root (or sudo). Tests that need these packages skip with this hint where they are absent.
+system-deps:
+	$(SUDO) apt-get update -qq
+	$(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(SYSTEM_PACKAGES)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache .coverage

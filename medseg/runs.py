@@ -26,7 +26,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from medseg.errors import RunFolderExistsError
+from medseg.config import PipelineConfig, config_hash, config_to_yaml, resolve_paths
+from medseg.errors import MissingFileError, RunFolderExistsError
 from medseg.utils import atomic_write_text
 
 __all__ = ["Run", "versions", "git_revision"]
@@ -129,8 +130,6 @@ class Run:
         path = Path(path)
         info_path = path / "run.json"
         if not info_path.is_file():
-            from medseg.errors import MissingFileError
-
             raise MissingFileError("not a medseg run folder (no run.json)", path)
         info = json.loads(info_path.read_text())
         run = cls(path, info)
@@ -138,11 +137,9 @@ class Run:
         return run
 
     # -- content -----------------------------------------------------------------------
-    def save_config(self, config) -> None:
+    def save_config(self, config: PipelineConfig) -> None:
         """Save the resolved config; relative paths (of a config built in code) become absolute
         against the working directory, so the saved config means the same from any folder."""
-        from medseg.config import config_hash, config_to_yaml, resolve_paths
-
         resolve_paths(config, Path.cwd(), check=False)
 
         atomic_write_text(self.path / "config.yaml", config_to_yaml(config))

@@ -27,7 +27,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medseg.demo import run_demo
+    from medseg.demo import run_demo  # imports every task (torch): only when the command runs
 
     res = run_demo(args.out, quick=args.quick, force=args.force, only=args.only)
     print(f"demo outputs: {res['run_dir']}")

@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 
 from medseg.cli_commands import add_config_args, task_function
+from medseg.config import load_config
+from medseg.runs import open_run
 
 
 def add_parser(sub) -> None:
@@ -28,9 +30,6 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medseg.config import load_config
-    from medseg.runs import open_run
-
     cfg = load_config(args.config, args.overrides)
     train = task_function(cfg.task, "train")
     run_ = open_run(cfg, out=args.out, force=args.force, resume=args.resume, command="train")

@@ -330,7 +330,7 @@ def load_datalist(path: str | Path, root: str | Path | None = None, key: str = "
     ------
     MissingFileError (file or a referenced case missing), ConfigError (bad JSON or key).
     """
-    from monai.data import load_decathlon_datalist
+    from monai.data import load_decathlon_datalist  # heavy (torch): imported only when a datalist is read
 
     path = Path(path)
     if not path.is_file():

@@ -13,7 +13,6 @@ checkpoint written at the end of epoch ``e`` continues exactly as the uninterrup
 
 from __future__ import annotations
 
-import csv
 import io
 import logging
 import math
@@ -26,9 +25,10 @@ from typing import Any
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from medseg.engine.checkpoint import load_checkpoint, save_checkpoint
-from medseg.utils import atomic_write_bytes, atomic_write_text, seed_everything
+from medseg.utils import atomic_write_bytes, atomic_write_records, seed_everything
 
 __all__ = ["Trainer", "TrainState", "default_step", "build_optimizer", "build_scheduler"]
 
@@ -221,8 +221,6 @@ class Trainer:
         limit = self.steps_per_epoch
         bar = None
         if self.progress:
-            from tqdm.auto import tqdm
-
             bar = tqdm(
                 total=limit or _len_or_none(batches),
                 desc=f"epoch {self.state.epoch + 1}/{self.max_epochs}",
@@ -330,22 +328,14 @@ class Trainer:
         """``metrics.csv`` (one row per epoch) and, with ``plot``, ``training_curve.png``."""
         if self.run_dir is None or not self.state.history:
             return
-        keys: list[str] = []
-        for row in self.state.history:
-            keys += [k for k in row if k not in keys]
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=keys)
-        w.writeheader()
-        for row in self.state.history:
-            w.writerow(row)
-        atomic_write_text(self.run_dir / "metrics.csv", buf.getvalue())
+        atomic_write_records(self.run_dir / "metrics.csv", self.state.history)
         if plot:
             atomic_write_bytes(self.run_dir / "training_curve.png", plot_history(self.state.history))
 
 
 def plot_history(history: list[dict[str, float]]) -> bytes:
     """PNG bytes: losses (left axis) and validation metrics (right axis) per epoch."""
-    import matplotlib
+    import matplotlib  # heavy: imported only when a curve is drawn
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
