@@ -125,7 +125,8 @@ sys.path.insert(0, {root!r})
 import numpy as np, torch
 from medseg.engine.checkpoint import load_run_model
 from medseg.data.histology import histology_image
-from medseg.tasks.detection import score_map_fn, detect_tiled, _Params
+from medseg.engine.tiling import detect_tiled
+from medseg.tasks.detection import DetectionParams, score_map_fn
 def status(key):
     for line in open('/proc/self/status'):
         if line.startswith(key):
@@ -133,7 +134,7 @@ def status(key):
 if {threads}:
     torch.set_num_threads({threads})
 model, cfg, _ = load_run_model({run!r})
-p = _Params.from_config(cfg)
+p = DetectionParams.from_config(cfg)
 img = histology_image(12345, ({size}, {size})).image
 fn = score_map_fn(model, p.method)
 fn(img[:64, :64])  # warm-up
@@ -145,7 +146,7 @@ base = status('VmRSS')
 t = time.perf_counter()
 tile = {tile} if {tile} > 0 else 10**9
 thr = json.load(open({run!r} + '/detection.json'))['threshold']
-pts, sc = detect_tiled(fn, img, tile=tile, margin=cfg.tile_margin, min_distance_px=p.min_distance_px,
+pts, sc = detect_tiled(fn, img, tile=tile, margin=cfg.infer.tile_margin, min_distance_px=p.min_distance_px,
                        threshold=thr, sigma_px=p.sigma_px)
 dt = time.perf_counter() - t
 print(json.dumps({{"seconds": dt, "mpix_s": img.shape[0] * img.shape[1] / 1e6 / dt,
@@ -216,8 +217,8 @@ def main(argv=None) -> int:
         with run:
             summary = det.train(cfg, run)
         train_s = time.perf_counter() - t0
-        refs_train = [c.points[np.isin(c.classes, target)] for c in train_cases]
-        refs_test = [c.points[np.isin(c.classes, target)] for c in test_cases]
+        refs_train = [c.points_of(target) for c in train_cases]
+        refs_test = [c.points_of(target) for c in test_cases]
         # baseline: blob_log tuned on the training images
         sig = [(1.5, 3, 5), (2, 3, 4)] if q else [(1.5, 2, 3, 4), (3, 4, 5, 6, 8)]
         ths = [0.05, 0.1, 0.2] if q else [0.02, 0.04, 0.06, 0.08, 0.1, 0.14, 0.2, 0.3]

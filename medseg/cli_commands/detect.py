@@ -1,4 +1,4 @@
-"""``medseg detect --model RUN_DIR INPUT... --out DIR``: detect cells / mitoses in 2D microscopy images.
+"""``medseg detect --model RUN_DIR INPUT... --out DIR [--split test]``: detect cells / mitoses in 2D images.
 
 Per image: ``<stem>_detections.csv`` (x, y, score, class), ``<stem>.geojson`` (QuPath import),
 ``<stem>_overlay.png``; plus ``counts.csv`` (count and density per mm²) and ``detect_summary.json``.
@@ -23,7 +23,14 @@ def add_parser(sub) -> None:
         "inputs",
         nargs="+",
         type=Path,
-        help="input images (PNG/TIFF/JPEG, RGB or grayscale), folders of them, or a datalist JSON (its test list)",
+        help="input images (PNG/TIFF/JPEG/BMP, RGB or grayscale), folders of them (searched recursively), "
+        "or a datalist JSON (its --split list)",
+    )
+    p.add_argument(
+        "--split",
+        default="test",
+        metavar="training|validation|test|all",
+        help="which list of a datalist JSON to detect on (default: test; all = the three in that order)",
     )
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run (default: auto)")
@@ -46,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         force=args.force,
         threshold=args.threshold,
+        split=args.split,
     )
     print(f"outputs: {args.out}")
     for k, v in (summary or {}).items():

@@ -2,7 +2,7 @@
 
 The images are painted in Haematoxylin-Eosin-DAB optical-density space and converted to RGB with
 scikit-image's :func:`skimage.color.hed2rgb`, so colours behave like a real stain (and the HED
-stain augmentation of :mod:`medseg.tasks.detection` acts on them as on real slides).
+stain augmentation of :mod:`medseg.tasks.detection.targets` acts on them as on real slides).
 
 What an image holds:
 
@@ -26,17 +26,19 @@ float arrays of ``(x, y)`` in pixels (the CSV convention ``image,x,y,class``).
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import tifffile
 from scipy import ndimage as ndi
+from skimage.color import hed2rgb
+from skimage.io import imsave
+from skimage.measure import regionprops
 
-from medseg.utils import atomic_write, atomic_write_text
+from medseg.utils import atomic_write, atomic_write_csv, atomic_write_text
 
 __all__ = ["HistologySample", "CLASS_NAMES", "histology_image", "write_histology_dataset", "write_points_csv"]
 
@@ -135,7 +137,6 @@ def histology_image(
     -------
     HistologySample with image (H, W, 3) uint8, points (N, 2) (x, y), classes (N,), instances (H, W).
     """
-    from skimage.color import hed2rgb
 
     rng = np.random.default_rng(seed)
     H, W = int(shape[0]), int(shape[1])
@@ -230,8 +231,6 @@ def histology_image(
         instances[ys, xs] = np.where(ms, k + 1, instances[ys, xs])
         points[k] = (x, y)
     # objects fully overwritten by later neighbours keep their point; recompute centres from masks
-    from skimage.measure import regionprops
-
     keep = np.zeros(n, bool)
     for rp in regionprops(instances):
         k = rp.label - 1
@@ -258,12 +257,7 @@ def histology_image(
 
 def write_points_csv(path: str | Path, rows: list[tuple[str, float, float, str]]) -> Path:
     """Write point annotations ``image,x,y,class`` (atomically). ``rows`` are (image, x, y, class_name)."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["image", "x", "y", "class"])
-    for name, x, y, c in rows:
-        w.writerow([name, f"{x:.2f}", f"{y:.2f}", c])
-    return atomic_write_text(path, buf.getvalue())
+    return atomic_write_csv(path, ["image", "x", "y", "class"], ([n, f"{x:.2f}", f"{y:.2f}", c] for n, x, y, c in rows))
 
 
 def write_histology_dataset(
@@ -291,9 +285,6 @@ def write_histology_dataset(
     Each datalist entry is ``{"image": "images/h000.png", "label": "masks/h000.tif"}``. Image ``i``
     uses seed ``seed * 1000 + i`` so the set is deterministic. Files are written atomically.
     """
-    import tifffile
-    from skimage.io import imsave
-
     if fmt not in ("png", "tif"):
         raise ValueError("fmt must be 'png' or 'tif'")
     out = Path(out_dir)

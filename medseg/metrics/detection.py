@@ -209,7 +209,7 @@ def precision_recall_curve(
     else:
         thr = np.sort(np.asarray(thresholds, np.float64))[::-1]
     # precompute distance matrices once; each threshold only selects rows
-    out = {k: [] for k in ("precision", "recall", "f1", "tp", "fp", "fn")}
+    out: dict[str, list[float]] = {k: [] for k in ("precision", "recall", "f1", "tp", "fp", "fn")}
     for t in thr:
         tp = fp = fn = 0
         for p, s, r in zip(pts, scs, rfs):

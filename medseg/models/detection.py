@@ -30,7 +30,7 @@ def proximity_unet(
     Input (B, in_channels, H, W) with H, W multiples of 16; output (B, 1, H, W) logits
     (``sigmoid`` gives the proximity map in [0, 1]).
     """
-    from monai.networks.nets import BasicUNet
+    from monai.networks.nets import BasicUNet  # heavy (MONAI networks): imported when the model is built
 
     return BasicUNet(
         spatial_dims=2, in_channels=in_channels, out_channels=1, features=tuple(features), dropout=dropout, norm=norm
