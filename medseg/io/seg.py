@@ -31,6 +31,7 @@ import numpy as np
 
 import medseg
 from medseg.errors import GeometryError, InputError, LabelMismatchError, MissingFileError
+from medseg.io.dicom import FORMAT as DICOM
 from medseg.io.geometry import dicom_affine
 from medseg.palette import class_color
 from medseg.utils import atomic_write
@@ -366,7 +367,7 @@ def write_dicom_seg(
         omit_empty_frames=True,
     )
     seg.SeriesDescription = str(series_description)[:64]
-    with atomic_write(path, suffix=".dcm") as tmp:
+    with atomic_write(path, suffix=DICOM.suffixes[0]) as tmp:  # a .dcm temporary, whatever the name
         seg.save_as(tmp, enforce_file_format=True)
     log.info(
         "DICOM SEG: %d segments, %d frames over %d source slices -> %s",
