@@ -7,19 +7,31 @@
 - :func:`save_nifti`, :func:`save_label`: write images / label maps in the source geometry (atomic).
 - :func:`check_image_label`: an image and its label map must overlay (else ``LabelMismatchError``).
 
+Layout: one module per format (:mod:`.dicom` package, :mod:`.nifti`, :mod:`.image2d`; DICOM SEG
+writing in :mod:`.seg`), each declaring its :class:`~medseg.io.base.ImageFormat` once;
+:mod:`.registry` collects them (suffixes, readers); :mod:`.series` holds :class:`SeriesInfo` and
+the series table; :mod:`.discover` walks folders, DICOMDIRs and zip archives; :mod:`.geometry`
+holds the affine rules. Third-party readers (pydicom, nibabel, tifffile, torch/MONAI) are imported
+when a file is read, so ``import medseg.io`` needs numpy only.
+
 See ``docs/io.md`` for the geometry rules.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from medseg.errors import FileFormatError, InputError, MissingFileError
-from medseg.io.dicom import SeriesInfo, discover, format_series_table, load_dicom, read_dicom_header
+from medseg.io.base import LoadOptions
+from medseg.io.dicom import load_dicom, read_dicom_header
+from medseg.io.discover import discover, is_container
 from medseg.io.geometry import (
     LPS_TO_RAS,
     affines_close,
@@ -31,7 +43,12 @@ from medseg.io.geometry import (
 )
 from medseg.io.image2d import as_rgb, load_image2d, read_image_array, read_image_uint8, to_uint8
 from medseg.io.nifti import load_nifti, save_label, save_nifti
+from medseg.io.registry import FORMATS, reader_for
 from medseg.io.seg import write_dicom_seg
+from medseg.io.series import SeriesInfo, format_series_table
+
+if TYPE_CHECKING:  # annotations only: the readers import monai (torch) when they run
+    from monai.data import MetaTensor
 
 __all__ = [
     "SeriesInfo",
@@ -62,7 +79,8 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 
-def _pick(series: list[SeriesInfo], which, where: str) -> SeriesInfo:
+def _pick(series: list[SeriesInfo], which: str | int | None, where: str) -> SeriesInfo:
+    """The one image of ``series`` that ``load`` returns: by index or UID, or the only loadable one."""
     if which is not None:
         if isinstance(which, int) or (isinstance(which, str) and which.isdigit() and len(which) < 6):
             i = int(which)
@@ -101,9 +119,13 @@ def load(
     series: str | int | None = None,
     resample: bool = False,
     nan_value: float | None = None,
-    dtype=np.float32,
-):
+    dtype: DTypeLike = np.float32,
+) -> MetaTensor:
     """Load one image as a MetaTensor with a RAS affine.
+
+    The reader comes from :mod:`medseg.io.registry`: by the file's suffix (files no format claims
+    are read as DICOM), by ``SeriesInfo.kind``, or, for a folder / DICOMDIR / zip, from what
+    :func:`discover` finds there.
 
     Parameters
     ----------
@@ -129,26 +151,17 @@ def load(
     MissingFileError, FileFormatError, GeometryError, MissingDependencyError, InputError
         (all ``medseg.errors``), naming the file or folder, never the patient.
     """
+    options = LoadOptions(resample=resample, nan_value=nan_value, dtype=dtype)
     if isinstance(path_or_series, SeriesInfo):
         info = path_or_series
-        if info.kind == "nifti":
-            return load_nifti(info.path, nan_value=nan_value, dtype=dtype)
-        if info.kind == "image2d":
-            return load_image2d(info.path, dtype=dtype)
-        return load_dicom(info, resample=resample, dtype=dtype)
-    if isinstance(path_or_series, (list, tuple)):
+        info.raise_if_unreadable()
+        return FORMATS[info.kind].reader()(info, options)
+    if not isinstance(path_or_series, (str, os.PathLike)):  # the files of one DICOM series
         return load_dicom(list(path_or_series), resample=resample, dtype=dtype)
     path = Path(path_or_series)
     if not path.exists():
         raise MissingFileError("path not found", path=str(path))
-    name = path.name.lower()
-    if path.is_file():
-        if name.endswith((".nii", ".nii.gz", ".hdr")):
-            return load_nifti(path, nan_value=nan_value, dtype=dtype)
-        if name.endswith((".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")):
-            return load_image2d(path, dtype=dtype)
-        if not (name.endswith(".zip") or path.name.upper() == "DICOMDIR"):
-            return load_dicom(path, resample=resample, dtype=dtype)
-    found = discover(path)
-    info = _pick(found, series, str(path))
+    if path.is_file() and not is_container(path):
+        return reader_for(path).reader()(path, options)
+    info = _pick(discover(path), series, str(path))
     return load(info, resample=resample, nan_value=nan_value, dtype=dtype)

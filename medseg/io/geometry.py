@@ -13,8 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from medseg.errors import LabelMismatchError
 
@@ -24,6 +26,7 @@ __all__ = [
     "orientation_code",
     "spacing_from_affine",
     "affines_close",
+    "TOLERANCE_GRID_VOXELS",
     "check_image_label",
     "world_to_voxel",
     "voxel_to_world",
@@ -34,10 +37,10 @@ LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
 def dicom_affine(
-    iop: Sequence[float],
-    first_position: Sequence[float],
+    iop: ArrayLike,
+    first_position: ArrayLike,
     pixel_spacing: Sequence[float],
-    slice_step: Sequence[float] | None,
+    slice_step: ArrayLike | None,
 ) -> np.ndarray:
     """Voxel -> RAS affine of a DICOM slice stack.
 
@@ -53,8 +56,9 @@ def dicom_affine(
     -------
     (4, 4) float64 affine mapping ``(i, j, k, 1)`` to RAS mm.
     """
-    r = np.asarray(iop[:3], float)
-    c = np.asarray(iop[3:6], float)
+    cosines = np.asarray(iop, float)
+    r = cosines[:3]
+    c = cosines[3:6]
     n = np.cross(r, c)
     dy, dx = float(pixel_spacing[0]), float(pixel_spacing[1])
     step = n if slice_step is None else np.asarray(slice_step, float)
@@ -68,7 +72,7 @@ def dicom_affine(
 
 def orientation_code(affine: np.ndarray) -> str:
     """Three-letter axis code of an affine (nibabel's ``aff2axcodes``), e.g. ``"LPS"`` for a DICOM axial stack."""
-    import nibabel as nib
+    import nibabel as nib  # lazy: keeps `import medseg.io` light
 
     a = np.asarray(affine, float)
     if a.shape == (3, 3):  # 2D affine: pad
@@ -98,23 +102,29 @@ def world_to_voxel(affine: np.ndarray, xyz: Sequence[float]) -> np.ndarray:
     return np.linalg.solve(a[:3, :3], np.asarray(xyz, float) - a[:3, 3])
 
 
+#: the grid width (voxels) over which :func:`affines_close` lets the linear parts' difference add up
+TOLERANCE_GRID_VOXELS = 100.0
+
+
 def affines_close(a: np.ndarray, b: np.ndarray, tol_mm: float = 1e-2) -> bool:
     """True when two affines place the voxels of a 100-voxel-wide grid within ``tol_mm`` of each other.
 
-    The linear part's difference is scaled by 100 voxels, the translation compared directly, so float32
-    round-off of NIfTI headers passes and half a voxel (or a flip) does not.
+    The linear part's difference is scaled by :data:`TOLERANCE_GRID_VOXELS` (100 voxels), the
+    translation compared directly, so float32 round-off of NIfTI headers passes and half a voxel (or
+    a flip) does not: with the default 0.01 mm, a voxel size that differs by 1e-4 mm (0.01 mm over
+    100 voxels) is the limit.
     """
     a = np.asarray(a, float)
     b = np.asarray(b, float)
     if a.shape != b.shape:
         return False
     d = a.shape[0] - 1
-    lin = np.abs(a[:d, :d] - b[:d, :d]).max() * 100.0
+    lin = np.abs(a[:d, :d] - b[:d, :d]).max() * TOLERANCE_GRID_VOXELS
     trans = np.abs(a[:d, d] - b[:d, d]).max()
     return bool(lin <= tol_mm and trans <= tol_mm)
 
 
-def _spatial(x) -> tuple[tuple[int, ...], np.ndarray | None]:
+def _spatial(x: Any) -> tuple[tuple[int, ...], np.ndarray | None]:
     """(spatial shape, affine or None) of a MetaTensor / array (channel-first) / nibabel image."""
     aff = None
     if hasattr(x, "affine") and not isinstance(x, np.ndarray):
@@ -126,8 +136,8 @@ def _spatial(x) -> tuple[tuple[int, ...], np.ndarray | None]:
 
 
 def check_image_label(
-    image,
-    label,
+    image: Any,
+    label: Any,
     image_path: str | Path | None = None,
     label_path: str | Path | None = None,
     *,

@@ -11,10 +11,17 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from medseg.errors import FileFormatError, MissingFileError
+from medseg.io.base import ImageFormat, LoadOptions, source_path
+from medseg.io.series import SeriesInfo, unreadable
+
+if TYPE_CHECKING:  # annotations only: monai (torch) is imported when an image is loaded
+    from monai.data import MetaTensor
 
 __all__ = [
     "load_image2d",
@@ -24,14 +31,15 @@ __all__ = [
     "to_uint8",
     "to_gray_or_rgb",
     "as_rgb",
+    "FORMAT",
 ]
 
 log = logging.getLogger(__name__)
 
-_TIFF = (".tif", ".tiff")
+_TIFF = (".tif", ".tiff")  # read with tifffile (pixel size tags, stacks); the others with scikit-image / Pillow
 
 
-def _tiff_spacing(tf) -> tuple[float, float] | None:
+def _tiff_spacing(tf: Any) -> tuple[float, float] | None:
     """(x, y) pixel size in mm from the first page's resolution tags, or None."""
     try:
         page = tf.pages[0]
@@ -133,13 +141,13 @@ def _read(path: Path) -> tuple[np.ndarray, tuple[float, float] | None]:
         raise FileFormatError("empty file (0 bytes)", path=str(path))
     try:
         if path.suffix.lower() in _TIFF:
-            import tifffile
+            import tifffile  # lazy: keeps `import medseg.io` light
 
             with tifffile.TiffFile(str(path)) as tf:
                 arr = tf.asarray()
                 spacing = _tiff_spacing(tf)
             return arr, spacing
-        import skimage.io
+        import skimage.io  # lazy: keeps `import medseg.io` light
 
         return skimage.io.imread(str(path)), None
     except (FileFormatError, MissingFileError):
@@ -151,23 +159,21 @@ def _read(path: Path) -> tuple[np.ndarray, tuple[float, float] | None]:
         ) from None
 
 
-def image2d_info(path: str | Path):
-    """A :class:`~medseg.io.dicom.SeriesInfo` for a 2D image file (reads the header only)."""
-    from medseg.io.dicom import SeriesInfo
-
+def image2d_info(path: str | Path) -> SeriesInfo:
+    """A :class:`~medseg.io.series.SeriesInfo` for a 2D image file (reads the header only)."""
     path = Path(path)
     try:
         if path.stat().st_size == 0:
             raise FileFormatError("empty file (0 bytes)", path=str(path))
         if path.suffix.lower() in _TIFF:
-            import tifffile
+            import tifffile  # lazy: keeps `import medseg.io` light
 
             with tifffile.TiffFile(str(path)) as tf:
                 s = tf.series[0]
                 shape = tuple(int(v) for v in s.shape)
                 axes = s.axes
         else:
-            from PIL import Image
+            from PIL import Image  # lazy: keeps `import medseg.io` light
 
             with Image.open(str(path)) as im:
                 w, h = im.size
@@ -175,13 +181,7 @@ def image2d_info(path: str | Path):
                 shape = (h, w, bands) if bands > 1 else (h, w)
                 axes = "YXS" if bands > 1 else "YX"
     except Exception as e:
-        return SeriesInfo(
-            kind="unreadable",
-            path=str(path),
-            problems=[f"error: {path}: not a readable image ({type(e).__name__})"],
-            files=[str(path)],
-            n_files=1,
-        )
+        return unreadable(str(path), f"{path}: not a readable image ({type(e).__name__})")
     chans = shape[-1] if axes.endswith("S") else 1
     spatial = shape[:-1] if axes.endswith("S") else shape
     xy = (spatial[-1], spatial[-2])
@@ -197,7 +197,7 @@ def image2d_info(path: str | Path):
     )
 
 
-def load_image2d(path: str | Path, *, dtype=np.float32):
+def load_image2d(path: str | Path, *, dtype: DTypeLike = np.float32) -> MetaTensor:
     """Load a PNG/JPEG/BMP/TIFF image as a MetaTensor.
 
     Parameters
@@ -211,12 +211,12 @@ def load_image2d(path: str | Path, *, dtype=np.float32):
     ``affine``: diag(sx, sy[, 1], 1) (4x4); ``meta["spacing"]`` in mm (1.0 when unknown),
     ``meta["bit_depth"]``, ``meta["rgb"]``.
     """
-    import torch
+    import torch  # lazy: keeps `import medseg.io` light (torch, MONAI)
     from monai.data import MetaTensor
 
     path = Path(path)
     arr, spacing = _read(path)
-    problems = []
+    problems: list[str] = []
     bit_depth = int(arr.dtype.itemsize * 8)
     orig_dtype = str(arr.dtype)
     rgb = False
@@ -260,3 +260,18 @@ def load_image2d(path: str | Path, *, dtype=np.float32):
         "spatial_shape": np.array(data.shape[1:]),
     }
     return MetaTensor(torch.from_numpy(data), affine=torch.as_tensor(affine, dtype=torch.float64), meta=meta)
+
+
+def _reader(source: Path | SeriesInfo, options: LoadOptions) -> MetaTensor:
+    return load_image2d(source_path(source), dtype=options.dtype)
+
+
+#: the 2D-image entry of :mod:`medseg.io.registry`
+FORMAT = ImageFormat(
+    name="image2d",
+    suffixes=(".png", *_TIFF, ".jpg", ".jpeg", ".bmp"),
+    kind="image2d",
+    description="2D images (microscopy, photos)",
+    read=_reader,
+    describe=image2d_info,
+)

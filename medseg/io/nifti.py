@@ -14,34 +14,48 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from medseg.errors import FileFormatError, InputError, LabelMismatchError, MissingFileError
+from medseg.io.base import ImageFormat, LoadOptions, source_path
 from medseg.io.geometry import affines_close, orientation_code, spacing_from_affine
+from medseg.io.series import SeriesInfo, unreadable
 from medseg.utils import atomic_write
 
-__all__ = ["load_nifti", "save_nifti", "save_label", "nifti_info"]
+if TYPE_CHECKING:  # annotations only: nibabel and monai (torch) are imported when a file is read
+    from monai.data import MetaTensor
+    from nibabel.spatialimages import SpatialImage
+
+__all__ = ["load_nifti", "save_nifti", "save_label", "nifti_info", "FORMAT"]
 
 log = logging.getLogger(__name__)
 
+#: what save_nifti / save_label write (Analyze .hdr/.img pairs are read, never written)
+_WRITE_SUFFIXES = (".nii", ".nii.gz")
 
-def _open(path: Path):
-    import nibabel as nib
+
+def _open(path: Path) -> SpatialImage:
+    import nibabel as nib  # lazy: keeps `import medseg.io` light
 
     if not path.exists():
         raise MissingFileError("file not found", path=str(path))
     if path.stat().st_size == 0:
         raise FileFormatError("empty file (0 bytes)", path=str(path))
     try:
-        return nib.load(str(path))
+        img = nib.load(str(path))
     except Exception as e:
         raise FileFormatError(
             f"not a readable NIfTI file ({type(e).__name__}: {str(e)[:200]})", path=str(path)
         ) from None
+    if not isinstance(img, nib.spatialimages.SpatialImage):  # e.g. a CIFTI file named .nii
+        raise FileFormatError(f"not a volume image ({type(img).__name__})", path=str(path))
+    return img
 
 
-def _form_problem(img) -> str | None:
+def _form_problem(img: Any) -> str | None:
     hdr = img.header
     try:
         s_aff, s_code = hdr.get_sform(coded=True)
@@ -58,15 +72,13 @@ def _form_problem(img) -> str | None:
     return None
 
 
-def nifti_info(path: str | Path):
-    """A :class:`~medseg.io.dicom.SeriesInfo` for a NIfTI file (header only)."""
-    from medseg.io.dicom import SeriesInfo
-
+def nifti_info(path: str | Path) -> SeriesInfo:
+    """A :class:`~medseg.io.series.SeriesInfo` for a NIfTI file (header only; unreadable: ``kind="unreadable"``)."""
     path = Path(path)
     try:
         img = _open(path)
     except (FileFormatError, MissingFileError) as e:
-        return SeriesInfo(kind="unreadable", path=str(path), problems=[f"error: {e}"], files=[str(path)], n_files=1)
+        return unreadable(str(path), str(e))
     shape = tuple(int(s) for s in img.shape)
     problems = []
     p = _form_problem(img)
@@ -88,7 +100,7 @@ def nifti_info(path: str | Path):
     )
 
 
-def load_nifti(path: str | Path, *, nan_value: float | None = None, dtype=np.float32):
+def load_nifti(path: str | Path, *, nan_value: float | None = None, dtype: DTypeLike = np.float32) -> MetaTensor:
     """Load a NIfTI file as a MetaTensor.
 
     Parameters
@@ -106,7 +118,7 @@ def load_nifti(path: str | Path, *, nan_value: float | None = None, dtype=np.flo
     ------
     MissingFileError, FileFormatError : naming the file.
     """
-    import torch
+    import torch  # lazy: keeps `import medseg.io` light (torch, MONAI)
     from monai.data import MetaTensor
 
     path = Path(path)
@@ -122,32 +134,9 @@ def load_nifti(path: str | Path, *, nan_value: float | None = None, dtype=np.flo
         raise FileFormatError(
             f"cannot read the voxel data ({type(e).__name__}: {str(e)[:200]}); truncated file?", path=str(path)
         ) from None
-    if data.ndim < 2:
-        raise FileFormatError(f"{data.ndim}-D data is not an image", path=str(path))
-    if data.ndim == 2:
-        data = data[:, :, None]
-    if data.ndim == 3:
-        data = data[None]
-    elif data.ndim == 4:
-        data = np.moveaxis(data, 3, 0)
-        problems.append(f"4D image: {data.shape[0]} volumes as channels")
-    else:
-        sp = data.shape[:3]
-        data = np.moveaxis(data.reshape(*sp, -1), 3, 0)
-        problems.append(f"{img.ndim}D image: {data.shape[0]} channels")
+    data = _channels_first(data, path, problems)
     data = np.asarray(data, dtype=dtype) if np.dtype(dtype).kind == "f" or data.dtype.kind != "f" else data
-    nan = 0
-    if data.dtype.kind == "f":
-        nanmask = np.isnan(data)
-        nan = int(nanmask.sum())
-        if nan:
-            if nan_value is None:
-                msg = f"{nan} NaN voxel(s) kept as NaN (pass nan_value= to replace them)"
-                log.warning("%s: %s", path, msg)
-            else:
-                data[nanmask] = nan_value
-                msg = f"{nan} NaN voxel(s) replaced by {nan_value}"
-            problems.append(msg)
+    nan = _handle_nan(data, nan_value, path, problems)
     affine = np.asarray(img.affine, float)
     spacing = spacing_from_affine(affine)
     meta = {
@@ -164,15 +153,56 @@ def load_nifti(path: str | Path, *, nan_value: float | None = None, dtype=np.flo
         "space": "RAS",
         "original_channel_dim": 0,
         "spatial_shape": np.array(data.shape[1:]),
-        "sform_code": int(img.header["sform_code"]) if "sform_code" in img.header else 0,
-        "qform_code": int(img.header["qform_code"]) if "qform_code" in img.header else 0,
+        "sform_code": _form_code(img, "sform_code"),
+        "qform_code": _form_code(img, "qform_code"),
     }
     return MetaTensor(
         torch.from_numpy(np.ascontiguousarray(data)), affine=torch.as_tensor(affine, dtype=torch.float64), meta=meta
     )
 
 
-def _as_array_affine(image, affine=None) -> tuple[np.ndarray, np.ndarray]:
+def _channels_first(data: np.ndarray, path: Path, problems: list[str]) -> np.ndarray:
+    """(X, Y[, Z[, T | 1, C]]) -> (C, X, Y, Z): 2D gets Z = 1, 4D T channels, 5D C channels (reported)."""
+    if data.ndim < 2:
+        raise FileFormatError(f"{data.ndim}-D data is not an image", path=str(path))
+    if data.ndim == 2:
+        data = data[:, :, None]
+    if data.ndim == 3:
+        return data[None]
+    if data.ndim == 4:
+        data = np.moveaxis(data, 3, 0)
+        problems.append(f"4D image: {data.shape[0]} volumes as channels")
+        return data
+    ndim = data.ndim
+    data = np.moveaxis(data.reshape(*data.shape[:3], -1), 3, 0)
+    problems.append(f"{ndim}D image: {data.shape[0]} channels")
+    return data
+
+
+def _handle_nan(data: np.ndarray, nan_value: float | None, path: Path, problems: list[str]) -> int:
+    """Count NaN voxels of float ``data``; replace them in place by ``nan_value`` or keep them (warned)."""
+    if data.dtype.kind != "f":
+        return 0
+    nanmask = np.isnan(data)
+    nan = int(nanmask.sum())
+    if nan:
+        if nan_value is None:
+            msg = f"{nan} NaN voxel(s) kept as NaN (pass nan_value= to replace them)"
+            log.warning("%s: %s", path, msg)
+        else:
+            data[nanmask] = nan_value
+            msg = f"{nan} NaN voxel(s) replaced by {nan_value}"
+        problems.append(msg)
+    return nan
+
+
+def _form_code(img: SpatialImage, key: str) -> int:
+    """``sform_code`` / ``qform_code`` of a NIfTI header (0 for Analyze headers, which have none)."""
+    header: Any = img.header  # a Nifti1Header for NIfTI files: a mapping of its fields
+    return int(header[key]) if key in header else 0
+
+
+def _as_array_affine(image: Any, affine: Any = None) -> tuple[np.ndarray, np.ndarray]:
     if hasattr(image, "affine") and affine is None:
         affine = image.affine
     if hasattr(affine, "detach"):
@@ -207,11 +237,10 @@ def _pick_dtype(arr: np.ndarray) -> np.dtype:
     return np.dtype(np.float32)
 
 
-def _write(data: np.ndarray, affine: np.ndarray, path: Path, header=None) -> Path:
-    import nibabel as nib
+def _write(data: np.ndarray, affine: np.ndarray, path: Path, header: Any = None) -> Path:
+    import nibabel as nib  # lazy: keeps `import medseg.io` light
 
-    name = path.name.lower()
-    if not (name.endswith(".nii") or name.endswith(".nii.gz")):
+    if not path.name.lower().endswith(_WRITE_SUFFIXES):
         raise InputError("output must end in .nii or .nii.gz", path=str(path))
     if header is not None:
         hdr = header.copy()
@@ -230,7 +259,9 @@ def _write(data: np.ndarray, affine: np.ndarray, path: Path, header=None) -> Pat
     return path
 
 
-def save_nifti(image, path: str | Path, *, affine: np.ndarray | None = None, dtype=None) -> Path:
+def save_nifti(
+    image: Any, path: str | Path, *, affine: np.ndarray | None = None, dtype: DTypeLike | None = None
+) -> Path:
     """Write an image as NIfTI (atomic: temporary file, then rename).
 
     Parameters
@@ -263,7 +294,7 @@ def _pad(aff: np.ndarray) -> np.ndarray:
     return b
 
 
-def save_label(labels, reference, path: str | Path) -> Path:
+def save_label(labels: Any, reference: Any, path: str | Path) -> Path:
     """Write a label map (uint8) on the reference image's grid, keeping its geometry exactly.
 
     Parameters
@@ -278,8 +309,6 @@ def save_label(labels, reference, path: str | Path) -> Path:
     ------
     LabelMismatchError : the spatial shape differs from the reference, or values are not integers in 0..255.
     """
-    import nibabel as nib
-
     header = None
     ref_path = None
     if isinstance(reference, (str, Path)):
@@ -297,7 +326,7 @@ def save_label(labels, reference, path: str | Path) -> Path:
         if meta.get("format") == "nifti" and meta.get("filename_or_obj"):
             src = Path(str(meta["filename_or_obj"]))
             if src.exists():
-                src_img = nib.load(str(src))
+                src_img = _open(src)
                 if affines_close(src_img.affine, ref_aff, 1e-6) and tuple(src_img.shape[:3]) == ref_shape[:3]:
                     header = src_img.header
             ref_path = src
@@ -318,3 +347,18 @@ def save_label(labels, reference, path: str | Path) -> Path:
     if data.ndim == 2:
         data = data[:, :, None]
     return _write(data, ref_aff if ref_aff.shape == (4, 4) else _pad(ref_aff), Path(path), header=header)
+
+
+def _reader(source: Path | SeriesInfo, options: LoadOptions) -> MetaTensor:
+    return load_nifti(source_path(source), nan_value=options.nan_value, dtype=options.dtype)
+
+
+#: the NIfTI entry of :mod:`medseg.io.registry`
+FORMAT = ImageFormat(
+    name="nifti",
+    suffixes=(".nii.gz", ".nii", ".hdr"),
+    kind="volume",
+    description="NIfTI-1/2 (and Analyze .hdr/.img pairs)",
+    read=_reader,
+    describe=nifti_info,
+)

@@ -1,16 +1,20 @@
 """The one table of image formats medseg reads: each format declares its file suffixes once.
 
-Discovery, ``load``, the CLI and the tasks ask this table (not their own suffix lists), so a
-``.bmp`` file is an image everywhere or nowhere. The shape follows nnU-Net's
-``imageio/reader_writer_registry.py``: one entry per format, one contract.
+The shape follows nnU-Net's ``imageio/reader_writer_registry.py``: each format module declares one
+:class:`~medseg.io.base.ImageFormat` (``FORMAT``: name, suffixes, reader, describer; the contract is
+in :mod:`medseg.io.base`) and this module collects them. Discovery, ``load``, the CLI and the tasks
+ask this table (not their own suffix lists), so a ``.bmp`` file is an image everywhere or nowhere.
 
 Suffixes are lower case with the leading dot; compound suffixes (``.nii.gz``) are matched first.
+To add a format: write its module with a ``FORMAT`` and add it to :data:`FORMATS` below.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
+
+from medseg.io import dicom, image2d, nifti
+from medseg.io.base import ImageFormat
 
 __all__ = [
     "ImageFormat",
@@ -20,29 +24,11 @@ __all__ = [
     "format_of",
     "suffixes",
     "case_id",
+    "reader_for",
 ]
 
-
-@dataclass(frozen=True)
-class ImageFormat:
-    """One readable format: its name, file suffixes and whether a file is a volume or a 2D image."""
-
-    name: str
-    suffixes: tuple[str, ...]
-    kind: str  # "volume" | "image2d"
-    description: str
-
-
-FORMATS: dict[str, ImageFormat] = {
-    f.name: f
-    for f in (
-        ImageFormat("dicom", (".dcm", ".dicom", ".ima", ".dic"), "volume", "DICOM (a series is a folder of files)"),
-        ImageFormat("nifti", (".nii.gz", ".nii", ".hdr"), "volume", "NIfTI-1/2 (and Analyze .hdr/.img pairs)"),
-        ImageFormat(
-            "image2d", (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp"), "image2d", "2D images (microscopy, photos)"
-        ),
-    )
-}
+#: every readable format by name, in the order discover lists them (DICOM, NIfTI, 2D images)
+FORMATS: dict[str, ImageFormat] = {f.name: f for f in (dicom.FORMAT, nifti.FORMAT, image2d.FORMAT)}
 
 #: suffixes of files that are certainly not images (skipped by discovery without being opened)
 NON_IMAGE_SUFFIXES: frozenset[str] = frozenset(
@@ -86,3 +72,12 @@ def case_id(path: str | Path) -> str:
     fmt = format_of(p)
     name = p.name
     return name[: -len(suffix_of(p))] if fmt is not None and p.suffix else name
+
+
+def reader_for(path: str | Path) -> ImageFormat:
+    """The format that reads the file ``path``: by its suffix, else DICOM.
+
+    DICOM files often have no suffix (DICOMDIR trees) or a number as suffix (``1.2.840...``), so a
+    file that no format claims is read as DICOM; the DICOM reader says so when it is not.
+    """
+    return FORMATS[format_of(path) or "dicom"]

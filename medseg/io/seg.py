@@ -25,20 +25,26 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
 import medseg
 from medseg.errors import GeometryError, InputError, LabelMismatchError, MissingFileError
+from medseg.io.dicom import FORMAT as DICOM
+from medseg.io.geometry import dicom_affine
 from medseg.palette import class_color
 from medseg.utils import atomic_write
+
+if TYPE_CHECKING:  # annotations only: highdicom and pydicom are imported when a SEG is written
+    from highdicom.sr import CodedConcept
+    from pydicom.sr.coding import Code
 
 __all__ = ["write_dicom_seg", "DEFAULT_SEGMENT_CODES", "series_geometry"]
 
 log = logging.getLogger("medseg.io.seg")
 
-CodeLike = Union["Code", "CodedConcept", tuple]  # noqa: F821
+CodeLike = Union["Code", "CodedConcept", tuple]
 
 # (category, type) per segment name, SNOMED CT (scheme SCT) codes from pydicom's code dictionary
 # (categories: DICOM CID 7150 "Segmentation Property Categories"). Keys are normalised names
@@ -60,7 +66,7 @@ _DEFAULT_CODE_KEYWORDS: dict[str, tuple[str, str]] = {
 
 
 def _default_codes() -> dict[str, tuple[Any, Any]]:
-    from pydicom.sr.codedict import codes
+    from pydicom.sr.codedict import codes  # lazy: keeps `import medseg.io` light
 
     return {
         name: (getattr(codes.cid7150, cat), getattr(codes.SCT, typ))
@@ -77,7 +83,7 @@ def _norm_name(name: str) -> str:
 
 
 def _coded(c: Any, what: str):
-    from highdicom.sr import CodedConcept
+    from highdicom.sr import CodedConcept  # lazy: keeps `import medseg.io` light
     from pydicom.sr.coding import Code
 
     if isinstance(c, (CodedConcept, Code)):
@@ -92,7 +98,7 @@ def _coded(c: Any, what: str):
 
 def _segment_codes(name: str, value: int, codes: Mapping[str, Any] | None):
     """(category, type) coded concepts of segment ``name``."""
-    from highdicom.sr import CodedConcept
+    from highdicom.sr import CodedConcept  # lazy: keeps `import medseg.io` light
     from pydicom.sr.codedict import codes as dcodes
 
     if not DEFAULT_SEGMENT_CODES:
@@ -119,7 +125,7 @@ def _segment_codes(name: str, value: int, codes: Mapping[str, Any] | None):
 # --------------------------------------------------------------------------------------- source series
 def _read_source(source_series: Any) -> tuple[list, str]:
     """Datasets of the source series (+ a label naming it for messages: the folder, never DICOM values)."""
-    import pydicom
+    import pydicom  # lazy: keeps `import medseg.io` light
     from pydicom.dataset import Dataset
     from pydicom.errors import InvalidDicomError
 
@@ -204,44 +210,47 @@ def series_geometry(datasets: Sequence[Any], where: str = "source series") -> tu
     psp = np.array([[float(v) for v in d.PixelSpacing] for d in datasets])
     if len(sizes) > 1 or np.abs(psp - psp[0]).max() > 1e-4:
         raise GeometryError(f"{where}: slices differ in size or pixel spacing; a SEG needs one regular grid")
-    row_dir, col_dir = iop[0, :3], iop[0, 3:]
-    normal = np.cross(row_dir, col_dir)
+    normal = np.cross(iop[0, :3], iop[0, 3:])
     pos = np.array([[float(v) for v in d.ImagePositionPatient] for d in datasets])
     proj = pos @ normal
     order = np.argsort(proj, kind="stable")
     pos, proj = pos[order], proj[order]
     datasets = [datasets[i] for i in order]
     if len(datasets) > 1:
-        gaps = np.diff(proj)
-        if np.any(gaps < 1e-3):
-            raise GeometryError(
-                f"{where}: two slices share the same position (duplicate or mixed acquisitions); remove the duplicates"
-            )
-        steps = np.diff(pos, axis=0)
-        off_normal = np.linalg.norm(steps - np.outer(steps @ normal, normal), axis=1)
-        if np.any(off_normal > 1e-2 + 1e-3 * np.linalg.norm(steps, axis=1)):
-            tilt = float(np.degrees(np.arctan2(off_normal.max(), gaps[np.argmax(off_normal)])))
-            raise GeometryError(
-                f"{where}: gantry-tilted or sheared series (slice positions deviate {tilt:.1f} deg "
-                "from the slice normal); a SEG would be misaligned. Resample the series to a "
-                "regular grid first (e.g. SimpleITK) or save the segmentation as NIfTI"
-            )
-        if gaps.max() - gaps.min() > max(1e-2, 0.01 * float(np.median(gaps))):
-            raise GeometryError(
-                f"{where}: non-uniform slice spacing ({gaps.min():.3g} to {gaps.max():.3g} mm: "
-                "missing or irregular slices); a SEG would be misaligned. Check the series is "
-                "complete, or resample it to a regular grid first"
-            )
-        dz = float(np.median(gaps))
+        dz = _regular_slice_step(pos, proj, normal, where)
     else:
         dz = float(getattr(datasets[0], "SliceThickness", 1.0) or 1.0)
-    dr, dc = psp[0]  # PixelSpacing = (row spacing: between rows, column spacing: between columns)
-    lps = np.eye(4)
-    lps[:3, 0] = row_dir * dc  # x: along a row (increasing column index)
-    lps[:3, 1] = col_dir * dr  # y: down a column (increasing row index)
-    lps[:3, 2] = normal * dz
-    lps[:3, 3] = pos[0]
-    return datasets, np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
+    # PixelSpacing = (row spacing: between rows, column spacing: between columns)
+    return datasets, dicom_affine(iop[0], pos[0], (float(psp[0, 0]), float(psp[0, 1])), normal * dz)
+
+
+def _regular_slice_step(pos: np.ndarray, proj: np.ndarray, normal: np.ndarray, where: str) -> float:
+    """The slice spacing (mm) of sorted positions ``pos`` (N, 3) LPS; GeometryError unless a regular stack.
+
+    ``proj`` (N,) are the positions along the slice ``normal``. A SEG needs every slice on one regular
+    grid: no duplicate position, no step off the normal (gantry tilt), equal gaps (within 1 %).
+    """
+    gaps = np.diff(proj)
+    if np.any(gaps < 1e-3):
+        raise GeometryError(
+            f"{where}: two slices share the same position (duplicate or mixed acquisitions); remove the duplicates"
+        )
+    steps = np.diff(pos, axis=0)
+    off_normal = np.linalg.norm(steps - np.outer(steps @ normal, normal), axis=1)
+    if np.any(off_normal > 1e-2 + 1e-3 * np.linalg.norm(steps, axis=1)):
+        tilt = float(np.degrees(np.arctan2(off_normal.max(), gaps[np.argmax(off_normal)])))
+        raise GeometryError(
+            f"{where}: gantry-tilted or sheared series (slice positions deviate {tilt:.1f} deg "
+            "from the slice normal); a SEG would be misaligned. Resample the series to a "
+            "regular grid first (e.g. SimpleITK) or save the segmentation as NIfTI"
+        )
+    if gaps.max() - gaps.min() > max(1e-2, 0.01 * float(np.median(gaps))):
+        raise GeometryError(
+            f"{where}: non-uniform slice spacing ({gaps.min():.3g} to {gaps.max():.3g} mm: "
+            "missing or irregular slices); a SEG would be misaligned. Check the series is "
+            "complete, or resample it to a regular grid first"
+        )
+    return float(np.median(gaps))
 
 
 # --------------------------------------------------------------------------------------- writer
@@ -318,7 +327,7 @@ def write_dicom_seg(
     LabelMismatchError
         The label map does not match the series (shape, affine) or holds unnamed label values.
     """
-    import highdicom as hd
+    import highdicom as hd  # lazy: keeps `import medseg.io` light
     from pydicom.sr.codedict import codes as dcodes
     from pydicom.uid import generate_uid
 
@@ -326,65 +335,18 @@ def write_dicom_seg(
     arr, lab_aff = _label_array(labels)
     datasets, where = _read_source(source_series)
     datasets, series_aff = series_geometry(datasets, where)
-    X, Y, Z = int(datasets[0].Columns), int(datasets[0].Rows), len(datasets)
-    if arr.ndim != 3 or arr.shape != (X, Y, Z):
-        raise LabelMismatchError(
-            f"{where}: label map shape {arr.shape} does not match the series grid "
-            f"(X, Y, Z) = {(X, Y, Z)} (columns, rows, slices)"
-        )
-    if lab_aff is not None:
-        a = lab_aff[0] if lab_aff.ndim == 3 else lab_aff
-        tol = 1e-2 + 1e-3 * np.abs(series_aff[:3, :3]).max()
-        if a.shape != (4, 4) or np.abs(a[:3] - series_aff[:3]).max() > tol * 10:
-            raise LabelMismatchError(
-                f"{where}: the label map's affine does not match the series geometry "
-                "(flipped or resampled?); resample the labels back to the source grid first"
-            )
-    if not np.issubdtype(arr.dtype, np.integer) and not np.issubdtype(arr.dtype, np.bool_):
-        if not np.all(np.equal(np.mod(arr, 1), 0)):
-            raise LabelMismatchError(f"{where}: labels must be integers, got {arr.dtype} with fractional values")
-    arr = arr.astype(np.int64)
+    arr = _checked_labels(arr, lab_aff, datasets, series_aff, where)
     names = _segment_table(segment_names)
-    if not names:
-        raise InputError("segment_names is empty: name at least one label value, e.g. {1: 'liver'}")
-    present = {int(v) for v in np.unique(arr) if v != 0}
-    unnamed = sorted(present - set(names))
-    if unnamed:
-        raise LabelMismatchError(f"{where}: label values {unnamed} have no name in segment_names {names}")
-
-    # (Z, Y, X) = (frames, rows, columns); values remapped to segment numbers 1..N
+    present = _check_named(arr, names, where)
     seg_num = {v: i + 1 for i, v in enumerate(names)}
-    lut = np.zeros(max(max(names), int(arr.max(initial=0))) + 1, np.uint16)
-    for v, s in seg_num.items():
-        lut[v] = s
-    pixel = lut[np.clip(arr, 0, None)].transpose(2, 1, 0)
-    pixel = np.ascontiguousarray(pixel.astype(np.uint8 if len(names) < 256 else np.uint16))
-
     algo = hd.AlgorithmIdentificationSequence(
         name=str(algorithm_name)[:64],
         family=dcodes.cid7162.ArtificialIntelligence,
         version=str(algorithm_version)[:64],
         source=(str(model_name)[:64] if model_name else None),
     )
-    descriptions = []
-    for v, name in names.items():
-        category, typ = _segment_codes(name, v, codes)
-        kw: dict[str, Any] = {}
-        if colors:
-            kw["display_color"] = hd.color.CIELabColor.from_rgb(*class_color(v))
-        descriptions.append(
-            hd.seg.SegmentDescription(
-                segment_number=seg_num[v],
-                segment_label=str(name)[:64],
-                segmented_property_category=category,
-                segmented_property_type=typ,
-                algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-                algorithm_identification=algo,
-                tracking_uid=generate_uid(),
-                tracking_id=f"{name} {v}"[:64],
-                **kw,
-            )
-        )
+    pixel = _segment_pixels(arr, seg_num)
+    descriptions = _segment_descriptions(names, seg_num, codes, algo, colors)
     if not present:
         log.info("DICOM SEG: the label map is empty; writing a SEG with no segment pixels")
     seg = hd.seg.Segmentation(
@@ -405,13 +367,90 @@ def write_dicom_seg(
         omit_empty_frames=True,
     )
     seg.SeriesDescription = str(series_description)[:64]
-    with atomic_write(path, suffix=".dcm") as tmp:
+    with atomic_write(path, suffix=DICOM.suffixes[0]) as tmp:  # a .dcm temporary, whatever the name
         seg.save_as(tmp, enforce_file_format=True)
     log.info(
         "DICOM SEG: %d segments, %d frames over %d source slices -> %s",
         len(names),
         int(getattr(seg, "NumberOfFrames", 0)),
-        Z,
+        len(datasets),
         path.name,
     )
     return path
+
+
+def _checked_labels(
+    arr: np.ndarray, lab_aff: np.ndarray | None, datasets: list[Any], series_aff: np.ndarray, where: str
+) -> np.ndarray:
+    """The label map as int64 after checking its shape (and affine, if it has one) against the series grid."""
+    X, Y, Z = int(datasets[0].Columns), int(datasets[0].Rows), len(datasets)
+    if arr.ndim != 3 or arr.shape != (X, Y, Z):
+        raise LabelMismatchError(
+            f"{where}: label map shape {arr.shape} does not match the series grid "
+            f"(X, Y, Z) = {(X, Y, Z)} (columns, rows, slices)"
+        )
+    if lab_aff is not None:
+        a = lab_aff[0] if lab_aff.ndim == 3 else lab_aff
+        tol = 1e-2 + 1e-3 * np.abs(series_aff[:3, :3]).max()
+        if a.shape != (4, 4) or np.abs(a[:3] - series_aff[:3]).max() > tol * 10:
+            raise LabelMismatchError(
+                f"{where}: the label map's affine does not match the series geometry "
+                "(flipped or resampled?); resample the labels back to the source grid first"
+            )
+    if not np.issubdtype(arr.dtype, np.integer) and not np.issubdtype(arr.dtype, np.bool_):
+        if not np.all(np.equal(np.mod(arr, 1), 0)):
+            raise LabelMismatchError(f"{where}: labels must be integers, got {arr.dtype} with fractional values")
+    return arr.astype(np.int64)
+
+
+def _check_named(arr: np.ndarray, names: dict[int, str], where: str) -> set[int]:
+    """The label values present (background 0 left out); each must have a name."""
+    if not names:
+        raise InputError("segment_names is empty: name at least one label value, e.g. {1: 'liver'}")
+    present = {int(v) for v in np.unique(arr) if v != 0}
+    unnamed = sorted(present - set(names))
+    if unnamed:
+        raise LabelMismatchError(f"{where}: label values {unnamed} have no name in segment_names {names}")
+    return present
+
+
+def _segment_pixels(arr: np.ndarray, seg_num: dict[int, int]) -> np.ndarray:
+    """(Z, Y, X) = (frames, rows, columns) of ``arr`` (X, Y, Z) with label values remapped to segment numbers."""
+    lut = np.zeros(max(max(seg_num), int(arr.max(initial=0))) + 1, np.uint16)
+    for v, s in seg_num.items():
+        lut[v] = s
+    pixel = lut[np.clip(arr, 0, None)].transpose(2, 1, 0)
+    return np.ascontiguousarray(pixel.astype(np.uint8 if len(seg_num) < 256 else np.uint16))
+
+
+def _segment_descriptions(
+    names: dict[int, str],
+    seg_num: dict[int, int],
+    codes: Mapping[str, tuple[CodeLike, CodeLike]] | None,
+    algo: Any,
+    colors: bool,
+) -> list[Any]:
+    """One highdicom ``SegmentDescription`` per named label value (codes, colour, tracking id)."""
+    import highdicom as hd  # lazy: keeps `import medseg.io` light
+    from pydicom.uid import generate_uid
+
+    descriptions = []
+    for v, name in names.items():
+        category, typ = _segment_codes(name, v, codes)
+        kw: dict[str, Any] = {}
+        if colors:
+            kw["display_color"] = hd.color.CIELabColor.from_rgb(*class_color(v))
+        descriptions.append(
+            hd.seg.SegmentDescription(
+                segment_number=seg_num[v],
+                segment_label=str(name)[:64],
+                segmented_property_category=category,
+                segmented_property_type=typ,
+                algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+                algorithm_identification=algo,
+                tracking_uid=generate_uid(),
+                tracking_id=f"{name} {v}"[:64],
+                **kw,
+            )
+        )
+    return descriptions
