@@ -25,6 +25,7 @@ from typing import Literal
 
 import numpy as np
 import torch
+from scipy.integrate import trapezoid
 from torch import nn
 
 from medseg.errors import InputError
@@ -242,7 +243,7 @@ def deletion_auc(model: nn.Module, image: torch.Tensor, saliency, target: int, s
     information) measured on the same image.
     """
     f, p = deletion_curve(model, image, saliency, target, steps=steps, **kw)
-    return float(np.trapezoid(p, f)) if hasattr(np, "trapezoid") else float(np.trapz(p, f))
+    return float(trapezoid(p, f))
 
 
 # ----------------------------------------------------------------------------- sanity check

@@ -24,6 +24,7 @@ strategies which parameters are the classifier head.
 from __future__ import annotations
 
 import logging
+from typing import cast
 
 import torch
 from torch import nn
@@ -49,7 +50,8 @@ log = logging.getLogger("medseg.models")
 def _maybe_load(model: nn.Module, checkpoint: str | None, key_map: dict[str, str] | None) -> nn.Module:
     if checkpoint:
         rep = load_pretrained(model, checkpoint, key_map=key_map)
-        model.pretrained_report = rep.to_dict()  # type: ignore[attr-defined]
+        # torch's stubs type Module.__setattr__ values as Tensor | Module; any attribute value is allowed
+        model.pretrained_report = rep.to_dict()  # type: ignore[assignment]
         log.info("initialised from %s", rep)
     return model
 
@@ -204,7 +206,7 @@ def backbone_stages(model: nn.Module) -> list[list[str]]:
     groups: list[list[str]] = []
     if hasattr(core, "_blocks"):  # EfficientNet: head conv, then stages 6..0, then stem
         groups.append([n for n in named if n.startswith(prefix + "_conv_head") or n.startswith(prefix + "_bn1")])
-        for i in reversed(range(len(core._blocks))):
+        for i in reversed(range(len(cast(nn.Sequential, core._blocks)))):
             groups.append([n for n in named if n.startswith(f"{prefix}_blocks.{i}.")])
         groups.append([n for n in named if n.startswith(prefix + "_conv_stem") or n.startswith(prefix + "_bn0")])
     else:  # generic: top-level children in reverse order

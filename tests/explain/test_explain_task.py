@@ -29,7 +29,7 @@ def classifier_run(tmp_path_factory) -> Path:
         name="run",
         image_size=48,
         data=DataSection(datalist=datalist),
-        model=ModelSection(name="efficientnet_lite0", pretrained=False, image_size=48),
+        model=ModelSection(name="efficientnet_lite0", pretrained=False),
     )
     run = Run.create(cls_dir / "run", cfg)
     params = {"name": "efficientnet_lite0", "pretrained": False, "image_size": 48, "num_classes": 2, "in_channels": 3}

@@ -20,16 +20,10 @@ from medseg.config import (
 )
 from medseg.data.lesions import lesion_image, make_lesion_dataset, write_png
 from medseg.errors import FileFormatError, InputError
+from medseg.io import read_image_uint8
 from medseg.runs import Run
-from medseg.tasks.classification import (
-    augmentation_transforms,
-    classify,
-    configure_finetuning,
-    evaluate,
-    prepare_images,
-    read_image,
-    train,
-)
+from medseg.tasks.classification import classify, configure_finetuning, evaluate, train
+from medseg.transforms.classification import augmentation_transforms, prepare_images
 
 
 def _cfg(datalist, **kw):
@@ -39,7 +33,7 @@ def _cfg(datalist, **kw):
         device="cpu",
         image_size=32,
         data=DataSection(datalist=datalist),
-        model=ModelSection(name="efficientnet_lite0", image_size=32),
+        model=ModelSection(name="efficientnet_lite0"),
         train=TrainSection(epochs=1, batch_size=8, lr=1e-3, steps_per_epoch=1),
         operating_points=OperatingPointSection(n_bootstrap=50),
     )
@@ -150,11 +144,11 @@ def test_read_image_corrupt_and_rgba(tmp_path):
     p = tmp_path / "x.png"
     p.write_bytes(b"garbage")
     with pytest.raises(FileFormatError, match="x.png.*corrupt"):
-        read_image(p)
+        read_image_uint8(p)
     rgba = np.zeros((10, 12, 4), np.uint8)
     rgba[..., 0] = 200
     write_png(rgba, tmp_path / "a.png")
-    im = read_image(tmp_path / "a.png")
+    im = read_image_uint8(tmp_path / "a.png")
     assert im.shape == (10, 12, 3) and im[0, 0, 0] == 200
 
 
@@ -197,7 +191,7 @@ def test_lite0_reaches_auc_095_on_synthetic_lesions(tmp_path):
     cfg = _cfg(
         dl,
         image_size=96,
-        model=ModelSection(name="efficientnet_lite0", image_size=96),
+        model=ModelSection(name="efficientnet_lite0"),
         train=TrainSection(epochs=8, batch_size=16, lr=1e-3, max_minutes=4.0, early_stop_patience=3),
         finetune=FinetuneSection(strategy="full"),
         operating_points=OperatingPointSection(n_bootstrap=500),
@@ -249,7 +243,8 @@ def test_cli_classify_and_evaluate(trained, tmp_path, capsys):
 
 
 def test_load_classifier_and_preprocess(trained):
-    from medseg.tasks.classification import load_classifier, preprocess
+    from medseg.tasks.classification import load_classifier
+    from medseg.transforms.classification import preprocess
 
     root, dl, _ = trained
     model, info = load_classifier(root / "run")
@@ -261,8 +256,8 @@ def test_load_classifier_and_preprocess(trained):
 
 
 def test_run_demo_quick(tmp_path):
+    from medseg.demo.classification import run_demo
     from medseg.engine.checkpoint import load_run_model
-    from medseg.tasks.classification import run_demo
 
     res = run_demo(tmp_path / "classification", quick=True)
     s = res["summary"]
