@@ -267,3 +267,85 @@ def test_run_demo_quick(tmp_path):
     assert c.task == "classification" and c.prediction in ("benign", "malignant") and 0 <= c.probability <= 1
     assert Path(c.thumbnail).is_absolute() and Path(c.thumbnail).is_file()
     load_run_model(tmp_path / "classification" / "run")  # the explain stage's entry point
+
+
+def test_classify_takes_the_test_list_of_a_datalist_by_default(trained, tmp_path):
+    root, dl, _ = trained
+    lists = json.loads(Path(dl).read_text())
+    res = classify(root / "run", [dl], tmp_path / "test", device="cpu")
+    rows = list(csv.DictReader(open(res["predictions"])))
+    assert res["n_images"] == len(lists["test"]) and res["n_skipped"] == 0
+    assert sorted(Path(r["image"]).name for r in rows) == sorted(Path(e["image"]).name for e in lists["test"])
+    every = classify(root / "run", [dl], tmp_path / "all", device="cpu", split="all")
+    n_all = sum(len(lists[k]) for k in ("training", "validation", "test"))
+    assert every["n_images"] + every["n_skipped"] == n_all and every["n_skipped"] == 1  # broken.png
+
+
+def test_cli_classify_split_chooses_the_datalist_list(trained, tmp_path):
+    from medseg.cli import main
+
+    root, dl, _ = trained
+    n_val = len(json.loads(Path(dl).read_text())["validation"])
+    rc = main(
+        ["classify", "--model", str(root / "run"), str(dl), "--out", str(tmp_path / "v"), "--split", "validation"]
+    )
+    assert rc == 0 and len(list(csv.DictReader(open(tmp_path / "v" / "predictions.csv")))) == n_val
+
+
+def test_config_has_one_image_size():
+    from medseg.config import parse_config
+    from medseg.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="model.image_size is not a classification key.*top-level image_size"):
+        parse_config({"task": "classification", "model": {"name": "efficientnet_lite0", "image_size": 64}})
+    with pytest.raises(ValueError, match="model.image_size"):  # pydantic's ValidationError in Python
+        ClassificationConfig(model=ModelSection(name="efficientnet_lite0", image_size=64))
+    cfg = parse_config({"task": "classification", "image_size": 64, "model": {"name": "efficientnet_lite0"}})
+    from medseg.tasks.classification.finetune import model_params
+
+    assert model_params(cfg, "rgb", 64)["image_size"] == 64  # the network is built for the images' size
+
+
+def _write_tiffs(folder: Path) -> tuple[Path, Path]:
+    import tifffile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    u16 = np.full((32, 32), 1000, np.uint16)  # the lowest value: min-max would read it as 0
+    u16[8:24, 8:24] = 3000
+    u16[0, :8] = 2000
+    f32 = np.linspace(0.5, 4.0, 32 * 32, dtype=np.float32).reshape(32, 32)  # floats beyond [0, 1]
+    tifffile.imwrite(folder / "u16.tif", u16)
+    tifffile.imwrite(folder / "f32.tif", f32)
+    return folder / "u16.tif", folder / "f32.tif"
+
+
+def test_same_tiff_pixels_through_classify_explain_and_detect(trained, tmp_path, monkeypatch):
+    """One 16-bit and one float32 TIFF give the same pixels in classify, explain and detect."""
+    from medseg.explain import maps as explain_maps
+    from medseg.io import as_rgb
+    from medseg.tasks.classification import predict as classify_module
+    from medseg.tasks.explain import explain
+
+    root, _, _ = trained
+    tiffs = _write_tiffs(tmp_path / "tiffs")
+    detect_pixels = [as_rgb(read_image_uint8(p)) for p in tiffs]  # what detection reads
+    assert detect_pixels[0][0, 20, 0] == 85  # 1000 of [0, 3000] -> 85 (not 0 as min-max gave)
+    seen: dict[str, list[np.ndarray]] = {"classify": [], "explain": []}
+    prepare, preprocess = classify_module.prepare_images, explain_maps.preprocess
+
+    def spy_prepare(images, *a, **kw):
+        seen["classify"] += [as_rgb(np.asarray(im)) for im in images]
+        return prepare(images, *a, **kw)
+
+    def spy_preprocess(images, *a, **kw):
+        seen["explain"] += [as_rgb(np.asarray(im)) for im in images]
+        return preprocess(images, *a, **kw)
+
+    monkeypatch.setattr(classify_module, "prepare_images", spy_prepare)
+    monkeypatch.setattr(explain_maps, "preprocess", spy_preprocess)
+    assert classify(root / "run", list(tiffs), tmp_path / "c", device="cpu")["n_images"] == 2
+    assert explain(root / "run", list(tiffs), tmp_path / "e", device="cpu")["n_images"] == 2
+    for path_name, pixels in seen.items():
+        assert len(pixels) == 2, path_name
+        for got, ref in zip(pixels, detect_pixels):
+            assert got.dtype == np.uint8 and np.array_equal(got, ref), path_name

@@ -71,34 +71,22 @@ def operating_report(
     summary: dict[str, Any] = {"temperature": round(temperature, 4)}
     if binary:
         yv = (va.labels == pos).astype(int)
-        pair = (class_names[1 - pos], class_names[pos])
-        targets = {"sensitivity_target": op.sensitivity_target, "specificity_target": op.specificity_target}
-        if z_te is not None:
-            p_te = softmax(z_te, temperature)
-            yt = (te.labels == pos).astype(int)
-            rep = binary_report(
-                yv,
-                p_va[:, pos],
-                yt,
-                p_te[:, pos],
-                **targets,
-                n_boot=op.n_bootstrap,
-                seed=seed,
-                out_dir=ev_dir,
-                class_names=pair,
-            )
-        else:  # no test set: thresholds only (reported on validation itself)
-            rep = binary_report(
-                yv,
-                p_va[:, pos],
-                yv,
-                p_va[:, pos],
-                **targets,
-                n_boot=op.n_bootstrap,
-                seed=seed,
-                out_dir=ev_dir,
-                class_names=pair,
-            )
+        # thresholds chosen on validation, reported on test (without a test split: on validation itself)
+        p_te = softmax(z_te, temperature) if z_te is not None else p_va
+        yt = (te.labels == pos).astype(int) if z_te is not None else yv
+        rep = binary_report(
+            yv,
+            p_va[:, pos],
+            yt,
+            p_te[:, pos],
+            sensitivity_target=op.sensitivity_target,
+            specificity_target=op.specificity_target,
+            n_boot=op.n_bootstrap,
+            seed=seed,
+            out_dir=ev_dir,
+            class_names=(class_names[1 - pos], class_names[pos]),
+        )
+        if z_te is None:
             rep["notes"].append("no test split: metrics are on the validation set (optimistic)")
         if temp_note:
             rep["notes"].append(temp_note)
