@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 from scipy import ndimage as ndi
+from skimage import io as skio
 
 from medseg.errors import ConfigError
 from medseg.utils import atomic_write, atomic_write_csv, atomic_write_text
@@ -158,8 +159,6 @@ def lesion_image(
 
 def write_png(array: np.ndarray, path: str | Path) -> Path:
     """Write a uint8 (H, W) or (H, W, 3) array as PNG atomically (scikit-image)."""
-    from skimage import io as skio
-
     path = Path(path)
     with atomic_write(path, suffix=".png") as tmp:
         skio.imsave(str(tmp), array, check_contrast=False)

@@ -107,14 +107,22 @@ def classifier_cams(
     if not images:
         raise InputError("no images to explain")
     names = list(names) if names is not None else [f"image {i}" for i in range(len(images))]
-    per_image = isinstance(target, (list, tuple, np.ndarray, torch.Tensor))
+    per_image = None  # one target per image, sliced per batch below; an int or None applies to every image
+    if isinstance(target, (list, tuple, np.ndarray, torch.Tensor)):
+        tt = torch.as_tensor(target).reshape(-1)
+        if tt.numel() == 1:
+            target = int(tt[0])
+        elif tt.numel() != len(images):
+            raise InputError(f"{tt.numel()} targets for {len(images)} images: give one per image, or one for all")
+        else:
+            per_image = tt
     maps: list[np.ndarray] = []
     logits, targets = [], []
     with CAMExplainer(model, method=method, layer=layer, task="classification") as cam:
         for s in range(0, len(images), batch_size):
             chunk = list(images[s : s + batch_size])
             x = preprocess(chunk, info, names[s : s + batch_size])
-            t = target[s : s + batch_size] if per_image else target  # type: ignore[index]
+            t = per_image[s : s + batch_size] if per_image is not None else target
             out = cam(x, target=t)
             maps += [resize_map(out[i, 0].as_tensor(), img.shape[:2]) for i, img in enumerate(chunk)]
             assert cam.last_logits is not None and cam.last_target is not None

@@ -22,7 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from monai.metrics import compute_roc_auc
 from numpy.typing import ArrayLike
+from scipy.optimize import minimize_scalar
+from scipy.special import log_softmax
+from scipy.stats import norm, rankdata
 
 from medseg.errors import InputError
 from medseg.utils import atomic_write_bytes, atomic_write_csv, atomic_write_text
@@ -69,8 +74,6 @@ def _need_both_classes(y: np.ndarray, what: str) -> None:
 
 
 def _rank_auc(y: np.ndarray, s: np.ndarray) -> float:
-    from scipy.stats import rankdata
-
     r = rankdata(s)
     n1 = y.sum()
     n0 = y.size - n1
@@ -89,12 +92,9 @@ def roc_auc(y: ArrayLike, score: ArrayLike) -> float:
     ------
     InputError if one class has no examples.
     """
-    import torch
-    from monai.metrics import compute_roc_auc
-
     yb, s = _check_binary(y, score)
     _need_both_classes(yb, "ROC AUC")
-    return float(compute_roc_auc(torch.as_tensor(s), torch.as_tensor(yb)))  # type: ignore[arg-type]
+    return float(np.asarray(compute_roc_auc(torch.as_tensor(s), torch.as_tensor(yb))))
 
 
 def roc_curve(y: ArrayLike, score: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -119,8 +119,6 @@ def bootstrap_auc_ci(
 
     Returns ``(low, high)`` of the ``1 - alpha`` interval.
     """
-    from scipy.stats import rankdata
-
     yb, s = _check_binary(y, score)
     _need_both_classes(yb, "AUC confidence interval")
     rng = np.random.default_rng(seed)
@@ -175,8 +173,6 @@ def wilson_interval(k: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
     """Wilson score interval of a proportion ``k / n`` (NaNs when ``n == 0``)."""
     if n == 0:
         return float("nan"), float("nan")
-    from scipy.stats import norm
-
     z = float(norm.ppf(1 - alpha / 2))
     p = k / n
     den = 1 + z * z / n
@@ -273,7 +269,7 @@ def expected_calibration_error(y: ArrayLike, prob: ArrayLike, n_bins: int = 10) 
 
 def reliability_diagram(y: ArrayLike, prob: ArrayLike, path: str | Path, n_bins: int = 10, title: str = "") -> Path:
     """Write a reliability diagram PNG (observed positive fraction vs mean predicted probability)."""
-    import matplotlib
+    import matplotlib  # heavy, and the Agg backend must be chosen before pyplot: only for this figure
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -313,9 +309,6 @@ def fit_temperature(logits: np.ndarray, y: ArrayLike) -> float:
     logits : (N, K) float
     y : (N,) int class indices
     """
-    from scipy.optimize import minimize_scalar
-    from scipy.special import log_softmax
-
     z = np.asarray(logits, dtype=np.float64)
     t = np.asarray(y, dtype=int)
     if z.ndim != 2 or z.shape[0] != t.size or z.shape[0] == 0:

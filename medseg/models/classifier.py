@@ -24,9 +24,11 @@ strategies which parameters are the classifier head.
 from __future__ import annotations
 
 import logging
+import re
 from typing import cast
 
 import torch
+from monai.networks.nets import DenseNet121, resnet
 from torch import nn
 
 from medseg.errors import ConfigError
@@ -144,8 +146,6 @@ def build_densenet121(
     key_map: dict[str, str] | None = None,
 ) -> nn.Module:
     """MONAI DenseNet121 (2D or 3D); input ``(B, in_channels, *S)``, logits ``(B, num_classes)``."""
-    from monai.networks.nets import DenseNet121
-
     model = DenseNet121(
         spatial_dims=spatial_dims, in_channels=in_channels, out_channels=num_classes, dropout_prob=dropout_prob
     )
@@ -162,8 +162,6 @@ def build_resnet(
     key_map: dict[str, str] | None = None,
 ) -> nn.Module:
     """MONAI ResNet of ``depth`` 10/18/34/50 (2D or 3D); logits ``(B, num_classes)``."""
-    from monai.networks.nets import resnet
-
     builders = {10: resnet.resnet10, 18: resnet.resnet18, 34: resnet.resnet34, 50: resnet.resnet50}
     if depth not in builders:
         raise ConfigError(f"resnet depth must be one of {sorted(builders)}, got {depth}")
@@ -183,8 +181,6 @@ def _core(model: nn.Module) -> nn.Module:
 
 def head_parameter_names(model: nn.Module) -> list[str]:
     """Names of the classifier-head parameters (trained by every strategy, also a linear probe)."""
-    import re
-
     names = [n for n, _ in model.named_parameters()]
     for pattern in (r"(^|\.)_fc\.", r"(^|\.)class_layers\.out\.", r"(^|\.)fc\."):
         head = [n for n in names if re.search(pattern, n)]

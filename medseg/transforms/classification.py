@@ -18,6 +18,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from monai import transforms as mt
+from skimage.color import rgb2gray
+from skimage.transform import resize
 
 from medseg.errors import ConfigError, InputError
 
@@ -50,9 +53,6 @@ def prepare_images(
     -------
     (tensor ``(N, C, H, W)`` uint8, channel mode "rgb" or "gray")
     """
-    from skimage.color import rgb2gray  # scikit-image: heavy, only needed here
-    from skimage.transform import resize
-
     if not images:
         raise InputError("no images to prepare")
     is_rgb = [im.ndim == 3 for im in images]
@@ -136,8 +136,6 @@ def augmentation_transforms(preset: str, image_size: int) -> list[Any]:
     noise; xray: small rotations/shifts (5 % of ``image_size`` pixels)/zoom (anatomy keeps its
     orientation, no flips), gamma; none: no transform.
     """
-    from monai import transforms as mt  # MONAI transforms: heavy, only needed here
-
     k = ["image"]
     if preset == "none":
         return []

@@ -67,5 +67,8 @@ def test_classifier_cams_give_one_map_per_image_at_its_own_size():
     # one target per image (as weak supervision re-uses the trained model's targets)
     res0 = classifier_cams(BrightNet().eval(), info, images, layer="features.1", target=torch.tensor([0, 1, 0]))
     assert res0.targets.tolist() == [0, 1, 0]
+    assert classifier_cams(BrightNet(), info, images, layer="features.1", target=[0]).targets.tolist() == [0, 0, 0]
+    with pytest.raises(InputError, match="2 targets for 3 images"):
+        classifier_cams(BrightNet(), info, images, target=[0, 1])
     with pytest.raises(InputError, match="no images"):
         classifier_cams(BrightNet(), info, [])

@@ -18,7 +18,7 @@
 Run folder: ``data/`` (synthetic), ``classifier/`` (its run), ``seg_pseudo/`` and ``seg_true/``
 (segmenter runs: checkpoints, metrics.csv), ``pseudo_masks.png`` (examples),
 ``localisation.json`` (the maps' figures, written before the segmenters train),
-``weak_supervision.json`` (every figure) and ``summary.json``.
+``weak_supervision.json`` (every figure, also returned by ``train``).
 
 Modules: :mod:`~.data` (one datalist split: images, labels, masks), :mod:`~.localisation` (the
 maps' figures), :mod:`~.segmenter` (train and score the 2D segmenter), :mod:`~.pipeline` (``train``).
