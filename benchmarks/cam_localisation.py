@@ -51,7 +51,8 @@ def main(argv=None) -> int:
 
     import torch
 
-    from medseg.config import DataSection, ModelSection, TrainSection, WeakSection, WeakSupervisionConfig
+    from medseg.config import DataSection, ModelSection, WeakSection, WeakSupervisionConfig
+    from medseg.config.weak_supervision import WeakTrainSection
     from medseg.engine.device import describe_device, select_device
     from medseg.runs import Run
     from medseg.tasks.weak_supervision import train
@@ -79,7 +80,7 @@ def main(argv=None) -> int:
         model=ModelSection(
             name="unet", spatial_dims=2, in_channels=3, out_channels=2, channels=[16, 32, 64, 128], norm="batch"
         ),
-        train=TrainSection(epochs=seg_epochs, batch_size=16, lr=3e-3),
+        train=WeakTrainSection(epochs=seg_epochs, batch_size=16, lr=3e-3),
     )
     tmp = None
     if args.out is None:

@@ -29,7 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from medseg.engine.trainer import Trainer, build_optimizer  # noqa: E402
 from medseg.metrics.classification import bootstrap_auc_ci, roc_auc  # noqa: E402
 from medseg.models import build_model  # noqa: E402
-from medseg.tasks.classification import _normalize, _predict_logits, _TrainSet, augmentation_transforms  # noqa: E402
+from medseg.tasks.classification import predict_logits  # noqa: E402
+from medseg.tasks.classification.data import ImageLabelDataset  # noqa: E402
+from medseg.transforms.classification import augmentation_transforms  # noqa: E402
 
 
 def load_lfw(size: int) -> tuple[torch.Tensor, np.ndarray]:
@@ -60,7 +62,7 @@ def train_eval(
     torch.manual_seed(seed)
     model = build_model(name="efficientnet_lite0", num_classes=2, in_channels=1, pretrained=pretrained, image_size=size)
     opt = build_optimizer(model.parameters(), "adamw", lr=1e-3, weight_decay=1e-4)
-    ds = _TrainSet(x[tr_idx], y[tr_idx], Compose(augmentation_transforms("xray", size)))
+    ds = ImageLabelDataset(x[tr_idx], y[tr_idx], Compose(augmentation_transforms("xray", size)))
     loader = torch.utils.data.DataLoader(ds, batch_size=16, shuffle=True, drop_last=len(ds) > 16)
     loss_fn = torch.nn.CrossEntropyLoss()
 
@@ -70,7 +72,7 @@ def train_eval(
     t0 = time.perf_counter()
     Trainer(model, opt, loader, step, max_epochs=epochs, seed=seed, device=device, grad_clip=1.0, progress=False).fit()
     secs = time.perf_counter() - t0
-    p = torch.softmax(torch.as_tensor(_predict_logits(model, x[te_idx], torch.device(device))), 1)[:, 1].numpy()
+    p = torch.softmax(torch.as_tensor(predict_logits(model, x[te_idx], torch.device(device))), 1)[:, 1].numpy()
     return roc_auc(y[te_idx], p), bootstrap_auc_ci(y[te_idx], p, n_boot=1000, seed=seed), secs
 
 
@@ -97,7 +99,6 @@ def main() -> int:
         desc = f"{dev} ({torch.cuda.get_device_name(0)})"
     else:
         desc = f"cpu ({torch.get_num_threads()} threads)"
-    _ = _normalize  # same preprocessing as the classification task
     for n in sizes:
         # stratified n-image training set from the pool
         tr = np.r_[pool[y[pool] == 1][: n // 2], pool[y[pool] == 0][: n - n // 2]]

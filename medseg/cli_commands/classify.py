@@ -20,6 +20,12 @@ def add_parser(sub) -> None:
     p.add_argument("inputs", nargs="+", type=Path, help="image files, folders of images, or a datalist JSON")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument(
+        "--split",
+        default="test",
+        choices=["test", "validation", "training", "all"],  # medseg.tasks.inputs.SPLITS (kept light: no import)
+        help="which list of a datalist JSON input to take (default: test; all = training, validation, test)",
+    )
+    p.add_argument(
         "--operating-point",
         default=None,
         choices=["youden", "high_sensitivity", "high_specificity", "default"],
@@ -40,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
         out=args.out,
         device=args.device,
         force=args.force,
+        split=args.split,
         operating_point=args.operating_point,
     )
     print(f"outputs: {args.out}")

@@ -23,6 +23,12 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument(
+        "--split",
+        default="test",
+        choices=["test", "validation", "training", "all"],  # medseg.tasks.inputs.SPLITS (kept light: no import)
+        help="which list of a datalist JSON input to take (default: test; all = training, validation, test)",
+    )
+    p.add_argument(
         "--method",
         choices=["gradcam", "gradcampp"],
         default="gradcam",
@@ -51,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         layer=args.layer,
         device=args.device,
         force=args.force,
+        split=args.split,
     )
     print(f"outputs: {args.out}")
     for k, v in (summary or {}).items():

@@ -5,9 +5,9 @@ Imports no torch, so validating a config is instant.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from medseg.config.base import (
     DataSection,
@@ -19,7 +19,42 @@ from medseg.config.base import (
     register_task,
 )
 
-__all__ = ["FinetuneSection", "OperatingPointSection", "ClassificationConfig"]
+__all__ = [
+    "ClassifierModelSection",
+    "FinetuneSection",
+    "OperatingPointSection",
+    "ClassificationConfig",
+    "keys_set_in",
+]
+
+
+def keys_set_in(value: Any) -> Any:
+    """A section instance -> the dict of the keys set in it (other values pass unchanged).
+
+    Lets a task-specific section field accept an instance of the generic section it narrows
+    (``ModelSection(...)`` for ``ClassifierModelSection``): the keys it sets are validated again,
+    so a key the task does not read is refused there too.
+    """
+    return value.model_dump(exclude_unset=True) if isinstance(value, Section) else value
+
+
+class ClassifierModelSection(ModelSection):
+    """The network: ``name`` from the model registry plus its own parameters.
+
+    ``num_classes``, ``in_channels`` and ``image_size`` follow from ``class_names``, the images'
+    channel mode and the top-level ``image_size``; ``image_size`` here is refused (one image size
+    per config: the one the images are resized to is the one the network is built for).
+    """
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_image_size(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "image_size" in data:
+            raise ValueError(
+                "model.image_size is not a classification key: the network is built for the top-level "
+                "image_size (the size every image is resized to); remove it from the model section"
+            )
+        return data
 
 
 class FinetuneSection(Section):
@@ -69,8 +104,13 @@ class ClassificationConfig(PipelineConfig):
     finetune: FinetuneSection = Field(default_factory=FinetuneSection)
     operating_points: OperatingPointSection = Field(default_factory=OperatingPointSection)
     data: DataSection = Field(default_factory=DataSection)
-    model: ModelSection = Field(default_factory=lambda: ModelSection(name="efficientnet_lite0"))
+    model: ClassifierModelSection = Field(default_factory=lambda: ClassifierModelSection(name="efficientnet_lite0"))
     train: TrainSection = Field(
         default_factory=lambda: TrainSection(epochs=15, batch_size=16, lr=1e-3, early_stop_patience=5)
     )
     infer: InferSection = Field(default_factory=InferSection)
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model_keys(cls, value: Any) -> Any:
+        return keys_set_in(value)

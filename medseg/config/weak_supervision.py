@@ -6,20 +6,20 @@ Imports no torch, so validating a config is instant.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from medseg.config.base import (
     DataSection,
     ModelSection,
     PipelineConfig,
     Section,
-    TrainSection,
     register_task,
 )
+from medseg.config.classification import keys_set_in
 
-__all__ = ["WeakSection", "WeakSupervisionConfig"]
+__all__ = ["WeakSection", "WeakTrainSection", "WeakSupervisionConfig"]
 
 
 class WeakSection(Section):
@@ -41,13 +41,35 @@ class WeakSection(Section):
     )
 
 
+class WeakTrainSection(Section):
+    """Optimisation of the two segmenters (pseudo-masks, true masks): the same budget for both.
+
+    The segmenters have no validation set (the training and validation images are both
+    pseudo-labelled; the test images are only scored), so there is no ``val_every`` or
+    ``early_stop_patience`` here.
+    """
+
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(1e-5, ge=0)
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    scheduler: Literal["cosine", "poly", "none"] = "cosine"
+    max_minutes: float | None = Field(None, gt=0, description="stop training each segmenter after this wall time")
+    grad_clip: float | None = Field(1.0, gt=0)
+    amp: bool = Field(False, description="automatic mixed precision (CUDA only; ignored on CPU)")
+    steps_per_epoch: int | None = Field(None, ge=1)
+
+
 @register_task("weak_supervision")
 class WeakSupervisionConfig(PipelineConfig):
     """Train a 2D segmenter on Grad-CAM pseudo-masks from an image-level classifier.
 
     The data is a lesion datalist with image-level ``label`` and (for evaluation only) ``mask``
     per image (:func:`medseg.data.lesions.make_lesion_dataset`); with ``data.synthetic: true`` it is
-    generated (``data.num_cases`` images of ``weak.image_size`` pixels).
+    generated (``data.num_cases`` images of ``weak.image_size`` pixels). ``data.val_fraction`` is
+    the hold-out of the classifier trained here when the datalist has no ``validation`` list;
+    ``data.num_workers`` the data-loading workers of that classifier and of the segmenters.
     """
 
     task: Literal["weak_supervision"] = "weak_supervision"
@@ -55,10 +77,20 @@ class WeakSupervisionConfig(PipelineConfig):
     weak: WeakSection = Field(default_factory=WeakSection)
     data: DataSection = Field(default_factory=lambda: DataSection(synthetic=True, num_cases=160))
     model: ModelSection = Field(
-        default_factory=lambda: ModelSection(
-            name="unet", spatial_dims=2, in_channels=3, out_channels=2, channels=[16, 32, 64, 128], norm="batch"
+        default_factory=lambda: ModelSection.model_validate(
+            {
+                "name": "unet",
+                "spatial_dims": 2,
+                "in_channels": 3,
+                "out_channels": 2,
+                "channels": [16, 32, 64, 128],
+                "norm": "batch",
+            }
         )
     )
-    train: TrainSection = Field(
-        default_factory=lambda: TrainSection(epochs=20, batch_size=16, lr=3e-3, scheduler="cosine")
-    )
+    train: WeakTrainSection = Field(default_factory=WeakTrainSection)
+
+    @field_validator("train", mode="before")
+    @classmethod
+    def _train_keys(cls, value: Any) -> Any:
+        return keys_set_in(value)

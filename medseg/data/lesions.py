@@ -24,8 +24,6 @@ The generator is deterministic: ``lesion_image(seed, label, size)`` always retur
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 from collections.abc import Sequence
@@ -33,9 +31,10 @@ from pathlib import Path
 
 import numpy as np
 from scipy import ndimage as ndi
+from skimage import io as skio
 
 from medseg.errors import ConfigError
-from medseg.utils import atomic_write, atomic_write_text
+from medseg.utils import atomic_write, atomic_write_csv, atomic_write_text
 
 __all__ = ["CLASS_NAMES", "lesion_image", "make_lesion_dataset", "write_png"]
 
@@ -160,8 +159,6 @@ def lesion_image(
 
 def write_png(array: np.ndarray, path: str | Path) -> Path:
     """Write a uint8 (H, W) or (H, W, 3) array as PNG atomically (scikit-image)."""
-    from skimage import io as skio
-
     path = Path(path)
     with atomic_write(path, suffix=".png") as tmp:
         skio.imsave(str(tmp), array, check_contrast=False)
@@ -259,11 +256,7 @@ def make_lesion_dataset(
         entry = {"image": f"images/{stem}.png", "mask": f"masks/{stem}.png", "label": lab}
         data[str(split_of[i])].append(entry)
         rows.append([entry["image"], entry["mask"], lab, names[lab], split_of[i], int(atypical[i])])
-    buf = io.StringIO()
-    wr = csv.writer(buf)
-    wr.writerow(["image", "mask", "label", "class_name", "split", "atypical"])
-    wr.writerows(rows)
-    atomic_write_text(out / "labels.csv", buf.getvalue())
+    atomic_write_csv(out / "labels.csv", ["image", "mask", "label", "class_name", "split", "atypical"], rows)
     path = atomic_write_text(out / "dataset.json", json.dumps(data, indent=1))
     log.info("wrote %d synthetic lesion images (%d malignant, %d atypical) to %s", n, n_mal, int(atypical.sum()), out)
     return path

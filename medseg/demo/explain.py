@@ -5,7 +5,8 @@ Uses what the ``classification`` stage left beside this stage's folder (no retra
 - the trained run ``<out>/../classification/run`` (loaded with
   :func:`medseg.tasks.classification.load_classifier`),
 - its synthetic lesion data ``<out>/../classification/data/dataset.json`` (held-out ``test``
-  images with their lesion masks).
+  images with their lesion masks, taken like every predict command takes a datalist:
+  :func:`medseg.tasks.inputs.expand_inputs`).
 
 For a handful of test images it writes heat-map PNGs (``<out>/cams``) and scores the maps against
 the lesion masks: pointing game (map maximum inside the lesion) and the Dice of the Otsu-thresholded
@@ -14,13 +15,22 @@ map. Budget: ~30 s on 2 CPU cores (``quick``: ~10 s).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from medseg.errors import InputError
+from medseg.explain.cam import Method
+from medseg.io import read_image_uint8
+from medseg.metrics.localisation import map_dice, pointing_game
+from medseg.review.cases import ReviewCase
+from medseg.review.overlay import overlay_2d, save_png
+from medseg.tasks.classification import load_classifier
+from medseg.tasks.explain import explain_images
+from medseg.tasks.inputs import expand_inputs
 
 __all__ = ["run_demo"]
 
@@ -49,11 +59,6 @@ def run_demo(out: Path, quick: bool = False) -> dict[str, Any]:
     ``cam_dice`` (mean over the images), ``method``, ``layer``, ``n_images``. Without a
     classification run the summary says so and no cases are returned.
     """
-    from medseg.metrics.localisation import map_dice, pointing_game
-    from medseg.review.cases import ReviewCase
-    from medseg.tasks.classification import load_classifier, read_image
-    from medseg.tasks.explain import explain_images
-
     t0 = time.perf_counter()
     out = Path(out)
     cls_dir = out.parent / "classification"
@@ -70,30 +75,29 @@ def run_demo(out: Path, quick: bool = False) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     model, info = load_classifier(run_dir)
     class_names = list(info["class_names"])
-    entries = json.loads(datalist.read_text()).get("test") or []
-    entries = [e for e in entries if isinstance(e, dict) and e.get("mask")][: 4 if quick else 8]
-    if not entries:
+    try:
+        cases_in = expand_inputs([datalist], kind="image2d", split="test")
+    except InputError:
+        cases_in = []
+    cases_in = [c for c in cases_in if c.entry.get("mask")][: 4 if quick else 8]
+    if not cases_in:
         return {"summary": {"skipped": f"no test images with masks in {datalist}"}, "cases": []}
-    root = datalist.parent
-    images = [read_image(root / e["image"]) for e in entries]
-    masks = [read_image(root / e["mask"]) > 0 for e in entries]
-    names = [Path(e["image"]).stem for e in entries]
-    method = "gradcam"
-    res = explain_images(model, info, images, names, out / "cams", method=method, device="cpu")
+    images = [read_image_uint8(c.image) for c in cases_in]
+    masks = [read_image_uint8(datalist.parent / str(c.entry["mask"])) > 0 for c in cases_in]
+    method: Method = "gradcam"
+    res = explain_images(model, info, images, [c.case_id for c in cases_in], out / "cams", method=method)
     maps = np.stack([r["map"] for r in res])[:, None]
     ref = np.stack(masks)[:, None]
     hits = pointing_game(maps, ref)
     dice = map_dice(maps, ref)
-    from medseg.review.overlay import overlay_2d, save_png
-
     cases = []
-    for r, e, hit, d, img, mask in zip(res, entries, hits, dice, images, masks):
+    for r, c, hit, d, img, mask in zip(res, cases_in, hits, dice, images, masks):
         thumb = save_png(
             overlay_2d(img, mask.astype(np.uint8), class_names=["background", "lesion"]),
             out / "thumbnails" / f"{r['case_id']}.png",
         )
         p = r["probabilities"]
-        ref_label = e.get("label")
+        ref_label = c.entry.get("label")
         metrics = {"pointing_game_hit": float(hit), "cam_dice": round(float(d), 4)}
         if ref_label is not None:
             metrics["reference_class"] = float(ref_label)

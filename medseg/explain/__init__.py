@@ -1,13 +1,19 @@
 """medseg.explain: Grad-CAM / Grad-CAM++ maps (classifiers and segmenters, 2D/3D) and weak supervision.
 
 - :mod:`medseg.explain.cam`: :class:`CAMExplainer`, :func:`grad_cam`, :class:`SegmentationTarget`,
-  default target layers, NIfTI / PNG writers.
+  default target layers.
+- :mod:`medseg.explain.writers`: NIfTI / PNG writers of the maps.
+- :mod:`medseg.explain.maps`: :func:`classifier_cams` (maps of a trained 2D classifier at each
+  image's size) and :func:`resize_map`: the one map helper of ``explain`` and weak supervision.
 - :mod:`medseg.explain.weak`: maps -> pseudo-masks and bounding boxes.
 """
 
 from __future__ import annotations
 
-import importlib
+from medseg.explain.cam import CAMExplainer, SegmentationTarget, default_target_layer, grad_cam
+from medseg.explain.maps import ClassifierCAMs, classifier_cams, resize_map
+from medseg.explain.weak import PseudoLabel, pseudo_masks
+from medseg.explain.writers import save_cam_nifti, save_cam_png, save_cam_slices_png
 
 __all__ = [
     "CAMExplainer",
@@ -17,14 +23,9 @@ __all__ = [
     "save_cam_nifti",
     "save_cam_png",
     "save_cam_slices_png",
+    "classifier_cams",
+    "ClassifierCAMs",
+    "resize_map",
     "pseudo_masks",
     "PseudoLabel",
 ]
-
-_WHERE = {"pseudo_masks": "weak", "PseudoLabel": "weak"}
-
-
-def __getattr__(name: str):  # lazy: importing medseg.explain does not import torch
-    if name in __all__:
-        return getattr(importlib.import_module(f"medseg.explain.{_WHERE.get(name, 'cam')}"), name)
-    raise AttributeError(f"module 'medseg.explain' has no attribute {name!r}")

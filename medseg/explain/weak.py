@@ -22,6 +22,9 @@ from typing import Literal
 
 import numpy as np
 import torch
+from scipy import ndimage as ndi
+from skimage.filters import threshold_otsu
+from skimage.measure import label, regionprops
 
 from medseg.errors import InputError
 
@@ -58,8 +61,6 @@ def cam_to_mask(cam, threshold: Literal["otsu"] | float = "otsu") -> tuple[np.nd
 
     Returns ``(mask bool (*S), threshold used)``. A constant map gives an empty mask.
     """
-    from skimage.filters import threshold_otsu
-
     c = _arr(cam).astype(np.float64)
     lo, hi = float(c.min()), float(c.max())
     if hi - lo <= 0:
@@ -82,8 +83,6 @@ def largest_components(
     With ``weights`` (e.g. the CAM), components are ranked by their summed weight instead of
     their size, so the most salient blob wins over a larger, fainter one.
     """
-    from skimage.measure import label
-
     m = np.asarray(mask, dtype=bool)
     if not m.any():
         return m.copy()
@@ -123,9 +122,6 @@ def refine_with_intensity(
     ``(*S)`` bool mask: holes filled, largest component kept; the input mask if refinement would
     leave nothing.
     """
-    from scipy import ndimage as ndi
-    from skimage.filters import threshold_otsu
-
     m = np.asarray(mask, dtype=bool)
     img = _arr(image).astype(np.float64)
     if img.ndim == m.ndim + 1:
@@ -162,8 +158,6 @@ def refine_with_intensity(
 
 def mask_boxes(mask: np.ndarray) -> np.ndarray:
     """Bounding boxes ``(N, 2 * ndim)`` (voxel indices, max exclusive) of the connected components."""
-    from skimage.measure import label, regionprops
-
     m = np.asarray(mask, dtype=bool)
     if not m.any():
         return np.zeros((0, 2 * m.ndim), dtype=np.int64)

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import math
@@ -23,9 +22,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from monai.metrics import compute_roc_auc
+from numpy.typing import ArrayLike
+from scipy.optimize import minimize_scalar
+from scipy.special import log_softmax
+from scipy.stats import norm, rankdata
 
 from medseg.errors import InputError
-from medseg.utils import atomic_write_bytes, atomic_write_text
+from medseg.utils import atomic_write_bytes, atomic_write_csv, atomic_write_text
 
 __all__ = [
     "roc_auc",
@@ -45,16 +50,17 @@ __all__ = [
 ]
 
 
-def _check_binary(y: Any, score: Any, what: str = "") -> tuple[np.ndarray, np.ndarray]:
-    y = np.asarray(y).astype(int).ravel()
+def _check_binary(y: ArrayLike, score: ArrayLike, what: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """Labels ``(N,)`` int 0/1 and scores ``(N,)`` float64, checked (InputError naming ``what``)."""
+    yi = np.asarray(y).astype(int).ravel()
     s = np.asarray(score, dtype=np.float64).ravel()
-    if y.shape != s.shape:
-        raise InputError(f"{what}labels ({y.size}) and scores ({s.size}) differ in length")
-    if not np.isin(y, (0, 1)).all():
-        raise InputError(f"{what}binary labels must be 0/1, found {sorted(set(y.tolist()))[:5]}")
+    if yi.shape != s.shape:
+        raise InputError(f"{what}labels ({yi.size}) and scores ({s.size}) differ in length")
+    if not np.isin(yi, (0, 1)).all():
+        raise InputError(f"{what}binary labels must be 0/1, found {sorted(set(yi.tolist()))[:5]}")
     if not np.isfinite(s).all():
         raise InputError(f"{what}scores contain NaN/inf")
-    return y, s
+    return yi, s
 
 
 def _need_both_classes(y: np.ndarray, what: str) -> None:
@@ -68,15 +74,13 @@ def _need_both_classes(y: np.ndarray, what: str) -> None:
 
 
 def _rank_auc(y: np.ndarray, s: np.ndarray) -> float:
-    from scipy.stats import rankdata
-
     r = rankdata(s)
     n1 = y.sum()
     n0 = y.size - n1
     return float((r[y == 1].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
-def roc_auc(y: Sequence[int], score: Sequence[float]) -> float:
+def roc_auc(y: ArrayLike, score: ArrayLike) -> float:
     """Area under the ROC curve (MONAI ``compute_roc_auc``).
 
     Parameters
@@ -88,42 +92,37 @@ def roc_auc(y: Sequence[int], score: Sequence[float]) -> float:
     ------
     InputError if one class has no examples.
     """
-    import torch
-    from monai.metrics import compute_roc_auc
-
-    y, s = _check_binary(y, score)
-    _need_both_classes(y, "ROC AUC")
-    return float(compute_roc_auc(torch.as_tensor(s), torch.as_tensor(y)))
+    yb, s = _check_binary(y, score)
+    _need_both_classes(yb, "ROC AUC")
+    return float(np.asarray(compute_roc_auc(torch.as_tensor(s), torch.as_tensor(yb))))
 
 
-def roc_curve(y: Sequence[int], score: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def roc_curve(y: ArrayLike, score: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """ROC curve points ``(fpr, tpr, thresholds)``, thresholds decreasing (predict positive if >= t)."""
-    y, s = _check_binary(y, score)
-    _need_both_classes(y, "ROC curve")
+    yb, s = _check_binary(y, score)
+    _need_both_classes(yb, "ROC curve")
     order = np.argsort(-s, kind="mergesort")
-    s_sorted, y_sorted = s[order], y[order]
-    distinct = np.r_[np.flatnonzero(np.diff(s_sorted)), y.size - 1]
+    s_sorted, y_sorted = s[order], yb[order]
+    distinct = np.r_[np.flatnonzero(np.diff(s_sorted)), yb.size - 1]
     tps = np.cumsum(y_sorted)[distinct]
     fps = (distinct + 1) - tps
-    tpr = np.r_[0.0, tps / y.sum()]
-    fpr = np.r_[0.0, fps / (y.size - y.sum())]
+    tpr = np.r_[0.0, tps / yb.sum()]
+    fpr = np.r_[0.0, fps / (yb.size - yb.sum())]
     thr = np.r_[np.inf, s_sorted[distinct]]
     return fpr, tpr, thr
 
 
 def bootstrap_auc_ci(
-    y: Sequence[int], score: Sequence[float], n_boot: int = 1000, alpha: float = 0.05, seed: int = 0
+    y: ArrayLike, score: ArrayLike, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0
 ) -> tuple[float, float]:
     """Percentile bootstrap CI of the AUC, resampling positives and negatives separately (stratified).
 
     Returns ``(low, high)`` of the ``1 - alpha`` interval.
     """
-    from scipy.stats import rankdata
-
-    y, s = _check_binary(y, score)
-    _need_both_classes(y, "AUC confidence interval")
+    yb, s = _check_binary(y, score)
+    _need_both_classes(yb, "AUC confidence interval")
     rng = np.random.default_rng(seed)
-    pos, neg = s[y == 1], s[y == 0]
+    pos, neg = s[yb == 1], s[yb == 0]
     ip = rng.integers(0, pos.size, (n_boot, pos.size))
     ineg = rng.integers(0, neg.size, (n_boot, neg.size))
     both = np.concatenate([pos[ip], neg[ineg]], axis=1)
@@ -133,7 +132,7 @@ def bootstrap_auc_ci(
     return float(np.quantile(aucs, alpha / 2)), float(np.quantile(aucs, 1 - alpha / 2))
 
 
-def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], n_classes: int) -> np.ndarray:
+def confusion_matrix(y_true: ArrayLike, y_pred: ArrayLike, n_classes: int) -> np.ndarray:
     """``(n_classes, n_classes)`` counts; rows = reference class, columns = predicted class."""
     t = np.asarray(y_true, dtype=int).ravel()
     p = np.asarray(y_pred, dtype=int).ravel()
@@ -147,7 +146,7 @@ def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], n_classes: in
     return cm
 
 
-def balanced_accuracy(y_true: Sequence[int], y_pred: Sequence[int], n_classes: int | None = None) -> float:
+def balanced_accuracy(y_true: ArrayLike, y_pred: ArrayLike, n_classes: int | None = None) -> float:
     """Mean per-class recall over the classes present in ``y_true``."""
     t = np.asarray(y_true, dtype=int)
     n = n_classes or int(max(t.max(initial=0), np.asarray(y_pred).max(initial=0)) + 1)
@@ -156,16 +155,16 @@ def balanced_accuracy(y_true: Sequence[int], y_pred: Sequence[int], n_classes: i
     return float(np.mean(np.diag(cm)[present] / cm.sum(1)[present]))
 
 
-def one_vs_rest_auc(y: Sequence[int], probs: np.ndarray, class_names: Sequence[str] | None = None) -> dict:
+def one_vs_rest_auc(y: ArrayLike, probs: ArrayLike, class_names: Sequence[str] | None = None) -> dict[str, Any]:
     """Per-class one-vs-rest AUC and their macro mean. ``probs`` (N, K). Classes absent: NaN + note."""
-    y = np.asarray(y, dtype=int)
-    probs = np.asarray(probs, dtype=np.float64)
-    k = probs.shape[1]
+    yi = np.asarray(y, dtype=int)
+    p = np.asarray(probs, dtype=np.float64)
+    k = p.shape[1]
     names = list(class_names or [str(i) for i in range(k)])
     per = {}
     for c in range(k):
-        yc = (y == c).astype(int)
-        per[names[c]] = roc_auc(yc, probs[:, c]) if 0 < yc.sum() < yc.size else float("nan")
+        yc = (yi == c).astype(int)
+        per[names[c]] = roc_auc(yc, p[:, c]) if 0 < yc.sum() < yc.size else float("nan")
     vals = [v for v in per.values() if not math.isnan(v)]
     return {"per_class": per, "macro": float(np.mean(vals)) if vals else float("nan")}
 
@@ -174,8 +173,6 @@ def wilson_interval(k: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
     """Wilson score interval of a proportion ``k / n`` (NaNs when ``n == 0``)."""
     if n == 0:
         return float("nan"), float("nan")
-    from scipy.stats import norm
-
     z = float(norm.ppf(1 - alpha / 2))
     p = k / n
     den = 1 + z * z / n
@@ -184,14 +181,14 @@ def wilson_interval(k: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
     return max(0.0, c - h), min(1.0, c + h)
 
 
-def sens_spec_at(y: Sequence[int], score: Sequence[float], threshold: float) -> dict[str, float]:
+def sens_spec_at(y: ArrayLike, score: ArrayLike, threshold: float) -> dict[str, float]:
     """Sensitivity, specificity, PPV, NPV (with Wilson 95% CIs) predicting positive when ``score >= threshold``."""
-    y, s = _check_binary(y, score)
+    yb, s = _check_binary(y, score)
     pred = s >= threshold
-    tp = int((pred & (y == 1)).sum())
-    fn = int((~pred & (y == 1)).sum())
-    tn = int((~pred & (y == 0)).sum())
-    fp = int((pred & (y == 0)).sum())
+    tp = int((pred & (yb == 1)).sum())
+    fn = int((~pred & (yb == 1)).sum())
+    tn = int((~pred & (yb == 0)).sum())
+    fp = int((pred & (yb == 0)).sum())
     out: dict[str, float] = {"threshold": float(threshold), "tp": tp, "fp": fp, "tn": tn, "fn": fn}
     for name, k, n in (
         ("sensitivity", tp, tp + fn),
@@ -206,8 +203,8 @@ def sens_spec_at(y: Sequence[int], score: Sequence[float], threshold: float) -> 
 
 
 def choose_operating_point(
-    y: Sequence[int],
-    score: Sequence[float],
+    y: ArrayLike,
+    score: ArrayLike,
     *,
     sensitivity: float | None = None,
     specificity: float | None = None,
@@ -225,32 +222,33 @@ def choose_operating_point(
     """
     if (sensitivity is None) == (specificity is None):
         raise InputError("give exactly one of sensitivity= or specificity=")
-    y, s = _check_binary(y, score, "validation ")
+    yb, s = _check_binary(y, score, "validation ")
     if sensitivity is not None:
-        if y.sum() == 0:
+        if yb.sum() == 0:
             raise InputError(
                 "cannot choose a high-sensitivity operating point: the validation set has no positive "
                 "(e.g. malignant) examples; add some to the validation split"
             )
-        pos = np.sort(s[y == 1])[::-1]
+        pos = np.sort(s[yb == 1])[::-1]
         k = max(1, math.ceil(sensitivity * pos.size - 1e-9))  # need >= k positives at or above t
         return float(pos[k - 1])
-    if (1 - y).sum() == 0:
+    assert specificity is not None
+    if (1 - yb).sum() == 0:
         raise InputError(
             "cannot choose a high-specificity operating point: the validation set has no negative "
             "(e.g. benign) examples; add some to the validation split"
         )
-    neg = np.sort(s[y == 0])
+    neg = np.sort(s[yb == 0])
     k = max(1, math.ceil(specificity * neg.size - 1e-9))  # need >= k negatives strictly below t
     return float(np.nextafter(neg[k - 1], np.inf))
 
 
-def expected_calibration_error(y: Sequence[int], prob: Sequence[float], n_bins: int = 10) -> tuple[float, list[dict]]:
+def expected_calibration_error(y: ArrayLike, prob: ArrayLike, n_bins: int = 10) -> tuple[float, list[dict]]:
     """ECE of the positive-class probability over ``n_bins`` equal-width bins.
 
     Returns ``(ece, bins)`` with per-bin ``{"low", "high", "count", "mean_prob", "frac_pos"}``.
     """
-    y, p = _check_binary(y, prob)
+    yb, p = _check_binary(y, prob)
     if ((p < 0) | (p > 1)).any():
         raise InputError("probabilities must lie in [0, 1]")
     edges = np.linspace(0, 1, n_bins + 1)
@@ -260,20 +258,18 @@ def expected_calibration_error(y: Sequence[int], prob: Sequence[float], n_bins: 
         m = which == b
         cnt = int(m.sum())
         mp = float(p[m].mean()) if cnt else float("nan")
-        fp = float(y[m].mean()) if cnt else float("nan")
+        fp = float(yb[m].mean()) if cnt else float("nan")
         if cnt:
-            ece += cnt / y.size * abs(mp - fp)
+            ece += cnt / yb.size * abs(mp - fp)
         bins.append(
             {"low": float(edges[b]), "high": float(edges[b + 1]), "count": cnt, "mean_prob": mp, "frac_pos": fp}
         )
     return float(ece), bins
 
 
-def reliability_diagram(
-    y: Sequence[int], prob: Sequence[float], path: str | Path, n_bins: int = 10, title: str = ""
-) -> Path:
+def reliability_diagram(y: ArrayLike, prob: ArrayLike, path: str | Path, n_bins: int = 10, title: str = "") -> Path:
     """Write a reliability diagram PNG (observed positive fraction vs mean predicted probability)."""
-    import matplotlib
+    import matplotlib  # heavy, and the Agg backend must be chosen before pyplot: only for this figure
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -305,7 +301,7 @@ def reliability_diagram(
     return atomic_write_bytes(path, buf.getvalue())
 
 
-def fit_temperature(logits: np.ndarray, y: Sequence[int]) -> float:
+def fit_temperature(logits: np.ndarray, y: ArrayLike) -> float:
     """Temperature ``T`` minimising the NLL of ``softmax(logits / T)`` on (validation) data.
 
     Parameters
@@ -313,9 +309,6 @@ def fit_temperature(logits: np.ndarray, y: Sequence[int]) -> float:
     logits : (N, K) float
     y : (N,) int class indices
     """
-    from scipy.optimize import minimize_scalar
-    from scipy.special import log_softmax
-
     z = np.asarray(logits, dtype=np.float64)
     t = np.asarray(y, dtype=int)
     if z.ndim != 2 or z.shape[0] != t.size or z.shape[0] == 0:
@@ -335,10 +328,10 @@ def fit_temperature(logits: np.ndarray, y: Sequence[int]) -> float:
 
 
 def binary_report(
-    y_val: Sequence[int],
-    p_val: Sequence[float],
-    y_test: Sequence[int],
-    p_test: Sequence[float],
+    y_val: ArrayLike,
+    p_val: ArrayLike,
+    y_test: ArrayLike,
+    p_test: ArrayLike,
     *,
     sensitivity_target: float = 0.95,
     specificity_target: float = 0.95,
@@ -370,11 +363,11 @@ def binary_report(
         ("high_specificity", {"specificity": specificity_target}),
     ):
         try:
-            thr = choose_operating_point(yv, pv, **kw)
+            t_point = choose_operating_point(yv, pv, **kw)
         except InputError as e:
             notes.append(f"{name}: {e}")
             continue
-        ops[name] = {"target": kw, "chosen_on": "validation", **sens_spec_at(yt, pt, thr)}
+        ops[name] = {"target": kw, "chosen_on": "validation", **sens_spec_at(yt, pt, t_point)}
     # Youden's J on validation (balanced point), when both classes are there
     if 0 < yv.sum() < yv.size:
         fpr, tpr, thr = roc_curve(yv, pv)
@@ -424,31 +417,33 @@ def binary_report(
             "tn",
             "fn",
         ]
-        _write_csv(out / "operating_points.csv", ["point", *keys], [[k, *[v[c] for c in keys]] for k, v in ops.items()])
-        _write_csv(
+        atomic_write_csv(
+            out / "operating_points.csv", ["point", *keys], [[k, *[v[c] for c in keys]] for k, v in ops.items()]
+        )
+        atomic_write_csv(
             out / "confusion_matrix.csv",
             ["reference \\ predicted", *class_names],
             [[class_names[i], *cm[i].tolist()] for i in range(2)],
         )
-        _write_csv(out / "calibration_bins.csv", list(bins[0]), [list(b.values()) for b in bins])
+        atomic_write_csv(out / "calibration_bins.csv", list(bins[0]), [list(b.values()) for b in bins])
         reliability_diagram(yt, pt, out / "reliability.png", title=f"test set, n={yt.size}")
     return report
 
 
 def multiclass_report(
-    y_test: Sequence[int], probs: np.ndarray, class_names: Sequence[str], out_dir: str | Path | None = None
+    y_test: ArrayLike, probs: ArrayLike, class_names: Sequence[str], out_dir: str | Path | None = None
 ) -> dict[str, Any]:
     """Multi-class evaluation: one-vs-rest AUC, balanced accuracy, confusion matrix (argmax)."""
     y = np.asarray(y_test, dtype=int)
-    probs = np.asarray(probs, dtype=np.float64)
+    p = np.asarray(probs, dtype=np.float64)
     k = len(class_names)
-    if probs.ndim != 2 or probs.shape != (y.size, k):
-        raise InputError(f"probabilities must be (N, {k}) for {k} classes, got {probs.shape}")
-    pred = probs.argmax(1)
+    if p.ndim != 2 or p.shape != (y.size, k):
+        raise InputError(f"probabilities must be (N, {k}) for {k} classes, got {p.shape}")
+    pred = p.argmax(1)
     cm = confusion_matrix(y, pred, k)
     report = {
         "n_test": int(y.size),
-        "one_vs_rest_auc": one_vs_rest_auc(y, probs, class_names),
+        "one_vs_rest_auc": one_vs_rest_auc(y, p, class_names),
         "balanced_accuracy": balanced_accuracy(y, pred, k),
         "accuracy": float((pred == y).mean()),
         "confusion_matrix": cm.tolist(),
@@ -457,17 +452,9 @@ def multiclass_report(
     if out_dir is not None:
         out = Path(out_dir)
         atomic_write_text(out / "metrics.json", json.dumps(report, indent=2) + "\n")
-        _write_csv(
+        atomic_write_csv(
             out / "confusion_matrix.csv",
             ["reference \\ predicted", *class_names],
             [[class_names[i], *cm[i].tolist()] for i in range(k)],
         )
     return report
-
-
-def _write_csv(path: Path, header: list, rows: list[list]) -> None:
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(header)
-    w.writerows(rows)
-    atomic_write_text(path, buf.getvalue())

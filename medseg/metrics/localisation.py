@@ -25,6 +25,12 @@ from typing import Literal
 
 import numpy as np
 import torch
+from monai.metrics import compute_iou
+from monai.metrics.meandice import compute_dice
+from scipy.integrate import trapezoid
+from scipy.ndimage import distance_transform_edt, gaussian_filter
+from scipy.stats import spearmanr
+from skimage.filters import threshold_otsu
 from torch import nn
 
 from medseg.errors import InputError
@@ -99,8 +105,6 @@ def pointing_game(maps, masks, tolerance: float = 0.0, spatial_dims: int | None 
         if tolerance <= 0:
             hits[i] = bool(m[i][peak])
         else:
-            from scipy.ndimage import distance_transform_edt
-
             hits[i] = bool(distance_transform_edt(~m[i])[peak] <= tolerance)
     return hits
 
@@ -111,8 +115,6 @@ def threshold_map(maps, threshold: Literal["otsu"] | float = "otsu") -> np.ndarr
     Maps are min-max normalised per image first. ``maps``: ``(B, *S)`` (any leading layout: the
     first axis is the image). Returns bool array of the same shape.
     """
-    from skimage.filters import threshold_otsu
-
     a = _np(maps).astype(np.float64)
     out = np.zeros(a.shape, dtype=bool)
     for i in range(a.shape[0]):
@@ -132,9 +134,6 @@ def threshold_map(maps, threshold: Literal["otsu"] | float = "otsu") -> np.ndarr
 
 
 def _overlap(maps, masks, threshold, spatial_dims, kind: str) -> np.ndarray:
-    from monai.metrics import compute_iou
-    from monai.metrics.meandice import compute_dice
-
     a, m = _batch(maps, masks, spatial_dims)
     pred = torch.as_tensor(threshold_map(a, threshold)[:, None].astype(np.float32))
     ref = torch.as_tensor(m[:, None].astype(np.float32))
@@ -210,8 +209,6 @@ def deletion_curve(
     elif baseline == "zero":
         base = torch.zeros_like(x)
     elif baseline == "blur":
-        from scipy.ndimage import gaussian_filter
-
         sigma = [0] + [max(d / 8.0, 1.0) for d in x.shape[1:]]
         base = torch.as_tensor(gaussian_filter(x.numpy(), sigma=sigma), dtype=x.dtype)
     else:
@@ -242,7 +239,7 @@ def deletion_auc(model: nn.Module, image: torch.Tensor, saliency, target: int, s
     information) measured on the same image.
     """
     f, p = deletion_curve(model, image, saliency, target, steps=steps, **kw)
-    return float(np.trapezoid(p, f)) if hasattr(np, "trapezoid") else float(np.trapz(p, f))
+    return float(trapezoid(p, f))
 
 
 # ----------------------------------------------------------------------------- sanity check
@@ -297,8 +294,6 @@ def randomise_weights(
 
 def rank_correlation(map_a, map_b) -> float:
     """Spearman rank correlation (scipy) between two maps of the same shape (NaN if one is constant)."""
-    from scipy.stats import spearmanr
-
     a, b = _np(map_a).ravel(), _np(map_b).ravel()
     if a.shape != b.shape:
         raise InputError(f"maps have different sizes ({a.size} vs {b.size})")

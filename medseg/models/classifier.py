@@ -24,8 +24,11 @@ strategies which parameters are the classifier head.
 from __future__ import annotations
 
 import logging
+import re
+from typing import cast
 
 import torch
+from monai.networks.nets import DenseNet121, resnet
 from torch import nn
 
 from medseg.errors import ConfigError
@@ -49,7 +52,8 @@ log = logging.getLogger("medseg.models")
 def _maybe_load(model: nn.Module, checkpoint: str | None, key_map: dict[str, str] | None) -> nn.Module:
     if checkpoint:
         rep = load_pretrained(model, checkpoint, key_map=key_map)
-        model.pretrained_report = rep.to_dict()  # type: ignore[attr-defined]
+        # torch's stubs type Module.__setattr__ values as Tensor | Module; any attribute value is allowed
+        model.pretrained_report = rep.to_dict()  # type: ignore[assignment]
         log.info("initialised from %s", rep)
     return model
 
@@ -142,8 +146,6 @@ def build_densenet121(
     key_map: dict[str, str] | None = None,
 ) -> nn.Module:
     """MONAI DenseNet121 (2D or 3D); input ``(B, in_channels, *S)``, logits ``(B, num_classes)``."""
-    from monai.networks.nets import DenseNet121
-
     model = DenseNet121(
         spatial_dims=spatial_dims, in_channels=in_channels, out_channels=num_classes, dropout_prob=dropout_prob
     )
@@ -160,8 +162,6 @@ def build_resnet(
     key_map: dict[str, str] | None = None,
 ) -> nn.Module:
     """MONAI ResNet of ``depth`` 10/18/34/50 (2D or 3D); logits ``(B, num_classes)``."""
-    from monai.networks.nets import resnet
-
     builders = {10: resnet.resnet10, 18: resnet.resnet18, 34: resnet.resnet34, 50: resnet.resnet50}
     if depth not in builders:
         raise ConfigError(f"resnet depth must be one of {sorted(builders)}, got {depth}")
@@ -181,8 +181,6 @@ def _core(model: nn.Module) -> nn.Module:
 
 def head_parameter_names(model: nn.Module) -> list[str]:
     """Names of the classifier-head parameters (trained by every strategy, also a linear probe)."""
-    import re
-
     names = [n for n, _ in model.named_parameters()]
     for pattern in (r"(^|\.)_fc\.", r"(^|\.)class_layers\.out\.", r"(^|\.)fc\."):
         head = [n for n in names if re.search(pattern, n)]
@@ -204,7 +202,7 @@ def backbone_stages(model: nn.Module) -> list[list[str]]:
     groups: list[list[str]] = []
     if hasattr(core, "_blocks"):  # EfficientNet: head conv, then stages 6..0, then stem
         groups.append([n for n in named if n.startswith(prefix + "_conv_head") or n.startswith(prefix + "_bn1")])
-        for i in reversed(range(len(core._blocks))):
+        for i in reversed(range(len(cast(nn.Sequential, core._blocks)))):
             groups.append([n for n in named if n.startswith(f"{prefix}_blocks.{i}.")])
         groups.append([n for n in named if n.startswith(prefix + "_conv_stem") or n.startswith(prefix + "_bn0")])
     else:  # generic: top-level children in reverse order

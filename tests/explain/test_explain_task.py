@@ -8,46 +8,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from medseg.errors import ConfigError, InputError
 
 
 @pytest.fixture(scope="module")
-def classifier_run(tmp_path_factory) -> Path:
+def classifier_run(tmp_path_factory, make_classifier_run) -> Path:
     """A classification run folder as medseg.tasks.classification.train leaves it (weights untrained)."""
-    from medseg.config import ClassificationConfig, DataSection, ModelSection
     from medseg.data.lesions import make_lesion_dataset
-    from medseg.engine.checkpoint import save_checkpoint
-    from medseg.models import build_model
-    from medseg.runs import Run
 
     root = tmp_path_factory.mktemp("demo")
     cls_dir = root / "classification"
     datalist = make_lesion_dataset(cls_dir / "data", n=8, seed=0, size=48, splits=(0.5, 0.25, 0.25))
-    cfg = ClassificationConfig(
-        name="run",
-        image_size=48,
-        data=DataSection(datalist=datalist),
-        model=ModelSection(name="efficientnet_lite0", pretrained=False, image_size=48),
-    )
-    run = Run.create(cls_dir / "run", cfg)
-    params = {"name": "efficientnet_lite0", "pretrained": False, "image_size": 48, "num_classes": 2, "in_channels": 3}
-    torch.manual_seed(0)
-    model = build_model(**params)
-    save_checkpoint(run.path / "checkpoints" / "best.pt", model=model.state_dict(), meta={"model_params": params})
-    info = {
-        "class_names": ["benign", "malignant"],
-        "positive_index": 1,
-        "image_size": 48,
-        "channels": "rgb",
-        "temperature": 1.0,
-        "operating_points": {"default": 0.5},
-        "use": "default",
-    }
-    (run.path / "classifier.json").write_text(json.dumps(info))
-    run.finish()
-    return run.path
+    return make_classifier_run(cls_dir / "run", 48, datalist)
 
 
 def test_explain_writes_maps_pngs_and_table(classifier_run, tmp_path):
@@ -117,3 +90,25 @@ def test_weak_supervision_config_validates(tmp_path):
     assert cfg.weak.threshold == 0.4 and cfg.weak.method == "gradcampp" and cfg.model.name == "unet"
     with pytest.raises(ConfigError, match="thresh"):
         load_config(Path(__file__).resolve().parents[2] / "configs" / "weak_lesions.yaml", ["weak.treshold=0.4"])
+
+
+def test_explain_takes_the_test_list_of_a_datalist_by_default(classifier_run, tmp_path):
+    from medseg.tasks.explain import explain
+
+    dl = classifier_run.parent / "data" / "dataset.json"
+    lists = json.loads(dl.read_text())
+    s = explain(classifier_run, [dl], tmp_path / "out", device="cpu")
+    rows = list(csv.DictReader(open(s["table"])))
+    assert s["n_images"] == len(lists["test"]) == len(rows) > 0
+    assert sorted(Path(r["image"]).name for r in rows) == sorted(Path(e["image"]).name for e in lists["test"])
+
+
+def test_explain_cli_split_chooses_the_datalist_list(classifier_run, tmp_path):
+    from medseg.cli import main
+
+    dl = classifier_run.parent / "data" / "dataset.json"
+    n_val = len(json.loads(dl.read_text())["validation"])
+    out = tmp_path / "cli"
+    rc = main(["explain", "--model", str(classifier_run), str(dl), "--out", str(out), "--split", "validation"])
+    assert rc == 0
+    assert len(list(csv.DictReader(open(out / "explain.csv")))) == n_val > 0

@@ -9,7 +9,8 @@ import pytest
 
 @pytest.mark.slow
 def test_weak_supervision_pipeline_runs_end_to_end(tmp_path):
-    from medseg.config import DataSection, TrainSection, WeakSection, WeakSupervisionConfig
+    from medseg.config import DataSection, WeakSection, WeakSupervisionConfig
+    from medseg.config.weak_supervision import WeakTrainSection
     from medseg.runs import Run
     from medseg.tasks.weak_supervision import train
 
@@ -18,7 +19,7 @@ def test_weak_supervision_pipeline_runs_end_to_end(tmp_path):
         device="cpu",
         data=DataSection(synthetic=True, num_cases=20),
         weak=WeakSection(image_size=48, classifier_epochs=1),
-        train=TrainSection(epochs=1, batch_size=8),
+        train=WeakTrainSection(epochs=1, batch_size=8, lr=1e-3),
     )
     run = Run.create(tmp_path / "w", cfg)
     with run:

@@ -20,16 +20,10 @@ from medseg.config import (
 )
 from medseg.data.lesions import lesion_image, make_lesion_dataset, write_png
 from medseg.errors import FileFormatError, InputError
+from medseg.io import read_image_uint8
 from medseg.runs import Run
-from medseg.tasks.classification import (
-    augmentation_transforms,
-    classify,
-    configure_finetuning,
-    evaluate,
-    prepare_images,
-    read_image,
-    train,
-)
+from medseg.tasks.classification import classify, configure_finetuning, evaluate, train
+from medseg.transforms.classification import augmentation_transforms, prepare_images
 
 
 def _cfg(datalist, **kw):
@@ -39,7 +33,7 @@ def _cfg(datalist, **kw):
         device="cpu",
         image_size=32,
         data=DataSection(datalist=datalist),
-        model=ModelSection(name="efficientnet_lite0", image_size=32),
+        model=ModelSection(name="efficientnet_lite0"),
         train=TrainSection(epochs=1, batch_size=8, lr=1e-3, steps_per_epoch=1),
         operating_points=OperatingPointSection(n_bootstrap=50),
     )
@@ -150,11 +144,11 @@ def test_read_image_corrupt_and_rgba(tmp_path):
     p = tmp_path / "x.png"
     p.write_bytes(b"garbage")
     with pytest.raises(FileFormatError, match="x.png.*corrupt"):
-        read_image(p)
+        read_image_uint8(p)
     rgba = np.zeros((10, 12, 4), np.uint8)
     rgba[..., 0] = 200
     write_png(rgba, tmp_path / "a.png")
-    im = read_image(tmp_path / "a.png")
+    im = read_image_uint8(tmp_path / "a.png")
     assert im.shape == (10, 12, 3) and im[0, 0, 0] == 200
 
 
@@ -197,7 +191,7 @@ def test_lite0_reaches_auc_095_on_synthetic_lesions(tmp_path):
     cfg = _cfg(
         dl,
         image_size=96,
-        model=ModelSection(name="efficientnet_lite0", image_size=96),
+        model=ModelSection(name="efficientnet_lite0"),
         train=TrainSection(epochs=8, batch_size=16, lr=1e-3, max_minutes=4.0, early_stop_patience=3),
         finetune=FinetuneSection(strategy="full"),
         operating_points=OperatingPointSection(n_bootstrap=500),
@@ -249,7 +243,8 @@ def test_cli_classify_and_evaluate(trained, tmp_path, capsys):
 
 
 def test_load_classifier_and_preprocess(trained):
-    from medseg.tasks.classification import load_classifier, preprocess
+    from medseg.tasks.classification import load_classifier
+    from medseg.transforms.classification import preprocess
 
     root, dl, _ = trained
     model, info = load_classifier(root / "run")
@@ -261,8 +256,8 @@ def test_load_classifier_and_preprocess(trained):
 
 
 def test_run_demo_quick(tmp_path):
+    from medseg.demo.classification import run_demo
     from medseg.engine.checkpoint import load_run_model
-    from medseg.tasks.classification import run_demo
 
     res = run_demo(tmp_path / "classification", quick=True)
     s = res["summary"]
@@ -272,3 +267,85 @@ def test_run_demo_quick(tmp_path):
     assert c.task == "classification" and c.prediction in ("benign", "malignant") and 0 <= c.probability <= 1
     assert Path(c.thumbnail).is_absolute() and Path(c.thumbnail).is_file()
     load_run_model(tmp_path / "classification" / "run")  # the explain stage's entry point
+
+
+def test_classify_takes_the_test_list_of_a_datalist_by_default(trained, tmp_path):
+    root, dl, _ = trained
+    lists = json.loads(Path(dl).read_text())
+    res = classify(root / "run", [dl], tmp_path / "test", device="cpu")
+    rows = list(csv.DictReader(open(res["predictions"])))
+    assert res["n_images"] == len(lists["test"]) and res["n_skipped"] == 0
+    assert sorted(Path(r["image"]).name for r in rows) == sorted(Path(e["image"]).name for e in lists["test"])
+    every = classify(root / "run", [dl], tmp_path / "all", device="cpu", split="all")
+    n_all = sum(len(lists[k]) for k in ("training", "validation", "test"))
+    assert every["n_images"] + every["n_skipped"] == n_all and every["n_skipped"] == 1  # broken.png
+
+
+def test_cli_classify_split_chooses_the_datalist_list(trained, tmp_path):
+    from medseg.cli import main
+
+    root, dl, _ = trained
+    n_val = len(json.loads(Path(dl).read_text())["validation"])
+    rc = main(
+        ["classify", "--model", str(root / "run"), str(dl), "--out", str(tmp_path / "v"), "--split", "validation"]
+    )
+    assert rc == 0 and len(list(csv.DictReader(open(tmp_path / "v" / "predictions.csv")))) == n_val
+
+
+def test_config_has_one_image_size():
+    from medseg.config import parse_config
+    from medseg.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="model.image_size is not a classification key.*top-level image_size"):
+        parse_config({"task": "classification", "model": {"name": "efficientnet_lite0", "image_size": 64}})
+    with pytest.raises(ValueError, match="model.image_size"):  # pydantic's ValidationError in Python
+        ClassificationConfig(model=ModelSection(name="efficientnet_lite0", image_size=64))
+    cfg = parse_config({"task": "classification", "image_size": 64, "model": {"name": "efficientnet_lite0"}})
+    from medseg.tasks.classification.finetune import model_params
+
+    assert model_params(cfg, "rgb", 64)["image_size"] == 64  # the network is built for the images' size
+
+
+def _write_tiffs(folder: Path) -> tuple[Path, Path]:
+    import tifffile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    u16 = np.full((32, 32), 1000, np.uint16)  # the lowest value: min-max would read it as 0
+    u16[8:24, 8:24] = 3000
+    u16[0, :8] = 2000
+    f32 = np.linspace(0.5, 4.0, 32 * 32, dtype=np.float32).reshape(32, 32)  # floats beyond [0, 1]
+    tifffile.imwrite(folder / "u16.tif", u16)
+    tifffile.imwrite(folder / "f32.tif", f32)
+    return folder / "u16.tif", folder / "f32.tif"
+
+
+def test_same_tiff_pixels_through_classify_explain_and_detect(trained, tmp_path, monkeypatch):
+    """One 16-bit and one float32 TIFF give the same pixels in classify, explain and detect."""
+    from medseg.explain import maps as explain_maps
+    from medseg.io import as_rgb
+    from medseg.tasks.classification import predict as classify_module
+    from medseg.tasks.explain import explain
+
+    root, _, _ = trained
+    tiffs = _write_tiffs(tmp_path / "tiffs")
+    detect_pixels = [as_rgb(read_image_uint8(p)) for p in tiffs]  # what detection reads
+    assert detect_pixels[0][0, 20, 0] == 85  # 1000 of [0, 3000] -> 85 (not 0 as min-max gave)
+    seen: dict[str, list[np.ndarray]] = {"classify": [], "explain": []}
+    prepare, preprocess = classify_module.prepare_images, explain_maps.preprocess
+
+    def spy_prepare(images, *a, **kw):
+        seen["classify"] += [as_rgb(np.asarray(im)) for im in images]
+        return prepare(images, *a, **kw)
+
+    def spy_preprocess(images, *a, **kw):
+        seen["explain"] += [as_rgb(np.asarray(im)) for im in images]
+        return preprocess(images, *a, **kw)
+
+    monkeypatch.setattr(classify_module, "prepare_images", spy_prepare)
+    monkeypatch.setattr(explain_maps, "preprocess", spy_preprocess)
+    assert classify(root / "run", list(tiffs), tmp_path / "c", device="cpu")["n_images"] == 2
+    assert explain(root / "run", list(tiffs), tmp_path / "e", device="cpu")["n_images"] == 2
+    for path_name, pixels in seen.items():
+        assert len(pixels) == 2, path_name
+        for got, ref in zip(pixels, detect_pixels):
+            assert got.dtype == np.uint8 and np.array_equal(got, ref), path_name

@@ -1,0 +1,50 @@
+"""Data of weak supervision: one split of a lesion datalist (images, image-level labels, masks)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from medseg.errors import ConfigError, InputError, MissingFileError
+from medseg.io import read_image_uint8
+
+__all__ = ["load_lesion_split"]
+
+
+def load_lesion_split(datalist: Path, split: str, root: Path | None = None) -> dict[str, Any]:
+    """Images, masks, labels and ids of one datalist split.
+
+    Parameters
+    ----------
+    datalist : MSD-style JSON whose entries have ``image``, image-level ``label`` and (optional) ``mask``
+    split : "training", "validation" or "test" (a missing list gives empty lists)
+    root : base of relative paths (default: the datalist's folder)
+
+    Returns
+    -------
+    dict of lists: ``images`` (uint8 ``(H, W[, 3])``, :func:`medseg.io.read_image_uint8`), ``masks``
+    (bool ``(H, W)`` or None), ``labels`` (int, -1 when absent), ``ids`` (file stems).
+    """
+    datalist = Path(datalist)
+    if not datalist.is_file():
+        raise MissingFileError("datalist not found", datalist)
+    try:
+        content = json.loads(datalist.read_text())
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"datalist is not valid JSON: {err}", datalist) from None
+    base = Path(root) if root is not None else datalist.parent
+    out: dict[str, Any] = {"images": [], "masks": [], "labels": [], "ids": []}
+    for e in content.get(split) or []:
+        if not isinstance(e, dict) or "image" not in e:
+            raise InputError(f"split {split!r}: each entry needs an 'image' (and 'label', 'mask')", datalist)
+        p = Path(e["image"])
+        out["images"].append(read_image_uint8(p if p.is_absolute() else base / p))
+        if e.get("mask"):
+            q = Path(e["mask"])
+            out["masks"].append(read_image_uint8(q if q.is_absolute() else base / q) > 0)
+        else:
+            out["masks"].append(None)
+        out["labels"].append(int(e.get("label", -1)))
+        out["ids"].append(p.stem)
+    return out
