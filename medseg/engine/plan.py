@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from monai.transforms import Compose, Orientationd
+from monai.transforms import Compose, MapTransform, Orientationd
 
 from medseg.errors import ConfigError
 from medseg.transforms.pipeline import RAS_LABELS, loader
@@ -42,7 +42,7 @@ def fingerprint(
     rng = np.random.default_rng(seed)
     chosen = list(items)[:max_cases]
     keys = ["image", "label"]
-    t = [loader(keys, modality, spatial_dims)]
+    t: list[MapTransform] = [loader(keys, modality, spatial_dims)]
     if modality != "RGB":
         t.append(Orientationd(keys, axcodes="RAS"[:spatial_dims], labels=RAS_LABELS))
     load = Compose(t)

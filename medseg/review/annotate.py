@@ -21,6 +21,7 @@ _TEXT_COLOR = (255, 255, 0)
 
 @lru_cache(maxsize=8)
 def load_font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """Pillow's built-in font at ``size`` pixels (a fixed-size bitmap font without FreeType); cached."""
     try:
         return ImageFont.load_default(size=size)  # scalable (Pillow >= 10.1 with FreeType)
     except (TypeError, OSError, ImportError):  # pragma: no cover - old Pillow / no FreeType
@@ -28,6 +29,7 @@ def load_font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
 
 
 def font_size(shape: tuple[int, int]) -> int:
+    """Letter size (px, 12..24) for an image of ``shape`` ``(H, W)``."""
     return int(np.clip(min(shape[:2]) // 14, 12, 24))
 
 

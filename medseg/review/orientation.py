@@ -88,6 +88,7 @@ def view_axes(affine: np.ndarray | None, view: str) -> tuple[np.ndarray, tuple[i
 
 
 def slice_2d(vol: np.ndarray, axes: tuple[int, int, int], index: int, flip_rows: bool) -> np.ndarray:
+    """Slice ``index`` of ``vol`` ``(X, Y, Z)`` along ``axes[0]`` as ``(rows = axes[1], columns = axes[2])``."""
     n, r, c = axes
     sl = np.take(vol, index, axis=n)
     # remaining axes in ascending order: transpose so rows = r, cols = c
@@ -97,10 +98,12 @@ def slice_2d(vol: np.ndarray, axes: tuple[int, int, int], index: int, flip_rows:
 
 
 def spacing_of(aff: np.ndarray) -> np.ndarray:
+    """Voxel size (mm) along each voxel axis of a 4x4 affine."""
     return np.linalg.norm(aff[:3, :3], axis=0)
 
 
 def best_index(lab: np.ndarray | None, axis: int) -> int:
+    """The slice along ``axis`` with the most labelled voxels (the middle one when there are none)."""
     if lab is None or not np.any(lab > 0):
         return lab.shape[axis] // 2 if lab is not None else -1
     other = tuple(a for a in range(3) if a != axis)

@@ -45,6 +45,16 @@ def _squeeze_channel(a: np.ndarray, name: str) -> np.ndarray:
     return a
 
 
+def _with_legend(
+    rgb: np.ndarray, shown_labels: np.ndarray | None, class_names: Mapping[int, str] | Sequence[str] | None
+) -> np.ndarray:
+    """``rgb`` with a legend of the classes present in the shown label slice (when names are given)."""
+    names = names_map(class_names)
+    if not names or shown_labels is None:
+        return rgb
+    return legend(rgb, [int(k) for k in np.unique(shown_labels) if k > 0], names)
+
+
 def _prepare(image, labels, affine):
     img = _squeeze_channel(as_array(image), "image")
     aff = affine if affine is not None else _affine_of(image)
@@ -136,10 +146,7 @@ def overlay_volume(
     if not -img.shape[n] <= index < img.shape[n]:
         raise InputError(f"slice index {index} out of range for a {view} view of shape {img.shape}")
     out, ls = _render_slice(img, lab, aff, view, int(index) % img.shape[n], window, alpha, contour)
-    names = names_map(class_names)
-    if names and ls is not None:
-        out = legend(out, [k for k in np.unique(ls) if k > 0], names)
-    return out
+    return _with_legend(out, ls, class_names)
 
 
 def lesion_view(
@@ -195,10 +202,7 @@ def lesion_view(
         (max(0, cc.min() - mc), min(ms.shape[1], cc.max() + mc + 1)),
     )
     out, ls = _render_slice(img, lab, aff, view, index, window, alpha, True, crop=crop)
-    names = names_map(class_names)
-    if names and ls is not None:
-        out = legend(out, [k for k in np.unique(ls) if k > 0], names)
-    return out
+    return _with_legend(out, ls, class_names)
 
 
 def montage(

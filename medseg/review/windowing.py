@@ -51,6 +51,7 @@ def as_array(x: Any) -> np.ndarray:
 
 
 def names_map(class_names: Mapping[int, str] | Sequence[str] | None) -> dict[int, str]:
+    """``{class value: name}`` from a mapping or a list indexed by value (empty for None)."""
     if class_names is None:
         return {}
     if isinstance(class_names, Mapping):
@@ -95,7 +96,7 @@ def window_image(image: np.ndarray, window: Window = None) -> np.ndarray:
     return np.clip((img - lo) / (hi - lo), 0.0, 1.0)
 
 
-def gray_to_rgb(image: np.ndarray, window) -> np.ndarray:
+def gray_to_rgb(image: np.ndarray, window: Window) -> np.ndarray:
     """(H, W) or (H, W, 3) -> (H, W, 3) float in [0, 1]."""
     a = as_array(image)
     if a.ndim == 3 and a.shape[-1] in (3, 4):
@@ -110,6 +111,7 @@ def gray_to_rgb(image: np.ndarray, window) -> np.ndarray:
 
 
 def resize_2d(a: np.ndarray, shape: tuple[int, int], order: int) -> np.ndarray:
+    """``a`` ``(H, W[, C])`` resized to ``shape`` (order 0: nearest, keeps the dtype; 1: bilinear, float32)."""
     if tuple(a.shape[:2]) == tuple(shape):
         return a
     if order == 0:
@@ -151,4 +153,5 @@ def blend_labels(rgb: np.ndarray, labels: np.ndarray | None, alpha: float, conto
 
 
 def unit_to_uint8(rgb: np.ndarray) -> np.ndarray:
+    """Float RGB in [0, 1] -> uint8 0..255 (rounded, clipped)."""
     return np.clip(np.round(rgb * 255.0), 0, 255).astype(np.uint8)

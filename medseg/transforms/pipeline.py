@@ -74,7 +74,7 @@ class LoadCased(MapTransform):
         return d
 
 
-def loader(keys: Sequence[str], modality: str = "CT", spatial_dims: int = 3):
+def loader(keys: Sequence[str], modality: str = "CT", spatial_dims: int = 3) -> LoadCased:
     """The file reader of the segmentation pipelines (``medseg.io.load`` for every key)."""
     return LoadCased(keys, spatial_dims)
 

@@ -133,6 +133,28 @@ def test_segment_cohort_skips_bad_case(trained, tmp_path):
     assert summary["report"].endswith("report.html") and "missing" in html and "NaN" in html
 
 
+def test_segment_datalist_takes_the_test_list_unless_split_says(trained, tmp_path):
+    """A datalist gives its ``test`` list (one rule for every predict command); ``split`` chooses another."""
+    run_dir, _, _ = trained
+    ph = ct_phantom(seed=12, shape=(32, 32, 16), spacing=(6.0, 6.0, 9.0))
+    tr = write_phantom_nifti(ph, tmp_path / "imagesTr" / "tr.nii.gz", tmp_path / "labelsTr" / "tr.nii.gz")
+    ts = write_phantom_nifti(ph, tmp_path / "imagesTs" / "ts.nii.gz", tmp_path / "labelsTs" / "ts.nii.gz")
+    dl = tmp_path / "dataset.json"
+    dl.write_text(
+        json.dumps(
+            {
+                "training": [{"image": "imagesTr/tr.nii.gz", "label": "labelsTr/tr.nii.gz"}],
+                "test": [{"image": "imagesTs/ts.nii.gz", "label": "labelsTs/ts.nii.gz"}],
+            }
+        )
+    )
+    assert tr[0].is_file() and ts[0].is_file()
+    cases, rows = seg.segment_cases(run_dir, [dl], tmp_path, device="cpu", thumbnails=False)
+    assert [c.case_id for c in cases] == ["ts"] and "dice_liver" in rows[0]  # the entry's label is scored
+    cases, _ = seg.segment_cases(run_dir, [dl], tmp_path, device="cpu", split="all", thumbnails=False)
+    assert [c.case_id for c in cases] == ["tr", "ts"]
+
+
 def test_resume_reproduces_state(tmp_path, tiny_seg_cfg):
     """2 epochs straight == 1 epoch, stop, resume to 2 (weights bit-equal); extending to 3 stretches the schedule."""
     a = tiny_seg_cfg(tmp_path, train__epochs=2, train__val_every=5)
