@@ -234,6 +234,8 @@ def segment_cases(
     if "plan" not in meta:
         raise MissingFileError("checkpoint has no segmentation plan (not a medseg segmentation run)", model_dir)
     infer = cfg.infer.model_copy(update=dict(infer_overrides or {}))
+    if infer.uncertainty == "tta" and not infer.tta:
+        log.info("TTA is off for this call: the uncertainty is the entropy, not the TTA disagreement")
     names = list(meta["class_names"])
     model_name = f"{cfg.model.name} ({Path(model_dir).name})"
     cases: list[ReviewCase] = []
