@@ -68,6 +68,8 @@ def main(argv=None) -> int:
     from medseg.models import build_model
     from medseg.runs import Run
     from medseg.tasks import segmentation as seg
+    from medseg.tasks.segmentation.data import datalists
+    from medseg.tasks.segmentation.train import loss_fn, make_transforms, model_params
 
     tmp = Path(tempfile.mkdtemp(prefix="medseg_bench_train_"))
     over = [f"output_dir={tmp}", "name=run", "train.val_every=2"]
@@ -122,14 +124,14 @@ def main(argv=None) -> int:
 
     # plain MONAI loop: same transforms / network / loss / optimiser, no caching
     plan = json.loads((tmp / "run" / "plan.json").read_text())
-    train_tf, _ = seg._transforms(cfg, plan)
-    items, _, _ = seg._datalists(cfg, data)
+    train_tf, _ = make_transforms(cfg, plan)
+    items, _, _ = datalists(cfg, data)
     loader = DataLoader(Dataset(items, train_tf), batch_size=cfg.train.batch_size, shuffle=True)
-    params = seg._model_params(cfg, plan, 1)
+    params = model_params(cfg, plan, 1)
     torch.manual_seed(0)
     model = build_model(**params).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr)
-    loss = seg._loss_fn()
+    loss = loss_fn()
     n = a.plain_epochs or (1 if a.quick else 3)
     t0 = time.perf_counter()
     for _ in range(n):

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from medseg.cli_commands import task_function
 
 
-def add_parser(sub) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "evaluate",
         help="score predictions against reference labels",
@@ -24,12 +25,24 @@ def add_parser(sub) -> None:
         "--radius", type=float, default=None, help="detection: matching radius in pixels (or µm with --pixel-size)"
     )
     p.add_argument("--pixel-size", type=float, default=None, help="detection: micrometres per pixel")
-    p.set_defaults(func=run)
+    p.add_argument(
+        "--tolerance-mm", type=float, default=None, help="segmentation: surface Dice tolerance in mm (default 2)"
+    )
+    p.set_defaults(func=run, parser=p)
 
 
 def run(args: argparse.Namespace) -> int:
-    fn = task_function(args.task, "evaluate")
-    summary = fn(pred=args.pred, ref=args.ref, out=args.out, radius=args.radius, pixel_size=args.pixel_size)
+    kw: dict[str, Any] = {"pred": args.pred, "ref": args.ref, "out": args.out}
+    per_task = {"detection": ("radius", "pixel_size"), "segmentation": ("tolerance_mm",)}
+    own = per_task.get(args.task, ())
+    for name in ("radius", "pixel_size", "tolerance_mm"):
+        value = getattr(args, name)
+        if value is None:
+            continue
+        if name not in own:
+            args.parser.error(f"--{name.replace('_', '-')} is not read by --task {args.task}")
+        kw[name] = value
+    summary = task_function(args.task, "evaluate")(**kw)
     for k, v in (summary or {}).items():
         print(f"  {k}: {v}")
     return 0

@@ -1,13 +1,18 @@
 """Config schema of ``task: segmentation`` (U-Net / FCN, 2D or 3D).
 
+Every key is read by the task (:mod:`medseg.tasks.segmentation`); a key that would be ignored in
+its context is refused here, at load time (e.g. ``synthetic:`` without ``data.synthetic: true``,
+``plan.clip`` for MR, an unknown class in ``postprocess.largest_component``).
 Imports no torch, so validating a config is instant.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import difflib
+from collections.abc import Sequence
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from medseg.config.base import (
     DataSection,
@@ -21,6 +26,7 @@ from medseg.config.base import (
 
 __all__ = [
     "SegDataSection",
+    "SegSyntheticSection",
     "SegPlanSection",
     "SegAugmentSection",
     "SegPostSection",
@@ -77,10 +83,36 @@ class SegPostSection(Section):
 
 
 class SegDataSection(DataSection):
-    """Data of a segmentation run, plus how the preprocessed cases are cached."""
+    """Data of a segmentation run, plus how the preprocessed cases are cached.
+
+    Either ``synthetic: true`` (phantoms generated into the run folder) or a ``datalist``
+    (with an optional ``root``), not both.
+    """
 
     cache: Literal["none", "memory", "disk"] = Field(
         "memory", description="MONAI CacheDataset (memory) or PersistentDataset (disk)"
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SegDataSection:
+        if self.synthetic and self.datalist is not None:
+            raise ValueError(
+                "data.datalist is not read when data.synthetic is true: remove one of them "
+                "(synthetic: false to train on the datalist)"
+            )
+        if self.root is not None and self.datalist is None:
+            raise ValueError("data.root is only read with data.datalist (the base folder of its paths)")
+        return self
+
+
+class SegSyntheticSection(Section):
+    """``ct_phantom()`` arguments of the synthetic data (``data.synthetic: true``); unset = its default."""
+
+    shape: list[int] | None = Field(None, min_length=3, max_length=3, description="(X, Y, Z) voxels")
+    spacing: list[float] | None = Field(None, min_length=3, max_length=3, description="(sx, sy, sz) mm")
+    noise_hu: float | None = Field(None, ge=0.0, description="correlated noise (HU)")
+    n_lesions: list[int] | None = Field(
+        None, min_length=2, max_length=2, description="[min, max] liver lesions per phantom"
     )
 
 
@@ -120,7 +152,81 @@ class SegmentationConfig(PipelineConfig):
     plan: SegPlanSection = Field(default_factory=SegPlanSection)
     augment: SegAugmentSection = Field(default_factory=SegAugmentSection)
     postprocess: SegPostSection = Field(default_factory=SegPostSection)
-    synthetic: dict[str, Any] = Field(
-        default_factory=dict,
+    synthetic: SegSyntheticSection = Field(
+        default_factory=SegSyntheticSection,
         description="ct_phantom keyword arguments when data.synthetic is true (e.g. shape, spacing)",
     )
+
+    # ------------------------------------------------------------------ keys the task would ignore
+    @field_validator("label_map")
+    @classmethod
+    def _targets_are_classes(cls, v: dict[int, int], info: ValidationInfo) -> dict[int, int]:
+        names = info.data.get("class_names")
+        if names is not None:
+            bad = sorted({t for t in v.values() if not 0 <= t < len(names)})
+            if bad:
+                raise ValueError(
+                    f"label_map maps to {bad}, which are not training classes (0..{len(names) - 1}: {names})"
+                )
+        return v
+
+    @field_validator("plan")
+    @classmethod
+    def _plan_fits(cls, v: SegPlanSection, info: ValidationInfo) -> SegPlanSection:
+        sd, modality = info.data.get("spatial_dims"), info.data.get("modality")
+        for key in ("target_spacing", "patch_size"):
+            value = getattr(v, key)
+            if sd is not None and value is not None and len(value) != sd:
+                raise ValueError(f"plan.{key} needs {sd} values (spatial_dims: {sd}), got {value}")
+        if modality is not None and modality != "CT":
+            given = [k for k in ("clip", "norm_mean", "norm_std") if getattr(v, k) is not None]
+            if given:
+                keys = "plan." + ", plan.".join(given)
+                raise ValueError(f"{keys} only apply to modality CT (this config: {modality}); remove them")
+        return v
+
+    @field_validator("augment")
+    @classmethod
+    def _flip_axes_exist(cls, v: SegAugmentSection, info: ValidationInfo) -> SegAugmentSection:
+        _check_axes("augment.flip_axes", v.flip_axes, info.data.get("spatial_dims"))
+        return v
+
+    @field_validator("infer")
+    @classmethod
+    def _tta_settings_need_tta(cls, v: SegInferSection, info: ValidationInfo) -> SegInferSection:
+        _check_axes("infer.tta_axes", v.tta_axes, info.data.get("spatial_dims"))
+        if not v.tta and v.uncertainty == "tta":
+            raise ValueError("infer.uncertainty: tta needs infer.tta: true (or use uncertainty: entropy)")
+        if not v.tta and v.tta_axes is not None:
+            raise ValueError("infer.tta_axes is only read with infer.tta: true")
+        return v
+
+    @field_validator("postprocess")
+    @classmethod
+    def _post_classes_exist(cls, v: SegPostSection, info: ValidationInfo) -> SegPostSection:
+        names = info.data.get("class_names")
+        if names is not None:
+            for c in v.largest_component:
+                if c not in names[1:]:
+                    hint = difflib.get_close_matches(c, names[1:], n=1, cutoff=0.6)
+                    raise ValueError(
+                        f"postprocess.largest_component: {c!r} is not a class"
+                        + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                        + f"; classes: {', '.join(names[1:])}"
+                    )
+        return v
+
+    @field_validator("synthetic")
+    @classmethod
+    def _synthetic_needs_synthetic_data(cls, v: SegSyntheticSection, info: ValidationInfo) -> SegSyntheticSection:
+        data = info.data.get("data")
+        given = [k for k, x in v.model_dump().items() if x is not None]
+        if given and data is not None and not data.synthetic:
+            keys = "synthetic." + ", synthetic.".join(given)
+            raise ValueError(f"{keys}: only read with data.synthetic: true; remove the synthetic section")
+        return v
+
+
+def _check_axes(key: str, axes: Sequence[int] | None, spatial_dims: int | None) -> None:
+    if axes is not None and spatial_dims is not None and any(not 0 <= a < spatial_dims for a in axes):
+        raise ValueError(f"{key} = {list(axes)}: spatial axes are 0..{spatial_dims - 1}")

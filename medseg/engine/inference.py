@@ -15,6 +15,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from monai.inferers import SlidingWindowInferer
+from scipy import ndimage
 from torch import nn
 
 __all__ = ["sliding_window_probs", "postprocess_labels", "entropy_uncertainty", "component_volumes_ml"]
@@ -22,8 +24,11 @@ __all__ = ["sliding_window_probs", "postprocess_labels", "entropy_uncertainty", 
 log = logging.getLogger("medseg.engine")
 
 
-def _logits(out) -> torch.Tensor:
-    return out[0] if isinstance(out, (list, tuple)) else out
+def _logits(out: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+    """The main output of a network (deep-supervision networks return a list, the full-size head first)."""
+    if isinstance(out, torch.Tensor):
+        return out
+    return out[0]
 
 
 @torch.no_grad()
@@ -60,8 +65,6 @@ def sliding_window_probs(
     -------
     (probs ``(B, K, *S)`` float32 softmax, disagreement or None)
     """
-    from monai.inferers import SlidingWindowInferer
-
     device = torch.device(device)
     model.eval()
     inferer = SlidingWindowInferer(
@@ -83,19 +86,19 @@ def sliding_window_probs(
             out = inferer(inp, lambda t: _logits(model(t)))
         return torch.softmax(torch.as_tensor(out).float(), dim=1)
 
-    flips: list[tuple[int, ...]] = [()]
-    if tta_axes:
-        flips += [(int(a) + 2,) for a in tta_axes]
-    total = None
-    members = []
-    for f in flips:
+    def member(f: tuple[int, ...]) -> torch.Tensor:  # probabilities of the image flipped along f, flipped back
         p = run(torch.flip(x, f) if f else x)
-        if f:
-            p = torch.flip(p, f)
-        total = p if total is None else total + p
+        return torch.flip(p, f) if f else p
+
+    flips: list[tuple[int, ...]] = [(int(a) + 2,) for a in tta_axes or ()]
+    total = member(())
+    members = [total.argmax(1)] if return_disagreement else []
+    for f in flips:
+        p = member(f)
+        total = total + p
         if return_disagreement:
             members.append(p.argmax(1))
-    probs = total / len(flips)
+    probs = total / (1 + len(flips))
     disagreement = None
     if return_disagreement:
         mean_lab = probs.argmax(1)
@@ -126,8 +129,6 @@ def postprocess_labels(
     -------
     ``(*S)`` label map of the same dtype.
     """
-    from scipy import ndimage
-
     out = labels.copy()
     for c in [int(v) for v in np.unique(out) if v != 0]:
         m = out == c
@@ -175,8 +176,3 @@ def component_volumes_ml(labels: np.ndarray, affine: np.ndarray, class_names: Se
     vox = abs(float(np.linalg.det(a))) if nd == a.shape[0] else float(np.prod(np.linalg.norm(a, axis=0)))
     counts = np.bincount(labels.ravel().astype(np.int64), minlength=len(class_names))
     return {name: round(float(counts[i]) * vox / 1000.0, 3) for i, name in enumerate(class_names) if i > 0}
-
-
-def flip_axes_all(spatial_dims: int) -> list[int]:
-    """All spatial axes (for TTA)."""
-    return list(range(spatial_dims))

@@ -18,6 +18,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from monai.transforms import Compose, MapTransform, Orientationd
+
+from medseg.errors import ConfigError
+from medseg.transforms.pipeline import RAS_LABELS, loader
 
 __all__ = ["fingerprint", "make_plan"]
 
@@ -35,14 +39,10 @@ def fingerprint(
     ``median_shape``, ``foreground`` intensity stats ``{p00_5, p99_5, mean, std}`` (HU for CT) and
     ``channels``.
     """
-    from monai.transforms import Compose, Orientationd
-
-    from medseg.transforms.pipeline import RAS_LABELS, loader
-
     rng = np.random.default_rng(seed)
     chosen = list(items)[:max_cases]
     keys = ["image", "label"]
-    t = [loader(keys, modality, spatial_dims)]
+    t: list[MapTransform] = [loader(keys, modality, spatial_dims)]
     if modality != "RGB":
         t.append(Orientationd(keys, axcodes="RAS"[:spatial_dims], labels=RAS_LABELS))
     load = Compose(t)
@@ -110,8 +110,6 @@ def make_plan(
     med_shape = np.array(fp["median_shape"], float)
     target = np.array(ov.get("target_spacing", med_sp), float)
     if target.size != spatial_dims:
-        from medseg.errors import ConfigError
-
         raise ConfigError(f"plan.target_spacing needs {spatial_dims} values, got {target.tolist()}")
     shape = med_shape * med_sp / target  # median shape after resampling (voxels)
     budget = int(ov.get("max_patch_voxels", 64 * 64 * 48))

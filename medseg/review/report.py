@@ -21,6 +21,7 @@ patient identifiers (PatientName, PatientID, ...) are dropped unless ``show_phi=
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
 import html
 import json
@@ -33,8 +34,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from medseg import __version__
 from medseg.errors import InputError
 from medseg.review.cases import ReviewCase
+from medseg.review.report_assets import REPORT_CSS, REPORT_JS
 from medseg.utils import atomic_write_text
 
 __all__ = ["write_report", "EMBED_MAX_BYTES", "PHI_KEYS"]
@@ -330,178 +333,6 @@ def _case_cells(c: ReviewCase, paths: _Paths) -> dict[str, tuple[str, str]]:
     return cells
 
 
-_CSS = """
-body{font:14px/1.4 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:1.2em;color:#111;background:#fafafa}
-h1{margin:.2em 0}h2{margin:.8em 0 .3em}h3{margin:.6em 0 .2em;font-size:1em}
-.meta{color:#555}
-ul.counts{list-style:none;padding:0;display:flex;gap:1.5em;flex-wrap:wrap}
-table{border-collapse:collapse;background:#fff}
-th,td{border:1px solid #ccc;padding:4px 6px;vertical-align:top;text-align:left}
-table.cases th{position:sticky;top:0;background:#eee;cursor:pointer;user-select:none;white-space:nowrap}
-table.cases th.asc::after{content:" \\25B2"}table.cases th.desc::after{content:" \\25BC"}
-td img{width:180px;max-height:240px;object-fit:contain;display:block}
-ul.kv{list-style:none;margin:0;padding:0}.k{color:#555}
-.sub{font-size:.8em;color:#777;text-transform:uppercase}
-.err{color:#a00;white-space:pre-wrap;max-width:28em}
-tr.failed td{background:#fee}tr.skipped td{background:#f4f4f4;color:#666}
-.flag{background:#c00;color:#fff;padding:1px 5px;border-radius:3px;white-space:nowrap}
-.bar{width:80px;height:6px;background:#ddd}.bar i{display:block;height:6px;background:#e67e22}
-.na,.missing{color:#999}
-.fb button{margin:0 4px 4px 0;padding:3px 8px;border:1px solid #888;border-radius:3px;background:#fff;cursor:pointer}
-.fb button.on.acc{background:#2e7d32;color:#fff}.fb button.on.cor{background:#c62828;color:#fff}
-.fb textarea{width:13em;display:block}.saved{font-size:.8em;color:#777}
-.toolbar{margin:.6em 0;display:flex;gap:.6em;align-items:center;flex-wrap:wrap}
-"""
-
-_JS = r"""
-(function () {
-  "use strict";
-  var DATA = JSON.parse(document.getElementById("medseg-data").textContent);
-  var KEY = "medseg-feedback:" + DATA.report_id;
-  var table = document.getElementById("cases");
-  var tbody = table.tBodies[0];
-
-  function load() {
-    try { return JSON.parse(window.localStorage.getItem(KEY) || "{}") || {}; }
-    catch (e) { return {}; }
-  }
-  var store = load();
-  function save() {
-    try { window.localStorage.setItem(KEY, JSON.stringify(store)); return true; }
-    catch (e) { return false; }  // storage disabled (private mode, file:// policy): keep in memory
-  }
-
-  function caseInfo(id) {
-    for (var i = 0; i < DATA.cases.length; i++) if (DATA.cases[i].case_id === id) return DATA.cases[i];
-    return {};
-  }
-  function render(box) {
-    var fb = store[box.getAttribute("data-case")] || {};
-    box.querySelectorAll("button").forEach(function (b) {
-      b.classList.toggle("on", b.getAttribute("data-decision") === fb.decision);
-    });
-    var ta = box.querySelector("textarea");
-    if (document.activeElement !== ta) ta.value = fb.comment || "";
-    box.querySelector(".saved").textContent = fb.updated ? "saved " + fb.updated : "";
-  }
-  function setFeedback(id, patch) {
-    var fb = store[id] || {};
-    for (var k in patch) fb[k] = patch[k];
-    fb.updated = new Date().toISOString();
-    store[id] = fb;
-    save();
-  }
-  document.querySelectorAll(".fb").forEach(function (box) {
-    var id = box.getAttribute("data-case");
-    box.querySelectorAll("button").forEach(function (b) {
-      b.addEventListener("click", function () {
-        var d = b.getAttribute("data-decision");
-        var cur = (store[id] || {}).decision;
-        setFeedback(id, {decision: cur === d ? "" : d});
-        render(box);
-      });
-    });
-    box.querySelector("textarea").addEventListener("input", function (ev) {
-      setFeedback(id, {comment: ev.target.value});
-      render(box);
-    });
-    render(box);
-  });
-
-  var FIELDS = ["case_id", "task", "decision", "comment", "uncertainty", "needs_review", "updated"];
-  function rows() {
-    var out = [];
-    DATA.cases.forEach(function (c) {
-      var fb = store[c.case_id];
-      if (!fb || (!fb.decision && !fb.comment)) return;
-      out.push({case_id: c.case_id, task: c.task, decision: fb.decision || "", comment: fb.comment || "",
-                uncertainty: c.uncertainty, needs_review: c.needs_review, updated: fb.updated || ""});
-    });
-    return out;
-  }
-  function csvCell(v) {
-    var s = v === null || v === undefined ? "" : String(v);
-    if (/^[=+\-@\t\r]/.test(s)) s = "'" + s;  // no formula injection when opened in a spreadsheet
-    return '"' + s.replace(/"/g, '""') + '"';
-  }
-  function toCSV() {
-    var lines = [FIELDS.join(",")];
-    rows().forEach(function (r) { lines.push(FIELDS.map(function (f) { return csvCell(r[f]); }).join(",")); });
-    return lines.join("\r\n") + "\r\n";
-  }
-  function toJSON() {
-    return JSON.stringify({report: DATA.title, report_id: DATA.report_id, generated: DATA.generated,
-                           exported: new Date().toISOString(), feedback: rows()}, null, 2);
-  }
-  function download(text, name, mime) {
-    var blob = new Blob([text], {type: mime});
-    var a = document.createElement("a");
-    a.href = URL.createObjectURL(blob);
-    a.download = name;
-    document.body.appendChild(a);
-    a.click();
-    setTimeout(function () { URL.revokeObjectURL(a.href); a.remove(); }, 1000);
-    return a;
-  }
-  document.getElementById("export-csv").addEventListener("click", function () {
-    download(toCSV(), "feedback.csv", "text/csv;charset=utf-8");
-  });
-  document.getElementById("export-json").addEventListener("click", function () {
-    download(toJSON(), "feedback.json", "application/json");
-  });
-  document.getElementById("clear-feedback").addEventListener("click", function () {
-    if (!window.confirm("Clear all feedback saved for this report in this browser?")) return;
-    store = {};
-    save();
-    document.querySelectorAll(".fb").forEach(render);
-  });
-
-  // sorting: click a header; numbers sort numerically, empty values last
-  function val(tr, i) {
-    var td = tr.cells[i];
-    return td ? td.getAttribute("data-v") || "" : "";
-  }
-  function sortBy(i, dir) {
-    var rs = Array.prototype.slice.call(tbody.rows);
-    rs.sort(function (a, b) {
-      var x = val(a, i), y = val(b, i);
-      if (x === "" && y === "") return 0;
-      if (x === "") return 1;
-      if (y === "") return -1;
-      var nx = Number(x), ny = Number(y), c;
-      if (!isNaN(nx) && !isNaN(ny)) c = nx - ny;
-      else c = x.localeCompare(y, undefined, {numeric: true});
-      return dir === "asc" ? c : -c;
-    });
-    rs.forEach(function (r) { tbody.appendChild(r); });
-    Array.prototype.forEach.call(table.tHead.rows[0].cells, function (th, j) {
-      th.classList.remove("asc", "desc");
-      if (j === i) th.classList.add(dir);
-    });
-  }
-  Array.prototype.forEach.call(table.tHead.rows[0].cells, function (th, i) {
-    if (th.getAttribute("data-key") === "feedback") return;
-    th.addEventListener("click", function () {
-      sortBy(i, th.classList.contains("desc") ? "asc" : "desc");
-    });
-  });
-  var ui = Array.prototype.findIndex.call(table.tHead.rows[0].cells, function (th) {
-    return th.getAttribute("data-key") === "uncertainty";
-  });
-  if (ui >= 0) sortBy(ui, "desc");  // default: most uncertain first
-
-  document.getElementById("only-review").addEventListener("change", function (ev) {
-    Array.prototype.forEach.call(tbody.rows, function (tr) {
-      tr.hidden = ev.target.checked && tr.getAttribute("data-review") !== "1";
-    });
-  });
-
-  window.medsegFeedback = {toCSV: toCSV, toJSON: toJSON, store: function () { return store; },
-                           sortBy: sortBy, download: download};
-})();
-"""
-
-
 def write_report(
     run_dir: str | os.PathLike,
     cases: Iterable[ReviewCase | Mapping[str, Any]],
@@ -530,19 +361,15 @@ def write_report(
     -------
     Path of the report, written atomically (temporary file + rename).
     """
-    import datetime as _dt
-
-    import medseg
-
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    cases = [_as_case(c) for c in cases]
+    records = [_as_case(c) for c in cases]
     summary = _scrub(dict(summary or {}), show_phi)
     paths = _Paths(run_dir)
     report_id = hashlib.sha256(f"{paths.run_dir}|{title}".encode()).hexdigest()[:16]
-    generated = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    generated = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
-    rows = [(c, _case_cells(c, paths)) for c in cases]
+    rows = [(c, _case_cells(c, paths)) for c in records]
     shown = [col for col in _COLUMNS if col[3] or any(cells[col[0]][0] for _, cells in rows)]
 
     head = "".join(f'<th data-key="{k}" title="{_e(tip)}">{_e(h)}</th>' for k, h, tip, _ in shown)
@@ -558,7 +385,7 @@ def write_report(
         "title": str(title),
         "report_id": report_id,
         "generated": generated,
-        "medseg_version": medseg.__version__,
+        "medseg_version": __version__,
         "cases": [
             {
                 "case_id": c.case_id,
@@ -567,7 +394,7 @@ def write_report(
                 "uncertainty": _num(c.uncertainty),
                 "needs_review": bool(c.needs_review),
             }
-            for c in cases
+            for c in records
         ],
     }
     csp = (
@@ -580,11 +407,11 @@ def write_report(
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="referrer" content="no-referrer">
 <title>{_e(title)}</title>
-<style>{_CSS}</style></head>
+<style>{REPORT_CSS}</style></head>
 <body>
 <h1>{_e(title)}</h1>
-<div class=meta>generated {_e(generated)} by medseg {_e(medseg.__version__)} &middot; {len(cases)} cases</div>
-{_summary_html(cases, summary, paths)}
+<div class=meta>generated {_e(generated)} by medseg {_e(__version__)} &middot; {len(records)} cases</div>
+{_summary_html(records, summary, paths)}
 <section id=review><h2>Cases</h2>
 <div class=toolbar>
 <label><input type=checkbox id=only-review> only cases flagged for review</label>
@@ -599,9 +426,11 @@ def write_report(
 </tbody></table>
 </section>
 <script type="application/json" id="medseg-data">{_json_for_script(_safe_json_value(data))}</script>
-<script>{_JS}</script>
+<script>{REPORT_JS}</script>
 </body></html>
 """
     out = atomic_write_text(run_dir / filename, doc)
-    log.info("review report: %d cases (%d skipped) -> %s", len(cases), sum(c.status != "ok" for c in cases), out.name)
+    log.info(
+        "review report: %d cases (%d skipped) -> %s", len(records), sum(c.status != "ok" for c in records), out.name
+    )
     return out

@@ -35,7 +35,7 @@ def augmentation(
     rotate_deg: float = 15.0,
     scale: float = 0.1,
     prob: float = 0.3,
-):
+) -> Compose:
     """The augmentation transform for ``level`` ("none", "light", "default", "heavy").
 
     Parameters

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from monai.data import MetaTensor
 from monai.transforms import (
     Compose,
     CropForegroundd,
@@ -31,6 +32,7 @@ from monai.transforms import (
 )
 
 from medseg.errors import InputError, LabelMismatchError
+from medseg.io import load
 from medseg.transforms.augment import augmentation
 from medseg.transforms.presets import intensity_transform
 
@@ -59,16 +61,12 @@ class LoadCased(MapTransform):
         self.spatial_dims = spatial_dims
 
     def __call__(self, data):
-        from medseg.io import load
-
         d = dict(data)
         for k in self.key_iterator(d):
             v = d[k]
             if isinstance(v, (str, Path)):
                 img = load(v)
                 if self.spatial_dims == 2 and img.ndim == 4 and img.shape[-1] == 1:  # 2D stored as (X, Y, 1)
-                    from monai.data import MetaTensor
-
                     img = MetaTensor(img.as_tensor()[..., 0], affine=img.affine, meta=dict(img.meta))
                 img.meta["source_affine"] = np.asarray(img.affine, dtype=np.float64).copy()
                 img.meta.setdefault("filename_or_obj", str(v))
@@ -76,7 +74,7 @@ class LoadCased(MapTransform):
         return d
 
 
-def loader(keys: Sequence[str], modality: str = "CT", spatial_dims: int = 3):
+def loader(keys: Sequence[str], modality: str = "CT", spatial_dims: int = 3) -> LoadCased:
     """The file reader of the segmentation pipelines (``medseg.io.load`` for every key)."""
     return LoadCased(keys, spatial_dims)
 

@@ -11,16 +11,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from monai.transforms import Compose, NormalizeIntensityd, ScaleIntensityRanged, ThresholdIntensityd
+from monai.transforms import Compose, MapTransform, NormalizeIntensityd, ScaleIntensityRanged, ThresholdIntensityd
 
 __all__ = ["CT_WINDOWS", "intensity_transform"]
 
-#: common CT windows as (low, high) HU
+#: common CT windows as (low, high) HU; the review pictures' presets (``medseg.review.windowing.WINDOWS``,
+#: as (center, width)) are the same windows (tests/transforms/test_seg_transforms.py checks it)
 CT_WINDOWS = {
     "soft_tissue": (-160.0, 240.0),
     "abdomen": (-150.0, 250.0),
     "lung": (-1350.0, 150.0),
-    "bone": (-450.0, 1050.0),
+    "bone": (-500.0, 1300.0),
     "brain": (0.0, 80.0),
 }
 
@@ -31,7 +32,7 @@ def intensity_transform(
     clip: Sequence[float] | None = None,
     mean: float | None = None,
     std: float | None = None,
-):
+) -> MapTransform | Compose:
     """Intensity normalisation preset for ``modality`` ("CT", "MR", "RGB", "other").
 
     Parameters

@@ -11,7 +11,14 @@ from medseg.data.synthetic import CT_CLASSES, ct_phantom
 from medseg.review import overlay as ov
 from medseg.review.cases import ReviewCase
 
+#: a case id that would run as script if the report did not escape it
 EVIL = "<script>window.__pwned = 1</script>\"'&"
+
+
+@pytest.fixture
+def evil_case_id() -> str:
+    """The hostile case id that :func:`build_sample_run` gives one of its cases."""
+    return EVIL
 
 
 def build_sample_run(run_dir: Path) -> list[ReviewCase]:

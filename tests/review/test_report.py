@@ -7,7 +7,6 @@ import json
 import re
 
 import pytest
-from conftest import EVIL
 
 from medseg.errors import InputError
 from medseg.review.cases import ReviewCase
@@ -76,7 +75,7 @@ def test_links_relative_and_thumbnails_embedded(sample_run):
     assert "image missing" in doc and "nope.png" not in doc
 
 
-def test_all_text_escaped(sample_run):
+def test_all_text_escaped(sample_run, evil_case_id):
     run_dir, cases = sample_run
     cases.append(
         ReviewCase(
@@ -102,7 +101,7 @@ def test_all_text_escaped(sample_run):
     assert "&lt;title&gt;evil&lt;/title&gt;" in doc
     # embedded JSON: safe in a script element, and round-trips the exact texts
     data = _data_json(doc)
-    assert EVIL in [c["case_id"] for c in data["cases"]]
+    assert evil_case_id in [c["case_id"] for c in data["cases"]]
     assert data["title"] == "<title>evil</title>"
 
 

@@ -1,9 +1,8 @@
 """The review report in a real browser: headless Chromium driven over the DevTools protocol.
 
-Chromium: Debian's ``chromium`` package (``/usr/bin/chromium``), or ``$MEDSEG_CHROMIUM``. When it is
-missing, this module tries ``apt-get install -y --no-install-recommends chromium fonts-liberation`` (only as root
-with apt-get available, time-boxed; ``apt-get update`` first if the plain install fails) and skips
-with the reason where it cannot be installed. Set ``MEDSEG_NO_BROWSER_INSTALL=1`` to never install.
+Chromium: Debian's ``chromium`` package (``/usr/bin/chromium``, installed by ``make system-deps``), any
+``chromium`` / ``google-chrome`` on ``PATH``, or ``$MEDSEG_CHROMIUM``. The tests never install anything:
+where no browser is found they skip with the install hint.
 
 The DevTools protocol is spoken over ``--remote-debugging-pipe`` (NUL-separated JSON on file
 descriptors 3 and 4), so no websocket client or browser-driver package is needed. Checks: the page
@@ -29,7 +28,6 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import EVIL
 
 from medseg.review.report import write_report
 
@@ -41,6 +39,8 @@ def _find_chromium() -> str | None:
     env = os.environ.get("MEDSEG_CHROMIUM")
     if env and Path(env).is_file():
         return env
+    if Path("/usr/bin/chromium").is_file():
+        return "/usr/bin/chromium"
     for name in _CANDIDATES:
         p = shutil.which(name)
         if p:
@@ -48,36 +48,13 @@ def _find_chromium() -> str | None:
     return None
 
 
-def _try_install() -> str | None:
-    """Install Debian's chromium; returns None on success, else why not."""
-    if os.environ.get("MEDSEG_NO_BROWSER_INSTALL"):
-        return "MEDSEG_NO_BROWSER_INSTALL is set"
-    if not hasattr(os, "geteuid") or os.geteuid() != 0:
-        return "chromium is not installed and the tests do not run as root (apt-get install -y chromium)"
-    if not shutil.which("apt-get"):
-        return "chromium is not installed and apt-get is not available"
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    cmd = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium", "fonts-liberation"]
-    try:
-        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-        if r.returncode != 0:
-            subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, timeout=300)
-            r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    except subprocess.TimeoutExpired:
-        return "apt-get install chromium timed out"
-    if r.returncode != 0:
-        return f"apt-get install chromium failed: {r.stderr.strip()[-300:]}"
-    return None
-
-
 @pytest.fixture(scope="module")
 def chromium() -> str:
     binary = _find_chromium()
     if binary is None:
-        why = _try_install()
-        binary = _find_chromium()
-        if binary is None:
-            pytest.skip(f"headless Chromium not available: {why}")
+        pytest.skip(
+            "headless Chromium not found: run `make system-deps` (Debian package chromium) or set $MEDSEG_CHROMIUM"
+        )
     return binary
 
 
@@ -222,7 +199,7 @@ def _errors(cdp: CDP) -> list[str]:
     return out
 
 
-def test_report_in_headless_chromium(chromium, sample_run, tmp_path):
+def test_report_in_headless_chromium(chromium, sample_run, evil_case_id, tmp_path):
     run_dir, cases = sample_run
     report = write_report(
         run_dir, cases, title="medseg review (browser test)", summary={"segmentation": {"status": "ok", "seconds": 1.5}}
@@ -264,14 +241,14 @@ def test_report_in_headless_chromium(chromium, sample_run, tmp_path):
         assert len(imgs) >= 5 and all(c and w > 0 for c, w, _ in imgs), imgs
         # the <script> case id is text, and it did not run
         assert ev("window.__pwned === undefined") is True
-        assert EVIL in ev("Array.from(document.querySelectorAll('.cid')).map(e => e.textContent)")
+        assert evil_case_id in ev("Array.from(document.querySelectorAll('.cid')).map(e => e.textContent)")
         # default order: most uncertain first, cases without a score (the skipped one) last
         order = ev("Array.from(document.querySelectorAll('#cases tbody tr')).map(r => r.dataset.case)")
-        assert order == [EVIL, "img_003", "tile_007", "case_000", "case_bad"], order
+        assert order == [evil_case_id, "img_003", "tile_007", "case_000", "case_bad"], order
         # sorting by another column works
         ev("document.querySelector('th[data-key=case]').click()")
         order = ev("Array.from(document.querySelectorAll('#cases tbody tr')).map(r => r.dataset.case)")
-        assert order[0] == "tile_007" and order[-1] == EVIL  # descending by case id
+        assert order[0] == "tile_007" and order[-1] == evil_case_id  # descending by case id
         # feedback: accept one, needs correction + comment on another
         ev("document.querySelector('.fb[data-case=\"case_000\"] button[data-decision=accept]').click()")
         ev("""(() => { const b = document.querySelector('.fb[data-case="img_003"]');

@@ -8,36 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from medseg.config import SegmentationConfig
+from medseg.config import SegInferSection, SegmentationConfig
 from medseg.data.synthetic import ct_phantom, write_phantom_dicom, write_phantom_nifti
 from medseg.engine.checkpoint import load_checkpoint
 from medseg.errors import LabelMismatchError
+from medseg.io import load
 from medseg.runs import Run
 from medseg.tasks import segmentation as seg
-
-TINY = {"shape": [32, 32, 16], "spacing": [6.0, 6.0, 9.0]}
-
-
-def tiny_cfg(tmp: Path, **kw) -> SegmentationConfig:
-    raw = {
-        "task": "segmentation",
-        "name": "tiny",
-        "output_dir": str(tmp),
-        "seed": 3,
-        "device": "cpu",
-        "class_names": ["background", "liver"],
-        "label_map": {4: 1, 2: 0, 3: 0},
-        "data": {"synthetic": True, "num_cases": 4, "val_fraction": 0.34, "cache": "memory"},
-        "synthetic": TINY,
-        "model": {"name": "unet", "channels": [4, 8, 16]},
-        "train": {"epochs": 2, "batch_size": 2, "lr": 0.01, "val_every": 1, "steps_per_epoch": 2},
-        "plan": {"max_patch_voxels": 24 * 24 * 16},
-        "augment": {"level": "light", "samples_per_image": 1},
-    }
-    for k, v in kw.items():
-        a, b = k.split("__")
-        raw[a][b] = v
-    return SegmentationConfig.model_validate(raw)
 
 
 def _train(cfg, out: Path, resume=False):
@@ -49,9 +26,9 @@ def _train(cfg, out: Path, resume=False):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, tiny_seg_cfg):
     tmp = tmp_path_factory.mktemp("seg")
-    cfg = tiny_cfg(tmp, train__epochs=3)
+    cfg = tiny_seg_cfg(tmp, train__epochs=3)
     summary = _train(cfg, tmp / "run")
     return tmp / "run", cfg, summary
 
@@ -109,15 +86,11 @@ def test_output_in_source_geometry(tmp_path, kind):
     else:
         write_phantom_dicom(ph, tmp_path / "series")
         path, ref_affine = tmp_path / "series", ph.affine
-    from medseg.config import SegInferSection
-
     res = seg.predict_case(
         Bright(), path, meta=_bone_meta((3.0, 3.0, 3.0)), infer=SegInferSection(), device=torch.device("cpu")
     )
     assert res["labels"].dtype == np.uint8 and res["labels"].shape == truth.shape
     assert np.allclose(res["affine"], ref_affine, atol=1e-4)
-    from medseg.io import load
-
     assert np.allclose(res["affine"], np.asarray(load(path).affine), atol=1e-6)  # == what medseg convert reads
     out = seg.write_nifti(res["labels"], res["affine"], tmp_path / "out" / "lab.nii.gz")
     nii = nib.load(str(out))
@@ -160,11 +133,33 @@ def test_segment_cohort_skips_bad_case(trained, tmp_path):
     assert summary["report"].endswith("report.html") and "missing" in html and "NaN" in html
 
 
-def test_resume_reproduces_state(tmp_path):
+def test_segment_datalist_takes_the_test_list_unless_split_says(trained, tmp_path):
+    """A datalist gives its ``test`` list (one rule for every predict command); ``split`` chooses another."""
+    run_dir, _, _ = trained
+    ph = ct_phantom(seed=12, shape=(32, 32, 16), spacing=(6.0, 6.0, 9.0))
+    tr = write_phantom_nifti(ph, tmp_path / "imagesTr" / "tr.nii.gz", tmp_path / "labelsTr" / "tr.nii.gz")
+    ts = write_phantom_nifti(ph, tmp_path / "imagesTs" / "ts.nii.gz", tmp_path / "labelsTs" / "ts.nii.gz")
+    dl = tmp_path / "dataset.json"
+    dl.write_text(
+        json.dumps(
+            {
+                "training": [{"image": "imagesTr/tr.nii.gz", "label": "labelsTr/tr.nii.gz"}],
+                "test": [{"image": "imagesTs/ts.nii.gz", "label": "labelsTs/ts.nii.gz"}],
+            }
+        )
+    )
+    assert tr[0].is_file() and ts[0].is_file()
+    cases, rows = seg.segment_cases(run_dir, [dl], tmp_path, device="cpu", thumbnails=False)
+    assert [c.case_id for c in cases] == ["ts"] and "dice_liver" in rows[0]  # the entry's label is scored
+    cases, _ = seg.segment_cases(run_dir, [dl], tmp_path, device="cpu", split="all", thumbnails=False)
+    assert [c.case_id for c in cases] == ["tr", "ts"]
+
+
+def test_resume_reproduces_state(tmp_path, tiny_seg_cfg):
     """2 epochs straight == 1 epoch, stop, resume to 2 (weights bit-equal); extending to 3 stretches the schedule."""
-    a = tiny_cfg(tmp_path, train__epochs=2, train__val_every=5)
+    a = tiny_seg_cfg(tmp_path, train__epochs=2, train__val_every=5)
     _train(a, tmp_path / "a")
-    b1 = tiny_cfg(tmp_path, train__epochs=1, train__val_every=5)
+    b1 = tiny_seg_cfg(tmp_path, train__epochs=1, train__val_every=5)
     _train(b1, tmp_path / "b")
     _train(a, tmp_path / "b", resume=True)
     wa = load_checkpoint(tmp_path / "a" / "checkpoints" / "last.pt")
@@ -172,7 +167,7 @@ def test_resume_reproduces_state(tmp_path):
     assert wa["state"]["epoch"] == wb["state"]["epoch"] == 2
     for k in wa["model"]:
         assert torch.equal(wa["model"][k], wb["model"][k]), k
-    c = tiny_cfg(tmp_path, train__epochs=3, train__val_every=5)
+    c = tiny_seg_cfg(tmp_path, train__epochs=3, train__val_every=5)
     _train(c, tmp_path / "b", resume=True)
     wc = load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")
     assert wc["state"]["epoch"] == 3 and wc["scheduler"]["T_max"] == 3

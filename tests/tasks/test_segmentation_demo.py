@@ -6,7 +6,7 @@ import nibabel as nib
 import numpy as np
 
 from medseg.data.synthetic import ct_phantom, write_phantom_dicom
-from medseg.tasks.segmentation import run_demo
+from medseg.demo.segmentation import run_demo
 
 
 def test_run_demo_quick(tmp_path):

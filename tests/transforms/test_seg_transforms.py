@@ -6,7 +6,15 @@ import torch
 from monai.data import MetaTensor
 
 from medseg.errors import InputError, LabelMismatchError
-from medseg.transforms import CheckCased, augmentation, intensity_transform, preprocess, train_transforms
+from medseg.review.windowing import WINDOWS
+from medseg.transforms import (
+    CT_WINDOWS,
+    CheckCased,
+    augmentation,
+    intensity_transform,
+    preprocess,
+    train_transforms,
+)
 
 
 def _case(shape=(20, 20, 10), label_values=(0, 1), affine=None, label_affine=None, nan=False):
@@ -122,3 +130,12 @@ def test_augmentation_levels_keep_label_values():
         out = aug(d)
         assert set(torch.unique(torch.as_tensor(out["label"])).tolist()) <= {0.0, 2.0}
     assert len(augmentation("none", 2).transforms) == 0
+
+
+def test_ct_windows_agree_with_the_review_presets():
+    """One set of CT windows: the intensity presets and the review pictures' windows are the same."""
+    shared = set(WINDOWS) & set(CT_WINDOWS)
+    assert shared == set(WINDOWS)
+    for name in shared:
+        c, w = WINDOWS[name]
+        assert CT_WINDOWS[name] == (c - w / 2, c + w / 2), name

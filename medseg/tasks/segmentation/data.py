@@ -1,0 +1,146 @@
+"""Training data of the segmentation task: the datalists (synthetic or MSD JSON) and the cached datasets.
+
+- :func:`synthetic_datalist` writes the embedded CT phantoms (3D) or their axial mid-slices (2D)
+  as NIfTI into the run folder (reused on resume and re-runs with the same settings).
+- :func:`datalists` returns the (training, validation, test) items of a config.
+- :func:`dataset` wraps items and their transform in a MONAI ``CacheDataset`` (memory),
+  ``PersistentDataset`` (disk) or ``Dataset`` (``data.cache``).
+- :func:`unwrap_error` finds the medseg error inside MONAI's "applying transform" chain.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from monai.data import CacheDataset, Dataset, PersistentDataset
+from monai.transforms import Compose
+
+from medseg.config import SegmentationConfig, load_datalist
+from medseg.data.synthetic import Phantom, ct_phantom, make_ct_dataset
+from medseg.errors import ConfigError, InputError, MedsegError
+from medseg.tasks.segmentation.files import write_nifti
+from medseg.utils import atomic_write_text
+
+__all__ = ["synthetic_datalist", "datalists", "dataset", "unwrap_error"]
+
+Item = dict[str, str]
+
+
+def synthetic_datalist(cfg: SegmentationConfig, folder: Path) -> tuple[list[Item], list[Item]]:
+    """Generate the synthetic phantoms of ``cfg`` as NIfTI in ``folder``; returns (train, test) items.
+
+    3D: :func:`medseg.data.synthetic.make_ct_dataset` (``dataset.json`` + ``imagesTr``/``labelsTr``,
+    the last quarter of the cases under ``imagesTs``/``labelsTs`` when there are at least 4).
+    2D: one axial slice near the middle of each phantom. Paths in the items are absolute.
+    """
+    n = cfg.data.num_cases
+    n_test = max(1, round(n * 0.25)) if n >= 4 else 0
+    kw: dict[str, Any] = cfg.synthetic.model_dump(exclude_none=True)
+    if cfg.spatial_dims == 3:
+        dl = folder / "dataset.json"
+        stamp = folder / "synthetic.json"  # what was generated: reuse it on resume / re-runs
+        want = json.dumps({"n": n, "seed": cfg.seed, "n_test": n_test, "kw": kw}, sort_keys=True, default=str)
+        if not (dl.is_file() and stamp.is_file() and stamp.read_text() == want):
+            dl = make_ct_dataset(folder, n_cases=n, seed=cfg.seed, n_test=n_test, **kw)
+            atomic_write_text(stamp, want)
+        content = json.loads(dl.read_text())
+
+        def absolute(items: list[dict[str, str]]) -> list[Item]:
+            return [{k: str(folder / v) for k, v in it.items()} for it in items]
+
+        return absolute(content["training"]), absolute(content["test"])
+    train: list[Item] = []
+    test: list[Item] = []
+    for i in range(n):
+        ph = ct_phantom(seed=cfg.seed * 1000 + i, **kw)
+        k = ph.image.shape[2] // 2 + int(np.random.default_rng(i).integers(-3, 4))
+        sl = Phantom(
+            image=ph.image[:, :, k], label=ph.label[:, :, k], spacing=ph.spacing, origin=ph.origin, seed=ph.seed
+        )
+        split = "Ts" if i >= n - n_test else "Tr"
+        img, lab = folder / f"images{split}/slice_{i:03d}.nii.gz", folder / f"labels{split}/slice_{i:03d}.nii.gz"
+        for arr, p in ((sl.image, img), (sl.label, lab)):
+            write_nifti(arr, ph.affine, p)
+        (test if split == "Ts" else train).append({"image": str(img), "label": str(lab)})
+    return train, test
+
+
+def datalists(cfg: SegmentationConfig, data_dir: Path) -> tuple[list[Item], list[Item], list[Item]]:
+    """(training, validation, test) items with absolute paths.
+
+    Synthetic data is generated into ``data_dir``. Without a ``validation`` list, a seeded
+    ``data.val_fraction`` of the labelled training cases is held out for validation.
+
+    Raises
+    ------
+    ConfigError without ``data.datalist`` (and no synthetic data); InputError when no training
+    case has a label; the errors of :func:`medseg.config.load_datalist`.
+    """
+    val: list[Item] = []
+    test: list[Item] = []
+    if cfg.data.synthetic:
+        items, test = synthetic_datalist(cfg, data_dir)
+    else:
+        if cfg.data.datalist is None:
+            raise ConfigError("data.datalist is required (or set data.synthetic: true)")
+        items = load_datalist(cfg.data.datalist, cfg.data.root, "training")
+        content = json.loads(Path(cfg.data.datalist).read_text())
+        if content.get("validation"):
+            val = load_datalist(cfg.data.datalist, cfg.data.root, "validation")
+        if content.get("test"):
+            test = [
+                t if isinstance(t, dict) else {"image": t}
+                for t in load_datalist(cfg.data.datalist, cfg.data.root, "test")
+            ]
+    items = [it for it in items if "label" in it]
+    if not items:
+        raise InputError("the datalist has no labelled training cases (empty label set)", cfg.data.datalist)
+    if not val:
+        rng = np.random.default_rng(cfg.seed)
+        order = rng.permutation(len(items))
+        n_val = (
+            max(1, int(round(len(items) * cfg.data.val_fraction)))
+            if cfg.data.val_fraction > 0 and len(items) > 1
+            else 0
+        )
+        val = [items[i] for i in order[:n_val]]
+        items = [items[i] for i in order[n_val:]]
+    return items, val, test
+
+
+def unwrap_error(e: BaseException) -> BaseException:
+    """The MedsegError inside MONAI's 'applying transform' RuntimeError chain, else the root cause.
+
+    An exception that is not such a chain (and holds no MedsegError) is returned as it is.
+    """
+    cur: BaseException | None = e
+    last = e
+    while cur is not None:
+        if isinstance(cur, MedsegError):
+            return cur
+        last = cur
+        cur = cur.__cause__ or cur.__context__
+    return last if isinstance(e, RuntimeError) and str(e).startswith("applying transform") else e
+
+
+def dataset(items: list[Item], transform: Compose, cfg: SegmentationConfig, cache_dir: Path) -> Dataset:
+    """MONAI ``CacheDataset`` (memory) / ``PersistentDataset`` (disk) / ``Dataset`` (``data.cache``).
+
+    With caching, every case is read and preprocessed here; a bad case raises its medseg error
+    (naming the file), not MONAI's wrapper.
+    """
+    try:
+        if cfg.data.cache == "memory":
+            return CacheDataset(items, transform, cache_rate=1.0, num_workers=None, progress=False, copy_cache=False)
+        if cfg.data.cache == "disk":
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            return PersistentDataset(items, transform, cache_dir=str(cache_dir))
+        return Dataset(items, transform)
+    except Exception as e:  # MONAI wraps transform errors in RuntimeError
+        inner = unwrap_error(e)
+        if inner is not e:
+            raise inner from None
+        raise

@@ -1,0 +1,243 @@
+"""Training of the segmentation task (``medseg train`` with ``task: segmentation``).
+
+Fingerprint + plan (:mod:`medseg.engine.plan`), cached MONAI datasets, DiceCE loss (deep
+supervision heads weighted 1, 1/2, 1/4 ...), the shared :class:`medseg.engine.trainer.Trainer`
+(step :func:`~medseg.engine.trainer.default_step`), sliding-window validation on whole volumes,
+best/last checkpoints, exact resume and extension past the planned epochs.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.data import DataLoader, Dataset, ThreadDataLoader
+from monai.losses import DiceCELoss
+from monai.transforms import Compose
+from torch import nn
+
+from medseg.config import SegmentationConfig
+from medseg.engine.device import describe_device, select_device, use_amp
+from medseg.engine.inference import sliding_window_probs
+from medseg.engine.plan import fingerprint, make_plan
+from medseg.engine.trainer import Trainer, build_optimizer, build_scheduler, default_step
+from medseg.errors import ConfigError
+from medseg.models import build_model
+from medseg.runs import Run
+from medseg.tasks.segmentation.data import Item, datalists, dataset
+from medseg.tasks.segmentation.evaluate import dice_per_class
+from medseg.transforms.pipeline import train_transforms
+from medseg.utils import atomic_write_text, seed_everything
+
+__all__ = ["train", "model_params", "loss_fn", "make_transforms", "plan_run"]
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def model_params(cfg: SegmentationConfig, plan: Mapping[str, Any], in_channels: int) -> dict[str, Any]:
+    """Build parameters of the network (``name`` plus the model's keyword arguments).
+
+    ``spatial_dims``, ``in_channels`` and ``out_channels`` (= number of classes) default to the
+    task's; a U-Net takes its per-level strides from the plan.
+    """
+    params = cfg.model.model_dump()
+    name = params.pop("name")
+    params.setdefault("spatial_dims", cfg.spatial_dims)
+    params.setdefault("in_channels", in_channels)
+    params.setdefault("out_channels", len(cfg.class_names))
+    if name == "fcn" and params.get("pretrained"):
+        params["encoder"] = "lite0"  # so load_run_model rebuilds the same encoder (with pretrained: false)
+    if name == "unet":
+        levels = len(params.get("channels") or (16, 32, 64, 128))
+        if "strides" not in params:
+            params["strides"] = plan["strides"][:levels]
+    return {"name": name, **params}
+
+
+def loss_fn() -> LossFn:
+    """DiceCE on softmax outputs ``(B, K, *S)`` vs label maps ``(B, 1, *S)`` (foreground classes only).
+
+    Deep-supervision outputs ``(B, 1 + n, K, *S)`` (DynUNet in training) are weighted 1, 1/2, 1/4 ...
+    """
+    dice_ce = DiceCELoss(
+        to_onehot_y=True,
+        softmax=True,
+        include_background=False,
+        squared_pred=False,
+        smooth_nr=1e-5,
+        smooth_dr=1e-5,
+        batch=True,
+    )
+
+    def loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if out.dim() == y.dim() + 1:  # deep supervision heads, already at full size
+            w = [0.5**i for i in range(out.shape[1])]
+            total = sum((wi * dice_ce(out[:, i], y) for i, wi in enumerate(w)), torch.zeros((), device=out.device))
+            return total / sum(w)
+        return dice_ce(out, y)
+
+    return loss
+
+
+def plan_run(cfg: SegmentationConfig, run_dir: Path, items: list[Item], resume: bool) -> dict[str, Any]:
+    """The run's plan (``plan.json``): read back on resume, else fingerprint the items and plan.
+
+    Returns ``{"fingerprint": ..., "target_spacing", "patch_size", "strides", "norm", ...}``.
+    """
+    path = run_dir / "plan.json"
+    if resume and path.is_file():
+        plan: dict[str, Any] = json.loads(path.read_text())
+        return plan
+    fp = fingerprint(
+        items, spatial_dims=cfg.spatial_dims, modality=cfg.modality, max_cases=cfg.plan.fingerprint_cases, seed=cfg.seed
+    )
+    levels = len(cfg.model.model_dump().get("channels") or (16, 32, 64, 128))
+    plan = make_plan(
+        fp, spatial_dims=cfg.spatial_dims, modality=cfg.modality, levels=levels, overrides=cfg.plan.model_dump()
+    )
+    plan = {"fingerprint": fp, **plan}
+    atomic_write_text(path, json.dumps(plan, indent=2) + "\n")
+    return plan
+
+
+def make_transforms(cfg: SegmentationConfig, plan: Mapping[str, Any]) -> tuple[Compose, Compose]:
+    """(training, validation) transforms of ``cfg`` with the plan's spacing, patch and normalisation."""
+    flip = cfg.augment.flip_axes
+    if flip is None and cfg.modality == "RGB":
+        flip = list(range(cfg.spatial_dims))
+    return train_transforms(
+        spatial_dims=cfg.spatial_dims,
+        modality=cfg.modality,
+        target_spacing=plan["target_spacing"],
+        patch_size=plan["patch_size"],
+        n_classes=len(cfg.class_names),
+        label_map=cfg.label_map,
+        norm=plan["norm"],
+        augment=cfg.augment.level,
+        flip_axes=flip,
+        samples_per_image=cfg.augment.samples_per_image,
+        pos_fraction=cfg.augment.pos_fraction,
+    )
+
+
+def _validation(
+    cfg: SegmentationConfig, val_ds: Dataset, plan: Mapping[str, Any], device: torch.device, amp: bool
+) -> Callable[[nn.Module], dict[str, float]]:
+    """The Trainer's ``val_fn``: Dice per class on whole validation volumes (sliding window, training spacing)."""
+    n_classes = len(cfg.class_names)
+    cpu0 = time.process_time()
+
+    def val_fn(m: nn.Module) -> dict[str, float]:
+        cpu_s = time.process_time() - cpu0  # CPU seconds of this process (contention-independent)
+        dices = []
+        for i in range(len(val_ds)):
+            d = val_ds[i]
+            probs, _ = sliding_window_probs(
+                m,
+                d["image"].as_tensor()[None],
+                plan["patch_size"],
+                sw_batch_size=cfg.infer.batch_size,
+                overlap=min(cfg.infer.overlap, 0.25),
+                device=device,
+                amp=amp,
+            )
+            pred = probs.argmax(1)[0].cpu()
+            dices.append(dice_per_class(pred, d["label"].as_tensor()[0], n_classes))
+        arr = np.array(dices)
+        per_class = np.nanmean(arr, axis=0) if len(arr) else np.full(n_classes - 1, np.nan)
+        out = {"val_dice": float(np.nanmean(per_class)), "cpu_seconds": cpu_s}
+        out.update({f"val_dice_{n}": float(v) for n, v in zip(cfg.class_names[1:], per_class)})
+        return out
+
+    return val_fn
+
+
+def train(cfg: SegmentationConfig, run: Run, resume: bool = False) -> dict[str, Any]:
+    """Train a segmenter as configured; write checkpoints, metrics and the plan into ``run``.
+
+    Parameters
+    ----------
+    cfg : the validated config.
+    run : the run folder (``Run.create`` / ``open_run``); gets ``plan.json``, ``checkpoints/``,
+        ``metrics.csv``, ``training_curve.png``, ``train_summary.json`` and (synthetic data) ``data/``.
+    resume : continue from ``checkpoints/last.pt`` (exactly), possibly to a larger ``train.epochs``.
+
+    Returns
+    -------
+    summary dict: ``epochs``, ``best_val_dice`` (mean over foreground classes) and ``best_epoch``,
+    ``stop_reason``, ``train_seconds``, case counts, ``patch_size``, ``target_spacing``, ``run_dir``.
+    """
+    if len(cfg.class_names) < 2:
+        raise ConfigError("class_names needs background plus at least one class")
+    device = select_device(cfg.device)
+    run.set(device=describe_device(device))
+    seed_everything(cfg.seed)
+    run_dir = Path(run.path)
+    with run.stage("data"):
+        train_items, val_items, _ = datalists(cfg, run_dir / "data")
+        plan = plan_run(cfg, run_dir, train_items + val_items, resume)
+        train_tf, val_tf = make_transforms(cfg, plan)
+        train_ds = dataset(train_items, train_tf, cfg, run_dir / "cache" / "train")
+        val_ds = dataset(val_items, val_tf, cfg, run_dir / "cache" / "val") if val_items else None
+    params = model_params(cfg, plan, int(plan["fingerprint"]["channels"]))
+    seed_everything(cfg.seed)
+    model = build_model(**params)
+    loader: DataLoader
+    if cfg.data.num_workers == 0:
+        # patches are cropped/augmented in a background thread while the network trains on the previous
+        # batch (MONAI ThreadDataLoader); one thread keeps the random stream in order (exact resume)
+        loader = ThreadDataLoader(train_ds, batch_size=cfg.train.batch_size, shuffle=True, num_workers=0, buffer_size=1)
+    else:
+        loader = DataLoader(train_ds, batch_size=cfg.train.batch_size, shuffle=True, num_workers=cfg.data.num_workers)
+    amp = use_amp(device, cfg.train.amp)
+    opt = build_optimizer(model.parameters(), cfg.train.optimizer, cfg.train.lr, cfg.train.weight_decay)
+    sched = build_scheduler(opt, cfg.train.scheduler, cfg.train.epochs)
+    trainer = Trainer(
+        model,
+        opt,
+        loader,
+        default_step(loss_fn()),
+        val_fn=_validation(cfg, val_ds, plan, device, amp) if val_ds is not None else None,
+        key_metric="val_dice" if val_ds is not None else "train_loss",
+        mode="max" if val_ds is not None else "min",
+        scheduler=sched,
+        device=device,
+        amp=amp,
+        grad_clip=cfg.train.grad_clip,
+        max_epochs=cfg.train.epochs,
+        max_minutes=cfg.train.max_minutes,
+        val_every=cfg.train.val_every,
+        early_stop_patience=cfg.train.early_stop_patience,
+        steps_per_epoch=cfg.train.steps_per_epoch,
+        seed=cfg.seed,
+        run_dir=run_dir,
+        model_meta={
+            "model_params": params,
+            "plan": {k: v for k, v in plan.items() if k != "fingerprint"},
+            "class_names": list(cfg.class_names),
+            "modality": cfg.modality,
+            "spatial_dims": cfg.spatial_dims,
+        },
+    )
+    with run.stage("train"):
+        # resume: model, optimiser, scheduler (stretched by the Trainer when train.epochs grew), state, RNG
+        state = trainer.fit(resume=resume)
+    summary = {
+        "epochs": state.epoch,
+        "best_val_dice": state.best_metric,
+        "best_epoch": state.best_epoch,
+        "stop_reason": state.stop_reason,
+        "train_seconds": round(state.train_seconds, 1),
+        "train_cases": len(train_items),
+        "val_cases": len(val_items),
+        "patch_size": plan["patch_size"],
+        "target_spacing": plan["target_spacing"],
+        "run_dir": str(run_dir),
+    }
+    run.write_json("train_summary.json", summary)
+    return summary
