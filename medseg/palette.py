@@ -1,15 +1,20 @@
-"""The one colour table: a colour per class value, used by overlays, detection markers, GeoJSON and DICOM SEG.
+"""The one colour table and the one CT window table.
+
+Colours: a colour per class value, used by overlays, detection markers, GeoJSON and DICOM SEG.
 
 Class value ``k`` (``k >= 1``; 0 is background) is drawn in ``CLASS_COLORS[(k - 1) % len(CLASS_COLORS)]``
 (RGB, 0-255), so a class has the same colour in the PNG overlays, the review report, QuPath GeoJSON
-and a DICOM SEG's recommended display colour. Ground floor: imports nothing from medseg.
+and a DICOM SEG's recommended display colour.
+
+CT windows: named (center, width) presets in HU, used both to draw review pictures and as intensity
+clip ranges of the CT preset (:func:`window_range`). Ground floor: imports nothing from medseg.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["CLASS_COLORS", "class_color", "named_class_color"]
+__all__ = ["CLASS_COLORS", "CT_WINDOWS", "class_color", "named_class_color", "window_range"]
 
 #: one colour per class value 1, 2, 3 ... (class k uses CLASS_COLORS[(k - 1) % len])
 CLASS_COLORS: tuple[tuple[int, int, int], ...] = (
@@ -42,3 +47,19 @@ def named_class_color(name: str, class_names: Sequence[str]) -> tuple[int, int, 
     names = list(class_names)
     k = names.index(name) + 1 if name in names else len(names) + 1
     return class_color(k)
+
+
+#: CT window presets, (center, width) in HU
+CT_WINDOWS: dict[str, tuple[float, float]] = {
+    "soft_tissue": (40.0, 400.0),
+    "abdomen": (50.0, 400.0),
+    "lung": (-600.0, 1500.0),
+    "bone": (400.0, 1800.0),
+    "brain": (40.0, 80.0),
+}
+
+
+def window_range(name: str) -> tuple[float, float]:
+    """``(low, high)`` HU of the CT window preset ``name`` (center -+ width / 2)."""
+    c, w = CT_WINDOWS[name]
+    return (c - w / 2, c + w / 2)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 
@@ -20,6 +21,51 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--out", default=None, help="run folder (default: <output_dir>/<name> from the config)")
     p.add_argument("--force", action="store_true", help="move an existing run folder aside instead of failing")
+
+
+def add_predict_args(p: argparse.ArgumentParser, inputs_help: str, model_help: str | None = None) -> None:
+    """The arguments every predict command takes: ``--model``, inputs, ``--out``, ``--split``, ``--device``,
+    ``--force`` (one wording, one set of choices)."""
+    p.add_argument(
+        "--model",
+        type=Path,
+        required=True,
+        help=model_help or "run folder of a trained model (from 'medseg train')",
+    )
+    p.add_argument("inputs", nargs="+", type=Path, help=inputs_help)
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument(
+        "--split",
+        default="test",
+        choices=["test", "validation", "training", "all"],  # medseg.tasks.inputs.SPLITS (kept light: no import)
+        help="which list of a datalist JSON input to take (default: test; all = training, validation, test)",
+    )
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run (default: auto)")
+    p.add_argument("--force", action="store_true", help="move an existing output folder aside instead of failing")
+
+
+def predict_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments of the task function that :func:`add_predict_args` collected."""
+    return {
+        "model_dir": args.model,
+        "inputs": args.inputs,
+        "out": args.out,
+        "split": args.split,
+        "device": args.device,
+        "force": args.force,
+    }
+
+
+def print_summary(out: Path, summary: Mapping[str, Any] | None) -> None:
+    """Print a predict command's summary: the output folder, then one line per entry (dicts one per item)."""
+    print(f"outputs: {out}")
+    for k, v in (summary or {}).items():
+        if isinstance(v, Mapping) and v and all(isinstance(x, Mapping | str) for x in v.values()):
+            print(f"  {k}:")
+            for name, item in v.items():
+                print(f"    {name}: {item}")
+        else:
+            print(f"  {k}: {v}")
 
 
 def task_function(task: str, func: str) -> Callable[..., Any]:

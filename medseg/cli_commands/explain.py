@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from medseg.cli_commands import task_function
+from medseg.cli_commands import add_predict_args, predict_kwargs, print_summary, task_function
 
 
 def add_parser(sub) -> None:
@@ -17,16 +16,11 @@ def add_parser(sub) -> None:
         "(cams/<case>_cam.npy, aligned with the image) and explain.csv. Segmenters and 3D "
         "volumes: use medseg.explain.grad_cam in Python (NIfTI output keeps the affine).",
     )
-    p.add_argument("--model", type=Path, required=True, help="run folder of a trained model")
-    p.add_argument(
-        "inputs", nargs="+", type=Path, help="input images (PNG/JPEG/TIFF), folders of them, or a datalist JSON"
-    )
-    p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument(
-        "--split",
-        default="test",
-        choices=["test", "validation", "training", "all"],  # medseg.tasks.inputs.SPLITS (kept light: no import)
-        help="which list of a datalist JSON input to take (default: test; all = training, validation, test)",
+    add_predict_args(
+        p,
+        "input images (PNG/JPEG/TIFF/BMP), folders of them (searched recursively), "
+        "or a datalist JSON (its --split list)",
+        model_help="run folder of a trained classification model",
     )
     p.add_argument(
         "--method",
@@ -41,25 +35,11 @@ def add_parser(sub) -> None:
         help="target layer name, one of model.named_modules() "
         "(default: the model's, e.g. _blocks.5 for EfficientNet-Lite0)",
     )
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--force", action="store_true", help="move an existing output folder aside instead of failing")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     fn = task_function("explain", "explain")
-    summary = fn(
-        model_dir=args.model,
-        inputs=args.inputs,
-        out=args.out,
-        method=args.method,
-        target=args.target,
-        layer=args.layer,
-        device=args.device,
-        force=args.force,
-        split=args.split,
-    )
-    print(f"outputs: {args.out}")
-    for k, v in (summary or {}).items():
-        print(f"  {k}: {v}")
+    summary = fn(**predict_kwargs(args), method=args.method, target=args.target, layer=args.layer)
+    print_summary(args.out, summary)
     return 0

@@ -6,9 +6,8 @@ Sliding-window inference; outputs in the source geometry.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from medseg.cli_commands import task_function
+from medseg.cli_commands import add_predict_args, predict_kwargs, print_summary, task_function
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -22,21 +21,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "flag per case, and OUT/report.html. A datalist input gives its 'test' list (--split to choose). "
         "A case that cannot be read is reported and skipped; the others finish.",
     )
-    p.add_argument("--model", type=Path, required=True, help="run folder of a trained model (from 'medseg train')")
-    p.add_argument(
-        "inputs",
-        nargs="+",
-        type=Path,
-        help="NIfTI files, DICOM series folders, folders of NIfTI files, or an MSD datalist JSON",
+    add_predict_args(
+        p,
+        "NIfTI files, DICOM series folders, folders of NIfTI files, or an MSD datalist JSON (its --split list)",
     )
-    p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument(
-        "--split",
-        default="test",
-        choices=["test", "validation", "training", "all"],
-        help="which list of a datalist JSON to segment (default: test; all = training, validation, test)",
-    )
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run (default: auto)")
     p.add_argument(
         "--tta",
         action=argparse.BooleanOptionalAction,
@@ -49,23 +37,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="also write class probabilities (default: the run's infer.save_probabilities)",
     )
-    p.add_argument("--force", action="store_true", help="move an existing output folder aside instead of failing")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     fn = task_function("segmentation", "segment")
-    summary = fn(
-        model_dir=args.model,
-        inputs=args.inputs,
-        out=args.out,
-        device=args.device,
-        force=args.force,
-        tta=args.tta,
-        save_probabilities=args.probabilities,
-        split=args.split,
-    )
-    print(f"outputs: {args.out}")
-    for k, v in (summary or {}).items():
-        print(f"  {k}: {v}")
+    summary = fn(**predict_kwargs(args), tta=args.tta, save_probabilities=args.probabilities)
+    print_summary(args.out, summary)
     return 0 if (summary or {}).get("ok", 1) else 1

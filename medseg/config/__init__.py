@@ -3,7 +3,8 @@
 ``medseg.config.base`` holds the machinery (sections, loading, overrides, error messages); one
 module per task holds that task's schema (``segmentation``, ``detection``, ``classification``,
 ``weak_supervision``) and registers it for its ``task:`` key on import. Importing this package
-imports all of them (no torch), so :func:`load_config` knows every task.
+imports all of them (no torch), so :func:`load_config` knows every task. Everything the modules
+export is re-exported here.
 """
 
 from __future__ import annotations
@@ -22,20 +23,43 @@ from medseg.config.base import (
     load_config,
     load_datalist,
     parse_config,
+    read_datalist_json,
     register_task,
     resolve_paths,
     task_config_class,
 )
-from medseg.config.classification import ClassificationConfig, FinetuneSection, OperatingPointSection
-from medseg.config.detection import DetectionConfig
+from medseg.config.classification import (
+    ClassificationConfig,
+    ClassifierModelSection,
+    FinetuneSection,
+    OperatingPointSection,
+    keys_set_in,
+)
+from medseg.config.detection import (
+    MOVED_KEYS,
+    DetAugmentSection,
+    DetDataSection,
+    DetectionConfig,
+    DetEvaluateSection,
+    DetInferSection,
+    DetPostSection,
+    DetSamplingSection,
+    DetTargetSection,
+)
 from medseg.config.segmentation import (
     SegAugmentSection,
+    SegDataSection,
     SegInferSection,
     SegmentationConfig,
     SegPlanSection,
     SegPostSection,
+    SegSyntheticSection,
 )
-from medseg.config.weak_supervision import WeakSection, WeakSupervisionConfig
+from medseg.config.weak_supervision import (
+    WeakSection,
+    WeakSupervisionConfig,
+    WeakTrainSection,
+)
 
 __all__ = [
     "Section",
@@ -44,25 +68,39 @@ __all__ = [
     "TrainSection",
     "InferSection",
     "PipelineConfig",
-    "SegmentationConfig",
-    "DetectionConfig",
-    "ClassificationConfig",
-    "WeakSupervisionConfig",
-    "SegPlanSection",
-    "SegAugmentSection",
-    "SegPostSection",
-    "SegInferSection",
-    "FinetuneSection",
-    "OperatingPointSection",
-    "WeakSection",
     "register_task",
     "task_config_class",
     "load_config",
     "parse_config",
     "apply_overrides",
-    "resolve_paths",
-    "format_validation_error",
     "config_to_yaml",
     "config_hash",
     "load_datalist",
+    "read_datalist_json",
+    "resolve_paths",
+    "format_validation_error",
+    "SegDataSection",
+    "SegSyntheticSection",
+    "SegPlanSection",
+    "SegAugmentSection",
+    "SegPostSection",
+    "SegInferSection",
+    "SegmentationConfig",
+    "DetDataSection",
+    "DetTargetSection",
+    "DetSamplingSection",
+    "DetAugmentSection",
+    "DetInferSection",
+    "DetPostSection",
+    "DetEvaluateSection",
+    "DetectionConfig",
+    "MOVED_KEYS",
+    "ClassifierModelSection",
+    "FinetuneSection",
+    "OperatingPointSection",
+    "ClassificationConfig",
+    "keys_set_in",
+    "WeakSection",
+    "WeakTrainSection",
+    "WeakSupervisionConfig",
 ]

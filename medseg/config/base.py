@@ -28,7 +28,7 @@ from typing import Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from medseg.errors import ConfigError, MissingFileError
+from medseg.errors import ConfigError, MedsegError, MissingFileError
 
 __all__ = [
     "Section",
@@ -45,6 +45,9 @@ __all__ = [
     "config_to_yaml",
     "config_hash",
     "load_datalist",
+    "read_datalist_json",
+    "resolve_paths",
+    "format_validation_error",
 ]
 
 Device = Literal["auto", "cpu", "cuda"]
@@ -317,6 +320,25 @@ def config_hash(cfg: BaseModel) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def read_datalist_json(path: str | Path, error: type[MedsegError] = ConfigError) -> dict[str, Any]:
+    """The content of a datalist JSON file (a mapping), or a clear error naming the file.
+
+    ``error`` is the class raised for invalid content: ``ConfigError`` for a config's
+    ``data.datalist``, ``InputError`` for a datalist given as a command-line input.
+    Raises MissingFileError when the file does not exist.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError("datalist not found", path)
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise error(f"datalist is not valid JSON ({type(e).__name__}: {e})", path) from None
+    if not isinstance(content, dict):
+        raise error("a datalist must be a JSON object with 'training' / 'validation' / 'test' lists", path)
+    return content
+
+
 def load_datalist(path: str | Path, root: str | Path | None = None, key: str = "training") -> list[dict]:
     """Read one list from an MSD-style datalist JSON, with paths made absolute.
 
@@ -333,12 +355,7 @@ def load_datalist(path: str | Path, root: str | Path | None = None, key: str = "
     from monai.data import load_decathlon_datalist  # heavy (torch): imported only when a datalist is read
 
     path = Path(path)
-    if not path.is_file():
-        raise MissingFileError("datalist not found", path)
-    try:
-        content = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"datalist is not valid JSON: {e}", path) from None
+    content = read_datalist_json(path)
     if key not in content:
         raise ConfigError(
             f"datalist has no {key!r} list{_did_you_mean(key, content)}; keys present: {', '.join(content)}", path

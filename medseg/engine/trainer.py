@@ -156,6 +156,37 @@ class Trainer:
             if _is_2d(self.model):  # Module.to takes memory_format at run time; torch's stubs lack it
                 self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
+    @classmethod
+    def from_config(
+        cls,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        train_loader: Iterable,
+        step_fn: StepFn,
+        *,
+        train: Any,
+        seed: int,
+        **kwargs: Any,
+    ) -> Trainer:
+        """A trainer with the loop settings of a config's ``train`` section.
+
+        ``train`` is a task's train section (``epochs``, ``max_minutes``, ``grad_clip``, ``amp``, and
+        where the task has them ``val_every``, ``early_stop_patience``, ``steps_per_epoch``);
+        ``kwargs`` (``val_fn``, ``key_metric``, ``mode``, ``scheduler``, ``device``, ``run_dir``,
+        ``model_meta`` ...) are passed on and win over the section's values.
+        """
+        settings: dict[str, Any] = {
+            "amp": train.amp,
+            "grad_clip": train.grad_clip,
+            "max_epochs": train.epochs,
+            "max_minutes": train.max_minutes,
+            "val_every": getattr(train, "val_every", 1),
+            "early_stop_patience": getattr(train, "early_stop_patience", None),
+            "steps_per_epoch": getattr(train, "steps_per_epoch", None),
+            "seed": seed,
+        }
+        return cls(model, optimizer, train_loader, step_fn, **{**settings, **kwargs})
+
     # -- checkpoints -------------------------------------------------------------------
     def checkpoint_path(self, which: str) -> Path:
         assert self.run_dir is not None

@@ -18,7 +18,7 @@ from skimage.segmentation import find_boundaries
 from skimage.transform import resize
 
 from medseg.errors import InputError
-from medseg.palette import class_color
+from medseg.palette import CT_WINDOWS, class_color
 
 __all__ = [
     "WINDOWS",
@@ -33,11 +33,8 @@ __all__ = [
     "blend_labels",
 ]
 
-WINDOWS: dict[str, tuple[float, float]] = {
-    "soft_tissue": (40.0, 400.0),
-    "lung": (-600.0, 1500.0),
-    "bone": (400.0, 1800.0),
-}
+#: CT window presets (center, width) in HU: the one table of :mod:`medseg.palette`
+WINDOWS = CT_WINDOWS
 
 #: a window argument: a preset name of :data:`WINDOWS`, ``"percentile"``, ``(center, width)`` or None
 Window = str | tuple[float, float] | None

@@ -18,13 +18,13 @@ Case ids are file names without their image suffix (``a.nii.gz`` -> ``a``), made
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from medseg.errors import ConfigError, InputError, MissingFileError
+from medseg.config import read_datalist_json
+from medseg.errors import ConfigError, InputError
 from medseg.io.registry import case_id, format_of
 
 __all__ = ["CaseInput", "SPLITS", "expand_inputs"]
@@ -57,14 +57,7 @@ def _resolve(base: Path, value: str) -> Path:
 
 
 def _datalist_cases(path: Path, split: str) -> list[tuple[Path, Path | None, str, dict[str, Any]]]:
-    if not path.is_file():
-        raise MissingFileError("datalist not found", path)
-    try:
-        content = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"datalist is not valid JSON ({type(e).__name__}: {e})", path) from None
-    if not isinstance(content, dict):
-        raise InputError("a datalist must be a JSON object with 'training' / 'validation' / 'test' lists", path)
+    content = read_datalist_json(path, error=InputError)
     keys = list(SPLITS) if split == "all" else [split]
     present = [k for k in SPLITS if content.get(k)]
     if not any(content.get(k) for k in keys):

@@ -13,17 +13,13 @@ from collections.abc import Sequence
 
 from monai.transforms import Compose, MapTransform, NormalizeIntensityd, ScaleIntensityRanged, ThresholdIntensityd
 
+from medseg.palette import CT_WINDOWS as PALETTE_CT_WINDOWS
+from medseg.palette import window_range
+
 __all__ = ["CT_WINDOWS", "intensity_transform"]
 
-#: common CT windows as (low, high) HU; the review pictures' presets (``medseg.review.windowing.WINDOWS``,
-#: as (center, width)) are the same windows (tests/transforms/test_seg_transforms.py checks it)
-CT_WINDOWS = {
-    "soft_tissue": (-160.0, 240.0),
-    "abdomen": (-150.0, 250.0),
-    "lung": (-1350.0, 150.0),
-    "bone": (-500.0, 1300.0),
-    "brain": (0.0, 80.0),
-}
+#: CT windows as (low, high) HU, from the one window table (``medseg.palette.CT_WINDOWS``, center/width)
+CT_WINDOWS: dict[str, tuple[float, float]] = {name: window_range(name) for name in PALETTE_CT_WINDOWS}
 
 
 def intensity_transform(

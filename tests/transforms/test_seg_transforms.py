@@ -135,7 +135,8 @@ def test_augmentation_levels_keep_label_values():
 def test_ct_windows_agree_with_the_review_presets():
     """One set of CT windows: the intensity presets and the review pictures' windows are the same."""
     shared = set(WINDOWS) & set(CT_WINDOWS)
-    assert shared == set(WINDOWS)
+    assert shared == set(WINDOWS) == set(CT_WINDOWS)
+    assert CT_WINDOWS["soft_tissue"] == (-160.0, 240.0) and CT_WINDOWS["brain"] == (0.0, 80.0)
     for name in shared:
         c, w = WINDOWS[name]
         assert CT_WINDOWS[name] == (c - w / 2, c + w / 2), name

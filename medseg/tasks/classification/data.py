@@ -8,7 +8,6 @@ read by :func:`medseg.io.read_image_uint8` (the one 2D reader of every task).
 from __future__ import annotations
 
 import difflib
-import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from medseg.config import read_datalist_json
 from medseg.errors import ConfigError, FileFormatError, InputError, MissingFileError
 from medseg.io import read_image_uint8
 from medseg.transforms.classification import normalize_lite
@@ -92,12 +92,7 @@ def read_datalist(path: Path, root: Path | None, class_names: Sequence[str]) -> 
     Relative image paths are relative to ``root`` (default: the datalist's folder). A ``labels``
     mapping in the file must agree with ``class_names``. Raises MissingFileError / ConfigError.
     """
-    if not path.is_file():
-        raise MissingFileError("datalist not found", path)
-    try:
-        content = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"datalist is not valid JSON: {e}", path) from None
+    content = read_datalist_json(path)
     base = Path(root) if root else path.parent
     if "labels" in content and isinstance(content["labels"], dict):
         listed = [content["labels"][k] for k in sorted(content["labels"], key=lambda k: int(k))]

@@ -196,24 +196,18 @@ def train(cfg: ClassificationConfig, run: Run, resume: bool = False) -> dict[str
         "channels": d.mode,
         "positive_index": pos,
     }
-    trainer = Trainer(
+    trainer = Trainer.from_config(
         model,
         optimizer,
         loader,
         step,
+        train=cfg.train,
+        seed=cfg.seed,
         val_fn=val_fn,
         key_metric="val_auc",
         mode="max",
         scheduler=scheduler,
         device=device,
-        amp=cfg.train.amp,
-        grad_clip=cfg.train.grad_clip,
-        max_epochs=cfg.train.epochs,
-        max_minutes=cfg.train.max_minutes,
-        val_every=cfg.train.val_every,
-        early_stop_patience=cfg.train.early_stop_patience,
-        steps_per_epoch=cfg.train.steps_per_epoch,
-        seed=cfg.seed,
         run_dir=run.path,
         model_meta=meta,
     )

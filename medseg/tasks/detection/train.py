@@ -94,24 +94,19 @@ def _train(cfg: DetectionConfig, run: Run, resume: bool = False) -> dict[str, An
 
     opt = build_optimizer(model.parameters(), cfg.train.optimizer, cfg.train.lr, cfg.train.weight_decay)
     sched = build_scheduler(opt, cfg.train.scheduler, cfg.train.epochs)
-    trainer = Trainer(
+    trainer = Trainer.from_config(
         model,
         opt,
         loader,
         _step_fn(cfg),
+        train=cfg.train,
+        seed=cfg.seed,
         val_fn=val_fn,
         key_metric="val_score",
         mode="max",
         scheduler=sched,
         device=device,
-        amp=cfg.train.amp,
-        grad_clip=cfg.train.grad_clip,
-        max_epochs=cfg.train.epochs,
-        max_minutes=cfg.train.max_minutes,
-        val_every=cfg.train.val_every,
-        early_stop_patience=cfg.train.early_stop_patience,
         steps_per_epoch=steps,
-        seed=cfg.seed,
         run_dir=run.path,
         model_meta={"model_params": params, "method": p.method},
     )

@@ -197,24 +197,19 @@ def train(cfg: SegmentationConfig, run: Run, resume: bool = False) -> dict[str, 
     amp = use_amp(device, cfg.train.amp)
     opt = build_optimizer(model.parameters(), cfg.train.optimizer, cfg.train.lr, cfg.train.weight_decay)
     sched = build_scheduler(opt, cfg.train.scheduler, cfg.train.epochs)
-    trainer = Trainer(
+    trainer = Trainer.from_config(
         model,
         opt,
         loader,
         default_step(loss_fn()),
+        train=cfg.train,
+        seed=cfg.seed,
         val_fn=_validation(cfg, val_ds, plan, device, amp) if val_ds is not None else None,
         key_metric="val_dice" if val_ds is not None else "train_loss",
         mode="max" if val_ds is not None else "min",
         scheduler=sched,
         device=device,
         amp=amp,
-        grad_clip=cfg.train.grad_clip,
-        max_epochs=cfg.train.epochs,
-        max_minutes=cfg.train.max_minutes,
-        val_every=cfg.train.val_every,
-        early_stop_patience=cfg.train.early_stop_patience,
-        steps_per_epoch=cfg.train.steps_per_epoch,
-        seed=cfg.seed,
         run_dir=run_dir,
         model_meta={
             "model_params": params,

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from medseg.errors import ConfigError, InputError, MissingFileError
+from medseg.config import read_datalist_json
+from medseg.errors import InputError
 from medseg.io import read_image_uint8
 
 __all__ = ["load_lesion_split"]
@@ -27,12 +27,7 @@ def load_lesion_split(datalist: Path, split: str, root: Path | None = None) -> d
     (bool ``(H, W)`` or None), ``labels`` (int, -1 when absent), ``ids`` (file stems).
     """
     datalist = Path(datalist)
-    if not datalist.is_file():
-        raise MissingFileError("datalist not found", datalist)
-    try:
-        content = json.loads(datalist.read_text())
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"datalist is not valid JSON: {err}", datalist) from None
+    content = read_datalist_json(datalist)
     base = Path(root) if root is not None else datalist.parent
     out: dict[str, Any] = {"images": [], "masks": [], "labels": [], "ids": []}
     for e in content.get(split) or []:

@@ -79,20 +79,16 @@ def train_segmenter(
         return torch.as_tensor(loss_fn(out, yb))
 
     opt = build_optimizer(model.parameters(), settings.optimizer, lr=settings.lr, weight_decay=settings.weight_decay)
-    trainer = Trainer(
+    trainer = Trainer.from_config(
         model,
         opt,
         loader,
         step,
+        train=settings,
+        seed=seed,
         scheduler=build_scheduler(opt, settings.scheduler, settings.epochs),
         device=device,
-        amp=settings.amp,
-        max_epochs=settings.epochs,
-        max_minutes=settings.max_minutes,
-        steps_per_epoch=settings.steps_per_epoch,
-        seed=seed,
         run_dir=run_dir,
-        grad_clip=settings.grad_clip,
         model_meta={"model_params": params},
     )
     trainer.fit()
