@@ -51,8 +51,6 @@ def evaluate(
     pred: str | Path,
     ref: str | Path,
     out: str | Path | None = None,
-    radius: Any = None,
-    pixel_size: Any = None,
     n_boot: int = 1000,
 ) -> dict[str, Any]:
     """Score ``classify`` predictions against reference labels.
@@ -66,7 +64,6 @@ def evaluate(
         matched on the image file stem.
     out : output folder (default: ``evaluation/`` beside ``pred``): metrics.json, per_case.csv,
         confusion_matrix.csv, reliability.png (binary)
-    radius, pixel_size : unused (detection options of ``medseg evaluate``)
     n_boot : bootstrap resamples of the AUC 95% CI
 
     Returns
