@@ -135,3 +135,27 @@ def test_datalist_msd_convention(tmp_path):
         load_datalist(dl)
     with pytest.raises(ConfigError, match=r"no 'validation' list"):
         load_datalist(dl, key="validation")
+
+
+def test_configuration_doc_lists_every_section_and_data_infer_key_of_every_task():
+    """docs/configuration.md's 'Sections by task' table names every section (and the data/infer keys)."""
+    import re
+    from pathlib import Path
+
+    from pydantic import BaseModel
+
+    from medseg.config.base import _TASKS
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()
+    rows = {m.group(1): m.group(2) for m in re.finditer(r"^\| ([a-z_]+) \| (.+) \|$", doc, re.M)}
+    for task, cls in _TASKS.items():
+        row = rows[task]
+        for name, field in cls.model_fields.items():
+            ann = field.annotation
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
+                assert f"`{name}`" in row, (task, name)
+                if name in ("data", "infer"):
+                    for key in ann.model_fields:
+                        assert key in row, (task, name, key)
+            elif name not in {"task", "name", "output_dir", "seed", "device"}:
+                assert name in row, (task, name)
