@@ -44,6 +44,7 @@ __all__ = [
     "reason_of",
     "safe_reason",
     "clean_text",
+    "visible",
     "PASS_THROUGH",
 ]
 
@@ -117,6 +118,14 @@ def clean_text(value: Any, max_len: int = 64) -> str:
         return INVALID_TEXT
     text = text.strip()
     return text if len(text) <= max_len else text[: max_len - 1] + "…"
+
+
+def visible(text: str) -> str:
+    """``text`` with every control / bidi-override character replaced by ``?``: one line, no terminal escapes.
+
+    For text that is not a header value (file paths, medseg's own messages) printed in a table.
+    """
+    return _CONTROL.sub("?", str(text))
 
 
 @dataclass

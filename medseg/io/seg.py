@@ -33,6 +33,7 @@ import medseg
 from medseg.errors import GeometryError, InputError, LabelMismatchError, MissingFileError
 from medseg.io.dicom import FORMAT as DICOM
 from medseg.io.geometry import dicom_affine
+from medseg.io.safety import PASS_THROUGH, third_party_quiet
 from medseg.palette import class_color
 from medseg.utils import atomic_write
 
@@ -40,7 +41,7 @@ if TYPE_CHECKING:  # annotations only: highdicom and pydicom are imported when a
     from highdicom.sr import CodedConcept
     from pydicom.sr.coding import Code
 
-__all__ = ["write_dicom_seg", "DEFAULT_SEGMENT_CODES", "series_geometry"]
+__all__ = ["write_dicom_seg", "DEFAULT_SEGMENT_CODES", "series_geometry", "enhanced_geometry"]
 
 log = logging.getLogger("medseg.io.seg")
 
@@ -150,16 +151,23 @@ def _read_source(source_series: Any) -> tuple[list, str]:
             f"pydicom Datasets, got {type(source_series).__name__}"
         )
     dss = []
-    for p in files:
-        try:
-            ds = pydicom.dcmread(p, stop_before_pixels=True)
-        except (InvalidDicomError, OSError, ValueError, EOFError):
-            log.debug("DICOM SEG source: skipping non-DICOM file %s", p.name)
-            continue
-        if "ImagePositionPatient" not in ds and "PerFrameFunctionalGroupsSequence" not in ds:
-            log.debug("DICOM SEG source: skipping %s (no image position: not an image slice)", p.name)
-            continue
-        dss.append(ds)
+    with third_party_quiet(where):
+        for p in files:
+            try:
+                ds = pydicom.dcmread(p, stop_before_pixels=True)
+                has_geometry = "ImagePositionPatient" in ds or int(ds.get("NumberOfFrames", 1) or 1) > 1
+            except PASS_THROUGH:
+                raise
+            except (InvalidDicomError, OSError, ValueError, EOFError):
+                log.debug("DICOM SEG source: skipping non-DICOM file %s", p.name)
+                continue
+            except BaseException as e:  # a damaged header (pydicom raises many types)
+                log.debug("DICOM SEG source: skipping damaged file %s (%s)", p.name, type(e).__name__)
+                continue
+            if not has_geometry:
+                log.debug("DICOM SEG source: skipping %s (no image position: not an image slice)", p.name)
+                continue
+            dss.append(ds)
     return dss, where
 
 
@@ -188,10 +196,8 @@ def series_geometry(datasets: Sequence[Any], where: str = "source series") -> tu
             "series the labels were predicted on"
         )
     if len(datasets) == 1 and int(getattr(datasets[0], "NumberOfFrames", 1) or 1) > 1:
-        raise InputError(
-            f"{where}: multi-frame (enhanced) source images are not supported for DICOM SEG output; "
-            "write the SEG against a classic single-frame series or save NIfTI"
-        )
+        affine, _ = enhanced_geometry(datasets[0], where)
+        return datasets, affine
     uids = {str(getattr(d, "SeriesInstanceUID", "")) for d in datasets}
     if len(uids) > 1:
         raise GeometryError(
@@ -222,6 +228,52 @@ def series_geometry(datasets: Sequence[Any], where: str = "source series") -> tu
         dz = float(getattr(datasets[0], "SliceThickness", 1.0) or 1.0)
     # PixelSpacing = (row spacing: between rows, column spacing: between columns)
     return datasets, dicom_affine(iop[0], pos[0], (float(psp[0, 0]), float(psp[0, 1])), normal * dz)
+
+
+def enhanced_geometry(ds: Any, where: str = "source image") -> tuple[np.ndarray, np.ndarray]:
+    """Geometry of one enhanced multi-frame image from its functional groups.
+
+    Returns
+    -------
+    (4x4 voxel -> RAS affine of the ``(X, Y, Z)`` grid with frames sorted along the normal, ``order``:
+    ``order[k]`` is the frame index (0-based, stored order) of the ``k``-th slice of that grid).
+
+    Raises
+    ------
+    GeometryError
+        A frame lacks its position / orientation / pixel spacing, or the frames are not one regular
+        grid (see :func:`series_geometry`).
+    """
+    n = int(ds.NumberOfFrames)
+    shared = (ds.get("SharedFunctionalGroupsSequence") or [None])[0]
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
+
+    def group(f: int, name: str) -> Any:
+        for owner in ((per_frame[f] if f < len(per_frame) else None), shared):
+            if owner is not None and owner.get(name):
+                return owner.get(name)[0]
+        raise GeometryError(
+            f"{where}: frame {f + 1} has no {name} (no patient geometry in the functional groups); a DICOM SEG "
+            "cannot be placed on it: save the labels as NIfTI"
+        )
+
+    try:
+        iop = np.array(
+            [[float(v) for v in group(f, "PlaneOrientationSequence").ImageOrientationPatient] for f in range(n)]
+        )
+        pos = np.array([[float(v) for v in group(f, "PlanePositionSequence").ImagePositionPatient] for f in range(n)])
+        psp = np.array([[float(v) for v in group(f, "PixelMeasuresSequence").PixelSpacing] for f in range(n)])
+    except GeometryError:
+        raise
+    except (AttributeError, TypeError, ValueError):
+        raise GeometryError(f"{where}: frame geometry in the functional groups is incomplete or damaged") from None
+    if np.abs(iop - iop[0]).max() > 1e-4 or np.abs(psp - psp[0]).max() > 1e-4:
+        raise GeometryError(f"{where}: frames differ in orientation or pixel spacing; a SEG needs one regular grid")
+    normal = np.cross(iop[0, :3], iop[0, 3:])
+    proj = pos @ normal
+    order = np.argsort(proj, kind="stable")
+    dz = _regular_slice_step(pos[order], proj[order], normal, where) if n > 1 else 1.0
+    return dicom_affine(iop[0], pos[order[0]], (float(psp[0, 0]), float(psp[0, 1])), normal * dz), order
 
 
 def _regular_slice_step(pos: np.ndarray, proj: np.ndarray, normal: np.ndarray, where: str) -> float:
@@ -346,26 +398,32 @@ def write_dicom_seg(
         source=(str(model_name)[:64] if model_name else None),
     )
     pixel = _segment_pixels(arr, seg_num)
+    if len(datasets) == 1 and int(getattr(datasets[0], "NumberOfFrames", 1) or 1) > 1:
+        _, order = enhanced_geometry(datasets[0], where)
+        framed = np.empty_like(pixel)
+        framed[order] = pixel  # highdicom pairs SEG frame i with source frame i (stored order)
+        pixel = framed
     descriptions = _segment_descriptions(names, seg_num, codes, algo, colors)
     if not present:
         log.info("DICOM SEG: the label map is empty; writing a SEG with no segment pixels")
-    seg = hd.seg.Segmentation(
-        source_images=datasets,
-        pixel_array=pixel,
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=descriptions,
-        series_instance_uid=generate_uid(),
-        series_number=int(series_number),
-        sop_instance_uid=generate_uid(),
-        instance_number=1,
-        manufacturer=str(manufacturer),
-        manufacturer_model_name=str(model_name or algorithm_name)[:64],
-        software_versions=f"medseg {medseg.__version__}",
-        device_serial_number="none",
-        content_label=str(content_label).upper().replace(" ", "_")[:16],
-        content_description=str(series_description)[:64],
-        omit_empty_frames=True,
-    )
+    with third_party_quiet(where):  # highdicom's warnings can quote source header values
+        seg = hd.seg.Segmentation(
+            source_images=datasets,
+            pixel_array=pixel,
+            segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+            segment_descriptions=descriptions,
+            series_instance_uid=generate_uid(),
+            series_number=int(series_number),
+            sop_instance_uid=generate_uid(),
+            instance_number=1,
+            manufacturer=str(manufacturer),
+            manufacturer_model_name=str(model_name or algorithm_name)[:64],
+            software_versions=f"medseg {medseg.__version__}",
+            device_serial_number="none",
+            content_label=str(content_label).upper().replace(" ", "_")[:16],
+            content_description=str(series_description)[:64],
+            omit_empty_frames=True,
+        )
     seg.SeriesDescription = str(series_description)[:64]
     with atomic_write(path, suffix=DICOM.suffixes[0]) as tmp:  # a .dcm temporary, whatever the name
         seg.save_as(tmp, enforce_file_format=True)
@@ -383,7 +441,8 @@ def _checked_labels(
     arr: np.ndarray, lab_aff: np.ndarray | None, datasets: list[Any], series_aff: np.ndarray, where: str
 ) -> np.ndarray:
     """The label map as int64 after checking its shape (and affine, if it has one) against the series grid."""
-    X, Y, Z = int(datasets[0].Columns), int(datasets[0].Rows), len(datasets)
+    frames = int(getattr(datasets[0], "NumberOfFrames", 1) or 1) if len(datasets) == 1 else 1
+    X, Y, Z = int(datasets[0].Columns), int(datasets[0].Rows), max(len(datasets), frames)
     if arr.ndim != 3 or arr.shape != (X, Y, Z):
         raise LabelMismatchError(
             f"{where}: label map shape {arr.shape} does not match the series grid "
