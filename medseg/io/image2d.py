@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import DTypeLike
 
-from medseg.errors import FileFormatError
+from medseg.errors import FileFormatError, InputError
 from medseg.io.base import ImageFormat, LoadOptions, source_path
-from medseg.io.raster import MAX_PIXELS, TIFF_SUFFIXES, Raster, max_pixels_limit, read_raster
+from medseg.io.raster import MAX_PIXELS, TIFF_SUFFIXES, Raster, max_pixels_limit, raster_shape, read_raster
 from medseg.io.safety import PASS_THROUGH, safe_reason
 from medseg.io.series import SeriesInfo, unreadable
 
@@ -146,49 +146,38 @@ def as_rgb(image: np.ndarray) -> np.ndarray:
 
 
 def image2d_info(path: str | Path) -> SeriesInfo:
-    """A :class:`~medseg.io.series.SeriesInfo` for a 2D image file (reads the header only; never raises)."""
+    """A :class:`~medseg.io.series.SeriesInfo` for a 2D image file (reads the header only; never raises).
+
+    An image over the pixel limit is listed with an ``"error: ..."`` problem (``load`` refuses it).
+    """
     path = Path(path)
+    limit = max_pixels_limit()
     try:
-        if path.stat().st_size == 0:
-            raise FileFormatError("empty file (0 bytes)", path=str(path))
-        if path.suffix.lower() in TIFF_SUFFIXES:
-            import tifffile  # lazy: keeps `import medseg.io` light
-
-            with tifffile.TiffFile(str(path)) as tf:
-                s = tf.series[0]
-                shape, axes = tuple(int(v) for v in s.shape), s.axes
-                extras = tuple(tf.pages[0].extrasamples or ())
-        else:
-            from PIL import Image  # lazy: keeps `import medseg.io` light
-
-            with Image.open(str(path)) as im:
-                w, h = im.size
-                bands = 3 if im.mode in ("P", "CMYK", "YCbCr", "LAB", "HSV") else len(im.getbands())
-                extras = (2,) if im.mode in ("LA", "La", "RGBA", "RGBa", "PA") else ()
-                shape, axes = ((h, w, bands), "YXS") if bands > 1 else ((h, w), "YX")
+        pages, h, w, chans, alpha = raster_shape(path, limit)
     except PASS_THROUGH:
         raise
+    except InputError as e:  # Pillow refuses to even open it (decompression bomb)
+        return SeriesInfo(
+            kind="image2d",
+            path=str(path),
+            description=path.name,
+            n_files=1,
+            problems=[f"error: {e}"],
+            files=[str(path)],
+        )
     except BaseException as e:
         return unreadable(str(path), f"{path}: not a readable image ({safe_reason(e)})")
-    if "Y" not in axes or "X" not in axes:
-        return unreadable(str(path), f"{path}: TIFF without rows and columns (axes {axes})")
-    chans = int(np.prod([n for a, n in zip(axes, shape) if a in "SC"], dtype=np.int64))
-    pages = int(np.prod([n for a, n in zip(axes, shape) if a not in "YXSC"], dtype=np.int64))
-    if extras[-1:] in ((1,), (2,)) and chans > 1:
-        chans -= 1  # alpha is dropped when loaded
-    xy = (shape[axes.index("X")], shape[axes.index("Y")])
     problems = []
-    limit = max_pixels_limit()
-    if limit and xy[0] * xy[1] * pages > limit:
-        problems.append(f"error: {xy[0] * xy[1] * pages:,} pixels, over the pixel limit of {limit:,}")
+    if limit and h * w * pages > limit:
+        problems.append(f"error: {h * w * pages:,} pixels, over the pixel limit of {limit:,} (max_pixels)")
     return SeriesInfo(
         kind="image2d",
         path=str(path),
         description=path.name,
         n_files=1,
         n_slices=pages,
-        shape=xy + ((pages,) if pages > 1 else ()),
-        n_channels=chans,
+        shape=(w, h) + ((pages,) if pages > 1 else ()),
+        n_channels=chans - 1 if alpha else chans,
         problems=problems,
         files=[str(path)],
     )

@@ -23,6 +23,8 @@ guessing by array shape, so a planar RGB TIFF is RGB and a 3-page gray stack is 
 from __future__ import annotations
 
 import os
+import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,7 @@ import numpy as np
 from medseg.errors import FileFormatError, InputError, MedsegError, MissingFileError
 from medseg.io.safety import PASS_THROUGH, safe_reason
 
-__all__ = ["Raster", "read_raster", "MAX_PIXELS", "max_pixels_limit", "TIFF_SUFFIXES"]
+__all__ = ["Raster", "read_raster", "raster_shape", "MAX_PIXELS", "max_pixels_limit", "TIFF_SUFFIXES"]
 
 #: default pixel limit of one 2D read (H x W x pages): Pillow's own decompression-bomb threshold
 #: (``PIL.Image.MAX_IMAGE_PIXELS``, ~89.5 megapixels, 0.25 GB of 24-bit RGB), applied to TIFF too.
@@ -209,18 +211,59 @@ def _tiff_spacing(tf: Any) -> tuple[float, float] | None:
 _PILLOW_TO_RGB = {"CMYK", "YCbCr", "LAB", "HSV", "RGBX"}
 
 
-def _read_pillow(path: Path, limit: int) -> Raster:
+def _open_pillow(path: Path, limit: int) -> Any:
+    """``PIL.Image.open(path)`` with medseg's limit in charge of Pillow's decompression-bomb check."""
     from PIL import Image  # lazy: keeps `import medseg.io` light
 
-    notes = []
     try:
-        im_ctx = Image.open(str(path))
-    except Image.DecompressionBombError:
+        with warnings.catch_warnings():  # medseg's limit decides; Pillow's warning would only repeat it
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(str(path))
+    except Image.DecompressionBombError as e:  # over twice PIL.Image.MAX_IMAGE_PIXELS: Pillow refuses to open it
+        m = re.search(r"\((\d+) pixels\)", str(e))
+        n = int(m.group(1)) if m else 2 * int(Image.MAX_IMAGE_PIXELS or 0) + 1
+        _check_size(n, "the size in its header", limit, path)
         raise InputError(
-            "image larger than Pillow's own limit (PIL.Image.MAX_IMAGE_PIXELS); raise that too to read it",
+            f"image of {n:,} pixels: over Pillow's own limit (PIL.Image.MAX_IMAGE_PIXELS); raise that too to read it",
             path=str(path),
         ) from None
-    with im_ctx as im:
+
+
+def raster_shape(path: str | Path, limit: int = 0) -> tuple[int, int, int, int, bool]:
+    """``(pages, H, W, channels, alpha)`` from the file's header only (no pixel decoded).
+
+    ``limit`` is only used for the message when Pillow refuses to open the file as a decompression
+    bomb (an InputError); otherwise the caller compares the size with its limit. Raises FileFormatError.
+    """
+    path = Path(path)
+    if path.stat().st_size == 0:
+        raise FileFormatError("empty file (0 bytes)", path=str(path))
+    if path.suffix.lower() in TIFF_SUFFIXES:
+        import tifffile  # lazy: keeps `import medseg.io` light
+
+        with tifffile.TiffFile(str(path)) as tf:
+            series = tf.series[0]
+            axes, shape = series.axes, tuple(int(v) for v in series.shape)
+            extras = tuple(int(v) for v in (tf.pages[0].extrasamples or ()))
+            photometric = int(getattr(tf.pages[0], "photometric", 1))
+        if "Y" not in axes or "X" not in axes:
+            raise FileFormatError(f"TIFF without rows and columns (axes {axes!r})", path=str(path))
+        chans = int(np.prod([n for a, n in zip(axes, shape) if a in "SC"], dtype=np.int64))
+        pages = int(np.prod([n for a, n in zip(axes, shape) if a not in "YXSC"], dtype=np.int64))
+        alpha = extras[-1:] in ((1,), (2,)) and chans > 1
+        if photometric == 3 or (photometric == 5 and chans >= 4):  # palette, CMYK: read as RGB
+            chans, alpha = 3, False
+        return pages, shape[axes.index("Y")], shape[axes.index("X")], chans, alpha
+    with _open_pillow(path, limit) as im:
+        w, h = im.size
+        alpha = im.mode in ("LA", "La", "RGBA", "RGBa", "PA") or (im.mode == "P" and "transparency" in im.info)
+        chans = 3 if im.mode in ("P", "PA", *_PILLOW_TO_RGB) else len(im.getbands())
+        return 1, h, w, chans + (1 if im.mode in ("P", "PA") and alpha else 0), alpha
+
+
+def _read_pillow(path: Path, limit: int) -> Raster:
+    notes = []
+    with _open_pillow(path, limit) as im:
         w, h = im.size
         _check_size(w * h, f"{w} x {h}", limit, path)
         if getattr(im, "n_frames", 1) > 1:

@@ -43,6 +43,10 @@ def reference(path: str | Path) -> tuple[np.ndarray, list[np.ndarray | None]]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ds = pydicom.dcmread(str(path), force=True)
+        try:
+            int(ds.get("NumberOfFrames", 1) or 1)
+        except ValueError:  # e.g. '1A' (badVR.dcm): pydicom's own warning says "assuming 1 frame"
+            ds.NumberOfFrames = 1
         if "TransferSyntaxUID" not in ds.file_meta:
             implicit, little = ds.original_encoding
             ds.file_meta.TransferSyntaxUID = (
@@ -54,6 +58,9 @@ def reference(path: str | Path) -> tuple[np.ndarray, list[np.ndarray | None]]:
             )
         arr = ds.pixel_array
         nframes = int(ds.get("NumberOfFrames", 1) or 1)
+        spp = int(ds.get("SamplesPerPixel", 1) or 1)
+        if nframes == 1 and arr.ndim == (3 if spp == 1 else 4):  # more frames in the data than declared
+            nframes = arr.shape[0]
         if str(ds.get("PhotometricInterpretation", "")).upper() == "PALETTE COLOR":
             arr = apply_color_lut(arr, ds)
             rescale = False

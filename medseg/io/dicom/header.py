@@ -90,6 +90,8 @@ class Header:
     little_endian: bool
     file_size: int
     transfer_syntax: str = ""  # the file meta's, or the encoding pydicom found when the file has none
+    frames: int = 1  # NumberOfFrames (1 when absent); inferred from the pixel data when the value is damaged
+    note: str | None = None  # what was inferred (reported in the series' problems)
 
 
 @dataclass(frozen=True)
@@ -133,10 +135,11 @@ def read_dicom_header(src: str | Path | Source, *, check_truncation: bool = True
         native = syntax.native and not syntax.deflated  # deflated: the bytes on disk are compressed
         offset = None
         has_pixels = "Rows" in ds and pos < size
+        frames, note = _frame_count(ds, element.length if native else None, name)
         if native and has_pixels and element.offset is not None:
             offset = pos + element.offset
             if check_truncation:
-                _check_pixel_length(ds, element.length, size - offset, name)
+                _check_pixel_length(ds, frames, element.length, size - offset, name)
         elif native and has_pixels:
             native = False  # float / double pixel data, encapsulated or unusual: let pydicom decode it
         elif "Rows" in ds and pos >= size and check_truncation and not syntax.deflated:
@@ -149,6 +152,29 @@ def read_dicom_header(src: str | Path | Source, *, check_truncation: bool = True
         little_endian=syntax.little_endian,
         file_size=size,
         transfer_syntax=syntax.uid,
+        frames=frames,
+        note=note,
+    )
+
+
+def _frame_count(ds: Any, length: int | None, name: str) -> tuple[int, str | None]:
+    """(frames, note): NumberOfFrames, or, when its value is damaged (``'1A'``), the whole number of frames
+    the uncompressed Pixel Data element of ``length`` bytes holds (as pydicom infers it); else an error."""
+    raw = ds.get("NumberOfFrames")
+    if raw is None or str(raw).strip() == "":
+        return 1, None
+    try:
+        frames = int(raw)
+        if frames >= 1:
+            return frames, None
+    except (TypeError, ValueError):
+        pass
+    one = expected_pixel_bytes(ds, frames=1)
+    if length is not None and one and length >= one and (length - length % 2) % one in (0, length % one):
+        inferred = length // one
+        return inferred, f"NumberOfFrames is not a valid number: {inferred} frame(s) read from the pixel data length"
+    raise FileFormatError(
+        "NumberOfFrames is not a valid number and the frame count cannot be told from the pixel data", path=name
     )
 
 
@@ -250,9 +276,9 @@ def _transfer_syntax(ds: Any) -> _Syntax:
         return _Syntax(str(ts), False, True, False, deflated)
 
 
-def _check_pixel_length(ds: Any, length: int | None, available: int, name: str) -> None:
+def _check_pixel_length(ds: Any, frames: int, length: int | None, available: int, name: str) -> None:
     """The Pixel Data element (``length`` bytes) and the file (``available`` bytes after it) hold a full image."""
-    need = expected_pixel_bytes(ds)
+    need = expected_pixel_bytes(ds, frames=frames)
     if need is None:
         return
     if length is not None and length < need:
@@ -268,8 +294,10 @@ def _check_pixel_length(ds: Any, length: int | None, available: int, name: str) 
         )
 
 
-def expected_pixel_bytes(ds: Any) -> int | None:
+def expected_pixel_bytes(ds: Any, frames: int | None = None) -> int | None:
     """Rows x Columns x frames x samples x bits / 8 (rounded up), or None when the header lacks them.
+
+    ``frames``: the frame count to use (default: NumberOfFrames).
 
     Uncompressed YBR_FULL_422 / YBR_PARTIAL_422 store two chroma samples per pair of pixels (4:2:2
     subsampling): 2 samples per pixel, not 3 (DICOM PS3.3 C.7.6.3.1.2).
@@ -278,7 +306,7 @@ def expected_pixel_bytes(ds: Any) -> int | None:
         rows, cols = int(ds.Rows), int(ds.Columns)
         bits = int(ds.BitsAllocated)
         spp = int(ds.get("SamplesPerPixel", 1) or 1)
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        frames = int(ds.get("NumberOfFrames", 1) or 1) if frames is None else frames
         photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
     except Exception:
         return None

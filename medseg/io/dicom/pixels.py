@@ -160,7 +160,7 @@ def read_frame(sl: Slice, cache: PixelCache, spp: int) -> np.ndarray:
     h = sl.hdr
     ds = h.ds
     rows, cols = int(ds.Rows), int(ds.Columns)
-    frames = int(as_number(ds.get("NumberOfFrames", 1), 1) or 1)
+    frames = h.frames
     dt = _native_dtype(ds, h.little_endian) if h.native else None
     planar = int(as_number(ds.get("PlanarConfiguration", 0), 0))
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
@@ -189,9 +189,11 @@ def read_frame(sl: Slice, cache: PixelCache, spp: int) -> np.ndarray:
         return _fix_bits(arr.astype(dt.newbyteorder("="), copy=False), ds)
     arr = cache.get(h)
     if frames > 1:
-        if arr.shape[0] != frames:
+        if arr.ndim < 3 or arr.shape[0] < frames:
             raise FileFormatError(f"decoded {arr.shape[0]} frames, the header says {frames}", path=str(h.src))
         arr = arr[sl.frame or 0]
+    elif arr.ndim == (3 if spp == 1 else 4) and arr.shape[1:3] == (rows, cols):
+        arr = arr[0]  # more frames in the data than NumberOfFrames = 1 says (pydicom returns them all)
     return arr
 
 

@@ -66,6 +66,7 @@ def plan_volume(headers: list[Header], where: str, resample: bool = False) -> Pl
     turns irregular spacing and gantry tilt into reported corrections instead of errors.
     """
     f = Findings()
+    f.problems.extend(f"{h.src}: {h.note}" for h in headers if h.note)
     slices = _drop_localizers([s for h in headers for s in slices_of(h)], f)
     if not slices:
         f.fail(GeometryError, f"{where}: no image slices")

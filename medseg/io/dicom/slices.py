@@ -109,7 +109,7 @@ def _common_keys(ds: Any) -> dict[str, Any]:
 def slices_of(h: Header) -> list[Slice]:
     """The frames of one file, each with its own position, orientation, pixel spacing and rescale."""
     ds = h.ds
-    frames = int(as_number(ds.get("NumberOfFrames", 1), 1) or 1)
+    frames = h.frames
     image_type = tuple(str(x).upper() for x in (ds.get("ImageType") or []))
     if "PerFrameFunctionalGroupsSequence" in ds:
         return [_enhanced_frame(h, f, image_type) for f in range(frames)]
