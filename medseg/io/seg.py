@@ -30,10 +30,11 @@ from typing import TYPE_CHECKING, Any, Union
 import numpy as np
 
 import medseg
-from medseg.errors import GeometryError, InputError, LabelMismatchError, MissingFileError
+from medseg.errors import FileFormatError, GeometryError, InputError, LabelMismatchError, MissingFileError
 from medseg.io.dicom import FORMAT as DICOM
+from medseg.io.dicom.source import uid_for_message
 from medseg.io.geometry import dicom_affine
-from medseg.io.safety import PASS_THROUGH, third_party_quiet
+from medseg.io.safety import INVALID_TEXT, PASS_THROUGH, clean_text, contained, third_party_quiet
 from medseg.palette import class_color
 from medseg.utils import atomic_write
 
@@ -383,58 +384,89 @@ def write_dicom_seg(
     from pydicom.sr.codedict import codes as dcodes
     from pydicom.uid import generate_uid
 
-    path = Path(path)
-    arr, lab_aff = _label_array(labels)
-    datasets, where = _read_source(source_series)
-    datasets, series_aff = series_geometry(datasets, where)
-    arr = _checked_labels(arr, lab_aff, datasets, series_aff, where)
-    names = _segment_table(segment_names)
-    present = _check_named(arr, names, where)
-    seg_num = {v: i + 1 for i, v in enumerate(names)}
-    algo = hd.AlgorithmIdentificationSequence(
-        name=str(algorithm_name)[:64],
-        family=dcodes.cid7162.ArtificialIntelligence,
-        version=str(algorithm_version)[:64],
-        source=(str(model_name)[:64] if model_name else None),
-    )
-    pixel = _segment_pixels(arr, seg_num)
-    if len(datasets) == 1 and int(getattr(datasets[0], "NumberOfFrames", 1) or 1) > 1:
-        _, order = enhanced_geometry(datasets[0], where)
-        framed = np.empty_like(pixel)
-        framed[order] = pixel  # highdicom pairs SEG frame i with source frame i (stored order)
-        pixel = framed
-    descriptions = _segment_descriptions(names, seg_num, codes, algo, colors)
-    if not present:
-        log.info("DICOM SEG: the label map is empty; writing a SEG with no segment pixels")
-    with third_party_quiet(where):  # highdicom's warnings can quote source header values
-        seg = hd.seg.Segmentation(
-            source_images=datasets,
-            pixel_array=pixel,
-            segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-            segment_descriptions=descriptions,
-            series_instance_uid=generate_uid(),
-            series_number=int(series_number),
-            sop_instance_uid=generate_uid(),
-            instance_number=1,
-            manufacturer=str(manufacturer),
-            manufacturer_model_name=str(model_name or algorithm_name)[:64],
-            software_versions=f"medseg {medseg.__version__}",
-            device_serial_number="none",
-            content_label=str(content_label).upper().replace(" ", "_")[:16],
-            content_description=str(series_description)[:64],
-            omit_empty_frames=True,
+    # every header value is converted inside the capture: pydicom's validation warnings quote values
+    with third_party_quiet(str(source_series) if isinstance(source_series, (str, os.PathLike)) else "DICOM SEG"):
+        path = Path(path)
+        arr, lab_aff = _label_array(labels)
+        datasets, where = _read_source(source_series)
+        datasets, series_aff = series_geometry(datasets, where)
+        arr = _checked_labels(arr, lab_aff, datasets, series_aff, where)
+        names = _segment_table(segment_names)
+        present = _check_named(arr, names, where)
+        seg_num = {v: i + 1 for i, v in enumerate(names)}
+        algo = hd.AlgorithmIdentificationSequence(
+            name=str(algorithm_name)[:64],
+            family=dcodes.cid7162.ArtificialIntelligence,
+            version=str(algorithm_version)[:64],
+            source=(str(model_name)[:64] if model_name else None),
         )
-    seg.SeriesDescription = str(series_description)[:64]
-    with atomic_write(path, suffix=DICOM.suffixes[0]) as tmp:  # a .dcm temporary, whatever the name
-        seg.save_as(tmp, enforce_file_format=True)
-    log.info(
-        "DICOM SEG: %d segments, %d frames over %d source slices -> %s",
-        len(names),
-        int(getattr(seg, "NumberOfFrames", 0)),
-        len(datasets),
-        path.name,
-    )
-    return path
+        pixel = _segment_pixels(arr, seg_num)
+        if len(datasets) == 1 and int(getattr(datasets[0], "NumberOfFrames", 1) or 1) > 1:
+            _, order = enhanced_geometry(datasets[0], where)
+            framed = np.empty_like(pixel)
+            framed[order] = pixel  # highdicom pairs SEG frame i with source frame i (stored order)
+            pixel = framed
+        else:
+            datasets, pixel = _complete_first(datasets, pixel, where)
+        descriptions = _segment_descriptions(names, seg_num, codes, algo, colors)
+        if not present:
+            log.info("DICOM SEG: the label map is empty; writing a SEG with no segment pixels")
+        # highdicom's warnings and errors can quote source header values: captured, reduced to a safe reason
+        with third_party_quiet(where), contained(where, "highdicom cannot build the DICOM SEG from these source files"):
+            seg = hd.seg.Segmentation(
+                source_images=datasets,
+                pixel_array=pixel,
+                segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+                segment_descriptions=descriptions,
+                series_instance_uid=generate_uid(),
+                series_number=int(series_number),
+                sop_instance_uid=generate_uid(),
+                instance_number=1,
+                manufacturer=str(manufacturer),
+                manufacturer_model_name=str(model_name or algorithm_name)[:64],
+                software_versions=f"medseg {medseg.__version__}",
+                device_serial_number="none",
+                content_label=str(content_label).upper().replace(" ", "_")[:16],
+                content_description=str(series_description)[:64],
+                omit_empty_frames=True,
+            )
+        seg.SeriesDescription = str(series_description)[:64]
+        with atomic_write(path, suffix=DICOM.suffixes[0]) as tmp:  # a .dcm temporary, whatever the name
+            seg.save_as(tmp, enforce_file_format=True)
+        log.info(
+            "DICOM SEG: %d segments, %d frames over %d source slices -> %s",
+            len(names),
+            int(getattr(seg, "NumberOfFrames", 0)),
+            len(datasets),
+            path.name,
+        )
+        return path
+
+
+_UID_KEYWORDS = ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID", "SOPClassUID")
+
+
+def _complete_first(datasets: list[Any], pixel: np.ndarray, where: str) -> tuple[list[Any], np.ndarray]:
+    """Source datasets (and their SEG frames) with a complete one first: highdicom copies the patient and
+    study modules from the first source; a damaged file (an element that swallowed the patient module)
+    cannot be that template. Every source must have valid UIDs: the SEG references them."""
+    for d in datasets:
+        if any(uid_for_message(d.get(k)) in ("unknown", "<not a valid UID>") for k in _UID_KEYWORDS):
+            raise FileFormatError(
+                f"{where}: a source file has a missing or damaged UID (SOP instance / series / study / SOP class); "
+                "a DICOM SEG cannot reference it: save the labels as NIfTI"
+            )
+
+    def complete(d: Any) -> bool:
+        return (
+            "PatientID" in d and "StudyInstanceUID" in d and clean_text(d.get("Modality"), 16) not in ("", INVALID_TEXT)
+        )
+
+    m = next((i for i, d in enumerate(datasets) if complete(d)), 0)
+    if m == 0:
+        return datasets, pixel
+    order = [m] + [i for i in range(len(datasets)) if i != m]  # single-frame sources: frame i <-> source i
+    return [datasets[i] for i in order], pixel[order]
 
 
 def _checked_labels(

@@ -160,15 +160,15 @@ def main(argv: list[str] | None = None) -> int:
     import monai.data  # noqa: F401
     import torch  # noqa: F401
 
-    with atheris.instrument_imports(include=["medseg", "pydicom", "nrrd", "nibabel"]):
+    with atheris.instrument_imports(include=["medseg", "pydicom", "nrrd", "nibabel", "tifffile"]):
         import nibabel  # noqa: F401
         import nrrd  # noqa: F401
         import pydicom  # noqa: F401
         import pydicom.fileset  # noqa: F401
         import pydicom.pixels  # noqa: F401
+        import tifffile  # noqa: F401
 
-        import medseg.io  # noqa: F401
-        import medseg.io.registry  # noqa: F401
+        import medseg.io  # noqa: F401  (every format module, through the registry)
 
     logging.disable(logging.CRITICAL)
     warnings.simplefilter("ignore")
