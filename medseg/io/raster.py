@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from medseg.errors import FileFormatError, InputError, MedsegError, MissingFileError
-from medseg.io.safety import PASS_THROUGH, safe_reason
+from medseg.io.safety import PASS_THROUGH, safe_reason, third_party_quiet
 
 __all__ = ["Raster", "read_raster", "raster_shape", "MAX_PIXELS", "max_pixels_limit", "TIFF_SUFFIXES"]
 
@@ -105,9 +105,10 @@ def read_raster(path: str | Path, max_pixels: int | None = None) -> Raster:
         raise FileFormatError("empty file (0 bytes)", path=str(path))
     limit = max_pixels_limit(max_pixels)
     try:
-        if path.suffix.lower() in TIFF_SUFFIXES:
-            return _read_tiff(path, limit)
-        return _read_pillow(path, limit)
+        with third_party_quiet(str(path)):  # tifffile logs tag values of damaged files
+            if path.suffix.lower() in TIFF_SUFFIXES:
+                return _read_tiff(path, limit)
+            return _read_pillow(path, limit)
     except MedsegError:
         raise
     except PASS_THROUGH:
@@ -133,6 +134,7 @@ def _read_tiff(path: Path, limit: int) -> Raster:
         h, w = shape[axes.index("Y")], shape[axes.index("X")]
         _check_size(h * w * n_pages, f"{w} x {h}" + (f" x {n_pages} pages" if n_pages > 1 else ""), limit, path)
         page = tf.pages[0]
+        _check_tiff_data(tf, path)
         photometric = int(getattr(page, "photometric", 1))
         extras = tuple(int(v) for v in (getattr(page, "extrasamples", ()) or ()))
         colormap = getattr(page, "colormap", None)
@@ -141,6 +143,30 @@ def _read_tiff(path: Path, limit: int) -> Raster:
     raster = Raster(_tiff_layout(np.asarray(arr), axes), spacing=spacing)
     _tiff_colour(raster, photometric, extras, colormap)
     return raster
+
+
+def _check_tiff_data(tf: Any, path: Path) -> None:
+    """Every page has pixel data inside the file, and uncompressed pages hold all their rows.
+
+    tifffile fills missing strips with zeros: a header of a hundred bytes declaring millions of
+    pixels would otherwise decode to a large black image (slowly) instead of an error.
+    """
+    size = path.stat().st_size
+    for page in tf.pages:
+        offsets, counts = tuple(page.dataoffsets or ()), tuple(page.databytecounts or ())
+        if not offsets or not counts or len(offsets) != len(counts):
+            raise FileFormatError("a TIFF page has no pixel data (no strip / tile offsets)", path=str(path))
+        if any(o + c > size for o, c in zip(offsets, counts)):
+            raise FileFormatError("truncated TIFF: pixel data end past the end of the file", path=str(path))
+        if int(page.compression) == 1:  # uncompressed: the strips hold every row
+            bits = int(page.bitspersample) * (int(page.samplesperpixel) if int(page.planarconfig) == 1 else 1)
+            planes = int(page.samplesperpixel) if int(page.planarconfig) == 2 else 1
+            need = planes * int(page.imagedepth) * int(page.imagelength) * ((int(page.imagewidth) * bits + 7) // 8)
+            if sum(counts) < need and not page.is_tiled:
+                raise FileFormatError(
+                    f"truncated TIFF: {sum(counts)} bytes of uncompressed pixel data, the page needs {need}",
+                    path=str(path),
+                )
 
 
 def _tiff_layout(arr: np.ndarray, axes: str) -> np.ndarray:
@@ -238,6 +264,11 @@ def raster_shape(path: str | Path, limit: int = 0) -> tuple[int, int, int, int, 
     path = Path(path)
     if path.stat().st_size == 0:
         raise FileFormatError("empty file (0 bytes)", path=str(path))
+    with third_party_quiet(str(path)):
+        return _raster_shape(path, limit)
+
+
+def _raster_shape(path: Path, limit: int) -> tuple[int, int, int, int, bool]:
     if path.suffix.lower() in TIFF_SUFFIXES:
         import tifffile  # lazy: keeps `import medseg.io` light
 

@@ -57,7 +57,7 @@ INVALID_TEXT = "<invalid text>"
 PASS_THROUGH: tuple[type[BaseException], ...] = (KeyboardInterrupt, SystemExit, GeneratorExit)
 
 #: the loggers of the readers whose records are captured (children such as ``pydicom.pixels`` included)
-QUIET_LOGGERS = ("pydicom", "highdicom", "pylibjpeg", "libjpeg", "openjpeg", "rle", "nrrd")
+QUIET_LOGGERS = ("pydicom", "highdicom", "pylibjpeg", "libjpeg", "openjpeg", "rle", "nrrd", "tifffile", "PIL")
 
 # C0 / C1 controls, DEL, zero-width and bidirectional-override characters, line / paragraph separators
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
@@ -78,8 +78,8 @@ _REASONS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
             "the pixel data do not match the header",
         ),
         (r"length", "an element length is wrong"),
-        (r"invalid value|not valid|invalid|non-?conformant", "an element value is not valid for its VR"),
-        (r"tag|element|keyword", "an element is unknown or malformed"),
+        (r"invalid value|not valid|invalid|non-?conformant", "a header value is not valid"),
+        (r"tag|element|keyword", "a header element (tag) is unknown or malformed"),
     )
 )
 _DEFAULT_REASON = "the header is not conformant"

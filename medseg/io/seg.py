@@ -198,7 +198,7 @@ def series_geometry(datasets: Sequence[Any], where: str = "source series") -> tu
         )
     if len(datasets) == 1 and int(getattr(datasets[0], "NumberOfFrames", 1) or 1) > 1:
         affine, _ = enhanced_geometry(datasets[0], where)
-        return datasets, affine
+        return list(datasets), affine
     uids = {str(getattr(d, "SeriesInstanceUID", "")) for d in datasets}
     if len(uids) > 1:
         raise GeometryError(

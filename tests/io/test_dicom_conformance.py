@@ -8,7 +8,8 @@ SimpleITK's (GDCM) within 1e-4 mm wherever SimpleITK reads the file (the grid's 
 so an equivalent grid stored in the opposite slice order agrees). MONOCHROME1 is compared with
 pydicom (stored values kept); SimpleITK inverts it (see docs/io.md), so only its geometry is compared.
 
-Files over 2 MB run in the slow suite (``make test-slow``); the fast part stays under ~40 s.
+Files over 2 MB (and one that SimpleITK takes ~10 s to read) run in the slow suite (``make test-slow``);
+the fast part stays under ~40 s.
 """
 
 from __future__ import annotations
@@ -75,6 +76,8 @@ SITK_DIFFERS = {
 #: refusals that are decoder failures: pydicom's own decoding must fail on these files as well
 DECODER_REFUSALS = {"JPEG-lossy.dcm", "JPEG2000-embedded-sequence-delimiter.dcm"}
 SLOW_BYTES = 2_000_000
+#: small files SimpleITK needs ~10 s to read (its JPEG path): in the slow suite too
+SLOW_FILES = {"SC_rgb_jpeg.dcm"}
 
 
 def _files() -> list[tuple[str, Path]]:
@@ -103,7 +106,7 @@ def _refusal(rel: str) -> tuple[str, str] | None:
 
 def _params():
     for rel, p in FILES:
-        marks = [pytest.mark.slow] if p.stat().st_size > SLOW_BYTES else []
+        marks = [pytest.mark.slow] if p.stat().st_size > SLOW_BYTES or p.name in SLOW_FILES else []
         yield pytest.param(rel, p, id=rel, marks=marks)
 
 
