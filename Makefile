@@ -9,7 +9,7 @@ DEMO_OUT ?= runs/demo
 SYSTEM_PACKAGES ?= chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test test-slow lint bench setup system-deps clean help
+.PHONY: demo test test-slow lint bench fuzz setup system-deps clean help
 
 help:
 	@echo "make demo         set up .venv and run the demo on the embedded synthetic data"
@@ -18,6 +18,7 @@ help:
 	@echo "make lint         ruff (lint + format check), mypy, import-linter layer contracts"
 	@echo "make system-deps  install the Debian packages real-component tests use: $(SYSTEM_PACKAGES)"
 	@echo "make bench        run all benchmarks, write benchmarks/results/<date>.jsonl"
+	@echo "make fuzz         fuzz medseg.io with atheris for FUZZ_SECONDS (default 60) s; crashers in build/fuzz/artifacts"
 
 setup: $(STAMP)
 
@@ -51,6 +52,14 @@ system-deps:
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
+
+# Coverage-guided fuzzing of medseg.io (DICOM by default; FUZZ_TARGET=nifti|nrrd|mha|png|tiff).
+# A crasher is written to build/fuzz/artifacts: copy it to tests/data/fuzz/<target>/ (replayed by make test).
+FUZZ_SECONDS ?= 60
+FUZZ_TARGET ?= dicom
+fuzz: $(STAMP)
+	$(PIP) install --quiet -e ".[fuzz]"
+	$(PY) tests/fuzz/fuzz_io.py --target $(FUZZ_TARGET) --seconds $(FUZZ_SECONDS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache .coverage

@@ -21,6 +21,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_csv",
     "atomic_write_records",
+    "csv_cell",
     "seed_everything",
     "get_logger",
 ]
@@ -63,16 +64,34 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     return Path(path)
 
 
+#: first characters that make a spreadsheet read a cell as a formula (OWASP "CSV injection")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """A cell as written by :func:`atomic_write_csv`: text that a spreadsheet would run as a formula
+    (it starts with ``= + - @``, a tab or a carriage return) gets a leading ``'``; numbers, and text
+    that is a number (``"-1.5"``), are unchanged."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        try:
+            float(value)
+        except ValueError:
+            return "'" + value
+    return value
+
+
 def atomic_write_csv(path: str | Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
     """Write a CSV table (``header`` then ``rows``, each a sequence of cells) atomically.
 
     The one CSV writer of medseg: every table a command writes goes through it (or
-    :func:`atomic_write_records`).
+    :func:`atomic_write_records`). Every cell goes through :func:`csv_cell`, so a case id or an
+    error message starting with ``=`` never becomes a formula when the table is opened in a
+    spreadsheet.
     """
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(list(header))
-    w.writerows(rows)
+    w.writerow([csv_cell(c) for c in header])
+    w.writerows([csv_cell(c) for c in row] for row in rows)
     return atomic_write_text(path, buf.getvalue())
 
 

@@ -109,6 +109,57 @@ def test_apply_overrides_does_not_mutate_input():
     assert out == {"train": {"epochs": 2}, "data": {"num_cases": 3}}
 
 
+ALIAS_BOMB = """task: segmentation
+a: &a ["x", "x", "x", "x", "x", "x", "x", "x", "x"]
+b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]
+c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]
+d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]
+e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]
+f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]
+g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f]
+h: &h [*g, *g, *g, *g, *g, *g, *g, *g, *g]
+i: &i [*h, *h, *h, *h, *h, *h, *h, *h, *h]
+"""
+
+
+def test_yaml_alias_bomb_is_refused_fast_and_small(tmp_path):
+    import time
+    import tracemalloc
+
+    p = write(tmp_path, ALIAS_BOMB)  # ~500 bytes that expand to 9**9 = 387 million nodes
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError, match="aliases.*expand to .* nodes, over the limit") as ei:
+        load_config(p, overrides=["train.epochs=2"])
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert time.perf_counter() - t0 < 5 and peak < 50e6 and str(p) in str(ei.value)
+    with pytest.raises(ConfigError, match="expand to"):  # the same bomb as a --set value
+        load_config(
+            write(tmp_path, "task: segmentation\n", "ok.yaml"),
+            overrides=["model.x=" + ALIAS_BOMB.split("\n", 1)[1].replace("\n", ", ").join("{}")],
+        )
+
+
+def test_recursive_yaml_alias_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="recursive YAML alias"):
+        load_config(write(tmp_path, "task: segmentation\nx: &x [1, *x]\n"))
+
+
+def test_small_anchors_and_merge_keys_still_work_and_overrides_do_not_leak_through_aliases(tmp_path):
+    import yaml
+
+    from medseg.config.base import safe_yaml
+
+    cfg = load_config(write(tmp_path, "task: segmentation\ntrain: {epochs: &n 4, val_every: *n}\n"))
+    assert cfg.train.epochs == 4 and cfg.train.val_every == 4
+    merged = "base: &t {epochs: 3, lr: 0.01}\ntrain:\n  <<: *t\n  batch_size: 1\n"
+    assert safe_yaml(merged) == yaml.safe_load(merged)
+    shared = {"epochs": 3}
+    out = apply_overrides({"train": shared, "alias": shared}, ["train.epochs=5"])  # one object, two keys
+    assert out["train"]["epochs"] == 5 and out["alias"]["epochs"] == 3 and shared["epochs"] == 3
+
+
 def test_run_name_cannot_escape_output_dir(tmp_path):
     with pytest.raises(ConfigError, match="'name'"):
         load_config(write(tmp_path, "task: segmentation\nname: ../../etc\n"))

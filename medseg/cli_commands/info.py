@@ -12,9 +12,11 @@ def add_parser(sub) -> None:
         "info",
         help="list the image series found under PATH",
         description="Walk PATH (folder, DICOMDIR, zip or single file), group DICOM files by series "
-        "and print modality, description, slices, shape, spacing, orientation and problems found.",
+        "and print modality, description, slices, shape, spacing, orientation and problems found. "
+        "NIfTI, NRRD (.nrrd, .nhdr, .seg.nrrd), MetaImage (.mha, .mhd) and 2D images are listed one per file; "
+        "a file that cannot be read is listed with the reason (never with header values).",
     )
-    p.add_argument("path", type=Path, help="folder, DICOMDIR, zip, DICOM/NIfTI/PNG/TIFF file")
+    p.add_argument("path", type=Path, help="folder, DICOMDIR, zip, or a DICOM/NIfTI/NRRD/MetaImage/PNG/TIFF file")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=run)
 

@@ -42,6 +42,8 @@ __all__ = [
     "load_config",
     "parse_config",
     "apply_overrides",
+    "safe_yaml",
+    "MAX_YAML_NODES",
     "config_to_yaml",
     "config_hash",
     "load_datalist",
@@ -169,10 +171,7 @@ def load_config(
     path = Path(path)
     if not path.is_file():
         raise MissingFileError("config file not found (check the path)", path)
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"not valid YAML: {e}", path) from None
+    raw = safe_yaml(path.read_text(), str(path)) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"a config must be a YAML mapping, got {type(raw).__name__}", path)
     raw = apply_overrides(raw, overrides, source=str(path))
@@ -197,9 +196,91 @@ def _all_tasks() -> list[str]:
     return list(_TASKS)
 
 
+#: the most YAML nodes a config (or a ``--set`` value) may have once its aliases are expanded: an
+#: "alias bomb" (a few hundred bytes whose anchors expand to billions of nodes) is a ConfigError
+MAX_YAML_NODES = 100_000
+
+
+def safe_yaml(text: str, source: str = "<config>") -> Any:
+    """``yaml.safe_load(text)``, refusing documents whose aliases expand to more than :data:`MAX_YAML_NODES` nodes.
+
+    The node graph is composed first (aliases are shared references there, so this is cheap) and its
+    expanded size counted with one visit per node; recursive aliases are refused too. Only then is
+    the document built.
+
+    Raises
+    ------
+    ConfigError : invalid YAML, recursive aliases, or too many nodes after alias expansion.
+    """
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"not valid YAML: {e}", source) from None
+    if node is None:
+        return None
+    n = _expanded_nodes(node, {}, set(), source)
+    if n > MAX_YAML_NODES:
+        raise ConfigError(
+            f"YAML aliases (*name) expand to {n:,} nodes, over the limit of {MAX_YAML_NODES:,}; a config is a few "
+            "hundred keys (is this file an alias bomb?)",
+            source,
+        )
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"not valid YAML: {e}", source) from None
+
+
+def _expanded_nodes(node: yaml.Node, memo: dict[int, int], active: set[int], source: str) -> int:
+    """Nodes under ``node`` with aliases expanded (each distinct node visited once: ``memo``)."""
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    if key in active:
+        raise ConfigError("recursive YAML alias (a node that contains itself)", source)
+    active.add(key)
+    total = 1
+    if isinstance(node, yaml.SequenceNode):
+        total += sum(_expanded_nodes(v, memo, active, source) for v in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        total += sum(
+            _expanded_nodes(k, memo, active, source) + _expanded_nodes(v, memo, active, source) for k, v in node.value
+        )
+    active.discard(key)
+    memo[key] = total
+    return total
+
+
+def _plain(obj: Any, memo: dict[int, Any]) -> Any:
+    """A copy of a YAML/JSON-like value as JSON would round-trip it (keys as text, other scalars via str),
+    in time proportional to its distinct objects: shared references (YAML aliases) stay shared."""
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    if id(obj) in memo:
+        return memo[id(obj)]
+    if isinstance(obj, dict):
+        out: Any = {}
+        memo[id(obj)] = out
+        for k, v in obj.items():
+            out[
+                k if isinstance(k, str) else json.dumps(k) if isinstance(k, (int, float, bool)) or k is None else str(k)
+            ] = _plain(v, memo)
+        return out
+    if isinstance(obj, (list, tuple)):
+        out = []
+        memo[id(obj)] = out
+        out.extend(_plain(v, memo) for v in obj)
+        return out
+    return str(obj)
+
+
 def apply_overrides(raw: dict, overrides: typing.Sequence[str], source: str = "<config>") -> dict:
-    """Apply ``a.b.c=value`` overrides to a nested mapping (a copy); values parsed as YAML."""
-    out = json.loads(json.dumps(raw, default=str))
+    """Apply ``a.b.c=value`` overrides to a nested mapping (a copy); values parsed as YAML.
+
+    The copy takes time proportional to the mapping's distinct objects (aliases are not expanded);
+    the sections an override changes are copied first, so a YAML alias elsewhere keeps its value.
+    """
+    out = _plain(raw, {})
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like section.key=value", source)
@@ -208,16 +289,17 @@ def apply_overrides(raw: dict, overrides: typing.Sequence[str], source: str = "<
         if not parts:
             raise ConfigError(f"override {item!r} has an empty key", source)
         try:
-            parsed = yaml.safe_load(value) if value.strip() else ""
-        except yaml.YAMLError:
+            parsed = safe_yaml(value, source) if value.strip() else ""
+        except ConfigError as e:
+            if not str(e).startswith(f"{source}: not valid YAML"):
+                raise  # an alias bomb in a --set value is refused like one in the file
             parsed = value
         node = out
         for p in parts[:-1]:
             nxt = node.get(p)
-            if nxt is None:
-                nxt = node[p] = {}
-            if not isinstance(nxt, dict):
+            if nxt is not None and not isinstance(nxt, dict):
                 raise ConfigError(f"override {item!r}: {p!r} is a value, not a section", source)
+            nxt = node[p] = dict(nxt or {})  # a copy: the same section reached through an alias is unchanged
             node = nxt
         node[parts[-1]] = parsed
     return out

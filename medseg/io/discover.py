@@ -25,6 +25,7 @@ from medseg.io.dicom import (
     read_headers,
 )
 from medseg.io.registry import FORMATS, NON_IMAGE_SUFFIXES, format_of, suffix_of
+from medseg.io.safety import PASS_THROUGH, reason_of, safe_reason, third_party_quiet
 from medseg.io.series import SeriesInfo, unreadable
 
 __all__ = ["discover", "is_container"]
@@ -86,8 +87,8 @@ def _walk_zip(path: Path, found: _Found) -> None:
     try:
         with zipfile.ZipFile(path) as zf:
             names = [i.filename for i in zf.infolist() if not i.is_dir()]
-    except zipfile.BadZipFile:
-        found.bad.append(SeriesInfo(kind="unreadable", path=str(path), problems=["error: not a valid zip archive"]))
+    except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, EOFError) as e:
+        found.bad.append(unreadable(str(path), f"not a valid zip archive ({type(e).__name__})"))
         return
     for name in sorted(names):
         suf = suffix_of(name)
@@ -104,10 +105,15 @@ def _dicomdir_sources(path: Path) -> list[Source]:
     from pydicom.fileset import FileSet  # lazy: keeps `import medseg.io` light
 
     try:
-        fs = FileSet(str(path))
-    except Exception as e:
-        raise FileFormatError(f"cannot read DICOMDIR ({type(e).__name__}: {str(e)[:200]})", path=str(path)) from None
-    return [Source(str(Path(inst.path))) for inst in fs]
+        with third_party_quiet(str(path)):
+            fs = FileSet(str(path))
+            return [Source(str(Path(inst.path))) for inst in fs]
+    except PASS_THROUGH:
+        raise
+    except BaseException as e:
+        raise FileFormatError(
+            f"cannot read DICOMDIR ({type(e).__name__}: {reason_of(str(e))})", path=str(path)
+        ) from None
 
 
 def _walk(path: Path) -> _Found:
@@ -117,7 +123,10 @@ def _walk(path: Path) -> _Found:
         if _is_zip(path):
             _walk_zip(path, found)
         elif _is_dicomdir(path.name):
-            found.dicom.extend(_dicomdir_sources(path))
+            try:
+                found.dicom.extend(_dicomdir_sources(path))
+            except FileFormatError as e:
+                found.bad.append(unreadable(str(path), str(e)))
         else:
             found.consider(path)
             found.dicom.extend(found.maybe)  # a single file named by the user: always report why it fails
@@ -140,14 +149,38 @@ def _dicom_series(found: _Found, path: Path) -> tuple[list[SeriesInfo], list[Ser
     if quiet:
         log.debug("%s: %d file(s) without extension are not DICOM; skipped", path, len(quiet))
     groups: dict[str, list[Header]] = {}
+    damaged: list[SeriesInfo] = []
     for h in headers:
-        if is_dicomdir_record(h.ds):
+        try:
+            if is_dicomdir_record(h.ds):
+                continue
+            uid = str(h.ds.get("SeriesInstanceUID", "")) or f"no-series-uid:{h.src}"
+        except PASS_THROUGH:
+            raise
+        except BaseException as e:  # a header value that cannot be converted
+            damaged.append(unreadable(str(h.src), f"corrupt DICOM header ({type(e).__name__}: {reason_of(str(e))})"))
             continue
-        uid = str(h.ds.get("SeriesInstanceUID", "")) or f"no-series-uid:{h.src}"
         groups.setdefault(uid, []).append(h)
     series = [describe_series(g) for g in groups.values()]
     series.sort(key=lambda s: (s.series_number if s.series_number is not None else 1 << 30, s.series_uid or ""))
-    return series, [unreadable(str(s), str(e)) for s, e in bad if s not in quiet]
+    return series, damaged + [unreadable(str(s), _problem(e, s)) for s, e in bad if s not in quiet]
+
+
+def _problem(e: Exception, src: Source) -> str:
+    """The problem of an unreadable file: its error's message (which names it)."""
+    return str(e) if str(src) in str(e) else f"{src}: {e}"
+
+
+def _describe(name: str, p: Path) -> SeriesInfo:
+    """``FORMATS[name].describe(p)``; a describer that raises makes an ``"unreadable"`` entry (never an exception)."""
+    describe = FORMATS[name].describe
+    assert describe is not None
+    try:
+        return describe(p)
+    except PASS_THROUGH:
+        raise
+    except BaseException as e:
+        return unreadable(str(p), f"{p}: cannot read the header ({safe_reason(e)})")
 
 
 def discover(path: str | Path) -> list[SeriesInfo]:
@@ -155,8 +188,9 @@ def discover(path: str | Path) -> list[SeriesInfo]:
 
     Reads DICOM headers only (``stop_before_pixels``); with ``MEDSEG_IO_THREADS=N``, in N threads.
     Accepts a folder tree, a DICOMDIR, a zip archive of DICOM files, or a single file. A bad file
-    never stops the walk: it is listed as an ``"unreadable"`` entry naming the file and the problem,
-    and the other series are described as usual.
+    never stops the walk and never raises: it is listed as an ``"unreadable"`` entry naming the file
+    and the problem, and the other series are described as usual. What pydicom warns while reading
+    is logged once per reason, without header values (:mod:`medseg.io.safety`).
 
     Parameters
     ----------
@@ -178,9 +212,7 @@ def discover(path: str | Path) -> list[SeriesInfo]:
     series, bad = _dicom_series(found, path)
     n_dicom = len(series)
     for name, files in found.per_file.items():
-        describe = FORMATS[name].describe
-        if describe is not None:
-            series.extend(describe(p) for p in files)
+        series.extend(_describe(name, p) for p in files)
     series.extend(bad)
     series.extend(found.bad)
     log.info(

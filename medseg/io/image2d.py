@@ -1,23 +1,28 @@
-"""2D images (microscopy, photos): PNG/JPEG/BMP via scikit-image, TIFF via tifffile.
+"""2D images (microscopy, photos): PNG/JPEG/BMP and TIFF, decoded by :mod:`medseg.io.raster`.
 
 Array convention (same as MONAI's ``LoadImage``): channel-first ``(C, X, Y)`` where X runs along a row
 (image width, columns) and Y down the image (height, rows): ``image[c, x, y] == pixels[y, x, c]``.
-RGB gives 3 channels (an alpha channel is dropped and reported), 16-bit data keep their values
-(``meta["bit_depth"]`` = 16). A multi-page grayscale TIFF stack gives ``(1, X, Y, Z)``.
+The layout comes from the file's description (TIFF axes / photometric, Pillow mode), see the table in
+``docs/io.md``: gray gives 1 channel, RGB 3 (palette and CMYK converted), an alpha channel is dropped
+and reported, other channel counts are kept (a 2-channel fluorescence TIFF gives C = 2), 16-bit and
+float data keep their values (``meta["bit_depth"]``). A multi-page TIFF gives ``(C, X, Y, Z)``.
 Pixel size: TIFF X/YResolution (with ResolutionUnit cm or inch) when present, else 1.0 (reported).
+Every read checks the pixel limit (:data:`~medseg.io.raster.MAX_PIXELS`) before decoding.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import DTypeLike
 
-from medseg.errors import FileFormatError, MissingFileError
+from medseg.errors import FileFormatError, InputError
 from medseg.io.base import ImageFormat, LoadOptions, source_path
+from medseg.io.raster import MAX_PIXELS, TIFF_SUFFIXES, Raster, max_pixels_limit, raster_shape, read_raster
+from medseg.io.safety import PASS_THROUGH, safe_reason
 from medseg.io.series import SeriesInfo, unreadable
 
 if TYPE_CHECKING:  # annotations only: monai (torch) is imported when an image is loaded
@@ -31,45 +36,39 @@ __all__ = [
     "to_uint8",
     "to_gray_or_rgb",
     "as_rgb",
+    "MAX_PIXELS",
     "FORMAT",
 ]
 
 log = logging.getLogger(__name__)
 
-_TIFF = (".tif", ".tiff")  # read with tifffile (pixel size tags, stacks); the others with scikit-image / Pillow
 
+def read_image_array(path: str | Path, *, max_pixels: int | None = None) -> np.ndarray:
+    """The pixels of a PNG/JPEG/BMP/TIFF file: ``(H, W)`` or ``(H, W, C)`` (``(Z, H, W[, C])`` for stacks).
 
-def _tiff_spacing(tf: Any) -> tuple[float, float] | None:
-    """(x, y) pixel size in mm from the first page's resolution tags, or None."""
-    try:
-        page = tf.pages[0]
-        tags = page.tags
-        if "XResolution" not in tags or "YResolution" not in tags:
-            return None
-        unit = tags["ResolutionUnit"].value if "ResolutionUnit" in tags else 2
-        unit = int(getattr(unit, "value", unit))
-        per_mm = {2: 25.4, 3: 10.0}.get(unit)  # inch, centimetre
-        if per_mm is None:
-            return None
-        xr = tags["XResolution"].value
-        yr = tags["YResolution"].value
-        xr = xr[0] / xr[1] if isinstance(xr, tuple) else float(xr)
-        yr = yr[0] / yr[1] if isinstance(yr, tuple) else float(yr)
-        if xr <= 0 or yr <= 0 or (xr == 1 and yr == 1):
-            return None
-        return (per_mm / xr, per_mm / yr)
-    except Exception:
-        return None
+    Native dtype and values; channels last whatever the file's planar configuration; palette and
+    CMYK images as RGB; an alpha channel is kept (last). For code that works on plain display-ordered
+    arrays (detection, 2D classification, instance masks); use :func:`load_image2d` for a MetaTensor
+    with geometry.
 
+    Parameters
+    ----------
+    path : image file.
+    max_pixels : largest ``H x W x pages`` read (default :data:`MAX_PIXELS` or ``$MEDSEG_MAX_PIXELS``;
+        0: no limit). Checked from the header, before decoding.
 
-def read_image_array(path: str | Path) -> np.ndarray:
-    """The pixels of a PNG/JPEG/TIFF file as stored: ``(H, W)`` or ``(H, W, C)``, native dtype.
-
-    For code that works on plain display-ordered arrays (detection, 2D classification); use
-    :func:`load_image2d` for a MetaTensor with geometry. Raises MissingFileError / FileFormatError
-    (empty, truncated or unreadable file) naming the path.
+    Raises
+    ------
+    MissingFileError, FileFormatError (empty, truncated or unreadable file), InputError (over the
+    pixel limit), naming the path.
     """
-    return _read(Path(path))[0]
+    return _squeeze(read_raster(path, max_pixels).pixels)
+
+
+def _squeeze(pixels: np.ndarray) -> np.ndarray:
+    """``(Z, H, W, C)`` -> ``(H, W)``, ``(H, W, C)``, ``(Z, H, W)`` or ``(Z, H, W, C)`` (Z and C only when > 1)."""
+    a = pixels[..., 0] if pixels.shape[-1] == 1 else pixels
+    return a[0] if a.shape[0] == 1 else a
 
 
 def to_uint8(arr: np.ndarray, name: str = "<array>") -> np.ndarray:
@@ -118,15 +117,27 @@ def to_gray_or_rgb(arr: np.ndarray, name: str = "<array>") -> np.ndarray:
     return a
 
 
-def read_image_uint8(path: str | Path) -> np.ndarray:
+def read_image_uint8(path: str | Path, *, max_pixels: int | None = None) -> np.ndarray:
     """The one 2D reader of the tasks: ``(H, W)`` gray or ``(H, W, 3)`` RGB, uint8.
 
     Detection, classification and explain all read pixels through this function, so one file gives
-    the same pixels in every command: layout by :func:`to_gray_or_rgb`, values by :func:`to_uint8`.
-    Raises MissingFileError / FileFormatError naming the file.
+    the same pixels in every command: layout by :func:`to_gray_or_rgb` (after the file's own layout:
+    planar RGB, palette, CMYK converted; alpha dropped), values by :func:`to_uint8`. A multi-page
+    file is refused (the tasks read one image). ``max_pixels`` as in :func:`read_image_array`.
+    Raises MissingFileError / FileFormatError / InputError naming the file.
     """
     path = Path(path)
-    return to_uint8(to_gray_or_rgb(read_image_array(path), str(path)), path.name)
+    raster = read_raster(path, max_pixels)
+    if raster.pixels.shape[0] > 1:
+        raise FileFormatError(
+            f"a stack of {raster.pixels.shape[0]} images (multi-page TIFF); the 2D tasks read one image: "
+            "save the page you want, or load the stack with medseg.io.load",
+            path=str(path),
+        )
+    pixels = raster.pixels[0]
+    if raster.alpha:
+        pixels = pixels[..., :-1]
+    return to_uint8(to_gray_or_rgb(_squeeze(pixels[None]), str(path)), path.name)
 
 
 def as_rgb(image: np.ndarray) -> np.ndarray:
@@ -134,109 +145,69 @@ def as_rgb(image: np.ndarray) -> np.ndarray:
     return np.repeat(image[..., None], 3, axis=-1) if image.ndim == 2 else image
 
 
-def _read(path: Path) -> tuple[np.ndarray, tuple[float, float] | None]:
-    if not path.exists():
-        raise MissingFileError("file not found", path=str(path))
-    if path.stat().st_size == 0:
-        raise FileFormatError("empty file (0 bytes)", path=str(path))
-    try:
-        if path.suffix.lower() in _TIFF:
-            import tifffile  # lazy: keeps `import medseg.io` light
-
-            with tifffile.TiffFile(str(path)) as tf:
-                arr = tf.asarray()
-                spacing = _tiff_spacing(tf)
-            return arr, spacing
-        import skimage.io  # lazy: keeps `import medseg.io` light
-
-        return skimage.io.imread(str(path)), None
-    except (FileFormatError, MissingFileError):
-        raise
-    except Exception as e:
-        first = (str(e).splitlines() or [""])[0][:160]
-        raise FileFormatError(
-            f"not a readable image ({type(e).__name__}: {first}); is the file corrupt or truncated?", path=str(path)
-        ) from None
-
-
 def image2d_info(path: str | Path) -> SeriesInfo:
-    """A :class:`~medseg.io.series.SeriesInfo` for a 2D image file (reads the header only)."""
+    """A :class:`~medseg.io.series.SeriesInfo` for a 2D image file (reads the header only; never raises).
+
+    An image over the pixel limit is listed with an ``"error: ..."`` problem (``load`` refuses it).
+    """
     path = Path(path)
+    limit = max_pixels_limit()
     try:
-        if path.stat().st_size == 0:
-            raise FileFormatError("empty file (0 bytes)", path=str(path))
-        if path.suffix.lower() in _TIFF:
-            import tifffile  # lazy: keeps `import medseg.io` light
-
-            with tifffile.TiffFile(str(path)) as tf:
-                s = tf.series[0]
-                shape = tuple(int(v) for v in s.shape)
-                axes = s.axes
-        else:
-            from PIL import Image  # lazy: keeps `import medseg.io` light
-
-            with Image.open(str(path)) as im:
-                w, h = im.size
-                bands = len(im.getbands())
-                shape = (h, w, bands) if bands > 1 else (h, w)
-                axes = "YXS" if bands > 1 else "YX"
-    except Exception as e:
-        return unreadable(str(path), f"{path}: not a readable image ({type(e).__name__})")
-    chans = shape[-1] if axes.endswith("S") else 1
-    spatial = shape[:-1] if axes.endswith("S") else shape
-    xy = (spatial[-1], spatial[-2])
+        pages, h, w, chans, alpha = raster_shape(path, limit)
+    except PASS_THROUGH:
+        raise
+    except InputError as e:  # Pillow refuses to even open it (decompression bomb)
+        return SeriesInfo(
+            kind="image2d",
+            path=str(path),
+            description=path.name,
+            n_files=1,
+            problems=[f"error: {e}"],
+            files=[str(path)],
+        )
+    except BaseException as e:
+        return unreadable(str(path), f"{path}: not a readable image ({safe_reason(e)})")
+    problems = []
+    if limit and h * w * pages > limit:
+        problems.append(f"error: {h * w * pages:,} pixels, over the pixel limit of {limit:,} (max_pixels)")
     return SeriesInfo(
         kind="image2d",
         path=str(path),
         description=path.name,
         n_files=1,
-        n_slices=int(np.prod(spatial[:-2])) if len(spatial) > 2 else 1,
-        shape=xy + ((int(np.prod(spatial[:-2])),) if len(spatial) > 2 else ()),
-        n_channels=min(chans, 3) if chans == 4 else chans,
+        n_slices=pages,
+        shape=(w, h) + ((pages,) if pages > 1 else ()),
+        n_channels=chans - 1 if alpha else chans,
+        problems=problems,
         files=[str(path)],
     )
 
 
-def load_image2d(path: str | Path, *, dtype: DTypeLike = np.float32) -> MetaTensor:
+def load_image2d(path: str | Path, *, dtype: DTypeLike = np.float32, max_pixels: int | None = None) -> MetaTensor:
     """Load a PNG/JPEG/BMP/TIFF image as a MetaTensor.
 
     Parameters
     ----------
     path : image file.
     dtype : output dtype (float32 keeps 8- and 16-bit values exactly).
+    max_pixels : largest ``H x W x pages`` read (see :func:`read_image_array`).
 
     Returns
     -------
-    MetaTensor (C, X, Y) (or (1, X, Y, Z) for a grayscale TIFF stack); C = 1 gray, 3 RGB.
-    ``affine``: diag(sx, sy[, 1], 1) (4x4); ``meta["spacing"]`` in mm (1.0 when unknown),
-    ``meta["bit_depth"]``, ``meta["rgb"]``.
+    MetaTensor (C, X, Y) (or (C, X, Y, Z) for a multi-page TIFF); C = 1 gray, 3 RGB, else the
+    file's channel count (alpha dropped and reported). ``affine``: diag(sx, sy, 1, 1);
+    ``meta["spacing"]`` in mm (1.0 when unknown), ``meta["bit_depth"]``, ``meta["rgb"]``.
     """
     import torch  # lazy: keeps `import medseg.io` light (torch, MONAI)
     from monai.data import MetaTensor
 
     path = Path(path)
-    arr, spacing = _read(path)
-    problems: list[str] = []
-    bit_depth = int(arr.dtype.itemsize * 8)
-    orig_dtype = str(arr.dtype)
-    rgb = False
-    if arr.ndim == 2:
-        chw = arr[None]  # (1, H, W)
-    elif arr.ndim == 3 and arr.shape[-1] in (3, 4):
-        if arr.shape[-1] == 4:
-            problems.append("alpha channel dropped")
-            arr = arr[..., :3]
-        rgb = True
-        chw = np.moveaxis(arr, -1, 0)  # (3, H, W)
-    elif arr.ndim == 3:  # (Z, H, W) stack
-        chw = arr[None]
-    else:
-        raise FileFormatError(f"unsupported image layout {arr.shape}", path=str(path))
-    if chw.ndim == 3:
-        data = np.swapaxes(chw, 1, 2)  # (C, W, H) = (C, X, Y)
-    else:
-        data = np.transpose(chw, (0, 3, 2, 1))  # (1, Z, H, W) -> (1, X, Y, Z)
+    raster = read_raster(path, max_pixels)
+    data, problems = _channels_first(raster)
+    bit_depth = int(raster.pixels.dtype.itemsize * 8)
+    orig_dtype = str(raster.pixels.dtype)
     data = np.ascontiguousarray(data.astype(dtype, copy=False))
+    spacing = raster.spacing
     if spacing is None:
         spacing = (1.0, 1.0)
         problems.append("no pixel size in the file: spacing 1.0 (pixels)")
@@ -244,7 +215,7 @@ def load_image2d(path: str | Path, *, dtype: DTypeLike = np.float32) -> MetaTens
     sp = list(spacing) + ([1.0] if data.ndim == 4 else [])
     meta = {
         "filename_or_obj": str(path),
-        "format": "tiff" if path.suffix.lower() in _TIFF else path.suffix.lower().lstrip("."),
+        "format": "tiff" if path.suffix.lower() in TIFF_SUFFIXES else path.suffix.lower().lstrip("."),
         "source_paths": [str(path)],
         "spacing": np.array(sp, float),
         "original_affine": affine.copy(),
@@ -254,7 +225,7 @@ def load_image2d(path: str | Path, *, dtype: DTypeLike = np.float32) -> MetaTens
         "problems": problems,
         "bit_depth": bit_depth,
         "original_dtype": orig_dtype,
-        "rgb": rgb,
+        "rgb": bool(raster.rgb and data.shape[0] == 3),
         "space": "RAS",
         "original_channel_dim": 0,
         "spatial_shape": np.array(data.shape[1:]),
@@ -262,14 +233,27 @@ def load_image2d(path: str | Path, *, dtype: DTypeLike = np.float32) -> MetaTens
     return MetaTensor(torch.from_numpy(data), affine=torch.as_tensor(affine, dtype=torch.float64), meta=meta)
 
 
+def _channels_first(raster: Raster) -> tuple[np.ndarray, list[str]]:
+    """``(Z, H, W, C)`` -> ``(C, X, Y)`` (one page) or ``(C, X, Y, Z)``, alpha dropped; and the notes."""
+    problems = list(raster.notes)
+    pixels = raster.pixels
+    if raster.alpha:
+        pixels = pixels[..., :-1]
+        problems.append("alpha channel dropped")
+    if pixels.shape[0] == 1:
+        return np.transpose(pixels[0], (2, 1, 0)), problems  # (H, W, C) -> (C, W, H) = (C, X, Y)
+    problems.append(f"{pixels.shape[0]} pages stacked along Z (1.0 apart)")
+    return np.transpose(pixels, (3, 2, 1, 0)), problems  # (Z, H, W, C) -> (C, X, Y, Z)
+
+
 def _reader(source: Path | SeriesInfo, options: LoadOptions) -> MetaTensor:
-    return load_image2d(source_path(source), dtype=options.dtype)
+    return load_image2d(source_path(source), dtype=options.dtype, max_pixels=options.max_pixels)
 
 
 #: the 2D-image entry of :mod:`medseg.io.registry`
 FORMAT = ImageFormat(
     name="image2d",
-    suffixes=(".png", *_TIFF, ".jpg", ".jpeg", ".bmp"),
+    suffixes=(".png", *TIFF_SUFFIXES, ".jpg", ".jpeg", ".bmp"),
     kind="image2d",
     description="2D images (microscopy, photos)",
     read=_reader,

@@ -4,24 +4,29 @@
   fall-back); where both sform and qform are set and disagree by more than 1e-3 mm, a warning is logged
   and recorded in ``meta["problems"]``.
 - ``scl_slope`` / ``scl_inter`` are applied (nibabel's ``dataobj`` scaling).
-- NaN voxels: kept as NaN by default (counted in ``meta["nan_voxels"]`` and warned about); pass
-  ``nan_value=`` to replace them (e.g. ``nan_value=-1024`` for CT).
+- NaN and infinite voxels: kept by default (counted in ``meta["nan_voxels"]`` / ``meta["inf_voxels"]``
+  and warned about); pass ``nan_value=`` to replace both (e.g. ``nan_value=-1024`` for CT).
 - 4D (X, Y, Z, T) becomes T channels, 5D (X, Y, Z, 1, C) C channels: never 3 spatial dimensions by accident.
+- Refused (``FileFormatError``): a non-finite or singular affine, a zero-size dimension, complex voxels
+  (medseg never drops an imaginary part silently). RGB24 / RGBA32 voxels become 3 channels (alpha
+  dropped, reported).
 - Outputs are written with scl_slope 1 / scl_inter 0, qform = sform = the affine (code 1, scanner).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import DTypeLike
 
-from medseg.errors import FileFormatError, InputError, LabelMismatchError, MissingFileError
-from medseg.io.base import ImageFormat, LoadOptions, source_path
+from medseg.errors import FileFormatError, InputError, MissingFileError
+from medseg.io.base import ImageFormat, LoadOptions, label_array, nonfinite_voxels, reference_grid, source_path
 from medseg.io.geometry import affines_close, orientation_code, spacing_from_affine
+from medseg.io.safety import safe_reason
 from medseg.io.series import SeriesInfo, unreadable
 from medseg.utils import atomic_write
 
@@ -29,7 +34,7 @@ if TYPE_CHECKING:  # annotations only: nibabel and monai (torch) are imported wh
     from monai.data import MetaTensor
     from nibabel.spatialimages import SpatialImage
 
-__all__ = ["load_nifti", "save_nifti", "save_label", "nifti_info", "FORMAT"]
+__all__ = ["load_nifti", "save_nifti", "save_label", "nifti_info", "check_writable_affine", "FORMAT"]
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +52,45 @@ def _open(path: Path) -> SpatialImage:
     try:
         img = nib.load(str(path))
     except Exception as e:
-        raise FileFormatError(
-            f"not a readable NIfTI file ({type(e).__name__}: {str(e)[:200]})", path=str(path)
-        ) from None
+        raise FileFormatError(f"not a readable NIfTI file ({safe_reason(e, 200)})", path=str(path)) from None
     if not isinstance(img, nib.spatialimages.SpatialImage):  # e.g. a CIFTI file named .nii
         raise FileFormatError(f"not a volume image ({type(img).__name__})", path=str(path))
+    try:
+        _check_header(img, path)
+    except FileFormatError:
+        raise
+    except Exception as e:  # a header nibabel loads but cannot turn into a shape / affine / dtype
+        raise FileFormatError(f"not a readable NIfTI header ({safe_reason(e)})", path=str(path)) from None
     return img
+
+
+def _check_header(img: SpatialImage, path: Path) -> None:
+    """Refuse what cannot be an image on a grid: zero-size dimensions, non-finite / singular affine, complex voxels."""
+    shape = tuple(int(v) for v in img.shape)
+    if not shape or any(v <= 0 for v in shape):
+        raise FileFormatError(
+            f"zero-size dimension in the image shape {shape}; the file holds no voxels", path=str(path)
+        )
+    affine = np.asarray(img.affine, float)
+    if not np.all(np.isfinite(affine)):
+        raise FileFormatError(
+            "the voxel-to-world affine (sform/qform/pixdim) holds NaN or infinite values; fix the header",
+            path=str(path),
+        )
+    lin = affine[:3, :3]
+    if abs(float(np.linalg.det(lin))) <= 1e-12 * max(float(np.abs(lin).max()), 1e-300) ** 3:
+        raise FileFormatError(
+            "the voxel-to-world affine is singular (a zero voxel size or collinear axes): voxels have no "
+            "position in space; fix pixdim / the sform",
+            path=str(path),
+        )
+    dt = np.dtype(img.get_data_dtype())
+    if dt.kind == "c":
+        raise FileFormatError(
+            f"complex-valued voxels ({dt}); medseg does not drop the imaginary part: save the magnitude "
+            "(np.abs) or the real and imaginary parts as separate images",
+            path=str(path),
+        )
 
 
 def _form_problem(img: Any) -> str | None:
@@ -106,17 +144,19 @@ def load_nifti(path: str | Path, *, nan_value: float | None = None, dtype: DType
     Parameters
     ----------
     path : ``.nii`` / ``.nii.gz`` / ``.hdr``.
-    nan_value : replace NaN voxels by this value; ``None`` keeps them (and warns).
+    nan_value : replace NaN and infinite voxels by this value; ``None`` keeps them (and warns).
     dtype : output dtype (scl_slope/scl_inter applied first).
 
     Returns
     -------
-    MetaTensor (C, X, Y, Z): C = 1 for 3D, T for 4D (X, Y, Z, T), C for 5D (X, Y, Z, 1, C);
-    ``affine`` = nibabel's ``img.affine`` (voxel -> RAS mm).
+    MetaTensor (C, X, Y, Z): C = 1 for 3D, T for 4D (X, Y, Z, T), C for 5D (X, Y, Z, 1, C), 3 for
+    RGB24; ``affine`` = nibabel's ``img.affine`` (voxel -> RAS mm). ``meta["nan_voxels"]``,
+    ``meta["inf_voxels"]``: counts before any replacement.
 
     Raises
     ------
-    MissingFileError, FileFormatError : naming the file.
+    MissingFileError, FileFormatError : naming the file (also: zero-size dimension, non-finite or
+        singular affine, complex voxels).
     """
     import torch  # lazy: keeps `import medseg.io` light (torch, MONAI)
     from monai.data import MetaTensor
@@ -130,13 +170,18 @@ def load_nifti(path: str | Path, *, nan_value: float | None = None, dtype: DType
         problems.append(p)
     try:
         data = np.asanyarray(img.dataobj)  # applies scl_slope / scl_inter
+    except MemoryError:
+        raise FileFormatError("not enough memory to read the voxel data", path=str(path)) from None
     except Exception as e:
         raise FileFormatError(
-            f"cannot read the voxel data ({type(e).__name__}: {str(e)[:200]}); truncated file?", path=str(path)
+            f"cannot read the voxel data ({safe_reason(e)}); truncated file?", path=str(path)
         ) from None
-    data = _channels_first(data, path, problems)
+    if data.dtype.names:  # RGB24 / RGBA32: one (R, G, B[, A]) record per voxel
+        data = _rgb_channels(data, path, problems)
+    else:
+        data = _channels_first(data, path, problems)
     data = np.asarray(data, dtype=dtype) if np.dtype(dtype).kind == "f" or data.dtype.kind != "f" else data
-    nan = _handle_nan(data, nan_value, path, problems)
+    nan, inf = nonfinite_voxels(data, nan_value, path, problems)
     affine = np.asarray(img.affine, float)
     spacing = spacing_from_affine(affine)
     meta = {
@@ -150,6 +195,7 @@ def load_nifti(path: str | Path, *, nan_value: float | None = None, dtype: DType
         "series_uid": None,
         "problems": problems,
         "nan_voxels": nan,
+        "inf_voxels": inf,
         "space": "RAS",
         "original_channel_dim": 0,
         "spatial_shape": np.array(data.shape[1:]),
@@ -179,21 +225,19 @@ def _channels_first(data: np.ndarray, path: Path, problems: list[str]) -> np.nda
     return data
 
 
-def _handle_nan(data: np.ndarray, nan_value: float | None, path: Path, problems: list[str]) -> int:
-    """Count NaN voxels of float ``data``; replace them in place by ``nan_value`` or keep them (warned)."""
-    if data.dtype.kind != "f":
-        return 0
-    nanmask = np.isnan(data)
-    nan = int(nanmask.sum())
-    if nan:
-        if nan_value is None:
-            msg = f"{nan} NaN voxel(s) kept as NaN (pass nan_value= to replace them)"
-            log.warning("%s: %s", path, msg)
-        else:
-            data[nanmask] = nan_value
-            msg = f"{nan} NaN voxel(s) replaced by {nan_value}"
-        problems.append(msg)
-    return nan
+def _rgb_channels(data: np.ndarray, path: Path, problems: list[str]) -> np.ndarray:
+    """RGB24 / RGBA32 records ``(X, Y[, Z])`` -> ``(3, X, Y, Z)`` uint8 (alpha dropped, reported)."""
+    names = [n for n in ("R", "G", "B") if n in (data.dtype.names or ())]
+    if len(names) != 3 or data.ndim > 3:
+        raise FileFormatError(
+            f"unsupported record voxels {data.dtype} of shape {data.shape} (RGB24 / RGBA32 volumes are read)",
+            path=str(path),
+        )
+    out = np.stack([data[n] for n in names], axis=0)
+    if out.ndim == 3:
+        out = out[..., None]
+    problems.append("RGB voxels: 3 channels (R, G, B)" + (", alpha dropped" if "A" in (data.dtype.names or ()) else ""))
+    return out
 
 
 def _form_code(img: SpatialImage, key: str) -> int:
@@ -237,11 +281,23 @@ def _pick_dtype(arr: np.ndarray) -> np.dtype:
     return np.dtype(np.float32)
 
 
+def check_writable_affine(affine: np.ndarray, path: str | Path) -> None:
+    """An output affine must be finite and invertible (else ``InputError`` naming the output); checked first."""
+    a = np.asarray(affine, float)
+    if a.shape != (4, 4) or not np.all(np.isfinite(a)) or abs(float(np.linalg.det(a[:3, :3]))) <= 1e-12:
+        sizes = [round(float(v), 6) for v in np.linalg.norm(a[:3, :3], axis=0)] if a.shape == (4, 4) else "?"
+        raise InputError(
+            f"cannot write an image whose voxel-to-world affine is not finite and invertible (voxel sizes {sizes})",
+            path=str(path),
+        )
+
+
 def _write(data: np.ndarray, affine: np.ndarray, path: Path, header: Any = None) -> Path:
     import nibabel as nib  # lazy: keeps `import medseg.io` light
 
     if not path.name.lower().endswith(_WRITE_SUFFIXES):
         raise InputError("output must end in .nii or .nii.gz", path=str(path))
+    check_writable_affine(affine, path)
     if header is not None:
         hdr = header.copy()
         hdr.set_data_dtype(data.dtype)
@@ -294,8 +350,8 @@ def _pad(aff: np.ndarray) -> np.ndarray:
     return b
 
 
-def save_label(labels: Any, reference: Any, path: str | Path) -> Path:
-    """Write a label map (uint8) on the reference image's grid, keeping its geometry exactly.
+def save_label(labels: Any, reference: Any, path: str | Path, segments: Mapping[int, str] | None = None) -> Path:
+    """Write a label map (uint8) as NIfTI on the reference image's grid, keeping its geometry exactly.
 
     Parameters
     ----------
@@ -304,6 +360,7 @@ def save_label(labels: Any, reference: Any, path: str | Path) -> Path:
         path. When the reference came from a NIfTI file, its qform/sform (and codes) are copied from that
         file's header verbatim; otherwise qform = sform = the reference affine.
     path : ``.nii`` / ``.nii.gz`` output (atomic write).
+    segments : ignored (NIfTI stores no segment names); accepted so that every label writer is called alike.
 
     Raises
     ------
@@ -314,15 +371,11 @@ def save_label(labels: Any, reference: Any, path: str | Path) -> Path:
     if isinstance(reference, (str, Path)):
         ref_path = Path(reference)
         ref_img = _open(ref_path)
-        ref_shape = tuple(ref_img.shape[:3])
+        ref_shape = tuple(int(v) for v in ref_img.shape[:3])
         ref_aff = np.asarray(ref_img.affine, float)
         header = ref_img.header
     else:
-        ref_shape = tuple(int(s) for s in reference.shape[1:])
-        ref_aff = np.asarray(
-            reference.affine.detach().cpu().numpy() if hasattr(reference.affine, "detach") else reference.affine, float
-        )
-        meta = getattr(reference, "meta", {}) or {}
+        ref_shape, ref_aff, meta = reference_grid(reference)
         if meta.get("format") == "nifti" and meta.get("filename_or_obj"):
             src = Path(str(meta["filename_or_obj"]))
             if src.exists():
@@ -330,23 +383,8 @@ def save_label(labels: Any, reference: Any, path: str | Path) -> Path:
                 if affines_close(src_img.affine, ref_aff, 1e-6) and tuple(src_img.shape[:3]) == ref_shape[:3]:
                     header = src_img.header
             ref_path = src
-    arr = labels.detach().cpu().numpy() if hasattr(labels, "detach") else np.asarray(labels)
-    if arr.ndim == len(ref_shape) + 1 and arr.shape[0] == 1:
-        arr = arr[0]
-    if tuple(arr.shape) != tuple(ref_shape):
-        raise LabelMismatchError(
-            f"label shape {tuple(arr.shape)} does not match the reference image "
-            f"{ref_path or ''} shape {tuple(ref_shape)}",
-            path=str(path),
-        )
-    if arr.dtype.kind == "f" and (not np.all(np.isfinite(arr)) or not np.array_equal(arr, np.round(arr))):
-        raise LabelMismatchError("labels must be integers (got non-integer floats)", path=str(path))
-    if arr.size and (arr.min() < 0 or arr.max() > 255):
-        raise LabelMismatchError(f"label values must be in 0..255 (got {arr.min()}..{arr.max()})", path=str(path))
-    data = arr.astype(np.uint8)
-    if data.ndim == 2:
-        data = data[:, :, None]
-    return _write(data, ref_aff if ref_aff.shape == (4, 4) else _pad(ref_aff), Path(path), header=header)
+    data = label_array(labels, ref_shape, path, str(ref_path or ""))
+    return _write(data, ref_aff, Path(path), header=header)
 
 
 def _reader(source: Path | SeriesInfo, options: LoadOptions) -> MetaTensor:
@@ -361,4 +399,6 @@ FORMAT = ImageFormat(
     description="NIfTI-1/2 (and Analyze .hdr/.img pairs)",
     read=_reader,
     describe=nifti_info,
+    write_label=save_label,
+    write_suffixes=_WRITE_SUFFIXES,
 )

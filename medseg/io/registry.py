@@ -13,12 +13,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medseg.io import dicom, image2d, nifti
+from medseg.io import dicom, image2d, metaimage, nifti, nrrd
 from medseg.io.base import ImageFormat
 
 __all__ = [
     "ImageFormat",
     "FORMATS",
+    "format_for_output",
     "NON_IMAGE_SUFFIXES",
     "suffix_of",
     "format_of",
@@ -27,14 +28,16 @@ __all__ = [
     "reader_for",
 ]
 
-#: every readable format by name, in the order discover lists them (DICOM, NIfTI, 2D images)
-FORMATS: dict[str, ImageFormat] = {f.name: f for f in (dicom.FORMAT, nifti.FORMAT, image2d.FORMAT)}
+#: every readable format by name, in the order discover lists them (DICOM, volumes, 2D images)
+FORMATS: dict[str, ImageFormat] = {
+    f.name: f for f in (dicom.FORMAT, nifti.FORMAT, nrrd.FORMAT, metaimage.FORMAT, image2d.FORMAT)
+}
 
 #: suffixes of files that are certainly not images (skipped by discovery without being opened)
 NON_IMAGE_SUFFIXES: frozenset[str] = frozenset(
     {
         ".txt", ".json", ".md", ".csv", ".py", ".yaml", ".yml", ".xml", ".html", ".pdf", ".log", ".gz",
-        ".zip", ".npy", ".npz", ".pt", ".pth", ".img", ".mha", ".mhd", ".nrrd", ".dump", ".icc", ".sh",
+        ".zip", ".npy", ".npz", ".pt", ".pth", ".img", ".raw", ".zraw", ".dump", ".icc", ".sh",
         ".ini", ".cfg", ".jsonl",
     }
 )  # fmt: skip
@@ -81,3 +84,12 @@ def reader_for(path: str | Path) -> ImageFormat:
     file that no format claims is read as DICOM; the DICOM reader says so when it is not.
     """
     return FORMATS[format_of(path) or "dicom"]
+
+
+def format_for_output(path: str | Path) -> ImageFormat | None:
+    """The format a label map is written in for the output ``path`` (by suffix), if medseg writes that format."""
+    name = Path(path).name.lower()
+    for f in FORMATS.values():
+        if f.write_label is not None and any(name.endswith(s) for s in f.write_suffixes):
+            return f
+    return None

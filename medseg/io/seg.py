@@ -30,9 +30,11 @@ from typing import TYPE_CHECKING, Any, Union
 import numpy as np
 
 import medseg
-from medseg.errors import GeometryError, InputError, LabelMismatchError, MissingFileError
+from medseg.errors import FileFormatError, GeometryError, InputError, LabelMismatchError, MissingFileError
 from medseg.io.dicom import FORMAT as DICOM
+from medseg.io.dicom.source import uid_for_message
 from medseg.io.geometry import dicom_affine
+from medseg.io.safety import INVALID_TEXT, PASS_THROUGH, clean_text, contained, third_party_quiet
 from medseg.palette import class_color
 from medseg.utils import atomic_write
 
@@ -40,7 +42,7 @@ if TYPE_CHECKING:  # annotations only: highdicom and pydicom are imported when a
     from highdicom.sr import CodedConcept
     from pydicom.sr.coding import Code
 
-__all__ = ["write_dicom_seg", "DEFAULT_SEGMENT_CODES", "series_geometry"]
+__all__ = ["write_dicom_seg", "DEFAULT_SEGMENT_CODES", "series_geometry", "enhanced_geometry"]
 
 log = logging.getLogger("medseg.io.seg")
 
@@ -150,16 +152,23 @@ def _read_source(source_series: Any) -> tuple[list, str]:
             f"pydicom Datasets, got {type(source_series).__name__}"
         )
     dss = []
-    for p in files:
-        try:
-            ds = pydicom.dcmread(p, stop_before_pixels=True)
-        except (InvalidDicomError, OSError, ValueError, EOFError):
-            log.debug("DICOM SEG source: skipping non-DICOM file %s", p.name)
-            continue
-        if "ImagePositionPatient" not in ds and "PerFrameFunctionalGroupsSequence" not in ds:
-            log.debug("DICOM SEG source: skipping %s (no image position: not an image slice)", p.name)
-            continue
-        dss.append(ds)
+    with third_party_quiet(where):
+        for p in files:
+            try:
+                ds = pydicom.dcmread(p, stop_before_pixels=True)
+                has_geometry = "ImagePositionPatient" in ds or int(ds.get("NumberOfFrames", 1) or 1) > 1
+            except PASS_THROUGH:
+                raise
+            except (InvalidDicomError, OSError, ValueError, EOFError):
+                log.debug("DICOM SEG source: skipping non-DICOM file %s", p.name)
+                continue
+            except BaseException as e:  # a damaged header (pydicom raises many types)
+                log.debug("DICOM SEG source: skipping damaged file %s (%s)", p.name, type(e).__name__)
+                continue
+            if not has_geometry:
+                log.debug("DICOM SEG source: skipping %s (no image position: not an image slice)", p.name)
+                continue
+            dss.append(ds)
     return dss, where
 
 
@@ -188,10 +197,8 @@ def series_geometry(datasets: Sequence[Any], where: str = "source series") -> tu
             "series the labels were predicted on"
         )
     if len(datasets) == 1 and int(getattr(datasets[0], "NumberOfFrames", 1) or 1) > 1:
-        raise InputError(
-            f"{where}: multi-frame (enhanced) source images are not supported for DICOM SEG output; "
-            "write the SEG against a classic single-frame series or save NIfTI"
-        )
+        affine, _ = enhanced_geometry(datasets[0], where)
+        return list(datasets), affine
     uids = {str(getattr(d, "SeriesInstanceUID", "")) for d in datasets}
     if len(uids) > 1:
         raise GeometryError(
@@ -222,6 +229,52 @@ def series_geometry(datasets: Sequence[Any], where: str = "source series") -> tu
         dz = float(getattr(datasets[0], "SliceThickness", 1.0) or 1.0)
     # PixelSpacing = (row spacing: between rows, column spacing: between columns)
     return datasets, dicom_affine(iop[0], pos[0], (float(psp[0, 0]), float(psp[0, 1])), normal * dz)
+
+
+def enhanced_geometry(ds: Any, where: str = "source image") -> tuple[np.ndarray, np.ndarray]:
+    """Geometry of one enhanced multi-frame image from its functional groups.
+
+    Returns
+    -------
+    (4x4 voxel -> RAS affine of the ``(X, Y, Z)`` grid with frames sorted along the normal, ``order``:
+    ``order[k]`` is the frame index (0-based, stored order) of the ``k``-th slice of that grid).
+
+    Raises
+    ------
+    GeometryError
+        A frame lacks its position / orientation / pixel spacing, or the frames are not one regular
+        grid (see :func:`series_geometry`).
+    """
+    n = int(ds.NumberOfFrames)
+    shared = (ds.get("SharedFunctionalGroupsSequence") or [None])[0]
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
+
+    def group(f: int, name: str) -> Any:
+        for owner in ((per_frame[f] if f < len(per_frame) else None), shared):
+            if owner is not None and owner.get(name):
+                return owner.get(name)[0]
+        raise GeometryError(
+            f"{where}: frame {f + 1} has no {name} (no patient geometry in the functional groups); a DICOM SEG "
+            "cannot be placed on it: save the labels as NIfTI"
+        )
+
+    try:
+        iop = np.array(
+            [[float(v) for v in group(f, "PlaneOrientationSequence").ImageOrientationPatient] for f in range(n)]
+        )
+        pos = np.array([[float(v) for v in group(f, "PlanePositionSequence").ImagePositionPatient] for f in range(n)])
+        psp = np.array([[float(v) for v in group(f, "PixelMeasuresSequence").PixelSpacing] for f in range(n)])
+    except GeometryError:
+        raise
+    except (AttributeError, TypeError, ValueError):
+        raise GeometryError(f"{where}: frame geometry in the functional groups is incomplete or damaged") from None
+    if np.abs(iop - iop[0]).max() > 1e-4 or np.abs(psp - psp[0]).max() > 1e-4:
+        raise GeometryError(f"{where}: frames differ in orientation or pixel spacing; a SEG needs one regular grid")
+    normal = np.cross(iop[0, :3], iop[0, 3:])
+    proj = pos @ normal
+    order = np.argsort(proj, kind="stable")
+    dz = _regular_slice_step(pos[order], proj[order], normal, where) if n > 1 else 1.0
+    return dicom_affine(iop[0], pos[order[0]], (float(psp[0, 0]), float(psp[0, 1])), normal * dz), order
 
 
 def _regular_slice_step(pos: np.ndarray, proj: np.ndarray, normal: np.ndarray, where: str) -> float:
@@ -331,59 +384,97 @@ def write_dicom_seg(
     from pydicom.sr.codedict import codes as dcodes
     from pydicom.uid import generate_uid
 
-    path = Path(path)
-    arr, lab_aff = _label_array(labels)
-    datasets, where = _read_source(source_series)
-    datasets, series_aff = series_geometry(datasets, where)
-    arr = _checked_labels(arr, lab_aff, datasets, series_aff, where)
-    names = _segment_table(segment_names)
-    present = _check_named(arr, names, where)
-    seg_num = {v: i + 1 for i, v in enumerate(names)}
-    algo = hd.AlgorithmIdentificationSequence(
-        name=str(algorithm_name)[:64],
-        family=dcodes.cid7162.ArtificialIntelligence,
-        version=str(algorithm_version)[:64],
-        source=(str(model_name)[:64] if model_name else None),
-    )
-    pixel = _segment_pixels(arr, seg_num)
-    descriptions = _segment_descriptions(names, seg_num, codes, algo, colors)
-    if not present:
-        log.info("DICOM SEG: the label map is empty; writing a SEG with no segment pixels")
-    seg = hd.seg.Segmentation(
-        source_images=datasets,
-        pixel_array=pixel,
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=descriptions,
-        series_instance_uid=generate_uid(),
-        series_number=int(series_number),
-        sop_instance_uid=generate_uid(),
-        instance_number=1,
-        manufacturer=str(manufacturer),
-        manufacturer_model_name=str(model_name or algorithm_name)[:64],
-        software_versions=f"medseg {medseg.__version__}",
-        device_serial_number="none",
-        content_label=str(content_label).upper().replace(" ", "_")[:16],
-        content_description=str(series_description)[:64],
-        omit_empty_frames=True,
-    )
-    seg.SeriesDescription = str(series_description)[:64]
-    with atomic_write(path, suffix=DICOM.suffixes[0]) as tmp:  # a .dcm temporary, whatever the name
-        seg.save_as(tmp, enforce_file_format=True)
-    log.info(
-        "DICOM SEG: %d segments, %d frames over %d source slices -> %s",
-        len(names),
-        int(getattr(seg, "NumberOfFrames", 0)),
-        len(datasets),
-        path.name,
-    )
-    return path
+    # every header value is converted inside the capture: pydicom's validation warnings quote values
+    with third_party_quiet(str(source_series) if isinstance(source_series, (str, os.PathLike)) else "DICOM SEG"):
+        path = Path(path)
+        arr, lab_aff = _label_array(labels)
+        datasets, where = _read_source(source_series)
+        datasets, series_aff = series_geometry(datasets, where)
+        arr = _checked_labels(arr, lab_aff, datasets, series_aff, where)
+        names = _segment_table(segment_names)
+        present = _check_named(arr, names, where)
+        seg_num = {v: i + 1 for i, v in enumerate(names)}
+        algo = hd.AlgorithmIdentificationSequence(
+            name=str(algorithm_name)[:64],
+            family=dcodes.cid7162.ArtificialIntelligence,
+            version=str(algorithm_version)[:64],
+            source=(str(model_name)[:64] if model_name else None),
+        )
+        pixel = _segment_pixels(arr, seg_num)
+        if len(datasets) == 1 and int(getattr(datasets[0], "NumberOfFrames", 1) or 1) > 1:
+            _, order = enhanced_geometry(datasets[0], where)
+            framed = np.empty_like(pixel)
+            framed[order] = pixel  # highdicom pairs SEG frame i with source frame i (stored order)
+            pixel = framed
+        else:
+            datasets, pixel = _complete_first(datasets, pixel, where)
+        descriptions = _segment_descriptions(names, seg_num, codes, algo, colors)
+        if not present:
+            log.info("DICOM SEG: the label map is empty; writing a SEG with no segment pixels")
+        # highdicom's warnings and errors can quote source header values: captured, reduced to a safe reason
+        with third_party_quiet(where), contained(where, "highdicom cannot build the DICOM SEG from these source files"):
+            seg = hd.seg.Segmentation(
+                source_images=datasets,
+                pixel_array=pixel,
+                segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+                segment_descriptions=descriptions,
+                series_instance_uid=generate_uid(),
+                series_number=int(series_number),
+                sop_instance_uid=generate_uid(),
+                instance_number=1,
+                manufacturer=str(manufacturer),
+                manufacturer_model_name=str(model_name or algorithm_name)[:64],
+                software_versions=f"medseg {medseg.__version__}",
+                device_serial_number="none",
+                content_label=str(content_label).upper().replace(" ", "_")[:16],
+                content_description=str(series_description)[:64],
+                omit_empty_frames=True,
+            )
+        seg.SeriesDescription = str(series_description)[:64]
+        with atomic_write(path, suffix=DICOM.suffixes[0]) as tmp:  # a .dcm temporary, whatever the name
+            seg.save_as(tmp, enforce_file_format=True)
+        log.info(
+            "DICOM SEG: %d segments, %d frames over %d source slices -> %s",
+            len(names),
+            int(getattr(seg, "NumberOfFrames", 0)),
+            len(datasets),
+            path.name,
+        )
+        return path
+
+
+_UID_KEYWORDS = ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID", "SOPClassUID")
+
+
+def _complete_first(datasets: list[Any], pixel: np.ndarray, where: str) -> tuple[list[Any], np.ndarray]:
+    """Source datasets (and their SEG frames) with a complete one first: highdicom copies the patient and
+    study modules from the first source; a damaged file (an element that swallowed the patient module)
+    cannot be that template. Every source must have valid UIDs: the SEG references them."""
+    for d in datasets:
+        if any(uid_for_message(d.get(k)) in ("unknown", "<not a valid UID>") for k in _UID_KEYWORDS):
+            raise FileFormatError(
+                f"{where}: a source file has a missing or damaged UID (SOP instance / series / study / SOP class); "
+                "a DICOM SEG cannot reference it: save the labels as NIfTI"
+            )
+
+    def complete(d: Any) -> bool:
+        return (
+            "PatientID" in d and "StudyInstanceUID" in d and clean_text(d.get("Modality"), 16) not in ("", INVALID_TEXT)
+        )
+
+    m = next((i for i, d in enumerate(datasets) if complete(d)), 0)
+    if m == 0:
+        return datasets, pixel
+    order = [m] + [i for i in range(len(datasets)) if i != m]  # single-frame sources: frame i <-> source i
+    return [datasets[i] for i in order], pixel[order]
 
 
 def _checked_labels(
     arr: np.ndarray, lab_aff: np.ndarray | None, datasets: list[Any], series_aff: np.ndarray, where: str
 ) -> np.ndarray:
     """The label map as int64 after checking its shape (and affine, if it has one) against the series grid."""
-    X, Y, Z = int(datasets[0].Columns), int(datasets[0].Rows), len(datasets)
+    frames = int(getattr(datasets[0], "NumberOfFrames", 1) or 1) if len(datasets) == 1 else 1
+    X, Y, Z = int(datasets[0].Columns), int(datasets[0].Rows), max(len(datasets), frames)
     if arr.ndim != 3 or arr.shape != (X, Y, Z):
         raise LabelMismatchError(
             f"{where}: label map shape {arr.shape} does not match the series grid "

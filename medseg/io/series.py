@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from medseg.errors import FileFormatError
+from medseg.io.safety import visible
 
 __all__ = ["SeriesInfo", "format_series_table", "unreadable"]
 
@@ -82,9 +83,14 @@ def unreadable(path: str, problem: str) -> SeriesInfo:
 
 
 def format_series_table(series: Sequence[SeriesInfo]) -> str:
-    """A plain-text table of :func:`medseg.io.discover`'s result (what ``medseg info`` prints). No patient data."""
+    """A plain-text table of :func:`medseg.io.discover`'s result (what ``medseg info`` prints). No patient data.
+
+    One line per entry whatever the values hold: header text was cleaned when read
+    (:func:`medseg.io.safety.clean_text`), and every cell has its control characters replaced (file
+    names can hold newlines or terminal escapes too).
+    """
     head = ["#", "kind", "modality", "slices", "shape", "spacing (mm)", "orient", "description / path", "problems"]
-    rows = [_table_row(i, s) for i, s in enumerate(series)]
+    rows = [[visible(cell) for cell in _table_row(i, s)] for i, s in enumerate(series)]
     widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head) - 1)]
     lines = []
     for r in [head] + rows:

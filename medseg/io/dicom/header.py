@@ -11,10 +11,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
-from medseg.errors import FileFormatError, MissingFileError
-from medseg.io.dicom.source import Source, looks_like_dicom, parallel_map
+from medseg.errors import FileFormatError, MedsegError, MissingFileError
+from medseg.io.dicom.source import Source, common_folder, looks_like_dicom, parallel_map
+from medseg.io.safety import PASS_THROUGH, reading_file, reason_of, third_party_quiet
 
 __all__ = [
     "Header",
@@ -60,6 +61,7 @@ _USED_KEYWORDS = (
     "PlanarConfiguration",
     "RescaleSlope",
     "RescaleIntercept",
+    "ModalityLUTSequence",
     "AcquisitionNumber",
     "TemporalPositionIdentifier",
     "EchoNumbers",
@@ -87,6 +89,9 @@ class Header:
     native: bool  # uncompressed transfer syntax
     little_endian: bool
     file_size: int
+    transfer_syntax: str = ""  # the file meta's, or the encoding pydicom found when the file has none
+    frames: int = 1  # NumberOfFrames (1 when absent); inferred from the pixel data when the value is damaged
+    note: str | None = None  # what was inferred (reported in the series' problems)
 
 
 @dataclass(frozen=True)
@@ -106,40 +111,98 @@ def read_dicom_header(src: str | Path | Source, *, check_truncation: bool = True
     Parameters
     ----------
     src : file path, or a :class:`Source` (a member of a zip archive).
-    check_truncation : refuse uncompressed files whose pixel data are shorter than the header says.
+    check_truncation : refuse uncompressed files whose Pixel Data element (or the file) is shorter
+        than Rows x Columns x frames x samples x bits / 8 (4:2:2 subsampled YBR counted as 2 samples).
 
     Raises
     ------
     MissingFileError : the file does not exist.
-    FileFormatError : empty, not DICOM, corrupt header, or (uncompressed) pixel data shorter than
-        Rows x Columns x frames x samples x bytes: the message names the file, never the patient.
+    FileFormatError : empty, not DICOM, corrupt header, or (uncompressed) pixel data shorter than the
+        header says: the message names the file, never the patient. pydicom's warnings and log records
+        are captured (:mod:`medseg.io.safety`), never shown as they are.
     """
     if not isinstance(src, Source):
         src = Source(str(src))
     name = str(src)
-    fp, size = _open(src)
-    with fp:
-        if size == 0:
-            raise FileFormatError("empty file (0 bytes); re-export or re-copy it", path=name)
-        ds, pos, next_tag, forced = _parse(fp, name)
-    if forced and not ("SOPClassUID" in ds or "Rows" in ds):
-        raise FileFormatError("not a DICOM file (no 'DICM' marker and no DICOM image elements)", path=name)
-    syntax = _transfer_syntax(ds)
-    native = syntax.native
-    offset = None
-    has_pixels = "Rows" in ds and pos < size
-    pixel_tag = b"\xe0\x7f\x10\x00" if syntax.little_endian else b"\x7f\xe0\x00\x10"
-    if native and has_pixels and next_tag != pixel_tag:
-        native = False  # float / double pixel data or something unusual: let pydicom decode it
-    if native and has_pixels and not syntax.deflated:
-        offset = pos + (8 if syntax.implicit_vr else 12)  # tag (4) + [VR (2) + reserved (2)] + length (4)
-        if check_truncation:
-            _check_pixel_length(ds, size - offset, name)
-    elif native and "Rows" in ds and pos >= size and check_truncation:
-        raise FileFormatError("truncated file: no pixel data after the header", path=name)
+    with third_party_quiet(name), reading_file(name):
+        fp, size = _open(src)
+        with fp:
+            if size == 0:
+                raise FileFormatError("empty file (0 bytes); re-export or re-copy it", path=name)
+            ds, syntax, pos, element = _parse(fp, name)
+        if element.forced and not ("SOPClassUID" in ds or "Rows" in ds):
+            raise FileFormatError("not a DICOM file (no 'DICM' marker and no DICOM image elements)", path=name)
+        native = syntax.native and not syntax.deflated  # deflated: the bytes on disk are compressed
+        offset = None
+        has_pixels = "Rows" in ds and pos < size
+        frames, note = _frame_count(ds, element.length if native else None, name)
+        if native and has_pixels and element.offset is not None:
+            offset = pos + element.offset
+            if check_truncation:
+                _check_pixel_length(ds, frames, element.length, size - offset, name)
+        elif native and has_pixels:
+            native = False  # float / double pixel data, encapsulated or unusual: let pydicom decode it
+        elif "Rows" in ds and pos >= size and check_truncation and not syntax.deflated:
+            raise FileFormatError("truncated file: no pixel data after the header", path=name)
     return Header(
-        src=src, ds=ds, pixel_offset=offset, native=native, little_endian=syntax.little_endian, file_size=size
+        src=src,
+        ds=ds,
+        pixel_offset=offset,
+        native=native,
+        little_endian=syntax.little_endian,
+        file_size=size,
+        transfer_syntax=syntax.uid,
+        frames=frames,
+        note=note,
     )
+
+
+def _frame_count(ds: Any, length: int | None, name: str) -> tuple[int, str | None]:
+    """(frames, note): NumberOfFrames, or, when its value is damaged (``'1A'``), the whole number of frames
+    the uncompressed Pixel Data element of ``length`` bytes holds (as pydicom infers it); else an error."""
+    raw = ds.get("NumberOfFrames")
+    if raw is None or str(raw).strip() == "":
+        return 1, None
+    try:
+        frames = int(raw)
+        if frames >= 1:
+            return frames, None
+    except (TypeError, ValueError):
+        pass
+    one = expected_pixel_bytes(ds, frames=1)
+    if length is not None and one and length >= one and (length - length % 2) % one in (0, length % one):
+        inferred = length // one
+        return inferred, f"NumberOfFrames is not a valid number: {inferred} frame(s) read from the pixel data length"
+    raise FileFormatError(
+        "NumberOfFrames is not a valid number and the frame count cannot be told from the pixel data", path=name
+    )
+
+
+@dataclass(frozen=True)
+class _PixelElement:
+    """The element header pydicom stopped at: where its value starts (relative) and its length."""
+
+    forced: bool  # the file was parsed without the 'DICM' marker
+    offset: int | None = None  # bytes from the element start to its value (None: not plain Pixel Data)
+    length: int | None = None  # the element's value length (None: undefined / not plain Pixel Data)
+
+
+def _pixel_element(head: bytes, syntax: _Syntax, forced: bool) -> _PixelElement:
+    """Decode the (7FE0,0010) element header at the stop position (tag, [VR, reserved,] length)."""
+    little = syntax.little_endian
+    tag = b"\xe0\x7f\x10\x00" if little else b"\x7f\xe0\x00\x10"
+    if len(head) < 8 or head[:4] != tag:
+        return _PixelElement(forced)
+    order: Literal["little", "big"] = "little" if little else "big"
+    if syntax.implicit_vr:
+        length, offset = int.from_bytes(head[4:8], order), 8
+    else:
+        if len(head) < 12 or head[4:6] not in (b"OB", b"OW", b"UN"):
+            return _PixelElement(forced)
+        length, offset = int.from_bytes(head[8:12], order), 12
+    if length == 0xFFFFFFFF:  # undefined length: encapsulated (compressed) frames
+        return _PixelElement(forced)
+    return _PixelElement(forced, offset, length)
 
 
 def _open(src: Source) -> tuple[IO[bytes], int]:
@@ -157,8 +220,8 @@ def _open(src: Source) -> tuple[IO[bytes], int]:
         raise FileFormatError(f"cannot read file ({type(e).__name__})", path=name) from None
 
 
-def _parse(fp: IO[bytes], name: str) -> tuple[Any, int, bytes, bool]:
-    """(dataset, position after the header, the 4 bytes there, parsed without the 'DICM' marker)."""
+def _parse(fp: IO[bytes], name: str) -> tuple[Any, _Syntax, int, _PixelElement]:
+    """(dataset, transfer syntax, position after the header, the element there)."""
     import pydicom  # lazy: keeps `import medseg.io` light
     from pydicom.errors import InvalidDicomError
 
@@ -167,18 +230,29 @@ def _parse(fp: IO[bytes], name: str) -> tuple[Any, int, bytes, bool]:
     forced = not looks_like_dicom(head)
     try:
         ds = pydicom.dcmread(fp, stop_before_pixels=True, force=forced)
-        # pydicom converts values lazily: convert the elements medseg uses now, so that a corrupt
-        # header fails here (naming the file) and not later in the middle of a volume
+        # pydicom converts values lazily: convert the file meta and the elements medseg uses now, so
+        # that a corrupt header fails here (naming the file) and not later in the middle of a volume
+        fm = getattr(ds, "file_meta", None)
+        if fm is not None:
+            for elem in fm:
+                elem.value  # noqa: B018  (converts the raw element)
         for tag in _used_tags():
             if tag in ds:
                 ds[tag]  # noqa: B018  (converts the raw element)
+        syntax = _transfer_syntax(ds)
         pos = fp.tell()
-        next_tag = fp.read(4)  # the element pydicom stopped at: must be (7FE0,0010) Pixel Data for the fast path
+        element = _pixel_element(fp.read(12), syntax, forced)  # must be (7FE0,0010) Pixel Data for the fast path
     except InvalidDicomError:
         raise FileFormatError("not a DICOM file (no 'DICM' marker and no valid DICOM elements)", path=name) from None
-    except Exception as e:  # pydicom raises many types on corrupt headers
-        raise FileFormatError(f"corrupt DICOM header ({type(e).__name__}); the file is damaged", path=name) from None
-    return ds, pos, next_tag, forced
+    except MedsegError:
+        raise
+    except PASS_THROUGH:
+        raise
+    except BaseException as e:  # pydicom raises many types on corrupt headers; the text may quote values
+        raise FileFormatError(
+            f"corrupt DICOM header ({type(e).__name__}: {reason_of(str(e))}); the file is damaged", path=name
+        ) from None
+    return ds, syntax, pos, element
 
 
 def _transfer_syntax(ds: Any) -> _Syntax:
@@ -187,12 +261,12 @@ def _transfer_syntax(ds: Any) -> _Syntax:
 
     fm = getattr(ds, "file_meta", None)
     ts = getattr(fm, "TransferSyntaxUID", None) if fm is not None else None
-    if ts is None:
-        ts = (
-            pydicom.uid.ImplicitVRLittleEndian
-            if getattr(ds, "is_implicit_VR", True)
-            else pydicom.uid.ExplicitVRLittleEndian
-        )
+    if ts is None:  # no file meta: the encoding pydicom found while reading (implicit, little endian)
+        implicit, little = getattr(ds, "original_encoding", (True, True))
+        if implicit is None or implicit:
+            ts = pydicom.uid.ImplicitVRLittleEndian
+        else:
+            ts = pydicom.uid.ExplicitVRLittleEndian if little or little is None else pydicom.uid.ExplicitVRBigEndian
     deflated = str(ts) == pydicom.uid.DeflatedExplicitVRLittleEndian
     try:
         uid = pydicom.uid.UID(ts)
@@ -202,26 +276,44 @@ def _transfer_syntax(ds: Any) -> _Syntax:
         return _Syntax(str(ts), False, True, False, deflated)
 
 
-def _check_pixel_length(ds: Any, available: int, name: str) -> None:
-    need = expected_pixel_bytes(ds)
-    if need is not None and available < need:
+def _check_pixel_length(ds: Any, frames: int, length: int | None, available: int, name: str) -> None:
+    """The Pixel Data element (``length`` bytes) and the file (``available`` bytes after it) hold a full image."""
+    need = expected_pixel_bytes(ds, frames=frames)
+    if need is None:
+        return
+    if length is not None and length < need:
+        raise FileFormatError(
+            f"the Pixel Data element holds {length} bytes, but Rows x Columns x frames x samples needs "
+            f"{need}; the header and the pixel data do not match (damaged or wrongly converted file)",
+            path=name,
+        )
+    if available < need:
         raise FileFormatError(
             f"truncated file: pixel data has {max(available, 0)} of {need} bytes; re-export or re-copy it",
             path=name,
         )
 
 
-def expected_pixel_bytes(ds: Any) -> int | None:
-    """Rows x Columns x frames x samples x bits / 8 (rounded up), or None when the header lacks them."""
+def expected_pixel_bytes(ds: Any, frames: int | None = None) -> int | None:
+    """Rows x Columns x frames x samples x bits / 8 (rounded up), or None when the header lacks them.
+
+    ``frames``: the frame count to use (default: NumberOfFrames).
+
+    Uncompressed YBR_FULL_422 / YBR_PARTIAL_422 store two chroma samples per pair of pixels (4:2:2
+    subsampling): 2 samples per pixel, not 3 (DICOM PS3.3 C.7.6.3.1.2).
+    """
     try:
         rows, cols = int(ds.Rows), int(ds.Columns)
         bits = int(ds.BitsAllocated)
         spp = int(ds.get("SamplesPerPixel", 1) or 1)
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        frames = int(ds.get("NumberOfFrames", 1) or 1) if frames is None else frames
+        photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
     except Exception:
         return None
-    if rows <= 0 or cols <= 0 or bits <= 0:
+    if rows <= 0 or cols <= 0 or bits <= 0 or frames <= 0:
         return None
+    if spp == 3 and photometric in ("YBR_FULL_422", "YBR_PARTIAL_422"):
+        spp = 2
     return (rows * cols * frames * spp * bits + 7) // 8
 
 
@@ -234,13 +326,25 @@ def is_dicomdir_record(ds: Any) -> bool:
 
 
 def read_headers(srcs: Sequence[Source]) -> tuple[list[Header], list[tuple[Source, Exception]]]:
-    """Headers of many files (progress bar on a terminal for 500+): (read, [(file, error), ...])."""
+    """Headers of many files (progress bar on a terminal for 500+): (read, [(file, error), ...]).
 
+    Never raises for one file: whatever reading a file raises (a MedsegError, or anything else as a
+    FileFormatError naming it) is returned with the file.
+    """
+    with third_party_quiet(common_folder(list(srcs)) if srcs else "DICOM files"):
+        return _read_headers(srcs)
+
+
+def _read_headers(srcs: Sequence[Source]) -> tuple[list[Header], list[tuple[Source, Exception]]]:
     def one(s: Source) -> tuple[Header | None, Exception | None]:
         try:
             return read_dicom_header(s), None
-        except (FileFormatError, MissingFileError) as e:
+        except MedsegError as e:
             return None, e
+        except PASS_THROUGH:
+            raise
+        except BaseException as e:
+            return None, FileFormatError(f"cannot read the header ({type(e).__name__})", path=str(s))
 
     if len(srcs) > 4:
         from tqdm import tqdm  # lazy: keeps `import medseg.io` light

@@ -18,9 +18,10 @@ from medseg.io.base import ImageFormat, LoadOptions
 from medseg.io.dicom.header import DICOMDIR_SOP, Header, read_dicom_header, read_headers_strict
 from medseg.io.dicom.pixels import build_volume
 from medseg.io.dicom.plan import Plan, plan_volume
-from medseg.io.dicom.slices import as_number
+from medseg.io.dicom.slices import as_number, is_palette
 from medseg.io.dicom.source import Source, common_folder, source_from_str, uid_for_message
 from medseg.io.geometry import orientation_code
+from medseg.io.safety import PASS_THROUGH, clean_text, reason_of, safe_reason, third_party_quiet
 from medseg.io.series import SeriesInfo
 
 if TYPE_CHECKING:  # annotations only: monai (torch) is imported when a volume is built
@@ -56,34 +57,51 @@ def load_dicom(
     ------
     GeometryError, FileFormatError, MissingDependencyError : with the file/folder named.
     """
-    headers = _headers_of(series)
-    if not headers:
-        raise InputError("no DICOM files to load", path=str(series))
-    where = common_folder([h.src for h in headers]) if len(headers) > 1 else str(headers[0].src)
-    ds0 = headers[0].ds
-    if "Rows" not in ds0:
-        raise FileFormatError(
-            f"not an image (SOP class {uid_for_message(ds0.get('SOPClassUID'))}; no pixel data)", path=where
-        )
+    name = str(series.path) if isinstance(series, SeriesInfo) else str(series)
+    with third_party_quiet(name):
+        headers = _headers_of(series)
+        if not headers:
+            raise InputError("no DICOM files to load", path=name)
+        where = common_folder([h.src for h in headers]) if len(headers) > 1 else str(headers[0].src)
+        ds0 = headers[0].ds
+        if "Rows" not in ds0:
+            raise FileFormatError(
+                f"not an image (SOP class {uid_for_message(ds0.get('SOPClassUID'))}; no pixel data)", path=where
+            )
+        plan = _plan(headers, where, resample)
+        if plan.errors:
+            cls, msg = plan.errors[0]
+            raise cls(msg, path=where)
+        for p in plan.problems:
+            log.warning("%s: %s", where, p)
+        try:
+            arr = build_volume(plan, where, dtype=dtype)
+            return _to_metatensor(arr, plan, headers, where)
+        except MedsegError:
+            raise
+        except PASS_THROUGH:
+            raise
+        except MemoryError:
+            raise InputError(
+                f"not enough memory for a volume of {plan.channels} x {plan.shape} voxels", path=where
+            ) from None
+        except BaseException as e:
+            raise FileFormatError(
+                f"cannot build the volume ({safe_reason(e)}); a file may be damaged", path=where
+            ) from None
+
+
+def _plan(headers: list[Header], where: str, resample: bool) -> Plan:
+    """:func:`plan_volume`, with a corrupt nested header value (lazy pydicom conversion) as a FileFormatError."""
     try:
-        plan = plan_volume(headers, where, resample=resample)
-    except Exception as e:  # corrupt nested header values (lazy pydicom conversion)
-        raise FileFormatError(f"corrupt DICOM header values ({type(e).__name__}: {str(e)[:200]})", path=where) from None
-    if plan.errors:
-        cls, msg = plan.errors[0]
-        raise cls(msg, path=where)
-    for p in plan.problems:
-        log.warning("%s: %s", where, p)
-    try:
-        arr = build_volume(plan, where, dtype=dtype)
-        return _to_metatensor(arr, plan, headers, where)
+        return plan_volume(headers, where, resample=resample)
     except MedsegError:
         raise
-    except MemoryError:
+    except PASS_THROUGH:
         raise
-    except Exception as e:
+    except BaseException as e:
         raise FileFormatError(
-            f"cannot build the volume ({type(e).__name__}: {str(e)[:200]}); a file may be damaged", path=where
+            f"corrupt DICOM header values ({type(e).__name__}: {reason_of(str(e))})", path=where
         ) from None
 
 
@@ -104,6 +122,12 @@ def _to_metatensor(arr: np.ndarray, plan: Plan, headers: list[Header], where: st
     ds = headers[0].ds
     affine = plan.affine
     used = sorted({str(s.hdr.src) for vol in plan.volumes for s in vol})
+    problems = list(plan.problems)
+    photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
+    if photometric == "MONOCHROME1":
+        problems.append("MONOCHROME1: stored values kept (higher values display darker); invert for display")
+    if is_palette(ds):
+        problems.append("PALETTE COLOR: expanded to RGB through the colour lookup tables")
     meta = {
         "filename_or_obj": where,
         "format": "dicom",
@@ -111,16 +135,16 @@ def _to_metatensor(arr: np.ndarray, plan: Plan, headers: list[Header], where: st
         "spacing": np.array(plan.spacing, float),
         "original_affine": affine.copy(),
         "orientation": orientation_code(affine),
-        "modality": str(ds.get("Modality", "")) or None,
-        "series_uid": str(ds.get("SeriesInstanceUID", "")) or None,
-        "study_uid": str(ds.get("StudyInstanceUID", "")) or None,
-        "frame_of_reference_uid": str(ds.get("FrameOfReferenceUID", "")) or None,
-        "series_description": str(ds.get("SeriesDescription", "")),
-        "problems": list(plan.problems),
+        "modality": clean_text(ds.get("Modality", ""), 16) or None,
+        "series_uid": _uid(ds.get("SeriesInstanceUID")),
+        "study_uid": _uid(ds.get("StudyInstanceUID")),
+        "frame_of_reference_uid": _uid(ds.get("FrameOfReferenceUID")),
+        "series_description": clean_text(ds.get("SeriesDescription", "")),
+        "problems": problems,
         "excluded": list(plan.excluded),
         "rescale_applied": True,
         "channel_key": plan.channel_key,
-        "photometric": str(ds.get("PhotometricInterpretation", "")),
+        "photometric": clean_text(ds.get("PhotometricInterpretation", ""), 16),
         "space": "RAS",
         "original_channel_dim": 0,
         "spatial_shape": np.array(arr.shape[1:]),
@@ -129,31 +153,42 @@ def _to_metatensor(arr: np.ndarray, plan: Plan, headers: list[Header], where: st
     return MetaTensor(t, affine=torch.as_tensor(affine, dtype=torch.float64), meta=meta)
 
 
+def _uid(value: object) -> str | None:
+    """A UID value for ``meta`` / :class:`SeriesInfo`: None when missing, ``"<not a valid UID>"`` when damaged."""
+    text = uid_for_message(value)
+    return None if text == "unknown" else text
+
+
 def describe_series(headers: list[Header], resample: bool = False) -> SeriesInfo:
-    """The :class:`SeriesInfo` of one series' headers: what ``load`` would build, and every problem."""
+    """The :class:`SeriesInfo` of one series' headers: what ``load`` would build, and every problem.
+
+    Never raises: a header value that cannot be read makes an ``"error: ..."`` problem.
+    """
     ds = headers[0].ds
     where = common_folder([h.src for h in headers])
     info = SeriesInfo(
-        kind="dicom",
-        path=where,
-        series_uid=str(ds.get("SeriesInstanceUID", "")) or None,
-        modality=str(ds.get("Modality", "")) or None,
-        description=str(ds.get("SeriesDescription", "")),
-        series_number=int(as_number(ds.get("SeriesNumber"), 0)) if ds.get("SeriesNumber") is not None else None,
-        n_files=len(headers),
-        files=[str(h.src) for h in headers],
-        _headers=headers,
+        kind="dicom", path=where, n_files=len(headers), files=[str(h.src) for h in headers], _headers=headers
     )
-    if ds.get("SOPClassUID") == DICOMDIR_SOP or "Rows" not in ds:
-        info.problems.append(
-            "error: no image data (no Rows/Columns/pixel data in the files; "
-            f"SOP class {ds.get('SOPClassUID', 'unknown')})"
-        )
-        return info
     try:
-        plan = plan_volume(headers, where, resample=resample)
-    except Exception as e:  # corrupt nested header values (lazy pydicom conversion)
-        info.problems.append(f"error: {where}: corrupt DICOM header values ({type(e).__name__}: {str(e)[:120]})")
+        info.series_uid = _uid(ds.get("SeriesInstanceUID"))
+        info.modality = clean_text(ds.get("Modality", ""), 16) or None
+        info.description = clean_text(ds.get("SeriesDescription", ""))
+        number = ds.get("SeriesNumber")
+        info.series_number = int(as_number(number, 0)) if number is not None else None
+        if ds.get("SOPClassUID") == DICOMDIR_SOP or "Rows" not in ds:
+            info.problems.append(
+                "error: no image data (no Rows/Columns/pixel data in the files; "
+                f"SOP class {uid_for_message(ds.get('SOPClassUID'))})"
+            )
+            return info
+        plan = _plan(headers, where, resample)
+    except MedsegError as e:
+        info.problems.append(f"error: {e}")
+        return info
+    except PASS_THROUGH:
+        raise
+    except BaseException as e:
+        info.problems.append(f"error: {where}: corrupt DICOM header values ({type(e).__name__}: {reason_of(str(e))})")
         return info
     info.problems.extend(plan.problems)
     info.excluded.extend(plan.excluded)

@@ -12,11 +12,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import DTypeLike
 
-from medseg.errors import FileFormatError, MissingDependencyError
+from medseg.errors import FileFormatError, InputError, MedsegError, MissingDependencyError
 from medseg.io.dicom.header import Header
 from medseg.io.dicom.plan import Plan
-from medseg.io.dicom.slices import Slice, as_number
+from medseg.io.dicom.slices import Slice, as_number, has_modality_lut, is_palette
 from medseg.io.dicom.source import parallel_map, uid_for_message
+from medseg.io.safety import PASS_THROUGH, reading_file, safe_reason
 
 __all__ = ["build_volume", "read_frame", "PixelCache", "DECODER_HINT"]
 
@@ -56,60 +57,124 @@ def _fix_bits(arr: np.ndarray, ds: Any) -> np.ndarray:
     return arr
 
 
-def _decode_error(h: Header, e: Exception) -> Exception:
-    """A MissingDependencyError when no decoder is installed for the transfer syntax, else FileFormatError."""
+def _decode_error(h: Header, e: BaseException) -> MedsegError:
+    """MissingDependencyError when no decoder is installed for the transfer syntax, else FileFormatError.
+
+    Decoder messages are shown through :func:`medseg.io.safety.safe_reason` (quoted values removed).
+    """
     ts = str(getattr(getattr(h.ds, "file_meta", None), "TransferSyntaxUID", ""))
-    msg = str(e)
+    name = str(h.src)
+    if isinstance(e, MemoryError):
+        return InputError(
+            "not enough memory to decode the pixel data (Rows x Columns x frames too large for this machine, "
+            "or a damaged header)",
+            path=name,
+        )
+    msg = str(e) if isinstance(e, Exception) else ""
     low = msg.lower()
     if "exceptions were raised by all available plugins" in low:
-        detail = " | ".join(line.strip() for line in msg.splitlines()[1:3])
+        detail = " | ".join(safe_reason(ValueError(line.strip()), 140)[12:] for line in msg.splitlines()[1:3])
         return FileFormatError(
-            f"the installed decoders could not decode the pixel data (transfer syntax {uid_for_message(ts)}): "
-            f"{detail[:300]}",
-            path=str(h.src),
+            f"the installed decoders could not decode the pixel data (transfer syntax {uid_for_message(ts)}): {detail}",
+            path=name,
         )
-    if isinstance(e, ImportError) or ("plugin" in low or "decoder" in low or "install" in low):
+    if isinstance(e, ImportError) or (
+        isinstance(e, (RuntimeError, NotImplementedError)) and ("plugin" in low or "install" in low)
+    ):
         pkg = DECODER_HINT.get(ts, "pylibjpeg with the matching plugin")
         return MissingDependencyError(
             f"no decoder for transfer syntax {uid_for_message(ts)} is installed; install it with: pip install {pkg}",
-            path=str(h.src),
+            path=name,
         )
-    return FileFormatError(
-        f"cannot decode pixel data ({type(e).__name__}: {msg[:200]}); the file may be damaged", path=str(h.src)
-    )
+    return FileFormatError(f"cannot decode pixel data ({safe_reason(e)}); the file may be damaged", path=name)
+
+
+def _expand_palette(ds: Any, arr: np.ndarray, name: str) -> np.ndarray:
+    """PALETTE COLOR indices -> RGB through the file's lookup tables (pydicom's ``apply_color_lut``)."""
+    from pydicom.pixels import apply_color_lut  # lazy: keeps `import medseg.io` light
+
+    try:
+        return apply_color_lut(arr, ds)
+    except Exception as e:
+        raise FileFormatError(
+            f"PALETTE COLOR image whose colour lookup tables cannot be applied ({safe_reason(e)})", path=name
+        ) from None
+
+
+def _modality_lut(ds: Any, arr: np.ndarray, name: str) -> np.ndarray:
+    """Stored values -> modality values through the Modality LUT Sequence (pydicom's ``apply_modality_lut``)."""
+    from pydicom.pixels import apply_modality_lut  # lazy: keeps `import medseg.io` light
+
+    try:
+        return apply_modality_lut(arr, ds)
+    except Exception as e:
+        raise FileFormatError(f"Modality LUT Sequence cannot be applied ({safe_reason(e)})", path=name) from None
 
 
 class PixelCache:
-    """Decoded pixel arrays of non-native (compressed / unusual) files, one decode per file."""
+    """Decoded pixel arrays of non-native (compressed / unusual) files, one decode per file.
+
+    PALETTE COLOR images come back as RGB ``(..., 3)`` (their lookup tables applied), images with a
+    Modality LUT Sequence as modality values (the LUT applied; their slope / intercept are then 1 / 0).
+    """
 
     def __init__(self) -> None:
         self._cache: dict[str, np.ndarray] = {}
 
     def get(self, h: Header) -> np.ndarray:
-        """All frames of ``h``'s file as pydicom decodes them (``ds.pixel_array``)."""
+        """All frames of ``h``'s file as pydicom decodes them (``ds.pixel_array``, palettes expanded).
+
+        Any failure of a decoder, ``BaseException`` subclasses such as pyo3's ``PanicException``
+        included, is a :class:`FileFormatError` naming the file.
+        """
         key = str(h.src)
         if key not in self._cache:
             import pydicom  # lazy: keeps `import medseg.io` light
 
             try:
-                ds = pydicom.dcmread(io.BytesIO(h.src.read_bytes()), force=True)
-                arr = ds.pixel_array
-            except Exception as e:
+                with reading_file(key):
+                    ds = pydicom.dcmread(io.BytesIO(h.src.read_bytes()), force=True)
+                    if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+                        raise FileFormatError(
+                            "no Pixel Data element: the file ends before its pixel data (truncated?)", path=key
+                        )
+                    if "TransferSyntaxUID" not in ds.file_meta and h.transfer_syntax:
+                        ds.file_meta.TransferSyntaxUID = pydicom.uid.UID(h.transfer_syntax)  # a file without file meta
+                    pixels = ds.pixel_array
+                    if is_palette(ds):
+                        pixels = _expand_palette(ds, pixels, key)
+                    elif has_modality_lut(ds):
+                        pixels = _modality_lut(ds, pixels, key)
+            except MedsegError:
+                raise
+            except PASS_THROUGH:
+                raise
+            except BaseException as e:
                 raise _decode_error(h, e) from None
-            self._cache[key] = arr
+            self._cache[key] = pixels
         return self._cache[key]
 
 
 def read_frame(sl: Slice, cache: PixelCache, spp: int) -> np.ndarray:
-    """``(rows, cols[, spp])`` raw stored values of one slice / frame."""
+    """``(rows, cols[, spp])`` raw stored values of one slice / frame (RGB for palette colour)."""
     h = sl.hdr
     ds = h.ds
     rows, cols = int(ds.Rows), int(ds.Columns)
-    frames = int(as_number(ds.get("NumberOfFrames", 1), 1) or 1)
+    frames = h.frames
     dt = _native_dtype(ds, h.little_endian) if h.native else None
     planar = int(as_number(ds.get("PlanarConfiguration", 0), 0))
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
-    if h.pixel_offset is not None and dt is not None and h.src.member is None and (spp == 1 or (photometric == "RGB")):
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+    # the fast path: uncompressed gray / RGB read straight from the file. Big-endian 8-bit data go
+    # through pydicom (OW words are byte-swapped there), palette colour needs its lookup tables.
+    fast = (
+        h.pixel_offset is not None
+        and dt is not None
+        and h.src.member is None
+        and ((spp == 1 and not is_palette(ds) and not has_modality_lut(ds)) or photometric == "RGB")
+        and (h.little_endian or dt.itemsize > 1)
+    )
+    if fast:
+        assert dt is not None and h.pixel_offset is not None
         per = rows * cols * spp
         off = h.pixel_offset + (sl.frame or 0) * per * dt.itemsize
         arr = np.fromfile(h.src.path, dtype=dt, count=per, offset=off)
@@ -124,7 +189,11 @@ def read_frame(sl: Slice, cache: PixelCache, spp: int) -> np.ndarray:
         return _fix_bits(arr.astype(dt.newbyteorder("="), copy=False), ds)
     arr = cache.get(h)
     if frames > 1:
+        if arr.ndim < 3 or arr.shape[0] < frames:
+            raise FileFormatError(f"decoded {arr.shape[0]} frames, the header says {frames}", path=str(h.src))
         arr = arr[sl.frame or 0]
+    elif arr.ndim == (3 if spp == 1 else 4) and arr.shape[1:3] == (rows, cols):
+        arr = arr[0]  # more frames in the data than NumberOfFrames = 1 says (pydicom returns them all)
     return arr
 
 
@@ -144,8 +213,10 @@ def build_volume(plan: Plan, where: str, dtype: DTypeLike = np.float32) -> np.nd
     def work(args: tuple[int, int, Slice]) -> None:
         v, k, sl = args
         raw = read_frame(sl, cache, spp)
-        if raw.shape[:2] != (ny, nx):
-            raise FileFormatError(f"pixel data is {raw.shape[:2]}, header says {(ny, nx)}", path=str(sl.hdr.src))
+        if raw.shape[:2] != (ny, nx) or (raw.shape[2] if raw.ndim == 3 else 1) != spp:
+            raise FileFormatError(
+                f"decoded pixel data are {raw.shape}, the header says {(ny, nx, spp)}", path=str(sl.hdr.src)
+            )
         _rescale_into(out, v, k, raw, sl, spp)
         if plan.deshear is not None:
             _deshear(out, v, k, plan.deshear[k], spp)

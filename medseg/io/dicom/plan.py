@@ -16,10 +16,11 @@ import numpy as np
 from medseg.errors import FileFormatError, GeometryError, MedsegError
 from medseg.io.dicom.findings import Findings
 from medseg.io.dicom.header import Header
-from medseg.io.dicom.slices import Slice, as_number, slices_of
+from medseg.io.dicom.slices import Slice, samples_out, slices_of
 from medseg.io.dicom.spacing import stack_spacing
 from medseg.io.dicom.stacking import stack_volumes
 from medseg.io.geometry import dicom_affine
+from medseg.io.safety import clean_text
 
 __all__ = ["Plan", "plan_volume"]
 
@@ -65,9 +66,10 @@ def plan_volume(headers: list[Header], where: str, resample: bool = False) -> Pl
     turns irregular spacing and gantry tilt into reported corrections instead of errors.
     """
     f = Findings()
+    f.problems.extend(f"{h.src}: {h.note}" for h in headers if h.note)
     slices = _drop_localizers([s for h in headers for s in slices_of(h)], f)
     if not slices:
-        f.fail(GeometryError, f"{where}: no image slices (only localizers)")
+        f.fail(GeometryError, f"{where}: no image slices")
         return _empty_plan(f)
     with_geo = [s for s in slices if s.ipp is not None and s.iop is not None]
     if not with_geo:
@@ -115,10 +117,14 @@ def _iop(s: Slice) -> np.ndarray:
 
 def _drop_localizers(slices: list[Slice], f: Findings) -> list[Slice]:
     """Slices whose ImageType says LOCALIZER or SCOUT are excluded (and reported)."""
+    is_loc = ["LOCALIZER" in s.image_type or "SCOUT" in s.image_type for s in slices]
+    if slices and all(is_loc):  # a localizer series (or one localizer named by the user): that is the image
+        f.problems.append(f"all {len(slices)} image(s) are localizers (ImageType LOCALIZER/SCOUT): loaded as they are")
+        return slices
     keep = []
-    for s in slices:
-        if "LOCALIZER" in s.image_type or "SCOUT" in s.image_type:
-            f.excluded.append(f"{s.hdr.src}: localizer (ImageType {'/'.join(s.image_type)})")
+    for s, loc in zip(slices, is_loc):
+        if loc:
+            f.excluded.append(f"{s.hdr.src}: localizer (ImageType {'/'.join(clean_text(t, 16) for t in s.image_type)})")
         else:
             keep.append(s)
     if len(keep) < len(slices):
@@ -138,6 +144,9 @@ def _plan_without_geometry(slices: list[Slice], where: str, f: Findings) -> Plan
             "no patient geometry (ImagePositionPatient/ImageOrientationPatient): identity orientation, origin 0"
         )
     ps = slices[0].pixel_spacing
+    if not (ps[0] > 0 and ps[1] > 0):
+        f.problems.append(f"PixelSpacing {list(ps)} is not positive: 1.0 mm used (pixel units)")
+        ps = (1.0, 1.0)
     aff = dicom_affine([1, 0, 0, 0, 1, 0], [0, 0, 0], ps, None)
     h0 = slices[0].hdr.ds
     sizes = {(s.hdr.ds.get("Rows"), s.hdr.ds.get("Columns")) for s in slices}
@@ -149,7 +158,7 @@ def _plan_without_geometry(slices: list[Slice], where: str, f: Findings) -> Plan
         )
         return _empty_plan(f)
     shape = (int(h0.Columns), int(h0.Rows), len(slices))
-    spp = int(as_number(h0.get("SamplesPerPixel", 1), 1))
+    spp = samples_out(h0)
     return Plan([slices], aff, (float(ps[1]), float(ps[0]), 1.0), shape, spp, f.problems, f.excluded, f.errors)
 
 
@@ -202,10 +211,10 @@ def _matrix(slices: list[Slice], where: str, f: Findings) -> tuple[int, int, int
     except Exception:
         f.fail(FileFormatError, f"{slices[0].hdr.src}: no Rows/Columns")
         return None
-    spp = int(as_number(h0.get("SamplesPerPixel", 1), 1))
+    spp = samples_out(h0)
     for s in slices:
         d = s.hdr.ds
-        if (int(as_number(d.get("Rows"), -1)), int(as_number(d.get("Columns"), -1))) != (rows, cols):
+        if (_int(d.get("Rows")), _int(d.get("Columns"))) != (rows, cols):
             f.fail(
                 GeometryError,
                 f"{where}: image size differs between {slices[0].hdr.src} ({rows}x{cols}) and "
@@ -216,6 +225,13 @@ def _matrix(slices: list[Slice], where: str, f: Findings) -> tuple[int, int, int
             f.fail(GeometryError, f"{where}: pixel spacing differs between {slices[0].hdr.src} and {s.hdr.src}")
             break
     return rows, cols, spp
+
+
+def _int(v: object) -> int:
+    try:
+        return int(v)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return -1
 
 
 def _slice_axes(s: Slice, f: Findings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -9,7 +9,7 @@ import numpy as np
 
 from medseg.io.dicom.header import Header
 
-__all__ = ["Slice", "slices_of", "as_floats", "as_number"]
+__all__ = ["Slice", "slices_of", "as_floats", "as_number", "is_palette", "samples_out", "has_modality_lut"]
 
 
 def as_floats(v: Any, n: int | None = None) -> np.ndarray | None:
@@ -34,6 +34,23 @@ def as_number(v: Any, default: float) -> float:
         return f if np.isfinite(f) else default
     except (TypeError, ValueError):
         return default
+
+
+def is_palette(ds: Any) -> bool:
+    """True for a PALETTE COLOR image (stored values are indices into colour lookup tables)."""
+    return str(ds.get("PhotometricInterpretation", "")).strip().upper() == "PALETTE COLOR"
+
+
+def has_modality_lut(ds: Any) -> bool:
+    """True when stored values map to modality values through a Modality LUT Sequence (not slope / intercept)."""
+    return bool(ds.get("ModalityLUTSequence"))
+
+
+def samples_out(ds: Any) -> int:
+    """Channels one frame of ``ds`` gives when loaded: 3 for palette colour (expanded to RGB), else SamplesPerPixel."""
+    if is_palette(ds):
+        return 3
+    return max(1, int(as_number(ds.get("SamplesPerPixel", 1), 1)))
 
 
 @dataclass
@@ -92,7 +109,7 @@ def _common_keys(ds: Any) -> dict[str, Any]:
 def slices_of(h: Header) -> list[Slice]:
     """The frames of one file, each with its own position, orientation, pixel spacing and rescale."""
     ds = h.ds
-    frames = int(as_number(ds.get("NumberOfFrames", 1), 1) or 1)
+    frames = h.frames
     image_type = tuple(str(x).upper() for x in (ds.get("ImageType") or []))
     if "PerFrameFunctionalGroupsSequence" in ds:
         return [_enhanced_frame(h, f, image_type) for f in range(frames)]
@@ -100,6 +117,7 @@ def slices_of(h: Header) -> list[Slice]:
     pixel_spacing = _pixel_spacing(ps)
     ipp = as_floats(ds.get("ImagePositionPatient"), 3)
     iop = as_floats(ds.get("ImageOrientationPatient"), 6)
+    lut = has_modality_lut(ds)  # the LUT is applied with the pixels (medseg.io.dicom.pixels)
 
     def frame_slice(frame: int | None, position: np.ndarray | None) -> Slice:
         return Slice(
@@ -108,8 +126,8 @@ def slices_of(h: Header) -> list[Slice]:
             ipp=position,
             iop=iop,
             pixel_spacing=pixel_spacing,
-            slope=as_number(ds.get("RescaleSlope", 1), 1.0),
-            intercept=as_number(ds.get("RescaleIntercept", 0), 0.0),
+            slope=1.0 if lut else as_number(ds.get("RescaleSlope", 1), 1.0),
+            intercept=0.0 if lut else as_number(ds.get("RescaleIntercept", 0), 0.0),
             keys=_common_keys(ds),
             image_type=image_type,
             instance=int(as_number(ds.get("InstanceNumber", 0), 0)),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import os
 import zipfile
 from collections.abc import Callable, Iterable, Sequence
@@ -70,7 +71,10 @@ def parallel_map(fn: Callable[[_T], _R], items: Iterable[_T]) -> list[_R]:
     if _MAX_WORKERS <= 1 or len(items) <= 4:
         return [fn(x) for x in items]
     with ThreadPoolExecutor(max_workers=_MAX_WORKERS) as ex:
-        return list(ex.map(fn, items))
+        # each call runs in a copy of the caller's context: the workers report to the caller's
+        # medseg.io.safety capture (third-party warnings never escape from a worker thread)
+        futures = [ex.submit(contextvars.copy_context().run, fn, x) for x in items]
+        return [f.result() for f in futures]
 
 
 def looks_like_dicom(head: bytes) -> bool:

@@ -62,15 +62,22 @@ def write_case_outputs(
     res : the result of :func:`medseg.tasks.segmentation.predict.predict_case` (``labels`` ``(*S)``
         uint8, ``probs`` ``(K, *S)``, ``affine``, ``dicom_sources``, ``class_names``).
     case_id : medseg's case id (file names are built from it, never from DICOM values).
-    out : the output folder: ``labels/<case>.nii.gz``, ``probabilities/<case>.nii.gz``,
-        ``dicom_seg/<case>.seg.dcm``.
+    out : the output folder: ``labels/<case>.nii.gz`` (``labels/<case>.seg.nrrd``, a 3D Slicer
+        segmentation named by class, when ``res["source_format"] == "nrrd"``),
+        ``probabilities/<case>.nii.gz``, ``dicom_seg/<case>.seg.dcm``.
     save_probs : also write the probabilities.
     model_name : the algorithm source named in the DICOM SEG.
 
     For a DICOM series input a DICOM SEG referencing the slices that were used (localizers and
     other excluded files stay out) is written too.
     """
-    labels_path = write_nifti(res["labels"], res["affine"], out / "labels" / f"{case_id}.nii.gz")
+    # label maps in the input's family: a Slicer segmentation (named segments) for NRRD inputs, else NIfTI
+    if res.get("source_format") == "nrrd":
+        ref = MetaTensor(torch.zeros((1, *np.shape(res["labels"]))), affine=torch.as_tensor(res["affine"]))
+        segments = dict(enumerate(res.get("class_names") or []))
+        labels_path = save_label(res["labels"], ref, out / "labels" / f"{case_id}.seg.nrrd", segments=segments)
+    else:
+        labels_path = write_nifti(res["labels"], res["affine"], out / "labels" / f"{case_id}.nii.gz")
     outputs = {"labels": str(labels_path.resolve())}
     if save_probs:
         p = write_probabilities(res["probs"], res["affine"], out / "probabilities" / f"{case_id}.nii.gz")
