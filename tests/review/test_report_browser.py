@@ -269,7 +269,7 @@ def test_report_in_headless_chromium(chromium, sample_run, evil_case_id, tmp_pat
             "case_000": "accept",
             "img_003": "needs_correction",
         }
-        assert data["feedback"][1]["comment"] == '=lesion missed, "left" side'
+        assert {f["case_id"]: f["comment"] for f in data["feedback"]}["img_003"] == '=lesion missed, "left" side'
 
         # saved in the browser: survives a reload
         load()
