@@ -164,7 +164,9 @@ class Run:
                 for p in list(path.iterdir()):
                     if p != keep and not p.name.startswith("failed-") and p.name != "data":
                         p.rename(keep / p.name)
-                log.warning("%s: the previous identical attempt %s; its files are in %s; starting again", path, why, keep)
+                log.warning(
+                    "%s: the previous identical attempt %s; its files are in %s; starting again", path, why, keep
+                )
             elif not force:
                 raise RunFolderExistsError(
                     "run folder already exists; choose another name (--set name=...), pass --out, "

@@ -49,6 +49,7 @@ def canonical_index(affine: np.ndarray, axis: int, index: int, size: int) -> tup
     t = _transform(affine)
     return int(t[axis, 0]), (size - 1 - index) if t[axis, 1] < 0 else index
 
+
 _LETTERS = {0: ("L", "R"), 1: ("P", "A"), 2: ("I", "S")}  # RAS world axis -> (letter of -, letter of +)
 _VIEW_WORLD = {"axial": (2, 1, 0), "coronal": (1, 2, 0), "sagittal": (0, 2, 1)}  # (normal, rows, cols)
 

@@ -17,10 +17,11 @@ the run folder:
   ``localStorage`` and exportable as CSV or JSON (downloaded via a Blob: no server, no network).
 
 Self-contained: thumbnails and Grad-CAM maps up to :data:`EMBED_MAX_BYTES` and the viewer's slices
-(up to :data:`STACK_MAX_BYTES` per case) are embedded as ``data:`` URIs, full-size overlays are linked relative to the report (absolute paths inside the run
-folder are made relative), and a Content-Security-Policy forbids any network access. Every text is
-HTML-escaped, the embedded JSON cannot close its ``<script>`` element, and keys that look like
-patient identifiers (PatientName, PatientID, ...) are dropped unless ``show_phi=True``.
+(up to :data:`STACK_MAX_BYTES` per case) are embedded as ``data:`` URIs, full-size overlays are
+linked relative to the report (absolute paths inside the run folder are made relative), and a
+Content-Security-Policy forbids any network access. Every text is HTML-escaped, the embedded JSON
+cannot close its ``<script>`` element, and keys that look like patient identifiers (PatientName,
+PatientID, ...) are dropped unless ``show_phi=True``.
 """
 
 from __future__ import annotations
@@ -373,7 +374,9 @@ def _viewer_html(c: ReviewCase, paths: _Paths) -> str:
             "<input class=alpha type=range min=0 max=100 value=100 aria-label='overlay opacity'>"
             "</div><div class=leg></div></div>"
         )
-    return f"<details class=viewer><summary>planes &amp; slices</summary><div class=planes>{planes}</div>{stack}</details>"
+    return (
+        f"<details class=viewer><summary>planes &amp; slices</summary><div class=planes>{planes}</div>{stack}</details>"
+    )
 
 
 def _stacks(records: list[ReviewCase], paths: _Paths) -> dict[str, Any]:
@@ -384,7 +387,9 @@ def _stacks(records: list[ReviewCase], paths: _Paths) -> dict[str, Any]:
             continue
         f = paths.resolve(c.stack)
         if not f.is_file() or f.stat().st_size > STACK_MAX_BYTES:
-            log.warning("review report: slice viewer of %s left out (missing or over %d bytes)", c.case_id, STACK_MAX_BYTES)
+            log.warning(
+                "review report: slice viewer of %s left out (missing or over %d bytes)", c.case_id, STACK_MAX_BYTES
+            )
             continue
         try:
             out[c.case_id] = json.loads(f.read_text())

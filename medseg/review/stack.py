@@ -99,8 +99,10 @@ def slice_stack(
         img = img[0]
     if lab is not None and lab.ndim == 4 and lab.shape[0] == 1:
         lab = lab[0]
-    (img, lab), aff = canonical([img, lab], np.asarray(affine, float))
-    assert img is not None
+    (shown, lab), aff = canonical([img, lab], np.asarray(affine, float))
+    if shown is None:
+        raise ValueError("slice_stack needs an image")
+    img = shown
     aff, axes, flip_rows = view_axes(aff, view)
     n, r, c = axes
     count = img.shape[n]
@@ -114,7 +116,9 @@ def slice_stack(
     f = max_side / max(shape)
     shape = (max(1, int(round(shape[0] * f))), max(1, int(round(shape[1] * f))))
     letters = orientation_letters(aff, view)
-    images, overlays, present = [], [], set()
+    images: list[str] = []
+    overlays: list[str] = []
+    present: set[int] = set()
     for k in picks:
         sl = slice_2d(img, axes, int(k), flip_rows)
         rgb = np.clip(resize_2d(gray_to_rgb(sl, window), shape, order=1), 0.0, 1.0)

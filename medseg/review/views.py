@@ -78,8 +78,8 @@ def _prepare(image, labels, affine):
     if aff is None:
         log.debug("no affine given: assuming RAS identity (orientation letters may be meaningless)")
     aff = np.eye(4) if aff is None else np.asarray(aff, float)
-    (img, lab), aff_c = canonical([img, lab], aff)
-    return img, lab, aff_c, aff
+    (shown, lab), aff_c = canonical([img, lab], aff)
+    return (img if shown is None else shown), lab, aff_c, aff
 
 
 def _render_slice(

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -53,7 +52,6 @@ from medseg.utils import atomic_write
 __all__ = ["explain", "explain_images", "resolve_target"]
 
 log = logging.getLogger("medseg.explain")
-
 
 
 def resolve_target(target: Any, class_names: Sequence[str]) -> int | None:
@@ -242,13 +240,11 @@ def explain(
             method=method,
             target=None if tgt is None else class_names[tgt],
         )
-        t0 = time.perf_counter()
         with run.stage("gradcam"):
             results = run_cohort(cases, one, out=run.path, command="explain")
         ok = [r for r in results if r.ok]
         details = {"method": method, "layer": ok[0].values["layer"] if ok else layer, "cams": str(run.path / "cams")}
         summary = finish_cohort(
-            run, results, command="explain", task="explain", title="medseg Grad-CAM review", details=details,
-            seconds=time.perf_counter() - t0,
+            run, results, command="explain", task="explain", title="medseg Grad-CAM review", details=details
         )
     return summary.to_dict()

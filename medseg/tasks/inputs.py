@@ -92,7 +92,7 @@ def _datalist_cases(path: Path, split: str) -> list[_Found]:
             f"choose one with --split {'|'.join(present + ['all']) if present else 'training|validation|test|all'}",
             path,
         )
-    out = []
+    out: list[_Found] = []
     for key in keys:
         for i, item in enumerate(content.get(key) or []):
             entry: dict[str, Any] = dict(item) if isinstance(item, dict) else {"image": item}
@@ -215,7 +215,9 @@ def resolve_series(path: str | Path, series: str | int | None = None) -> SeriesI
                 return match[0]
             if len(match) > 1:
                 raise InputError(f"--series {key!r} matches {len(match)} series; use the index: {listing}", path)
-        raise InputError(f"--series {key!r} matches no series (index, SeriesInstanceUID or description): {listing}", path)
+        raise InputError(
+            f"--series {key!r} matches no series (index, SeriesInstanceUID or description): {listing}", path
+        )
     loadable = [s for s in found if s.ok]
     if len(loadable) == 1:
         return loadable[0]

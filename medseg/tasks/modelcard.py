@@ -59,12 +59,19 @@ def _num(v: Any) -> Any:
     return round(f, 4)
 
 
+def _dump(section: Any) -> dict[str, Any] | None:
+    """A config section as a dict (None when there is none)."""
+    dump = getattr(section, "model_dump", None)
+    return dict(dump(exclude_none=True)) if callable(dump) else None
+
+
 def model_card(run: Run, cfg: Any, summary: Mapping[str, Any]) -> dict[str, Any]:
     """The model card content (what :func:`write_model_card` writes as JSON)."""
     info = _read_json(run.path / "run.json")
     data = info.get("data") or {}
     reference = _read_json(run.path / "ood_reference.json")
     best = _best_row(run.path, summary.get("best_epoch"))
+
     def is_figure(k: str) -> bool:
         return k.startswith(("best_val", "val_", "test_")) and not k.endswith(("_cases", "_images"))
 
@@ -79,10 +86,12 @@ def model_card(run: Run, cfg: Any, summary: Mapping[str, Any]) -> dict[str, Any]
         "classes": classes,
         "modality": getattr(cfg, "modality", None),
         "spatial_dims": getattr(cfg, "spatial_dims", 2 if task != "segmentation" else None),
-        "model": model.model_dump() if hasattr(model, "model_dump") else None,
+        "model": _dump(model),
         "training_data": data,
         "training": {
-            k: summary.get(k) for k in ("epochs", "best_epoch", "stop_reason", "train_seconds", "seconds") if k in summary
+            k: summary.get(k)
+            for k in ("epochs", "best_epoch", "stop_reason", "train_seconds", "seconds")
+            if k in summary
         },
         "validation": validation,
         "review": info.get("review"),
@@ -129,14 +138,18 @@ def _markdown(card: Mapping[str, Any]) -> str:
         )
     if data.get("datalist"):
         lines.append(f"- **Datalist**: `{data['datalist']}` (SHA-256 `{data.get('datalist_sha256')}`)")
-    lines.append(f"- **Cases**: {', '.join(f'{k} {n}' for k, n in counts.items()) or '-'} (case ids in model_card.json)")
+    lines.append(
+        f"- **Cases**: {', '.join(f'{k} {n}' for k, n in counts.items()) or '-'} (case ids in model_card.json)"
+    )
     fp = data.get("fingerprint") or {}
     if ref:
         d3 = ref.get("spatial_dims") == 3
         unit = "mm" if ref.get("spacing_mm") else "px"
         names = _AXES if d3 else ("axis 0", "axis 1")
-        lines.append(f"- **Modalities**: {', '.join(ref.get('modalities') or []) or card.get('modality') or '-'}; "
-                     f"{ref.get('channels')} channel(s)")
+        lines.append(
+            f"- **Modalities**: {', '.join(ref.get('modalities') or []) or card.get('modality') or '-'}; "
+            f"{ref.get('channels')} channel(s)"
+        )
         if ref.get("spacing_mm"):
             lines.append(f"- **Spacing**: {_ranges(ref['spacing_mm'], names, 'mm')}")
         lines.append(f"- **Field of view**: {_ranges(ref['extent_mm'], names, unit)}")
@@ -150,11 +163,15 @@ def _markdown(card: Mapping[str, Any]) -> str:
                 + f": p{ref['percentiles'][0]} {_span(*lo)}, p{ref['percentiles'][-1]} {_span(*hi)}"
             )
     if fp.get("median_shape"):
-        lines.append(f"- **Median shape** (voxels, RAS): {fp['median_shape']}; median spacing {fp.get('median_spacing')} mm")
+        lines.append(
+            f"- **Median shape** (voxels, RAS): {fp['median_shape']}; median spacing {fp.get('median_spacing')} mm"
+        )
     if fp.get("foreground"):
         f = fp["foreground"]
-        lines.append(f"- **Foreground intensity** (labelled voxels): p0.5 {f['p00_5']:.4g}, p99.5 {f['p99_5']:.4g}, "
-                     f"mean {f['mean']:.4g}, sd {f['std']:.4g}")
+        lines.append(
+            f"- **Foreground intensity** (labelled voxels): p0.5 {f['p00_5']:.4g}, p99.5 {f['p99_5']:.4g}, "
+            f"mean {f['mean']:.4g}, sd {f['std']:.4g}"
+        )
     lines += ["", "## Validation", ""]
     val = card.get("validation") or {}
     lines += [f"- {k}: {v}" for k, v in val.items()] or ["- no validation figures (no validation cases)"]
@@ -170,7 +187,11 @@ def _markdown(card: Mapping[str, Any]) -> str:
     if ref:
         lines.append(
             f"{'3D volumes' if ref.get('spatial_dims') == 3 else '2D images'} with {ref.get('channels')} channel(s)"
-            + (f" of modality {', '.join(ref.get('modalities') or [card.get('modality') or '?'])}" if ref.get("spatial_dims") == 3 else "")
+            + (
+                f" of modality {', '.join(ref.get('modalities') or [card.get('modality') or '?'])}"
+                if ref.get("spatial_dims") == 3
+                else ""
+            )
             + ", like the training data above. medseg checks every case at inference (`--ood warn|refuse|off`)."
         )
     lines += [
@@ -178,10 +199,11 @@ def _markdown(card: Mapping[str, Any]) -> str:
         "## Known limits",
         "",
         "A case is flagged out of distribution (OOD) when it differs from the training data:",
-        f"- modality other than the training modalities; a different number of channels;",
+        "- modality other than the training modalities; a different number of channels;",
         f"- spacing more than {SPACING_RATIO:g}x outside the training range on any axis;",
         f"- thick slices (spacing ratio > {ANISOTROPY:g}) along another axis than in training (acquisition plane);",
-        f"- field of view below {EXTENT_RANGE[0]:g}x the smallest or above {EXTENT_RANGE[1]:g}x the largest training one;",
+        f"- field of view below {EXTENT_RANGE[0]:g}x the smallest or above {EXTENT_RANGE[1]:g}x the largest "
+        "training one;",
         f"- intensity percentiles (inside the body) beyond the training range by more than "
         f"{INTENSITY_MARGIN:g}x the training p5-p95 spread.",
         f"- trained on {counts.get('training', '?')} case(s): figures on few cases are uncertain; "

@@ -156,7 +156,9 @@ def features_2d(pixels: np.ndarray) -> dict[str, Any]:
         "spacing_mm": [],
         "extent_mm": [float(a.shape[0]), float(a.shape[1])],
         "acquisition_axis": None,
-        "intensity": [_percentiles(_sample(chans[..., c].ravel().astype(np.float32), rng)) for c in range(chans.shape[-1])],
+        "intensity": [
+            _percentiles(_sample(chans[..., c].ravel().astype(np.float32), rng)) for c in range(chans.shape[-1])
+        ],
     }
 
 
@@ -211,7 +213,10 @@ def build_reference(
         "spacing_mm": _range(spacings) if spacings else [],
         "extent_mm": _range(extents),
         "acquisition_axes": sorted({f["acquisition_axis"] for f in features if f.get("acquisition_axis")}),
-        "intensity": [[[round(float(lo), 4), round(float(hi), 4)] for lo, hi in zip(c.min(0), c.max(0))] for c in np.moveaxis(stacked, 1, 0)],
+        "intensity": [
+            [[round(float(lo), 4), round(float(hi), 4)] for lo, hi in zip(c.min(0), c.max(0))]
+            for c in np.moveaxis(stacked, 1, 0)
+        ],
         "intensity_spread": [round(float(s), 4) for s in spread],
         "percentiles": list(PERCENTILES),
         "tolerances": {
@@ -274,7 +279,9 @@ def read_reference(model_dir: str | Path) -> dict[str, Any] | None:
     """The training reference of a run (``ood_reference.json``), or None (a run trained without one: no check)."""
     p = Path(model_dir) / "ood_reference.json"
     if not p.is_file():
-        log.info("%s has no ood_reference.json (trained before it was recorded): no out-of-distribution check", model_dir)
+        log.info(
+            "%s has no ood_reference.json (trained before it was recorded): no out-of-distribution check", model_dir
+        )
         return None
     ref: dict[str, Any] = json.loads(p.read_text())
     return ref

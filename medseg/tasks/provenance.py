@@ -62,7 +62,7 @@ def _features(item: Any, cfg: Any) -> dict[str, Any]:
     if getattr(cfg, "task", "") == "segmentation":
         # the file the model trains on: multi-channel entries were stacked into one file (``image``)
         image = item.get("image") if isinstance(item, Mapping) else None
-        img = load(image if isinstance(image, str) else paths[0])
+        img: Any = load(image if isinstance(image, str) else paths[0])
         sd = int(getattr(cfg, "spatial_dims", 3))
         if sd == 2 and img.ndim == 4 and img.shape[-1] == 1:
             img = img[..., 0]
@@ -124,8 +124,8 @@ def record_training_data(
         "counts": {k: len(v) for k, v in splits.items()},
     }
     if synthetic:
-        gen = getattr(cfg, "synthetic", None)
-        record["generator"] = gen.model_dump(exclude_none=True) if hasattr(gen, "model_dump") else {}
+        dump = getattr(getattr(cfg, "synthetic", None), "model_dump", None)
+        record["generator"] = dump(exclude_none=True) if callable(dump) else {}
     fit = list(splits.get("training", [])) + list(splits.get("validation", []))
     ref = _reference(cfg, fit, fingerprint) if reference else None
     if ref is not None:

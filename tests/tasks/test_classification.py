@@ -103,7 +103,9 @@ def test_classify_skips_corrupt_and_evaluate(trained, tmp_path):
     assert (tmp_path / "pred" / "report.html").is_file()
     ev = evaluate(res["predictions"], root / "data" / "labels.csv", tmp_path / "ev", n_boot=50)
     assert ev["n_cases"] == len(imgs) and ev["n_unmatched_predictions"] == 1  # gray.png has no reference
-    assert ev["skipped_cases"] == {"gray": ev["skipped_cases"]["gray"]} and "no reference" in ev["skipped_cases"]["gray"]
+    assert (
+        ev["skipped_cases"] == {"gray": ev["skipped_cases"]["gray"]} and "no reference" in ev["skipped_cases"]["gray"]
+    )
     m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert "auc" in m and "operating_point" in m and (tmp_path / "ev" / "reliability.png").is_file()
 

@@ -46,7 +46,9 @@ def test_label_one_slice_short_is_a_label_mismatch_before_planning(tmp_path):
     short = nib.load(str(lab2))
     nib.save(nib.Nifti1Image(np.asarray(short.dataobj)[:, :, :-1], short.affine), str(lab2))
     dl = tmp_path / "dl.json"
-    dl.write_text(json.dumps({"training": [{"image": str(img), "label": str(lab)}, {"image": str(img2), "label": str(lab2)}]}))
+    dl.write_text(
+        json.dumps({"training": [{"image": str(img), "label": str(lab)}, {"image": str(img2), "label": str(lab2)}]})
+    )
     cfg = _seg_cfg(tmp_path, dl)
     with pytest.raises(LabelMismatchError) as e, Run.create(tmp_path / "run", cfg) as run:
         seg.train(cfg, run)

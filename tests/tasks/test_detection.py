@@ -61,7 +61,11 @@ def test_train_detect_evaluate_tiny(tmp_path, method):
     area = 64 * 64 * (0.5e-3) ** 2
     assert float(counts[0]["density_per_mm2"]) == pytest.approx(len(rows) / area, rel=1e-3)
     ev = det.evaluate(tmp_path / "det", tmp_path / "data" / "points.csv", radius=3.0, pixel_size=0.5)
-    assert ev["radius_px"] == 6.0 and 0 <= ev["all_f1"] <= 1 and (tmp_path / "det_evaluation" / "evaluation.json").is_file()
+    assert (
+        ev["radius_px"] == 6.0
+        and 0 <= ev["all_f1"] <= 1
+        and (tmp_path / "det_evaluation" / "evaluation.json").is_file()
+    )
     with pytest.raises(RunFolderExistsError):  # evaluate never overwrites an earlier evaluation
         det.evaluate(tmp_path / "det", tmp_path / "data" / "points.csv", radius=3.0, pixel_size=0.5)
     if method == "proximity":

@@ -128,7 +128,9 @@ def test_segment_cohort_skips_bad_case(trained, tmp_path):
         assert nib.load(str(tmp_path / "out" / "probabilities" / f"{cid}.nii.gz")).shape == ph.image.shape + (2,)
     assert {"uncertainty", "needs_review", "volume_ml_liver", "review_threshold"} <= set(table[0])
     # DICOM input -> DICOM SEG beside the NIfTI; NIfTI input -> none; one review report for the run
-    assert table[3]["outputs"]["dicom_seg"].endswith("series.seg.dcm") and Path(table[3]["outputs"]["dicom_seg"]).exists()
+    assert (
+        table[3]["outputs"]["dicom_seg"].endswith("series.seg.dcm") and Path(table[3]["outputs"]["dicom_seg"]).exists()
+    )
     assert "dicom_seg" not in table[0]["outputs"]
     # skipped cases leave no outputs
     assert not (tmp_path / "out" / "labels" / "nan.nii.gz").exists()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +112,11 @@ def evaluate(
         probs.append(p)
         predicted.append(k)
         names.append(stem)
-        values = {"reference_class": class_names[refmap[stem]], "predicted_class": class_names[k], "correct": int(refmap[stem] == k)}
+        values = {
+            "reference_class": class_names[refmap[stem]],
+            "predicted_class": class_names[k],
+            "correct": int(refmap[stem] == k),
+        }
         return CaseResult(stem, r["image"], values=values)
 
     cases = [CaseInput(Path(r["image"]).stem, Path(r["image"]), entry=r) for r in prows]
@@ -121,7 +124,6 @@ def evaluate(
     identity = json.dumps([str(pred.resolve()), str(ref.resolve()), n_boot])
     run = Run.create(out_dir, None, force=force, command="evaluate", identity=identity)
     with run:
-        t0 = time.perf_counter()
         results = run_cohort(cases, match, out=out_dir, command="evaluate")
         if not y:
             raise InputError(f"no prediction matches a reference image (first prediction {prows[0]['image']!r})", pred)
@@ -134,10 +136,7 @@ def evaluate(
             if k2 in ("n_cases", "auc", "accuracy", "ece", "n_unmatched_predictions")
         }
         details["metrics"] = str(out_dir / "metrics.json")
-        summary = finish_cohort(
-            run, results, command="evaluate", task="classification", details=details, report=False,
-            seconds=time.perf_counter() - t0,
-        )
+        summary = finish_cohort(run, results, command="evaluate", task="classification", details=details, report=False)
     return summary.to_dict()
 
 

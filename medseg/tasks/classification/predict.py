@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -226,7 +225,6 @@ def classify(
         run.set(
             device=describe_device(dev), model_dir=str(model_dir.resolve()), operating_point=point, threshold=threshold
         )
-        t0 = time.perf_counter()
         results = run_cohort(cases, one, out=run.path, command="classify")
         ok = [r for r in results if r.ok]
         header = ["image", "case_id", *[f"prob_{c}" for c in class_names]]
@@ -244,7 +242,11 @@ def classify(
             "counts": {c: sum(r.values["predicted_class"] == c for r in ok) for c in class_names},
         }
         summary = finish_cohort(
-            run, results, command="classify", task="classification", title="medseg classification review",
-            details=details, seconds=time.perf_counter() - t0,
+            run,
+            results,
+            command="classify",
+            task="classification",
+            title="medseg classification review",
+            details=details,
         )
     return summary.to_dict()

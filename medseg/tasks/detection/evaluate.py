@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -118,7 +117,9 @@ def evaluate(
             pred,
         )
     classes = sorted({c for v in preds.values() for c in v[1]} & {c for v in refs.values() for c in v[1]})
-    out_dir = Path(out) if out is not None else pred.with_name(f"{pred.stem if pred.is_file() else pred.name}_evaluation")
+    out_dir = (
+        Path(out) if out is not None else pred.with_name(f"{pred.stem if pred.is_file() else pred.name}_evaluation")
+    )
     identity = json.dumps([str(pred.resolve()), str(ref.resolve()), r_px])
     run = Run.create(out_dir, None, force=force, command="evaluate", identity=identity)
     scored: dict[str, dict[str, tuple[dict[str, Any], tuple[np.ndarray, np.ndarray], np.ndarray]]] = {}
@@ -136,11 +137,13 @@ def evaluate(
             groups[group] = (detection_scores(pp, rp, r_px), (pp, ps), rp)
         scored[n] = groups
         s = groups["all"][0]
-        values = {k: (round(s[k], 4) if isinstance(s[k], float) else s[k]) for k in ("tp", "fp", "fn", "precision", "recall", "f1")}
+        values = {
+            k: (round(s[k], 4) if isinstance(s[k], float) else s[k])
+            for k in ("tp", "fp", "fn", "precision", "recall", "f1")
+        }
         return CaseResult(n, str(pred), values={"reference": n in refs, **values})
 
     with run:
-        t0 = time.perf_counter()
         results = run_cohort([CaseInput(n, pred) for n in names], score, out=out_dir, command="evaluate")
         done = [n for n in names if n in scored]
         res_groups: dict[str, Any] = {}
@@ -151,7 +154,16 @@ def evaluate(
             rf = [scored[n][group][2] for n in done]
             for n, s in zip(done, per):
                 table.append(
-                    [n, group, s["tp"], s["fp"], s["fn"], f"{s['precision']:.4f}", f"{s['recall']:.4f}", f"{s['f1']:.4f}"]
+                    [
+                        n,
+                        group,
+                        s["tp"],
+                        s["fp"],
+                        s["fn"],
+                        f"{s['precision']:.4f}",
+                        f"{s['recall']:.4f}",
+                        f"{s['f1']:.4f}",
+                    ]
                 )
             res_groups[group] = {**pooled_scores(per), "average_precision": average_precision(dets, rf, r_px)}
         atomic_write_csv(
@@ -165,8 +177,5 @@ def evaluate(
             for k in ("f1", "precision", "recall", "average_precision")
         }
         details.update(radius_px=r_px, output=str(out_dir / "evaluation.json"))
-        summary = finish_cohort(
-            run, results, command="evaluate", task="detection", details=details, report=False,
-            seconds=time.perf_counter() - t0,
-        )
+        summary = finish_cohort(run, results, command="evaluate", task="detection", details=details, report=False)
     return summary.to_dict()

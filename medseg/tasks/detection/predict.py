@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from torch import nn
 
 from medseg.config import DetectionConfig
@@ -42,6 +41,7 @@ log = logging.getLogger("medseg.detection")
 
 #: images larger than this (pixels) get no overlay PNG (it would hold the whole image in memory)
 MAX_OVERLAY_PIXELS = 25_000_000
+
 
 def detect(
     model_dir: str | Path,
@@ -133,7 +133,9 @@ def _detect_cases_to(
         )
         cls = [p.output_class] * len(pts)
         files.add("detections", write_detections_csv(files.path(f"{cid}_detections.csv"), pts, sc, cls))
-        files.add("geojson", atomic_write_text(files.path(f"{cid}.geojson"), json.dumps(to_geojson(pts, cls, sc)) + "\n"))
+        files.add(
+            "geojson", atomic_write_text(files.path(f"{cid}.geojson"), json.dumps(to_geojson(pts, cls, sc)) + "\n")
+        )
         thumb = overlay = None
         if img.shape[0] * img.shape[1] <= MAX_OVERLAY_PIXELS:
             rgb = overlay_markers(img, pts, cls, sc)
@@ -165,7 +167,16 @@ def _detect_cases_to(
     atomic_write_csv(
         run.path / "counts.csv",
         ["image", "class", "count", "area_mm2", "density_per_mm2"],
-        [[r.case_id, r.values["class"], r.values["count"], f"{r.values['area_mm2']:.6f}", f"{r.values['density_per_mm2']:.2f}"] for r in ok],
+        [
+            [
+                r.case_id,
+                r.values["class"],
+                r.values["count"],
+                f"{r.values['area_mm2']:.6f}",
+                f"{r.values['density_per_mm2']:.2f}",
+            ]
+            for r in ok
+        ],
     )
     per_image = {
         r.case_id: {
@@ -187,7 +198,12 @@ def _detect_cases_to(
         "per_image": per_image,
     }
     summary = finish_cohort(
-        run, results, command="detect", task="detection", title="medseg detection review", details=details,
+        run,
+        results,
+        command="detect",
+        task="detection",
+        title="medseg detection review",
+        details=details,
         seconds=seconds,
     )
     out = summary.to_dict()

@@ -21,8 +21,8 @@ from medseg.config import SegmentationConfig
 from medseg.errors import MedsegError
 from medseg.runs import Run
 from medseg.tasks.provenance import item_paths
-from medseg.tasks.segmentation.predict import load_segmenter, predict_case, reference_dice
 from medseg.tasks.segmentation.files import read_case_image
+from medseg.tasks.segmentation.predict import load_segmenter, predict_case, reference_dice
 
 __all__ = ["calibrate_review"]
 

@@ -24,10 +24,8 @@ from monai.transforms import Compose
 from medseg.config import SegmentationConfig, load_datalist
 from medseg.data.synthetic import Phantom, ct_phantom, make_ct_dataset
 from medseg.errors import ConfigError, InputError, LabelMismatchError, MedsegError
-from medseg.io import discover
-from medseg.io.registry import FORMATS, format_of
-from medseg.io import save_nifti
-from medseg.io.registry import case_id
+from medseg.io import discover, save_nifti
+from medseg.io.registry import FORMATS, case_id, format_of
 from medseg.tasks.segmentation.files import load_channels, write_nifti
 from medseg.utils import atomic_write_text
 
@@ -147,11 +145,12 @@ def check_shapes(items: list[Item]) -> None:
     for it in items:
         images = it["image"] if isinstance(it.get("image"), list) else [it.get("image")]
         others = [("channel", p) for p in images[1:]] + ([("label map", it["label"])] if it.get("label") else [])
-        if not others or images[0] is None:
+        first = images[0]
+        if not others or not isinstance(first, (str, Path)):
             continue
-        ref = _header_shape(images[0])
+        ref = _header_shape(first)
         for what, p in others:
-            shape = _header_shape(p)
+            shape = _header_shape(p) if isinstance(p, (str, Path)) else None
             if ref is not None and shape is not None and shape != ref:
                 raise LabelMismatchError(
                     f"{what} {p} has shape {shape} but the image {images[0]} has {ref}; "

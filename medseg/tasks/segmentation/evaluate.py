@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -90,7 +89,9 @@ def _nanmean(v: Sequence[float | None]) -> float | None:
 MAX_CLASSES = 64
 
 
-def _class_values(pa: np.ndarray, ra: np.ndarray, class_names: Sequence[str] | None, pred: Path, ref: Path) -> list[int]:
+def _class_values(
+    pa: np.ndarray, ra: np.ndarray, class_names: Sequence[str] | None, pred: Path, ref: Path
+) -> list[int]:
     """The label values scored: 0..K-1 with class names (others are an error), else those present.
 
     ``np.unique`` only (time proportional to the image, whatever the values): checked before any
@@ -244,7 +245,6 @@ def evaluate(
         return CaseResult(case.case_id, str(case.image), values={"reference": str(case.label), **values})
 
     with run:
-        t0 = time.perf_counter()
         results = run_cohort(cases, score, out=out, command="evaluate")
         if rows:
             write_table(rows, out, "evaluation_cases")
@@ -259,9 +259,6 @@ def evaluate(
             "mean_surface_dice": _nanmean([v["surface_dice"] for v in per_class.values()]),
             "tolerance_mm": tolerance_mm,
         }
-        summary = finish_cohort(
-            run, results, command="evaluate", task="segmentation", details=figures, report=False,
-            seconds=time.perf_counter() - t0,
-        )
+        summary = finish_cohort(run, results, command="evaluate", task="segmentation", details=figures, report=False)
         atomic_write_text(out / "evaluation.json", json.dumps(summary.to_dict(), indent=2) + "\n")
     return summary.to_dict()

@@ -77,7 +77,9 @@ def load_channels(paths: Sequence[str | Path]) -> MetaTensor:
     return out
 
 
-def read_case_image(paths: Sequence[str | Path], *, spatial_dims: int = 3, series: str | int | None = None) -> MetaTensor:
+def read_case_image(
+    paths: Sequence[str | Path], *, spatial_dims: int = 3, series: str | int | None = None
+) -> MetaTensor:
     """The image of one case as the model reads it, in its source geometry.
 
     Parameters
@@ -122,7 +124,7 @@ def check_model_input(img: MetaTensor, source: str, *, spatial_dims: int, channe
     if int(img.shape[0]) != int(channels):
         raise InputError(
             f"the image has {img.shape[0]} channel(s); the model expects {channels} "
-            "(give one file per channel as a datalist entry \"image\": [a, b, ...], or convert the image)",
+            '(give one file per channel as a datalist entry "image": [a, b, ...], or convert the image)',
             source,
         )
 
@@ -250,4 +252,3 @@ def write_table(rows: Sequence[Mapping[str, Any]], out: Path, name: str = "segme
     c = atomic_write_records(out / f"{name}.csv", rows)
     j = atomic_write_text(out / f"{name}.json", json.dumps(list(rows), indent=2, default=str) + "\n")
     return c, j
-
