@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from medseg.runs import Run
-from medseg.tasks.ood import ANISOTROPY, EXTENT_RANGE, INTENSITY_MARGIN, SPACING_RATIO
+from medseg.tasks.ood import ANISOTROPY, EXTENT_RANGE, INTENSITY_MARGIN, NOISE_RATIO, SPACING_RATIO
 from medseg.utils import atomic_write_text
 
 __all__ = ["write_model_card", "model_card"]
@@ -153,6 +153,8 @@ def _markdown(card: Mapping[str, Any]) -> str:
         if ref.get("spacing_mm"):
             lines.append(f"- **Spacing**: {_ranges(ref['spacing_mm'], names, 'mm')}")
         lines.append(f"- **Field of view**: {_ranges(ref['extent_mm'], names, unit)}")
+        if ref.get("noise"):
+            lines.append(f"- **Noise level**: {', '.join(_span(lo, hi) for lo, hi in ref['noise'])}")
         if ref.get("acquisition_axes"):
             lines.append(f"- **Thick-slice axis**: {', '.join(ref['acquisition_axes'])}")
         for c, rng in enumerate(ref.get("intensity") or []):
@@ -205,7 +207,8 @@ def _markdown(card: Mapping[str, Any]) -> str:
         f"- field of view below {EXTENT_RANGE[0]:g}x the smallest or above {EXTENT_RANGE[1]:g}x the largest "
         "training one;",
         f"- intensity percentiles (inside the body) beyond the training range by more than "
-        f"{INTENSITY_MARGIN:g}x the training p5-p95 spread.",
+        f"{INTENSITY_MARGIN:g}x the training p5-p95 spread;",
+        f"- a noise level more than {NOISE_RATIO:g}x outside the training range;",
         f"- trained on {counts.get('training', '?')} case(s): figures on few cases are uncertain; "
         "validate on your own data before use.",
         "",

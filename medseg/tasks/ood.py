@@ -21,7 +21,10 @@ The checks (tolerances are module constants, documented in ``docs/cohort.md``):
 - **intensity**: a percentile (:data:`PERCENTILES`) of the voxels inside the body (CT: above
   -500 HU; other modalities: above Otsu's threshold) lies outside the training range of that
   percentile widened by :data:`INTENSITY_MARGIN` times the training cases' typical p5-p95 spread
-  (another contrast, a different noise level, another modality with the same tag).
+  (another contrast, another modality with the same tag);
+- **noise**: the noise level (robust standard deviation, 1.4826 x MAD, of the image minus its
+  Gaussian-smoothed copy, inside the body) is more than :data:`NOISE_RATIO` outside the training
+  range (a low-dose or differently reconstructed scan).
 
 2D images (detection, classification, explain) have no spacing or patient axes: their checks are
 channels, size (the extent in pixels) and intensity percentiles of the whole image.
@@ -45,6 +48,7 @@ __all__ = [
     "SPACING_RATIO",
     "EXTENT_RANGE",
     "INTENSITY_MARGIN",
+    "NOISE_RATIO",
     "ANISOTROPY",
     "OOD_MODES",
     "image_features",
@@ -64,7 +68,9 @@ SPACING_RATIO = 1.5
 #: field of view (mm per patient axis) allowed: [low x smallest training extent, high x largest]
 EXTENT_RANGE = (0.7, 1.5)
 #: intensity margin around the training range, as a fraction of the training p5-p95 spread
-INTENSITY_MARGIN = 0.15
+INTENSITY_MARGIN = 0.1
+#: a noise level more than this factor outside the training range is flagged
+NOISE_RATIO = 1.5
 #: a volume whose largest / smallest spacing is above this has a thick-slice (acquisition) axis
 ANISOTROPY = 1.5
 #: what a predict command does with an out-of-distribution case
@@ -93,6 +99,17 @@ def _body_mask(first: np.ndarray, modality: str, rng: np.random.Generator) -> np
 
 def _percentiles(values: np.ndarray) -> list[float]:
     return [round(float(x), 4) for x in np.percentile(values, PERCENTILES)]
+
+
+def _noise(channel: np.ndarray, body: np.ndarray, rng: np.random.Generator) -> float:
+    """Robust noise level: 1.4826 x MAD of the image minus its Gaussian-smoothed copy (sigma 1 voxel),
+    inside the body shrunk by 2 voxels (organ and body edges excluded)."""
+    from scipy import ndimage  # SciPy: the standard Gaussian filter and erosion
+
+    inner = ndimage.binary_erosion(body, iterations=2) if body.sum() > 1000 else body
+    resid = channel - ndimage.gaussian_filter(channel, 1.0)
+    v = _sample(resid[inner] if inner.any() else resid.ravel(), rng)
+    return round(float(1.4826 * np.median(np.abs(v - np.median(v)))), 4)
 
 
 def image_features(image: Any, *, modality: str, spatial_dims: int, seed: int = 0) -> dict[str, Any]:
@@ -131,6 +148,7 @@ def image_features(image: Any, *, modality: str, spatial_dims: int, seed: int = 
             acquisition = _AXES[world[int(np.argmax(vox_spacing))]]
     body = _body_mask(arr[0], modality, rng)
     intensity = [_percentiles(_sample(arr[c][body], rng)) for c in range(arr.shape[0])]
+    noise = [_noise(arr[c], body, rng) for c in range(arr.shape[0])]
     tag = meta.get("modality")
     return {
         "modality": str(tag) if tag else None,
@@ -139,6 +157,7 @@ def image_features(image: Any, *, modality: str, spatial_dims: int, seed: int = 
         "extent_mm": [round(float(e), 2) for e in extent],
         "acquisition_axis": acquisition,
         "intensity": intensity,
+        "noise": noise,
     }
 
 
@@ -148,17 +167,17 @@ def features_2d(pixels: np.ndarray) -> dict[str, Any]:
     ``extent_mm`` holds the size in pixels (2D tasks have no spacing); no modality, no acquisition axis.
     """
     a = np.asarray(pixels)
-    chans = a[..., None] if a.ndim == 2 else a
+    chans = (a[..., None] if a.ndim == 2 else a).astype(np.float32)
     rng = np.random.default_rng(0)
+    whole = np.ones(chans.shape[:2], bool)
     return {
         "modality": None,
         "channels": int(chans.shape[-1]),
         "spacing_mm": [],
         "extent_mm": [float(a.shape[0]), float(a.shape[1])],
         "acquisition_axis": None,
-        "intensity": [
-            _percentiles(_sample(chans[..., c].ravel().astype(np.float32), rng)) for c in range(chans.shape[-1])
-        ],
+        "intensity": [_percentiles(_sample(chans[..., c].ravel(), rng)) for c in range(chans.shape[-1])],
+        "noise": [_noise(chans[..., c], whole, rng) for c in range(chans.shape[-1])],
     }
 
 
@@ -204,6 +223,7 @@ def build_reference(
     inten = [np.asarray(f["intensity"], float) for f in features if len(f["intensity"]) == n_ch]
     stacked = np.stack(inten)  # (cases, channels, percentiles)
     spread = np.median(stacked[:, :, -1] - stacked[:, :, 0], axis=0)
+    noise = [f["noise"] for f in features if len(f.get("noise") or []) == n_ch]
     return {
         "n_cases": len(features),
         "modality": modality,
@@ -218,11 +238,13 @@ def build_reference(
             for c in np.moveaxis(stacked, 1, 0)
         ],
         "intensity_spread": [round(float(s), 4) for s in spread],
+        "noise": _range(noise) if noise else [],
         "percentiles": list(PERCENTILES),
         "tolerances": {
             "spacing_ratio": SPACING_RATIO,
             "extent_range": list(EXTENT_RANGE),
             "intensity_margin": INTENSITY_MARGIN,
+            "noise_ratio": NOISE_RATIO,
             "anisotropy": ANISOTROPY,
         },
     }
@@ -272,6 +294,10 @@ def ood_reasons(features: Mapping[str, Any], reference: Mapping[str, Any]) -> li
             where = "inside the body" if d3 else "of the image"
             ch = f" (channel {c})" if len(features["intensity"]) > 1 else ""
             out.append(f"intensity p{q} {where}{ch} {_fmt(v)}; training {_fmt(lo)}-{_fmt(hi)}")
+    for c, (n, (lo, hi)) in enumerate(zip(features.get("noise") or [], reference.get("noise") or [])):
+        if n > hi * NOISE_RATIO or n < lo / NOISE_RATIO:
+            ch = f" (channel {c})" if len(reference["noise"]) > 1 else ""
+            out.append(f"noise level{ch} {_fmt(n)}; training {_fmt(lo)}-{_fmt(hi)}")
     return out
 
 

@@ -215,3 +215,33 @@ def test_evaluate_dice_hd95(tmp_path):
     assert abs(s["per_class"]["liver"]["dice"] - (0.9 + 1.0) / 2) < 1e-3
     assert abs(s["per_class"]["liver"]["hd95_mm"] - 1.0) < 0.01  # 2 mm shift on one case, 0 on the other
     assert (tmp_path / "ev" / "evaluation_cases.csv").is_file() and (tmp_path / "ev" / "evaluation.json").is_file()
+
+
+def test_evaluate_stray_label_value_fails_fast_and_never_overwrites(tmp_path):
+    """A label map with one stray value 100000 is a clear error naming the file, in image-size time
+    (not a 100001-class one-hot), and the other cases are still scored."""
+    import time
+
+    from medseg.errors import RunFolderExistsError
+
+    ref = np.zeros((40, 40, 20), np.int32)
+    ref[10:30, 10:30, 5:15] = 1
+    aff = np.diag([-2.0, -2.0, 3.0, 1.0])
+    stray = ref.copy()
+    stray[0, 0, 0] = 100000
+    for d in ("pred", "ref"):
+        seg.write_nifti(ref.astype(np.uint8), aff, tmp_path / d / "good.nii.gz")
+    seg.write_nifti(ref.astype(np.uint8), aff, tmp_path / "pred" / "bad.nii.gz")
+    nib.save(nib.Nifti1Image(stray.astype(np.int32), aff), str(tmp_path / "ref" / "bad.nii.gz"))
+    t0 = time.perf_counter()
+    s = seg.evaluate(tmp_path / "pred", tmp_path / "ref", tmp_path / "ev", class_names=["liver"])
+    assert time.perf_counter() - t0 < 30
+    assert s["ok"] == 1 and s["per_class"]["liver"]["dice"] == 1.0
+    assert "100000" in s["skipped_cases"]["bad"] and "bad.nii.gz" in s["skipped_cases"]["bad"]
+    # without class names the stray value is not a class either: still fast, still a clear error
+    s2 = seg.evaluate(tmp_path / "pred", tmp_path / "ref", tmp_path / "ev2")
+    assert "not label maps" in s2["skipped_cases"]["bad"] or "100000" in s2["skipped_cases"]["bad"]
+    with pytest.raises(RunFolderExistsError):  # an earlier evaluation is never overwritten
+        seg.evaluate(tmp_path / "pred", tmp_path / "ref", tmp_path / "ev", class_names=["liver"])
+    again = seg.evaluate(tmp_path / "pred", tmp_path / "ref", tmp_path / "ev", class_names=["liver"], force=True)
+    assert again["ok"] == 1 and any(p.name.startswith("ev.old-") for p in tmp_path.iterdir())

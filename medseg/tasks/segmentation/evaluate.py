@@ -109,11 +109,14 @@ def _class_values(
                 pred if where and where[0] == pred.name else ref,
             )
         return sorted(allowed)
-    if min(values) < 0 or len(values) > MAX_CLASSES:
+    bad = sorted(v for v in values if not 0 <= v <= 255)
+    if bad or len(values) > MAX_CLASSES:
+        where = [str(f.name) for f, a in ((pred, pa), (ref, ra)) if not bad or np.isin(a, bad).any()]
         raise LabelMismatchError(
-            f"{len(values)} distinct values (min {min(values)}, max {max(values)}) in {pred.name} / {ref.name}: "
-            f"not label maps (expected integer classes 0..{MAX_CLASSES - 1}); pass class names to check them",
-            pred,
+            f"label values {bad[:5] or sorted(values)[:5]} ({len(values)} distinct) in {' and '.join(where)}: "
+            f"not label maps (expected at most {MAX_CLASSES} integer classes in 0..255); pass class names to "
+            "check them against the classes",
+            pred if where and where[0] == pred.name else ref,
         )
     return sorted(values | {0})
 
