@@ -262,24 +262,24 @@ def ood_reasons(features: Mapping[str, Any], reference: Mapping[str, Any]) -> li
     )
     tag = features.get("modality")
     if tag and ref_mod and tag not in ref_mod:
-        out.append(f"modality {tag}; the model was trained on {', '.join(ref_mod)}")
+        out.append(f"modality {tag} (the model was trained on {', '.join(ref_mod)})")
     if int(features["channels"]) != int(reference["channels"]):
-        out.append(f"{features['channels']} channel(s); the model expects {reference['channels']}")
+        out.append(f"{features['channels']} channel(s) (the model expects {reference['channels']})")
         return out  # nothing else is comparable
     d3 = reference.get("spatial_dims") == 3
     names = _AXES if d3 else ("axis 0", "axis 1")
     unit = "mm" if reference.get("spacing_mm") else "px"
     for ax, (s, (lo, hi)) in enumerate(zip(features.get("spacing_mm") or [], reference.get("spacing_mm") or [])):
         if s > hi * SPACING_RATIO or s < lo / SPACING_RATIO:
-            out.append(f"spacing along {names[ax]} {_fmt(s)} mm; training {_fmt(lo)}-{_fmt(hi)} mm")
+            out.append(f"spacing along {names[ax]} {_fmt(s)} mm (training {_fmt(lo)}-{_fmt(hi)} mm)")
     acq, axes = features.get("acquisition_axis"), reference.get("acquisition_axes") or []
     if d3 and acq and axes and acq not in axes:
         trained = ", ".join(_PLANES[a] for a in axes)
-        out.append(f"{_PLANES[acq]} acquisition (thick slices along {acq}); the model was trained on {trained} ones")
+        out.append(f"{_PLANES[acq]} acquisition, thick slices along {acq} (the model was trained on {trained} ones)")
     for ax, (e, (lo, hi)) in enumerate(zip(features.get("extent_mm") or [], reference.get("extent_mm") or [])):
         if e < lo * EXTENT_RANGE[0] or e > hi * EXTENT_RANGE[1]:
             what = "field of view" if d3 else "image size"
-            out.append(f"{what} along {names[ax]} {_fmt(e)} {unit}; training {_fmt(lo)}-{_fmt(hi)} {unit}")
+            out.append(f"{what} along {names[ax]} {_fmt(e)} {unit} (training {_fmt(lo)}-{_fmt(hi)} {unit})")
     for c, (vals, rng_c, spread) in enumerate(
         zip(features["intensity"], reference["intensity"], reference["intensity_spread"])
     ):
@@ -293,11 +293,11 @@ def ood_reasons(features: Mapping[str, Any], reference: Mapping[str, Any]) -> li
             _, q, v, lo, hi = worst
             where = "inside the body" if d3 else "of the image"
             ch = f" (channel {c})" if len(features["intensity"]) > 1 else ""
-            out.append(f"intensity p{q} {where}{ch} {_fmt(v)}; training {_fmt(lo)}-{_fmt(hi)}")
+            out.append(f"intensity p{q} {where}{ch} {_fmt(v)} (training {_fmt(lo)} to {_fmt(hi)})")
     for c, (n, (lo, hi)) in enumerate(zip(features.get("noise") or [], reference.get("noise") or [])):
         if n > hi * NOISE_RATIO or n < lo / NOISE_RATIO:
             ch = f" (channel {c})" if len(reference["noise"]) > 1 else ""
-            out.append(f"noise level{ch} {_fmt(n)}; training {_fmt(lo)}-{_fmt(hi)}")
+            out.append(f"noise level{ch} {_fmt(n)} (training {_fmt(lo)}-{_fmt(hi)})")
     return out
 
 

@@ -53,7 +53,7 @@ def test_each_shift_is_flagged_with_its_reason(reference):
     cropped = ood_reasons(_feat(img[8:24, 8:24]), reference)
     assert any("field of view along R/L" in r for r in cropped) and any("A/P" in r for r in cropped)
     mr = ood_reasons(_feat(img, modality="MR"), reference)
-    assert mr and mr[0] == "modality MR; the model was trained on CT"
+    assert mr and mr[0] == "modality MR (the model was trained on CT)"
     # a sagittal acquisition (thick slices along R/L) given to an axial model
     ref_axial = build_reference(
         [

@@ -302,6 +302,9 @@ def _segment_one(
     lp = case.label
     metrics = reference_dice(lp, res["labels"], sm.cfg.label_map, names) if lp is not None and lp.exists() else {}
     unc = float(res["uncertainty"])
+    # one score for "needs review": uncertainty in units of the calibrated threshold, + 1 when out of
+    # distribution (needs_review: above the threshold, or out of distribution)
+    score = unc / max(sm.review_threshold, 1e-9) + (1.0 if reasons else 0.0)
     needs = unc > sm.review_threshold or bool(reasons)
     pics: dict[str, Any] = {"thumbnail": None, "planes": [], "stack": None}
     if thumbnails:
@@ -330,6 +333,7 @@ def _segment_one(
     values = {
         "uncertainty": round(unc, 4),
         "review_threshold": round(sm.review_threshold, 4),
+        "review_score": round(score, 4),
         "needs_review": needs,
         **{f"volume_ml_{k}": v for k, v in res["volumes_ml"].items()},
         **metrics,
