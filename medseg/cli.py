@@ -1,7 +1,9 @@
 """``medseg <command>``: one subcommand per pipeline, plus ``demo``.
 
 Each subcommand lives in ``medseg/cli_commands/<name>.py`` with ``add_parser(subparsers)`` and
-``run(args) -> int``. Errors from bad input (``MedsegError``) print one clear paragraph and exit 2.
+``run(args) -> int``. Exit status: 0 success (every case ok); 1 some cases of a cohort command
+skipped (the summary lists them); 2 a usage or config error (``MedsegError`` before anything ran:
+one clear paragraph); 3 every case of a cohort command failed; 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations

@@ -11,15 +11,22 @@ Layout::
 
 An existing run folder is never silently overwritten: :class:`RunFolderExistsError` unless
 ``force=True`` (which moves the old folder aside to ``<name>.old-<timestamp>``) or ``resume=True``.
+One exception, so that a retry after a crash needs no flags: a folder whose ``run.json`` says
+``failed`` (or ``running`` by a process of this machine that no longer exists) is **reused** by the
+next identical command (same command and same config hash or ``identity``): the failed attempt's
+files move into ``<run>/failed-<timestamp>/`` (kept for its log) and the run starts again in place.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import hashlib
 import json
 import logging
+import os
 import platform
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -30,7 +37,7 @@ from medseg.config import PipelineConfig, config_hash, config_to_yaml, resolve_p
 from medseg.errors import MissingFileError, RunFolderExistsError
 from medseg.utils import atomic_write_text
 
-__all__ = ["Run", "versions", "git_revision"]
+__all__ = ["Run", "versions", "git_revision", "file_sha256", "open_run"]
 
 log = logging.getLogger("medseg")
 
@@ -57,6 +64,42 @@ def git_revision(path: Path | None = None) -> str | None:
         return rev + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 (hex) of a file's content, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by another user
+        return True
+    return True
+
+
+def _failed_attempt(path: Path, command: str, identity: str | None) -> str | None:
+    """Why the run folder ``path`` may be reused by this command (a failed identical attempt), else None."""
+    try:
+        info = json.loads((path / "run.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if identity is None or info.get("command") != command or info.get("identity") != identity:
+        return None
+    status = info.get("status")
+    if status == "failed":
+        return "failed"
+    pid, host = info.get("pid"), info.get("host")
+    if status == "running" and host == socket.gethostname() and isinstance(pid, int) and not _pid_alive(pid):
+        return "interrupted (its process no longer exists)"
+    return None
 
 
 def versions() -> dict[str, str]:
@@ -86,28 +129,61 @@ class Run:
 
     # -- construction ------------------------------------------------------------------
     @classmethod
-    def create(cls, path: str | Path, config=None, *, force: bool = False, command: str = "") -> Run:
+    def create(
+        cls,
+        path: str | Path,
+        config=None,
+        *,
+        force: bool = False,
+        command: str = "",
+        identity: str | None = None,
+    ) -> Run:
         """Create a new run folder at ``path``.
 
-        Raises RunFolderExistsError if it exists and is not empty (unless ``force``, which moves
-        the old folder aside rather than deleting it).
+        Parameters
+        ----------
+        path : the folder.
+        config : the resolved config to save (``config.yaml``), or None.
+        force : move an existing folder aside (``<name>.old-<timestamp>``) instead of failing.
+        command : the command recorded in run.json (``train``, ``segment`` ...).
+        identity : what makes two invocations "the same command" (default: the config hash);
+            a folder left ``failed`` by the same command and identity is reused (see the module doc).
+
+        Raises RunFolderExistsError if it exists and is not empty (unless ``force``, or a failed
+        identical attempt).
         """
         path = Path(path)
+        if identity is None and config is not None:
+            identity = config_hash(config)
         if path.exists() and any(path.iterdir()):
-            if not force:
+            stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+            why = None if force else _failed_attempt(path, command, identity)
+            if why is not None:
+                keep = path / f"failed-{stamp}"
+                keep.mkdir()
+                for p in list(path.iterdir()):
+                    if p != keep and not p.name.startswith("failed-") and p.name != "data":
+                        p.rename(keep / p.name)
+                log.warning(
+                    "%s: the previous identical attempt %s; its files are in %s; starting again", path, why, keep
+                )
+            elif not force:
                 raise RunFolderExistsError(
                     "run folder already exists; choose another name (--set name=...), pass --out, "
                     "use --resume to continue it, or --force to move it aside",
                     path,
                 )
-            stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-            aside = path.with_name(f"{path.name}.old-{stamp}")
-            path.rename(aside)
-            log.warning("moved existing run folder %s aside to %s", path, aside)
+            else:
+                aside = path.with_name(f"{path.name}.old-{stamp}")
+                path.rename(aside)
+                log.warning("moved existing run folder %s aside to %s", path, aside)
         path.mkdir(parents=True, exist_ok=True)
         info: dict[str, Any] = {
             "command": command,
+            "identity": identity,
             "status": "running",
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
             "start": _now(),
             "end": None,
             "versions": versions(),
@@ -224,6 +300,6 @@ def open_run(
     if resume:
         run = Run.open(path)
         run.save_config(config)
-        run.set(status="running", resumed_at=_now(), command=command)
+        run.set(status="running", resumed_at=_now(), command=command, pid=os.getpid(), host=socket.gethostname())
         return run
     return Run.create(path, config, force=force, command=command)

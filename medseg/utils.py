@@ -27,11 +27,19 @@ __all__ = [
 ]
 
 
+def _umask() -> int:
+    """The process umask (read by setting it and putting it back: the only portable way)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds.
 
     Outputs are never half-written: a crash or exception leaves the old file (or none) in place.
+    The file gets the permissions of any new file (``0666`` minus the process umask).
     ``suffix`` defaults to the target's full suffix (``.nii.gz``), so libraries that pick the
     format from the extension still see the right one.
     """
@@ -40,6 +48,8 @@ def atomic_write(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     if suffix is None:
         suffix = "".join(path.suffixes)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    # mkstemp creates 0600 files; outputs follow the process umask like any other file (0644 under 022)
+    os.fchmod(fd, 0o666 & ~_umask())
     os.close(fd)
     tmp_path = Path(tmp)
     try:

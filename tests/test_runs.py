@@ -79,3 +79,75 @@ def test_saved_config_has_absolute_paths(tmp_path, monkeypatch):
     monkeypatch.chdir(run.path)  # reload from elsewhere
     again = load_config(tmp_path / "runs" / "rel" / "config.yaml")
     assert again.data.datalist == tmp_path / "data" / "dataset.json"
+
+
+def test_failed_run_folder_is_reused_by_the_identical_command(tmp_path):
+    """A crashed `medseg train` does not block its retry: same command + config -> the folder is reused."""
+    cfg = _cfg(tmp_path)
+    with pytest.raises(RuntimeError):
+        with open_run(cfg, command="train") as run:
+            (run.path / "checkpoints").mkdir()
+            (run.path / "checkpoints" / "last.pt").write_text("stale")
+            raise RuntimeError("out of memory")
+    assert json.loads((run.path / "run.json").read_text())["status"] == "failed"
+    with open_run(cfg, command="train") as again:
+        assert again.path == run.path
+    info = json.loads((run.path / "run.json").read_text())
+    assert info["status"] == "ok"
+    kept = [p for p in run.path.iterdir() if p.name.startswith("failed-")]
+    assert len(kept) == 1 and (kept[0] / "checkpoints" / "last.pt").is_file()  # the failed attempt, kept aside
+    assert not (run.path / "checkpoints").exists()  # no stale checkpoint in the new run
+    assert json.loads((kept[0] / "run.json").read_text())["status"] == "failed"
+
+
+def test_failed_run_with_another_config_or_a_finished_run_still_blocks(tmp_path):
+    cfg = _cfg(tmp_path)
+    with pytest.raises(ValueError):
+        with open_run(cfg, command="train"):
+            raise ValueError("bad data")
+    with pytest.raises(RunFolderExistsError):  # a different experiment: never reuse silently
+        open_run(_cfg(tmp_path, seed=8), command="train")
+    with open_run(cfg, command="train"):  # the identical command reuses it
+        pass
+    with pytest.raises(RunFolderExistsError):  # a finished run is never reused
+        open_run(cfg, command="train")
+
+
+def test_interrupted_run_whose_process_died_is_reused(tmp_path):
+    cfg = _cfg(tmp_path)
+    run = open_run(cfg, command="train")
+    info = json.loads((run.path / "run.json").read_text())
+    info["pid"] = 2**22 + 12345  # no such process: killed (kill -9, power loss) while "running"
+    (run.path / "run.json").write_text(json.dumps(info))
+    run._detach_log()
+    with open_run(cfg, command="train") as again:
+        assert again.info["status"] == "running"
+    assert any(p.name.startswith("failed-") for p in run.path.iterdir())
+
+
+def test_outputs_follow_the_umask(tmp_path):
+    """Files are created 0666 & ~umask (0644 under 022), folders 0777 & ~umask, atomic writes included."""
+    import os
+    import stat
+
+    import numpy as np
+
+    from medseg.review.overlay import save_png
+    from medseg.tasks.segmentation.files import write_nifti
+
+    old = os.umask(0o022)
+    try:
+        with Run.create(tmp_path / "out", _cfg(tmp_path), command="segment") as run:
+            run.write_json("summary.json", {"a": 1})
+            write_nifti(np.zeros((4, 4, 4), np.uint8), np.eye(4), run.path / "labels" / "a.nii.gz")
+            save_png(np.zeros((4, 4, 3), np.uint8), run.path / "overlays" / "a.png")
+        files = [p for p in run.path.rglob("*") if p.is_file()]
+        dirs = [run.path, *(p for p in run.path.rglob("*") if p.is_dir())]
+        assert len(files) >= 5 and {"config.yaml", "run.json", "a.nii.gz", "a.png"} <= {p.name for p in files}
+        assert {oct(stat.S_IMODE(p.stat().st_mode)) for p in files} == {"0o644"}
+        assert {oct(stat.S_IMODE(p.stat().st_mode)) for p in dirs} == {"0o755"}
+        os.umask(0o027)
+        save_png(np.zeros((4, 4, 3), np.uint8), tmp_path / "group" / "b.png")
+        assert stat.S_IMODE((tmp_path / "group" / "b.png").stat().st_mode) == 0o640
+    finally:
+        os.umask(old)

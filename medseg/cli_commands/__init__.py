@@ -1,4 +1,12 @@
-"""CLI subcommands: one module per command (``add_parser`` + ``run``)."""
+"""CLI subcommands: one module per command (``add_parser`` + ``run``).
+
+Exit codes of the cohort commands (``segment``, ``detect``, ``classify``, ``explain``, ``evaluate``):
+
+- 0: every case ok;
+- 1: some cases skipped (the summary, with each skipped case and why, is printed);
+- 2: usage or config error (bad option, unreadable config, not a model folder): nothing was run;
+- 3: every case failed (or there was none).
+"""
 
 from __future__ import annotations
 
@@ -23,9 +31,26 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="move an existing run folder aside instead of failing")
 
 
+#: the exit codes (see the module docstring)
+EXIT_OK, EXIT_SOME_SKIPPED, EXIT_USAGE, EXIT_ALL_FAILED = 0, 1, 2, 3
+
+EXIT_CODES_HELP = (
+    "exit status: 0 every case ok, 1 some cases skipped (listed in the summary), "
+    "2 usage or config error, 3 every case failed"
+)
+
+
+def _device(value: str) -> str:
+    """``auto`` | ``cpu`` | ``cuda`` | ``cuda:N`` (checked here: a typo is a usage error, exit 2)."""
+    v = value.strip().lower()
+    if v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit()):
+        return v
+    raise argparse.ArgumentTypeError(f"{value!r}: use auto, cpu, cuda or cuda:N (N = GPU number)")
+
+
 def add_predict_args(p: argparse.ArgumentParser, inputs_help: str, model_help: str | None = None) -> None:
-    """The arguments every predict command takes: ``--model``, inputs, ``--out``, ``--split``, ``--device``,
-    ``--force`` (one wording, one set of choices)."""
+    """The arguments every predict command takes: ``--model``, inputs, ``--out``, ``--split``, ``--series``,
+    ``--ood``, ``--device``, ``--force`` (one wording, one set of choices)."""
     p.add_argument(
         "--model",
         type=Path,
@@ -40,13 +65,36 @@ def add_predict_args(p: argparse.ArgumentParser, inputs_help: str, model_help: s
         choices=["test", "validation", "training", "all"],  # medseg.tasks.inputs.SPLITS (kept light: no import)
         help="which list of a datalist JSON input to take (default: test; all = training, validation, test)",
     )
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run (default: auto)")
+    p.add_argument(
+        "--series",
+        default=None,
+        metavar="WHICH",
+        help="a folder holding several DICOM series: which one, by its index in 'medseg info FOLDER', its "
+        "SeriesInstanceUID or its SeriesDescription (localizers and unreadable series are never picked)",
+    )
+    p.add_argument(
+        "--ood",
+        default=None,
+        choices=["warn", "refuse", "off"],
+        help="cases unlike the model's training data (modality, channels, spacing, field of view, "
+        "intensities): warn = flag them (default), refuse = skip them, off = no check",
+    )
+    p.add_argument(
+        "--device",
+        default="auto",
+        type=_device,
+        metavar="{auto,cpu,cuda,cuda:N}",
+        help="where to run (default: auto = the first GPU when there is one); cuda:N = GPU number N "
+        "(see also CUDA_VISIBLE_DEVICES)",
+    )
     p.add_argument("--force", action="store_true", help="move an existing output folder aside instead of failing")
+    p.epilog = EXIT_CODES_HELP
 
 
 def predict_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """The keyword arguments of the task function that :func:`add_predict_args` collected."""
-    return {
+    """The keyword arguments of the task function that :func:`add_predict_args` collected
+    (``series`` and ``ood`` only when given, so each task keeps its own default)."""
+    kw: dict[str, Any] = {
         "model_dir": args.model,
         "inputs": args.inputs,
         "out": args.out,
@@ -54,18 +102,42 @@ def predict_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "device": args.device,
         "force": args.force,
     }
+    for name in ("series", "ood"):
+        if getattr(args, name, None) is not None:
+            kw[name] = getattr(args, name)
+    return kw
 
 
-def print_summary(out: Path, summary: Mapping[str, Any] | None) -> None:
-    """Print a predict command's summary: the output folder, then one line per entry (dicts one per item)."""
-    print(f"outputs: {out}")
-    for k, v in (summary or {}).items():
-        if isinstance(v, Mapping) and v and all(isinstance(x, Mapping | str) for x in v.values()):
+_LONG = ("per_image", "per_class")
+
+
+def print_summary(out: Path | None, summary: Mapping[str, Any] | None) -> int:
+    """Print a cohort command's summary and return its exit code (see the module docstring).
+
+    One line per entry (dicts one per item); skipped cases are listed one per line with their reason;
+    long per-image tables are left to the files (their path is printed).
+    """
+    summary = dict(summary or {})
+    if out is not None:
+        print(f"outputs: {out}")
+    for k, v in summary.items():
+        if k in _LONG and isinstance(v, Mapping) and len(v) > 10:
+            print(f"  {k}: {len(v)} entries (see {summary.get('table', 'the table')})")
+        elif isinstance(v, Mapping) and v and all(isinstance(x, Mapping | str) for x in v.values()):
             print(f"  {k}:")
             for name, item in v.items():
                 print(f"    {name}: {item}")
         else:
             print(f"  {k}: {v}")
+    code = summary.get("exit_code")
+    if code is None:  # a summary without the cohort keys: judge by the counts
+        ok, cases = summary.get("ok"), summary.get("cases")
+        code = EXIT_OK if ok is None else EXIT_ALL_FAILED if not ok else EXIT_SOME_SKIPPED if ok != cases else EXIT_OK
+    if code == EXIT_SOME_SKIPPED:
+        print(f"medseg: {summary.get('skipped')} of {summary.get('cases')} case(s) skipped (exit status 1)")
+    elif code == EXIT_ALL_FAILED:
+        print(f"medseg: no case succeeded ({summary.get('cases', 0)} given) (exit status 3)")
+    return int(code)
 
 
 def task_function(task: str, func: str) -> Callable[..., Any]:

@@ -35,5 +35,4 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     fn = task_function("classification", "classify")
     summary = fn(**predict_kwargs(args), operating_point=args.operating_point)
-    print_summary(args.out, summary)
-    return 0
+    return print_summary(args.out, summary)

@@ -34,5 +34,4 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     fn = task_function("detection", "detect")
     summary = fn(**predict_kwargs(args), threshold=args.threshold)
-    print_summary(args.out, summary)
-    return 0
+    return print_summary(args.out, summary)

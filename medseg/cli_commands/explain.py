@@ -41,5 +41,4 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     fn = task_function("explain", "explain")
     summary = fn(**predict_kwargs(args), method=args.method, target=args.target, layer=args.layer)
-    print_summary(args.out, summary)
-    return 0
+    return print_summary(args.out, summary)

@@ -17,9 +17,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Segment images with the model of a trained run folder (sliding-window inference "
         "with Gaussian blending). Writes uint8 label maps with the input's affine to OUT/labels/, "
         "optional probabilities to OUT/probabilities/, a DICOM SEG per DICOM series to OUT/dicom_seg/, "
-        "OUT/segmentation.csv/.json with per-class volumes (mL), an uncertainty score and a needs_review "
-        "flag per case, and OUT/report.html. A datalist input gives its 'test' list (--split to choose). "
-        "A case that cannot be read is reported and skipped; the others finish.",
+        "OUT/segment.csv/.json (one row per case: source, split, status, reason, flags, out-of-distribution "
+        "reasons, outputs, per-class volumes in mL, uncertainty, needs_review) and OUT/report.html. A datalist "
+        "input gives its 'test' list (--split to choose). A case that cannot be read is skipped with its "
+        "reason (its partial outputs removed); the others finish.",
     )
     add_predict_args(
         p,
@@ -43,5 +44,4 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     fn = task_function("segmentation", "segment")
     summary = fn(**predict_kwargs(args), tta=args.tta, save_probabilities=args.probabilities)
-    print_summary(args.out, summary)
-    return 0 if (summary or {}).get("ok", 1) else 1
+    return print_summary(args.out, summary)

@@ -26,13 +26,15 @@ from pathlib import Path
 from typing import Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from medseg.errors import ConfigError, MedsegError, MissingFileError
 
 __all__ = [
     "Section",
     "DataSection",
+    "check_one_source",
     "ModelSection",
     "TrainSection",
     "InferSection",
@@ -52,7 +54,8 @@ __all__ = [
     "format_validation_error",
 ]
 
-Device = Literal["auto", "cpu", "cuda"]
+#: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N`` (GPU number N as CUDA numbers them; see docs/install.md)
+Device = str
 
 
 class Section(BaseModel):
@@ -72,6 +75,21 @@ class DataSection(Section):
         0.2, ge=0.0, lt=1.0, description="fraction held out when the datalist has no 'validation'"
     )
     num_workers: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataSection:
+        check_one_source(self)
+        return self
+
+
+def check_one_source(data: BaseModel) -> None:
+    """``data.synthetic: true`` and a ``data.datalist`` together are an error: the run would silently
+    train on one while its record named the other (choose one)."""
+    if getattr(data, "synthetic", False) and getattr(data, "datalist", None) is not None:
+        raise ValueError(
+            "data.synthetic is true and data.datalist is set: choose one (data.synthetic: false to train "
+            "on the datalist, or remove data.datalist to train on the generated synthetic data)"
+        )
 
 
 class ModelSection(Section):
@@ -116,6 +134,17 @@ class PipelineConfig(Section):
     output_dir: Path = Path("runs")
     seed: int = 0
     device: Device = "auto"
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit()):
+            return v
+        raise PydanticCustomError(
+            "literal_error",
+            "Input should be 'auto', 'cpu', 'cuda' or 'cuda:N'",
+            {"expected": "'auto', 'cpu', 'cuda' or 'cuda:N' (N: GPU number)"},
+        )
 
     @field_validator("name")
     @classmethod
@@ -445,6 +474,7 @@ def load_datalist(path: str | Path, root: str | Path | None = None, key: str = "
     items = load_decathlon_datalist(path, is_segmentation=True, data_list_key=key, base_dir=str(root) if root else None)
     for i, item in enumerate(items):
         for k, v in item.items():
-            if k in {"image", "label"} and isinstance(v, str) and not Path(v).exists():
-                raise MissingFileError(f"datalist entry {key}[{i}] {k!r} refers to a missing file: {v}", path)
+            for one in v if k == "image" and isinstance(v, list) else [v]:  # a list: one file per channel
+                if k in {"image", "label"} and isinstance(one, str) and not Path(one).exists():
+                    raise MissingFileError(f"datalist entry {key}[{i}] {k!r} refers to a missing file: {one}", path)
     return items

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from medseg.config.base import ModelSection, PipelineConfig, Section, TrainSection, register_task
+from medseg.config.base import ModelSection, PipelineConfig, Section, TrainSection, check_one_source, register_task
 
 __all__ = [
     "DetDataSection",
@@ -78,6 +78,11 @@ class DetDataSection(Section):
     synthetic_val: int = Field(2, ge=1, description="synthetic validation tiles")
     synthetic_test: int = Field(4, ge=0, description="synthetic held-out test tiles")
     synthetic_shape: tuple[int, int] = Field((256, 256), description="synthetic tile size (H, W) in pixels")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DetDataSection:
+        check_one_source(self)
+        return self
 
 
 class DetTargetSection(Section):

@@ -94,12 +94,7 @@ class SegDataSection(DataSection):
     )
 
     @model_validator(mode="after")
-    def _one_source(self) -> SegDataSection:
-        if self.synthetic and self.datalist is not None:
-            raise ValueError(
-                "data.datalist is not read when data.synthetic is true: remove one of them "
-                "(synthetic: false to train on the datalist)"
-            )
+    def _root_needs_datalist(self) -> SegDataSection:
         if self.root is not None and self.datalist is None:
             raise ValueError("data.root is only read with data.datalist (the base folder of its paths)")
         return self
@@ -127,7 +122,19 @@ class SegInferSection(InferSection):
         "entropy",
         description="entropy: mean normalised entropy in predicted foreground; tta: flip disagreement (needs tta)",
     )
-    review_threshold: float = Field(0.2, ge=0.0, description="needs_review when the uncertainty exceeds this")
+    review_threshold: float | None = Field(
+        None,
+        ge=0.0,
+        description="needs_review when the uncertainty exceeds this; null: the run's threshold calibrated "
+        "at training on its validation cases (their review_percentile), 0.2 when it has none",
+    )
+    review_percentile: float = Field(
+        95.0, gt=0.0, le=100.0, description="percentile of the validation cases' uncertainty that calibrates it"
+    )
+    ood: Literal["warn", "refuse", "off"] = Field(
+        "warn",
+        description="cases unlike the training data: warn (flag them), refuse (skip them) or off (no check)",
+    )
     tta_axes: list[int] | None = Field(None, description="spatial axes flipped for TTA; default: all")
 
 

@@ -1,4 +1,4 @@
-"""Device selection: CUDA when available, else CPU, overridable by config (``device: auto|cpu|cuda``)."""
+"""Device selection: CUDA when available, else CPU, overridable by config (``device: auto|cpu|cuda|cuda:N``)."""
 
 from __future__ import annotations
 
@@ -10,18 +10,26 @@ __all__ = ["select_device", "describe_device", "use_amp"]
 
 
 def select_device(device: str = "auto") -> torch.device:
-    """Resolve ``auto|cpu|cuda[:N]`` to a :class:`torch.device`.
+    """Resolve ``auto|cpu|cuda|cuda:N`` to a :class:`torch.device`.
 
-    Raises ConfigError when CUDA is asked for and there is none.
+    ``cuda:N`` is the N-th GPU this process sees (after ``CUDA_VISIBLE_DEVICES``).
+    Raises ConfigError when CUDA is asked for and there is none, or GPU N does not exist.
     """
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' requested but no CUDA GPU is available; use device: auto or cpu")
+        raise ConfigError(f"device {device!r} requested but no CUDA GPU is available; use device: auto or cpu")
     try:
-        return torch.device(device)
+        dev = torch.device(device)
     except RuntimeError as e:
         raise ConfigError(f"invalid device {device!r}: {e}") from None
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        n = torch.cuda.device_count()
+        raise ConfigError(
+            f"device {device!r}: this process sees {n} GPU(s) (cuda:0..cuda:{n - 1}); "
+            "check CUDA_VISIBLE_DEVICES or choose another number"
+        )
+    return dev
 
 
 def describe_device(device: torch.device) -> str:

@@ -32,8 +32,14 @@ class ReviewCase:
     prediction, probability : predicted class and its probability (classification).
     metrics : metrics against a reference when one exists (Dice, F1, ...).
     uncertainty : a per-case uncertainty score (higher = less certain).
-    needs_review : flag raised when uncertainty passes the configured threshold.
+    needs_review : flag raised when uncertainty passes the run's calibrated threshold.
     outputs : other output files (NIfTI, DICOM SEG, CSV, GeoJSON) by kind.
+    split : the datalist list the case came from (``training``, ``validation``, ``test``), or None.
+    ood : why the case looks unlike the model's training data (empty: it does not); such cases
+        are listed first.
+    planes : three orthogonal views (axial, coronal, sagittal PNG paths) through the structure.
+    stack : JSON file of pre-rendered slices (:func:`medseg.review.stack.write_stack`) for the
+        report's slice viewer.
     """
 
     case_id: str
@@ -52,6 +58,10 @@ class ReviewCase:
     uncertainty: float | None = None
     needs_review: bool = False
     outputs: dict[str, str] = field(default_factory=dict)
+    split: str | None = None
+    ood: list[str] = field(default_factory=list)
+    planes: list[str] = field(default_factory=list)
+    stack: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

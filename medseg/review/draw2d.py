@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from matplotlib import colormaps
 from skimage.draw import circle_perimeter
+from skimage.transform import resize
 
 from medseg.errors import InputError
 from medseg.palette import class_color
@@ -27,7 +28,22 @@ from medseg.review.windowing import (
     unit_to_uint8,
 )
 
-__all__ = ["overlay_2d", "heatmap_2d", "markers_2d"]
+__all__ = ["overlay_2d", "heatmap_2d", "markers_2d", "shrink", "THUMBNAIL_SIDE"]
+
+#: long side (pixels) of the report's thumbnail of a 2D case
+THUMBNAIL_SIDE = 512
+
+
+def shrink(rgb: np.ndarray, side: int = THUMBNAIL_SIDE) -> np.ndarray:
+    """``(H, W[, 3])`` uint8 picture shrunk (anti-aliased) so its long side is at most ``side`` pixels."""
+    a = as_array(rgb)
+    h, w = a.shape[:2]
+    f = side / max(h, w)
+    if f >= 1:
+        return a
+    shape = (max(1, round(h * f)), max(1, round(w * f))) + a.shape[2:]
+    out = resize(a.astype(np.float32) / 255.0, shape, order=1, anti_aliasing=True, preserve_range=True)
+    return unit_to_uint8(np.clip(out, 0.0, 1.0))
 
 
 def overlay_2d(

@@ -1,19 +1,54 @@
 """Which voxel axis is shown where in a volume view, and the patient-direction letter of each edge.
 
-Views are drawn **in voxel order**: the affine (voxel -> RAS mm) only decides which voxel axis is
-which (axial: rows = the voxel axis nearest A/P, columns = the one nearest R/L; coronal: rows S/I,
-columns R/L; sagittal: rows S/I, columns A/P). In-plane voxel axes (0, 1) run left-to-right /
-top-to-bottom, the slice axis (2) left-to-right or bottom-to-top; each edge is then labelled with
-the direction the affine says it points to (R/L, A/P, S/I), so a flipped affine moves the letters.
+Every volume view is drawn in **one radiological convention**, whatever order the file stores:
+:func:`canonical` first reorders (permutes and flips, never resamples) the voxel axes to the
+nearest ``L, P, S`` order (index increasing towards the patient's left, posterior, superior), the
+order of a standard DICOM axial stack. The views then show axial slices with anterior up and the
+patient's left on the right of the screen, coronal slices with superior up and the patient's left
+on the right, sagittal slices with superior up and anterior on the left. A RAS NIfTI and the same
+volume as an LPS DICOM series therefore give identical pictures. Each edge is still labelled with
+the direction the affine says it points to (R/L, A/P, S/I; two letters for an oblique axis).
 """
 
 from __future__ import annotations
 
 import numpy as np
+from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, io_orientation, ornt_transform
 
 from medseg.errors import InputError
 
-__all__ = ["orientation_letters", "view_axes", "slice_2d", "spacing_of", "best_index"]
+__all__ = ["canonical", "canonical_index", "orientation_letters", "view_axes", "slice_2d", "spacing_of", "best_index"]
+
+#: the display order of every volume view: voxel axes towards the patient's Left, Posterior, Superior
+DISPLAY_AXCODES = ("L", "P", "S")
+
+
+def _transform(affine: np.ndarray) -> np.ndarray:
+    """nibabel orientation transform from the affine's voxel order to :data:`DISPLAY_AXCODES`."""
+    return ornt_transform(io_orientation(np.asarray(affine, float)), axcodes2ornt(DISPLAY_AXCODES))
+
+
+def canonical(volumes: list[np.ndarray | None], affine: np.ndarray) -> tuple[list[np.ndarray | None], np.ndarray]:
+    """Reorder ``(X, Y, Z)`` volumes (same grid) to the display order L, P, S, and their affine with them.
+
+    Only axis permutations and flips (nibabel's ``apply_orientation``): voxel values are unchanged.
+    Returns (the volumes, None kept as None; the 4x4 voxel -> RAS affine of the reordered grid).
+    """
+    aff = np.asarray(affine, float)
+    first = next((v for v in volumes if v is not None), None)
+    if first is None:
+        return volumes, aff
+    t = _transform(aff)
+    out = [None if v is None else np.ascontiguousarray(apply_orientation(v, t)) for v in volumes]
+    return out, aff @ inv_ornt_aff(t, first.shape[:3])
+
+
+def canonical_index(affine: np.ndarray, axis: int, index: int, size: int) -> tuple[int, int]:
+    """Where slice ``index`` along voxel ``axis`` (``size`` slices) of the stored array lies after
+    :func:`canonical`: (axis, index) in the display order."""
+    t = _transform(affine)
+    return int(t[axis, 0]), (size - 1 - index) if t[axis, 1] < 0 else index
+
 
 _LETTERS = {0: ("L", "R"), 1: ("P", "A"), 2: ("I", "S")}  # RAS world axis -> (letter of -, letter of +)
 _VIEW_WORLD = {"axial": (2, 1, 0), "coronal": (1, 2, 0), "sagittal": (0, 2, 1)}  # (normal, rows, cols)

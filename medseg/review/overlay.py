@@ -33,7 +33,7 @@ captions, legend), :mod:`~medseg.review.orientation` (which voxel axis goes wher
 from __future__ import annotations
 
 from medseg.palette import CLASS_COLORS, class_color
-from medseg.review.draw2d import heatmap_2d, markers_2d, overlay_2d
+from medseg.review.draw2d import heatmap_2d, markers_2d, overlay_2d, shrink
 from medseg.review.orientation import orientation_letters
 from medseg.review.png import save_png
 from medseg.review.views import lesion_view, montage, overlay_volume, save_case_overlays
@@ -51,6 +51,7 @@ __all__ = [
     "montage",
     "heatmap_2d",
     "markers_2d",
+    "shrink",
     "save_png",
     "save_case_overlays",
 ]

@@ -6,16 +6,22 @@ the run folder:
 - a summary at the top (cases done, cases skipped and why, the per-stage summary dict);
 - one row per case: thumbnail, volumes per class (mL) / object counts, prediction and probability,
   metrics against a reference when one exists, the uncertainty score and the "needs review" flag,
-  the Grad-CAM map, links to the full-size overlays and other outputs;
-- sortable columns (vanilla JavaScript; default order: most uncertain first);
+  the out-of-distribution check (why a case looks unlike the training data), the Grad-CAM map,
+  links to the full-size overlays and other outputs;
+- for 3D cases, a viewer under the thumbnail: three orthogonal planes through the structure and a
+  slice slider over pre-rendered slices (keyboard arrows move through the slices, ``o`` or the
+  button toggles the label overlay, a second slider sets its opacity);
+- sortable columns (vanilla JavaScript; default order: out-of-distribution cases first, then the
+  most uncertain, skipped cases last);
 - radiologist feedback per case (accept / needs correction + a comment), saved in the browser's
   ``localStorage`` and exportable as CSV or JSON (downloaded via a Blob: no server, no network).
 
-Self-contained: thumbnails and Grad-CAM maps up to :data:`EMBED_MAX_BYTES` are embedded as
-``data:`` URIs, full-size overlays are linked relative to the report (absolute paths inside the run
-folder are made relative), and a Content-Security-Policy forbids any network access. Every text is
-HTML-escaped, the embedded JSON cannot close its ``<script>`` element, and keys that look like
-patient identifiers (PatientName, PatientID, ...) are dropped unless ``show_phi=True``.
+Self-contained: thumbnails and Grad-CAM maps up to :data:`EMBED_MAX_BYTES` and the viewer's slices
+(up to :data:`STACK_MAX_BYTES` per case) are embedded as ``data:`` URIs, full-size overlays are
+linked relative to the report (absolute paths inside the run folder are made relative), and a
+Content-Security-Policy forbids any network access. Every text is HTML-escaped, the embedded JSON
+cannot close its ``<script>`` element, and keys that look like patient identifiers (PatientName,
+PatientID, ...) are dropped unless ``show_phi=True``.
 """
 
 from __future__ import annotations
@@ -40,12 +46,15 @@ from medseg.review.cases import ReviewCase
 from medseg.review.report_assets import REPORT_CSS, REPORT_JS
 from medseg.utils import atomic_write_text
 
-__all__ = ["write_report", "EMBED_MAX_BYTES", "PHI_KEYS"]
+__all__ = ["write_report", "EMBED_MAX_BYTES", "STACK_MAX_BYTES", "PHI_KEYS"]
 
 log = logging.getLogger("medseg.review.report")
 
 #: images up to this size are embedded as data: URIs (thumbnails, Grad-CAM maps); larger ones are linked
 EMBED_MAX_BYTES = 300_000
+
+#: slice stacks of the viewer up to this size (per case) are embedded; larger ones are left out (logged)
+STACK_MAX_BYTES = 4_000_000
 
 #: dict keys (lower case, without "_", "-", " ") treated as patient identifiers and dropped unless show_phi
 PHI_KEYS = frozenset(
@@ -274,8 +283,10 @@ _COLUMNS = [  # (key, header, tooltip, always shown)
     ("findings", "Findings", "volumes per class (mL), object counts, densities", False),
     ("prediction", "Prediction", "predicted class (probability)", False),
     ("metrics", "Metrics", "against the reference, when one exists", False),
+    ("split", "Split", "the datalist list of the case", False),
+    ("ood", "Data check", "out of distribution: how the case differs from the training data", False),
     ("uncertainty", "Uncertainty", "higher = less certain", True),
-    ("review", "Flag", "needs review: uncertainty passed the threshold", True),
+    ("review", "Flag", "needs review: uncertainty above the run's calibrated threshold, or out of distribution", True),
     ("feedback", "Feedback", "your decision, saved in this browser", True),
     ("files", "Files", "full-size overlays and outputs", False),
 ]
@@ -290,7 +301,14 @@ def _case_cells(c: ReviewCase, paths: _Paths) -> dict[str, tuple[str, str]]:
     if c.error:
         status += f"<div class=err>{_e(c.error)}</div>"
     cells["status"] = (status, c.status)
-    cells["thumb"] = _img_cell(paths, c.thumbnail, f"{c.case_id} thumbnail")
+    thumb, has = _img_cell(paths, c.thumbnail, f"{c.case_id} thumbnail")
+    cells["thumb"] = (thumb + _viewer_html(c, paths), has)
+    cells["split"] = (_e(c.split or ""), c.split or "")
+    if c.ood:
+        items = "".join(f"<li>{_e(r)}</li>" for r in c.ood)
+        cells["ood"] = (f"<span class=ood>out of distribution</span><ul class=why>{items}</ul>", str(len(c.ood)))
+    else:
+        cells["ood"] = ("", "0")
     find = ""
     if c.volumes_ml:
         find += "<div class=sub>volume</div>" + _kv_list(c.volumes_ml, " mL", 3)
@@ -313,7 +331,10 @@ def _case_cells(c: ReviewCase, paths: _Paths) -> dict[str, tuple[str, str]]:
     else:
         w = max(0.0, min(1.0, u)) * 100
         cells["uncertainty"] = (f'{_e(_fmt(u))}<div class=bar><i style="width:{w:.0f}%"></i></div>', repr(u))
-    cells["review"] = ("<span class=flag>needs review</span>" if c.needs_review else "", "1" if c.needs_review else "0")
+    flags = ("<span class=flag>needs review</span>" if c.needs_review else "") + (
+        " <span class=flag>OOD</span>" if c.ood else ""
+    )
+    cells["review"] = (flags.strip(), str(int(c.needs_review) + 2 * int(bool(c.ood))))
     cells["cam"] = _img_cell(paths, c.cam, f"{c.case_id} Grad-CAM")
     links = []
     for p in c.overlays:
@@ -331,6 +352,60 @@ def _case_cells(c: ReviewCase, paths: _Paths) -> dict[str, tuple[str, str]]:
         "",
     )
     return cells
+
+
+def _viewer_html(c: ReviewCase, paths: _Paths) -> str:
+    """The 3D viewer under a thumbnail: three planes and the slice slider (filled in by the script)."""
+    if not c.planes and not c.stack:
+        return ""
+    cid = _e(c.case_id)
+    planes = "".join(
+        f'<img src="{_e(src)}" alt="{cid} {_e(Path(p).stem.rsplit("_", 1)[-1])}">'
+        for p in c.planes
+        if (src := paths.img_src(p)) is not None
+    )
+    stack = ""
+    if c.stack:
+        stack = (
+            f'<div class=stack tabindex=0 data-case="{cid}" aria-label="slices of {cid}">'
+            "<div class=frame><img class=base alt=slice><img class=ov alt=overlay></div>"
+            "<div class=ctl><input class=pos type=range min=0 value=0 aria-label=slice>"
+            "<span class=num></span><button type=button class=ovbtn>overlay on</button>"
+            "<input class=alpha type=range min=0 max=100 value=100 aria-label='overlay opacity'>"
+            "</div><div class=leg></div></div>"
+        )
+    return (
+        f"<details class=viewer><summary>planes &amp; slices</summary><div class=planes>{planes}</div>{stack}</details>"
+    )
+
+
+def _stacks(records: list[ReviewCase], paths: _Paths) -> dict[str, Any]:
+    """{case id: slice stack} of the cases with a stack file (embedded in the report)."""
+    out: dict[str, Any] = {}
+    for c in records:
+        if not c.stack:
+            continue
+        f = paths.resolve(c.stack)
+        if not f.is_file() or f.stat().st_size > STACK_MAX_BYTES:
+            log.warning(
+                "review report: slice viewer of %s left out (missing or over %d bytes)", c.case_id, STACK_MAX_BYTES
+            )
+            continue
+        try:
+            out[c.case_id] = json.loads(f.read_text())
+        except (OSError, ValueError) as e:
+            log.warning("review report: slice viewer of %s left out (%s)", c.case_id, e)
+    return out
+
+
+def _order(records: list[ReviewCase]) -> list[ReviewCase]:
+    """Out-of-distribution cases first, then the most uncertain; cases without a score, then skipped, last."""
+
+    def key(c: ReviewCase) -> tuple[int, int, int, float]:
+        u = _num(c.uncertainty)
+        return (c.status != "ok", not c.ood, u is None, -(u or 0.0))
+
+    return sorted(records, key=key)
 
 
 def write_report(
@@ -363,7 +438,7 @@ def write_report(
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    records = [_as_case(c) for c in cases]
+    records = _order([_as_case(c) for c in cases])
     summary = _scrub(dict(summary or {}), show_phi)
     paths = _Paths(run_dir)
     report_id = hashlib.sha256(f"{paths.run_dir}|{title}".encode()).hexdigest()[:16]
@@ -375,11 +450,10 @@ def write_report(
     head = "".join(f'<th data-key="{k}" title="{_e(tip)}">{_e(h)}</th>' for k, h, tip, _ in shown)
     body = []
     for c, cells in rows:
-        cls = "skipped" if c.status != "ok" else ("review" if c.needs_review else "")
+        cls = "skipped" if c.status != "ok" else ("review" if (c.needs_review or c.ood) else "")
         tds = "".join(f'<td class="c-{k}" data-v="{_e(cells[k][1])}">{cells[k][0]}</td>' for k, _, _, _ in shown)
-        body.append(
-            f'<tr class="{cls}" data-case="{_e(c.case_id)}" data-review="{1 if c.needs_review else 0}">{tds}</tr>'
-        )
+        flagged = 1 if (c.needs_review or c.ood) else 0
+        body.append(f'<tr class="{cls}" data-case="{_e(c.case_id)}" data-review="{flagged}">{tds}</tr>')
 
     data = {
         "title": str(title),
@@ -393,10 +467,12 @@ def write_report(
                 "status": c.status,
                 "uncertainty": _num(c.uncertainty),
                 "needs_review": bool(c.needs_review),
+                "ood": list(c.ood),
             }
             for c in records
         ],
     }
+    stacks = _stacks(records, paths)
     csp = (
         "default-src 'none'; img-src data: 'self' file:; style-src 'unsafe-inline'; "
         "script-src 'unsafe-inline'; connect-src 'none'; form-action 'none'; base-uri 'none'"
@@ -426,6 +502,7 @@ def write_report(
 </tbody></table>
 </section>
 <script type="application/json" id="medseg-data">{_json_for_script(_safe_json_value(data))}</script>
+<script type="application/json" id="medseg-stacks">{_json_for_script(_safe_json_value(stacks))}</script>
 <script>{REPORT_JS}</script>
 </body></html>
 """

@@ -1,9 +1,10 @@
 """The style sheet and script embedded in ``report.html`` (:func:`medseg.review.report.write_report`).
 
 :data:`REPORT_CSS` lays out the page; :data:`REPORT_JS` (vanilla JavaScript, no network) sorts the
-case table (default: most uncertain first), filters flagged cases, keeps the radiologist's
-accept / needs-correction decisions and comments in ``localStorage`` and exports them as CSV
-(formula-safe cells) or JSON through a Blob download.
+case table (the rows come ordered: out-of-distribution cases first, then most uncertain), filters
+flagged cases, keeps the radiologist's accept / needs-correction decisions and comments in
+``localStorage`` and exports them as CSV (formula-safe cells) or JSON through a Blob download, and
+drives the 3D viewer (slice slider over pre-rendered slices, arrow keys, overlay toggle and opacity).
 """
 
 from __future__ import annotations
@@ -31,6 +32,17 @@ tr.failed td{background:#fee}tr.skipped td{background:#f4f4f4;color:#666}
 .fb button.on.acc{background:#2e7d32;color:#fff}.fb button.on.cor{background:#c62828;color:#fff}
 .fb textarea{width:13em;display:block}.saved{font-size:.8em;color:#777}
 .toolbar{margin:.6em 0;display:flex;gap:.6em;align-items:center;flex-wrap:wrap}
+.ood{background:#6a1b9a;color:#fff;padding:1px 5px;border-radius:3px;white-space:nowrap}
+ul.why{margin:.2em 0 0 1em;padding:0;max-width:26em;font-size:.9em}
+details.viewer summary{cursor:pointer;color:#1565c0;font-size:.9em}
+details.viewer .planes{display:flex;gap:4px;margin:4px 0}details.viewer .planes img{width:150px}
+.stack{outline:none;margin-top:4px}.stack:focus .frame{box-shadow:0 0 0 2px #1565c0}
+.stack .frame{position:relative;display:inline-block;background:#000;line-height:0}
+.stack .frame img{width:auto;max-height:none;display:block}
+.stack .frame img.ov{position:absolute;left:0;top:0}
+.stack .ctl{display:flex;gap:6px;align-items:center;margin-top:3px}.stack .num{font-size:.85em;color:#555}
+.stack .leg span{display:inline-block;margin-right:8px;font-size:.85em}
+.stack .leg i{display:inline-block;width:10px;height:10px;margin-right:3px;vertical-align:middle}
 """
 
 REPORT_JS = r"""
@@ -165,10 +177,7 @@ REPORT_JS = r"""
       sortBy(i, th.classList.contains("desc") ? "asc" : "desc");
     });
   });
-  var ui = Array.prototype.findIndex.call(table.tHead.rows[0].cells, function (th) {
-    return th.getAttribute("data-key") === "uncertainty";
-  });
-  if (ui >= 0) sortBy(ui, "desc");  // default: most uncertain first
+  // default order: as written (out-of-distribution cases first, then most uncertain, skipped last)
 
   document.getElementById("only-review").addEventListener("change", function (ev) {
     Array.prototype.forEach.call(tbody.rows, function (tr) {
@@ -176,7 +185,68 @@ REPORT_JS = r"""
     });
   });
 
+  // 3D viewer: pre-rendered slices, arrow keys, overlay toggle ("o") and opacity
+  var STACKS = JSON.parse(document.getElementById("medseg-stacks").textContent);
+  function initStack(el) {
+    if (el.getAttribute("data-ready")) return true;
+    var s = STACKS[el.getAttribute("data-case")];
+    if (!s || !s.images || !s.images.length) { el.hidden = true; return false; }
+    el.setAttribute("data-ready", "1");
+    var base = el.querySelector("img.base"), ov = el.querySelector("img.ov");
+    var pos = el.querySelector("input.pos"), num = el.querySelector(".num");
+    var btn = el.querySelector(".ovbtn"), alpha = el.querySelector("input.alpha");
+    var hasOv = s.overlays && s.overlays.length === s.images.length, on = hasOv;
+    base.width = s.width; base.height = s.height; ov.width = s.width; ov.height = s.height;
+    pos.max = String(s.images.length - 1);
+    function show(i) {
+      i = Math.max(0, Math.min(s.images.length - 1, i));
+      pos.value = String(i);
+      base.src = s.images[i];
+      if (hasOv) ov.src = s.overlays[i];
+      num.textContent = s.view + " " + s.slices[i] + " (" + (i + 1) + "/" + s.images.length + ")";
+      el.setAttribute("data-index", String(i));
+    }
+    function setOverlay(v) {
+      on = v && hasOv;
+      ov.style.visibility = on ? "visible" : "hidden";
+      btn.textContent = on ? "overlay on" : "overlay off";
+      btn.setAttribute("aria-pressed", on ? "true" : "false");
+    }
+    if (!hasOv) { btn.disabled = true; alpha.disabled = true; ov.hidden = true; }
+    pos.addEventListener("input", function () { show(Number(pos.value)); });
+    btn.addEventListener("click", function () { setOverlay(!on); });
+    alpha.addEventListener("input", function () { ov.style.opacity = String(Number(alpha.value) / 100); });
+    el.addEventListener("keydown", function (ev) {
+      if (ev.target === pos || ev.target === alpha) return;  // the sliders move themselves
+      var i = Number(pos.value);
+      if (ev.key === "ArrowUp" || ev.key === "ArrowRight") { show(i + 1); ev.preventDefault(); }
+      else if (ev.key === "ArrowDown" || ev.key === "ArrowLeft") { show(i - 1); ev.preventDefault(); }
+      else if (ev.key === "PageUp") { show(i + 10); ev.preventDefault(); }
+      else if (ev.key === "PageDown") { show(i - 10); ev.preventDefault(); }
+      else if (ev.key === "o" || ev.key === "O") { setOverlay(!on); ev.preventDefault(); }
+    });
+    var leg = el.querySelector(".leg");
+    Object.keys(s.legend || {}).forEach(function (k) {
+      var span = document.createElement("span"), sw = document.createElement("i");
+      var c = (s.colors || {})[k] || [255, 255, 255];
+      sw.style.background = "rgb(" + c[0] + "," + c[1] + "," + c[2] + ")";
+      span.appendChild(sw);
+      span.appendChild(document.createTextNode(s.legend[k]));
+      leg.appendChild(span);
+    });
+    setOverlay(true);
+    show(s.start || 0);
+    return true;
+  }
+  document.querySelectorAll("details.viewer").forEach(function (d) {
+    d.addEventListener("toggle", function () {
+      var st = d.querySelector(".stack");
+      if (d.open && st && initStack(st)) st.focus();
+    });
+  });
+
   window.medsegFeedback = {toCSV: toCSV, toJSON: toJSON, store: function () { return store; },
                            sortBy: sortBy, download: download};
+  window.medsegViewer = {init: initStack, stacks: STACKS};
 })();
 """

@@ -1,8 +1,10 @@
 """Volume views for review: one slice, a montage, a lesion-centred view, the standard PNG set.
 
 Volumes are medseg's ``(X, Y, Z)`` arrays (or MONAI MetaTensors ``(1, X, Y, Z)``) with a voxel->RAS
-affine; how slices are laid out and lettered is :mod:`medseg.review.orientation`. Pixels are square
-in millimetres and views are upsampled so their long side is at least 256 px (readable letters).
+affine; they are shown in one radiological convention whatever their stored order (the volume is
+reordered by :func:`medseg.review.orientation.canonical` first), lettered on every edge. Slice
+indices given to these functions count along the **stored** array's axes. Pixels are square in
+millimetres and views are upsampled so their long side is at least 256 px (readable letters).
 """
 
 from __future__ import annotations
@@ -18,7 +20,15 @@ from scipy import ndimage
 from medseg.errors import InputError
 from medseg.review.annotate import draw_texts, font_size, legend
 from medseg.review.draw2d import overlay_2d
-from medseg.review.orientation import best_index, orientation_letters, slice_2d, spacing_of, view_axes
+from medseg.review.orientation import (
+    best_index,
+    canonical,
+    canonical_index,
+    orientation_letters,
+    slice_2d,
+    spacing_of,
+    view_axes,
+)
 from medseg.review.png import save_png
 from medseg.review.windowing import Window, as_array, names_map
 
@@ -67,7 +77,9 @@ def _prepare(image, labels, affine):
             aff = _affine_of(labels)
     if aff is None:
         log.debug("no affine given: assuming RAS identity (orientation letters may be meaningless)")
-    return img, lab, (np.eye(4) if aff is None else np.asarray(aff, float))
+    aff = np.eye(4) if aff is None else np.asarray(aff, float)
+    (shown, lab), aff_c = canonical([img, lab], aff)
+    return (img if shown is None else shown), lab, aff_c, aff
 
 
 def _render_slice(
@@ -139,13 +151,17 @@ def overlay_volume(
     -------
     (H, W, 3) uint8 RGB, square pixels in mm, long side >= 256 px, letters on each edge, legend below.
     """
-    img, lab, aff = _prepare(image, labels, affine)
+    img, lab, aff, stored = _prepare(image, labels, affine)
     _, (n, _, _), _ = view_axes(aff, view)
     if index is None:
         index = best_index(lab, n) if lab is not None else img.shape[n] // 2
-    if not -img.shape[n] <= index < img.shape[n]:
-        raise InputError(f"slice index {index} out of range for a {view} view of shape {img.shape}")
-    out, ls = _render_slice(img, lab, aff, view, int(index) % img.shape[n], window, alpha, contour)
+    else:  # an index along the stored array's axis: where that slice is in the display order
+        size = img.shape[n]
+        if not -size <= index < size:
+            raise InputError(f"slice index {index} out of range for a {view} view ({size} slices)")
+        axis = next(a for a in range(3) if canonical_index(stored, a, 0, size)[0] == n)
+        index = canonical_index(stored, axis, int(index) % size, size)[1]
+    out, ls = _render_slice(img, lab, aff, view, int(index), window, alpha, contour)
     return _with_legend(out, ls, class_names)
 
 
@@ -174,7 +190,7 @@ def lesion_view(
     -------
     (H, W, 3) uint8 RGB through the component's centroid, with letters and legend.
     """
-    img, lab, aff = _prepare(image, labels, affine)
+    img, lab, aff, _ = _prepare(image, labels, affine)
     if lab is None:
         raise InputError("lesion_view needs a label map")
     present = [int(v) for v in np.unique(lab) if v > 0]
@@ -231,7 +247,7 @@ def montage(
     -------
     (H, W, 3) uint8 RGB: the tiles on a black background, one legend for the classes shown.
     """
-    img, lab, aff = _prepare(image, labels, affine)
+    img, lab, aff, _ = _prepare(image, labels, affine)
     _, (n, _, _), _ = view_axes(aff, view)
     if lab is not None and np.any(lab > 0):
         other = tuple(a for a in range(3) if a != n)
@@ -293,7 +309,7 @@ def save_case_overlays(
     good thumbnail for :class:`~medseg.review.cases.ReviewCase`.
     """
     out_dir = Path(out_dir)
-    img, lab, aff = _prepare(image, labels, affine)
+    img, lab, aff, _ = _prepare(image, labels, affine)
     out: dict[str, Path] = {}
     for view in ("axial", "coronal", "sagittal"):
         out[view] = save_png(

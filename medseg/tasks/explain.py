@@ -9,9 +9,13 @@ as in training) and writes
 
     <out>/cams/<case>_cam.png    heat-map overlay on the image (medseg.review.overlay.heatmap_2d)
     <out>/cams/<case>_cam.npy    the map itself, float32 (H, W) in [0, 1], aligned with the image
-    <out>/explain.csv            case, image, target class, predicted class and probability, files
-    <out>/skipped.csv            images that could not be read (the others are processed)
+    <out>/explain.csv, .json     one row per case (the cohort table: source, split, status, reason,
+                                 flags, outputs, then target / predicted class and probability)
+    <out>/report.html            the review report (images, Grad-CAM maps, predictions)
     <out>/run.json               provenance (medseg run folder)
+
+Cases run through the cohort engine (:mod:`medseg.tasks.cohort`): an image that cannot be read is
+skipped with its reason, the others are processed.
 
 For segmentation networks and 3D volumes use the library (:func:`medseg.explain.cam.grad_cam` with
 a :class:`~monai.data.MetaTensor`; :func:`medseg.explain.writers.save_cam_nifti` keeps the affine).
@@ -19,6 +23,7 @@ a :class:`~monai.data.MetaTensor`; :func:`medseg.explain.writers.save_cam_nifti`
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,27 +39,19 @@ from medseg.errors import ConfigError, InputError, MissingFileError
 from medseg.explain.cam import Method
 from medseg.explain.maps import classifier_cams
 from medseg.explain.writers import save_cam_png
+from medseg.io import as_rgb, read_image_uint8
+from medseg.review.cases import ReviewCase
+from medseg.review.overlay import save_png, shrink
 from medseg.runs import Run
-from medseg.tasks.classification import load_classifier, read_images
-from medseg.tasks.inputs import expand_inputs
-from medseg.utils import atomic_write, atomic_write_csv
+from medseg.tasks.classification import load_classifier
+from medseg.tasks.cohort import CaseOutputs, CaseResult, finish_cohort, run_cohort
+from medseg.tasks.inputs import CaseInput, expand_inputs, refuse_series_for_2d
+from medseg.tasks.ood import OOD_MODES, check_ood_2d, read_reference
+from medseg.utils import atomic_write
 
 __all__ = ["explain", "explain_images", "resolve_target"]
 
 log = logging.getLogger("medseg.explain")
-
-_TABLE_COLUMNS = [
-    "case_id",
-    "image",
-    "method",
-    "layer",
-    "target_class",
-    "target_probability",
-    "predicted_class",
-    "predicted_probability",
-    "cam_png",
-    "cam_map",
-]
 
 
 def resolve_target(target: Any, class_names: Sequence[str]) -> int | None:
@@ -152,6 +149,8 @@ def explain(
     device: str = "auto",
     force: bool = False,
     split: str = "test",
+    ood: str = "warn",
+    series: str | int | None = None,
 ) -> dict[str, Any]:
     """Grad-CAM / Grad-CAM++ maps of a trained classifier for each input image.
 
@@ -163,14 +162,18 @@ def explain(
     method : "gradcam" (default) or "gradcampp".
     target : class index or name to explain; default: each image's predicted class.
     layer : target layer name; default: the model's (see :func:`medseg.explain.cam.default_target_layer`).
-    device : "auto" | "cpu" | "cuda".
+    device : "auto" | "cpu" | "cuda" | "cuda:N".
     force : move an existing ``out`` aside instead of failing.
     split : list of a datalist input: "test" (default), "validation", "training" or "all".
+    series : refused (a ConfigError): 2D image files have no series.
+    ood : "warn" | "refuse" | "off": images unlike the training images are flagged, skipped, or not checked.
 
     Returns
     -------
-    dict: ``n_images``, ``n_skipped``, ``method``, ``layer``, ``table`` (explain.csv path), ``cams`` folder.
+    The cohort summary (``cases``, ``ok``, ``skipped``, ``skipped_cases``, ``table`` (explain.csv),
+    ``report``, ``exit_code`` ...) plus ``method``, ``layer`` and ``cams`` (folder).
     """
+    refuse_series_for_2d(series, "explain")
     model_dir = Path(model_dir)
     if not (model_dir / "config.yaml").is_file():
         raise MissingFileError("not a trained medseg run folder (no config.yaml)", model_dir)
@@ -184,13 +187,52 @@ def explain(
         )
     if method not in ("gradcam", "gradcampp"):
         raise ConfigError(f"unknown method {method!r}; use gradcam or gradcampp")
+    if ood not in OOD_MODES:
+        raise ConfigError(f"ood must be one of {', '.join(OOD_MODES)}, got {ood!r}")
     cam_method: Method = "gradcampp" if method == "gradcampp" else "gradcam"
     dev = select_device(device)
     model, info = load_classifier(model_dir, map_location=dev)
     class_names = list(info["class_names"])
     tgt = resolve_target(target, class_names)
     cases = expand_inputs(inputs, kind="image2d", split=split)
-    run = Run.create(out, None, force=force, command="explain")
+    reference = read_reference(model_dir)
+    identity = json.dumps([str(model_dir.resolve()), [str(i) for i in inputs], split, method, target, layer, ood])
+    run = Run.create(out, None, force=force, command="explain", identity=identity)
+
+    def one(case: CaseInput, files: CaseOutputs) -> CaseResult:
+        cid = case.case_id
+        img = read_image_uint8(case.image)
+        reasons = check_ood_2d(img, reference, ood, case.source)
+        files.path("cams", f"{cid}_cam.png")
+        files.path("cams", f"{cid}_cam.npy")
+        r = explain_images(
+            model, info, [img], [cid], run.path / "cams", method=cam_method, target=tgt, layer=layer, device=dev
+        )[0]
+        files.add("cam_png", r["png"])
+        files.add("cam_map", r["npy"])
+        thumb = save_png(shrink(as_rgb(img)), files.path("thumbnails", f"{cid}.png"))
+        files.add("thumbnail", thumb)
+        probs = r["probabilities"]
+        values = {
+            "method": method,
+            "layer": r["layer"],
+            "target_class": class_names[r["target"]],
+            "target_probability": round(float(probs[r["target"]]), 6),
+            "predicted_class": class_names[r["predicted"]],
+            "predicted_probability": round(float(max(probs)), 6),
+        }
+        review = ReviewCase(
+            case_id=cid,
+            task="explain",
+            thumbnail=str(thumb.resolve()),
+            cam=str(Path(r["png"]).resolve()),
+            prediction=class_names[r["predicted"]],
+            probability=round(float(max(probs)), 4),
+            needs_review=bool(reasons),
+        )
+        flags = ["ood", "needs_review"] if reasons else []
+        return CaseResult.of(case, flags=flags, ood_reasons=reasons, values=values, review=review)
+
     with run:
         run.set(
             device=describe_device(dev),
@@ -198,47 +240,11 @@ def explain(
             method=method,
             target=None if tgt is None else class_names[tgt],
         )
-        read = read_images([c.image for c in cases])
-        kept = [cases[i] for i in read.index]
-        res: list[dict[str, Any]] = []
-        if read.images:
-            with run.stage("gradcam"):
-                res = explain_images(
-                    model,
-                    info,
-                    read.images,
-                    [c.case_id for c in kept],
-                    run.path / "cams",
-                    method=cam_method,
-                    target=tgt,
-                    layer=layer,
-                    device=dev,
-                )
-        rows = [
-            [
-                r["case_id"],
-                str(c.image),
-                method,
-                r["layer"],
-                class_names[r["target"]],
-                f"{r['probabilities'][r['target']]:.6f}",
-                class_names[r["predicted"]],
-                f"{max(r['probabilities']):.6f}",
-                str(r["png"]),
-                str(r["npy"]),
-            ]
-            for r, c in zip(res, kept)
-        ]
-        table = atomic_write_csv(run.path / "explain.csv", _TABLE_COLUMNS, rows)
-        if read.skipped:
-            atomic_write_csv(run.path / "skipped.csv", ["image", "error"], [[str(f), e] for f, e in read.skipped])
-        summary = {
-            "n_images": len(res),
-            "n_skipped": len(read.skipped),
-            "method": method,
-            "layer": res[0]["layer"] if res else layer,
-            "table": str(table),
-            "cams": str(run.path / "cams"),
-        }
-        run.write_json("summary.json", summary)
-    return summary
+        with run.stage("gradcam"):
+            results = run_cohort(cases, one, out=run.path, command="explain")
+        ok = [r for r in results if r.ok]
+        details = {"method": method, "layer": ok[0].values["layer"] if ok else layer, "cams": str(run.path / "cams")}
+        summary = finish_cohort(
+            run, results, command="explain", task="explain", title="medseg Grad-CAM review", details=details
+        )
+    return summary.to_dict()

@@ -30,13 +30,15 @@ def test_explain_writes_maps_pngs_and_table(classifier_run, tmp_path):
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"not a png")
     s = explain(classifier_run, [*images, bad], tmp_path / "out", method="gradcampp", target="malignant")
-    assert s["n_images"] == 3 and s["n_skipped"] == 1 and s["layer"] == "_blocks.4"  # 48 px input
-    rows = list(csv.DictReader(open(s["table"])))
-    assert [r["target_class"] for r in rows] == ["malignant"] * 3
-    m = np.load(rows[0]["cam_map"])
+    assert s["ok"] == 3 and s["skipped"] == 1 and s["layer"] == "_blocks.4"  # 48 px input
+    rows = json.loads(Path(s["json"]).read_text())
+    assert [r["target_class"] for r in rows[:3]] == ["malignant"] * 3
+    m = np.load(rows[0]["outputs"]["cam_map"])
     assert m.shape == (48, 48) and 0.0 <= m.min() and m.max() <= 1.0
-    assert Path(rows[0]["cam_png"]).is_file()
-    assert "broken.png" in (tmp_path / "out" / "skipped.csv").read_text()
+    assert Path(rows[0]["outputs"]["cam_png"]).is_file()
+    assert rows[3]["status"] == "skipped" and "broken.png" in rows[3]["reason"]
+    assert "cam_png=" in next(csv.DictReader(open(s["table"])))["outputs"]
+    assert (tmp_path / "out" / "report.html").is_file()
     with pytest.raises(ConfigError, match="unknown target class"):
         explain(classifier_run, images, tmp_path / "out2", target="melanoma")
 
@@ -99,8 +101,9 @@ def test_explain_takes_the_test_list_of_a_datalist_by_default(classifier_run, tm
     lists = json.loads(dl.read_text())
     s = explain(classifier_run, [dl], tmp_path / "out", device="cpu")
     rows = list(csv.DictReader(open(s["table"])))
-    assert s["n_images"] == len(lists["test"]) == len(rows) > 0
-    assert sorted(Path(r["image"]).name for r in rows) == sorted(Path(e["image"]).name for e in lists["test"])
+    assert s["ok"] == len(lists["test"]) == len(rows) > 0
+    assert sorted(Path(r["source"]).name for r in rows) == sorted(Path(e["image"]).name for e in lists["test"])
+    assert {r["split"] for r in rows} == {"test"}
 
 
 def test_explain_cli_split_chooses_the_datalist_list(classifier_run, tmp_path):

@@ -92,8 +92,8 @@ def test_all_text_escaped(sample_run, evil_case_id):
         title="<title>evil</title>",
         summary={"<b>stage</b>": {"status": "failed", "error": "</script><script>alert(3)</script>"}},
     ).read_text(encoding="utf-8")
-    # exactly our two script elements and no injected tags
-    assert doc.count("<script") == 2 and doc.count("</script>") == 2
+    # exactly our three script elements (two JSON data blocks, one script) and no injected tags
+    assert doc.count("<script") == 3 and doc.count("</script>") == 3
     assert "window.__pwned" in doc and "<script>window.__pwned" not in doc
     assert "&lt;script&gt;window.__pwned = 1&lt;/script&gt;&quot;&#x27;&amp;" in doc
     assert "&lt;b&gt;not bold&lt;/b&gt;" in doc

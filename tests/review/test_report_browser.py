@@ -199,6 +199,50 @@ def _errors(cdp: CDP) -> list[str]:
     return out
 
 
+def _page(cdp: CDP, report: Path, downloads: Path | None = None):
+    """Open a page session; returns (ev(expr) -> value, load() -> None navigating to the report)."""
+    target = cdp.send("Target.createTarget", {"url": "about:blank"})["targetId"]
+    sid = cdp.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+    for dom in ("Page.enable", "Runtime.enable", "Log.enable"):
+        cdp.send(dom, session=sid)
+    cdp.send(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": 1400, "height": 1000, "deviceScaleFactor": 1, "mobile": False},
+        session=sid,
+    )
+    if downloads is not None:
+        cdp.send(
+            "Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads), "eventsEnabled": True}
+        )
+
+    def ev(expr: str):
+        r = cdp.send("Runtime.evaluate", {"expression": expr, "returnByValue": True, "awaitPromise": True}, session=sid)
+        if "exceptionDetails" in r:
+            raise AssertionError(f"JS failed: {expr}: {r['exceptionDetails']}")
+        return r["result"].get("value")
+
+    def load():
+        n = len(cdp.events)
+        cdp.send("Page.navigate", {"url": report.as_uri()}, session=sid)
+        cdp.wait_event("Page.loadEventFired", lambda e: e.get("sessionId") == sid, start=n)
+        ev("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+
+    def key(k: str):
+        for typ in ("keyDown", "keyUp"):
+            cdp.send(
+                "Input.dispatchKeyEvent",
+                {"type": typ, "key": k, "code": k if len(k) > 1 else f"Key{k.upper()}"},
+                session=sid,
+            )
+
+    def screenshot(name: str):
+        ARTIFACTS.mkdir(exist_ok=True)
+        shot = cdp.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True}, session=sid)
+        (ARTIFACTS / name).write_bytes(base64.b64decode(shot["data"]))
+
+    return ev, load, key, screenshot
+
+
 def test_report_in_headless_chromium(chromium, sample_run, evil_case_id, tmp_path):
     run_dir, cases = sample_run
     report = write_report(
@@ -208,33 +252,7 @@ def test_report_in_headless_chromium(chromium, sample_run, evil_case_id, tmp_pat
     downloads.mkdir()
     cdp = CDP(chromium, tmp_path / "profile", tmp_path / "chromium.log")
     try:
-        target = cdp.send("Target.createTarget", {"url": "about:blank"})["targetId"]
-        sid = cdp.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
-        for dom in ("Page.enable", "Runtime.enable", "Log.enable"):
-            cdp.send(dom, session=sid)
-        cdp.send(
-            "Emulation.setDeviceMetricsOverride",
-            {"width": 1400, "height": 1000, "deviceScaleFactor": 1, "mobile": False},
-            session=sid,
-        )
-        cdp.send(
-            "Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads), "eventsEnabled": True}
-        )
-
-        def ev(expr: str):
-            r = cdp.send(
-                "Runtime.evaluate", {"expression": expr, "returnByValue": True, "awaitPromise": True}, session=sid
-            )
-            if "exceptionDetails" in r:
-                raise AssertionError(f"JS failed: {expr}: {r['exceptionDetails']}")
-            return r["result"].get("value")
-
-        def load():
-            n = len(cdp.events)
-            cdp.send("Page.navigate", {"url": report.as_uri()}, session=sid)
-            cdp.wait_event("Page.loadEventFired", lambda e: e.get("sessionId") == sid, start=n)
-            ev("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
-
+        ev, load, _, screenshot = _page(cdp, report, downloads)
         load()
         # images displayed
         imgs = ev("Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.alt])")
@@ -269,7 +287,7 @@ def test_report_in_headless_chromium(chromium, sample_run, evil_case_id, tmp_pat
             "case_000": "accept",
             "img_003": "needs_correction",
         }
-        assert data["feedback"][1]["comment"] == '=lesion missed, "left" side'
+        assert {f["case_id"]: f["comment"] for f in data["feedback"]}["img_003"] == '=lesion missed, "left" side'
 
         # saved in the browser: survives a reload
         load()
@@ -291,10 +309,77 @@ def test_report_in_headless_chromium(chromium, sample_run, evil_case_id, tmp_pat
         assert [(r["case_id"], r["decision"]) for r in dl_rows] == [(r["case_id"], r["decision"]) for r in rows]
         assert len(json.loads((downloads / "feedback.json").read_text())["feedback"]) == 2
 
-        ARTIFACTS.mkdir(exist_ok=True)
-        shot = cdp.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True}, session=sid)
-        (ARTIFACTS / "review_report.png").write_bytes(base64.b64decode(shot["data"]))
+        screenshot("review_report.png")
 
+        errors = _errors(cdp)
+        assert not errors, errors
+    finally:
+        cdp.close()
+
+
+def test_3d_viewer_slider_keys_and_overlay_in_headless_chromium(chromium, tmp_path):
+    """A 3D case reads as a radiologist reads it: three planes, pre-rendered slices, arrow keys, overlay toggle."""
+    from medseg.data.synthetic import CT_CLASSES, ct_phantom
+    from medseg.review import overlay as ov
+    from medseg.review.cases import ReviewCase
+    from medseg.review.stack import slice_stack, write_stack
+
+    ph = ct_phantom(2, shape=(48, 48, 16), spacing=(4.0, 4.0, 6.0))
+    run_dir = tmp_path / "run"
+    planes = [
+        str(ov.save_png(ov.overlay_volume(ph.image, ph.label, affine=ph.affine, view=v), run_dir / f"c_{v}.png"))
+        for v in ("axial", "coronal", "sagittal")
+    ]
+    stack = slice_stack(ph.image, ph.label, ph.affine, max_slices=10, class_names=CT_CLASSES)
+    write_stack(stack, run_dir / "viewer" / "c.json")
+    case = ReviewCase("c", "segmentation", thumbnail=planes[0], planes=planes, stack="viewer/c.json", uncertainty=0.1)
+    report = write_report(run_dir, [case], title="viewer test")
+    assert report.read_text().count("<script") == 3  # still one self-contained file
+    cdp = CDP(chromium, tmp_path / "profile", tmp_path / "chromium.log")
+    try:
+        ev, load, key, screenshot = _page(cdp, report)
+        load()
+        ev("document.querySelector('details.viewer').open = true")
+        ev("new Promise(r => setTimeout(r, 100))")
+        planes_shown = ev("Array.from(document.querySelectorAll('.planes img')).map(i => i.naturalWidth > 0)")
+        assert planes_shown == [True, True, True]
+        n = ev("document.querySelectorAll('.stack input.pos')[0].max")
+        assert int(n) == len(stack["images"]) - 1 == 9
+        start = int(ev("document.querySelector('.stack').dataset.index"))
+        assert start == stack["start"]
+        src0 = ev("document.querySelector('.stack img.base').src")
+        assert src0 == stack["images"][start]
+        # keyboard: arrows move through the slices (the viewer has focus once opened)
+        assert ev("document.activeElement.classList.contains('stack')") is True
+        key("ArrowDown")
+        assert int(ev("document.querySelector('.stack').dataset.index")) == max(start - 1, 0)
+        key("ArrowUp")
+        key("ArrowUp")
+        assert int(ev("document.querySelector('.stack').dataset.index")) == min(start + 1, 9)
+        assert ev("document.querySelector('.stack img.base').src") == stack["images"][min(start + 1, 9)]
+        assert ev("document.querySelector('.stack img.ov').src") == stack["overlays"][min(start + 1, 9)]
+        # the slider too
+        ev(
+            "(() => { const s = document.querySelector('.stack input.pos'); s.value = '0';"
+            " s.dispatchEvent(new Event('input')); })()"
+        )
+        assert ev("document.querySelector('.stack img.base').src") == stack["images"][0]
+        # overlay toggle ('o' and the button) and opacity
+        assert ev("getComputedStyle(document.querySelector('.stack img.ov')).visibility") == "visible"
+        ev("document.querySelector('.stack').focus()")
+        key("o")
+        assert ev("getComputedStyle(document.querySelector('.stack img.ov')).visibility") == "hidden"
+        ev("document.querySelector('.stack .ovbtn').click()")
+        assert ev("getComputedStyle(document.querySelector('.stack img.ov')).visibility") == "visible"
+        ev(
+            "(() => { const a = document.querySelector('.stack input.alpha'); a.value = '30';"
+            " a.dispatchEvent(new Event('input')); })()"
+        )
+        assert float(ev("getComputedStyle(document.querySelector('.stack img.ov')).opacity")) == pytest.approx(0.3)
+        loaded = ev("Array.from(document.querySelectorAll('.stack img')).map(i => i.complete && i.naturalWidth > 0)")
+        assert loaded == [True, True]
+        assert ev("document.querySelector('.stack .leg').textContent").startswith("liver")
+        screenshot("review_viewer.png")
         errors = _errors(cdp)
         assert not errors, errors
     finally:

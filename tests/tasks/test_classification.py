@@ -91,16 +91,21 @@ def test_classify_skips_corrupt_and_evaluate(trained, tmp_path):
     gray = tmp_path / "gray.png"
     write_png(lesion_image(5, 1, 48, rgb=False)[0], gray)  # gray + other size: converted, resized
     res = classify(root / "run", imgs + [bad, gray], tmp_path / "pred", device="cpu")
-    assert res["n_images"] == len(imgs) + 1 and res["n_skipped"] == 1
+    assert res["ok"] == len(imgs) + 1 and res["skipped"] == 1 and res["exit_code"] == 1
     rows = list(csv.DictReader(open(res["predictions"])))
     p = np.array([[float(r["prob_benign"]), float(r["prob_malignant"])] for r in rows])
     assert np.allclose(p.sum(1), 1.0, atol=1e-4)
     thr = float(rows[0]["threshold"])
     assert all((r["predicted_class"] == "malignant") == (float(r["prob_malignant"]) >= thr) for r in rows)
-    skipped = (tmp_path / "pred" / "skipped.csv").read_text()
-    assert "corrupt.png" in skipped and "corrupt" in skipped
+    table = {r["case_id"]: r for r in csv.DictReader(open(tmp_path / "pred" / "classify.csv"))}
+    assert table["corrupt"]["status"] == "skipped" and "corrupt" in table["corrupt"]["reason"]
+    assert not (tmp_path / "pred" / "thumbnails" / "corrupt.png").exists()  # no partial outputs
+    assert (tmp_path / "pred" / "report.html").is_file()
     ev = evaluate(res["predictions"], root / "data" / "labels.csv", tmp_path / "ev", n_boot=50)
     assert ev["n_cases"] == len(imgs) and ev["n_unmatched_predictions"] == 1  # gray.png has no reference
+    assert (
+        ev["skipped_cases"] == {"gray": ev["skipped_cases"]["gray"]} and "no reference" in ev["skipped_cases"]["gray"]
+    )
     m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert "auc" in m and "operating_point" in m and (tmp_path / "ev" / "reliability.png").is_file()
 
@@ -220,7 +225,7 @@ def test_cli_classify_and_evaluate(trained, tmp_path, capsys):
             "high_sensitivity",
         ]
     )
-    assert rc == 0
+    assert rc == 1  # some cases skipped (broken.png)
     rows = list(csv.DictReader(open(tmp_path / "p" / "predictions.csv")))
     assert len(rows) == 24 and rows[0]["operating_point"] == "high_sensitivity"  # broken.png skipped
     rc = main(
@@ -274,11 +279,13 @@ def test_classify_takes_the_test_list_of_a_datalist_by_default(trained, tmp_path
     lists = json.loads(Path(dl).read_text())
     res = classify(root / "run", [dl], tmp_path / "test", device="cpu")
     rows = list(csv.DictReader(open(res["predictions"])))
-    assert res["n_images"] == len(lists["test"]) and res["n_skipped"] == 0
+    assert res["ok"] == len(lists["test"]) and res["skipped"] == 0
     assert sorted(Path(r["image"]).name for r in rows) == sorted(Path(e["image"]).name for e in lists["test"])
     every = classify(root / "run", [dl], tmp_path / "all", device="cpu", split="all")
     n_all = sum(len(lists[k]) for k in ("training", "validation", "test"))
-    assert every["n_images"] + every["n_skipped"] == n_all and every["n_skipped"] == 1  # broken.png
+    assert every["cases"] == n_all and every["skipped"] == 1  # broken.png
+    splits = [r["split"] for r in json.loads((tmp_path / "all" / "classify.json").read_text())]
+    assert set(splits) == {"training", "validation", "test"}
 
 
 def test_cli_classify_split_chooses_the_datalist_list(trained, tmp_path):
@@ -343,8 +350,8 @@ def test_same_tiff_pixels_through_classify_explain_and_detect(trained, tmp_path,
 
     monkeypatch.setattr(classify_module, "prepare_images", spy_prepare)
     monkeypatch.setattr(explain_maps, "preprocess", spy_preprocess)
-    assert classify(root / "run", list(tiffs), tmp_path / "c", device="cpu")["n_images"] == 2
-    assert explain(root / "run", list(tiffs), tmp_path / "e", device="cpu")["n_images"] == 2
+    assert classify(root / "run", list(tiffs), tmp_path / "c", device="cpu")["ok"] == 2
+    assert explain(root / "run", list(tiffs), tmp_path / "e", device="cpu")["ok"] == 2
     for path_name, pixels in seen.items():
         assert len(pixels) == 2, path_name
         for got, ref in zip(pixels, detect_pixels):

@@ -12,6 +12,7 @@ from medseg.cli import main
 from medseg.config import load_config, parse_config
 from medseg.data.histology import write_histology_dataset
 from medseg.demo.detection import run_demo
+from medseg.errors import RunFolderExistsError
 from medseg.review.cases import ReviewCase
 from medseg.runs import Run
 from medseg.tasks import detection as det
@@ -47,7 +48,10 @@ def test_train_detect_evaluate_tiny(tmp_path, method):
     bad = tmp_path / "five.tif"
     tifffile.imwrite(bad, np.zeros((16, 16, 5), np.uint8))  # neither gray nor RGB(A)
     out = det.detect(run.path, [test_img, bad], tmp_path / "det", device="cpu", threshold=0.0)
-    assert out["images"] == 1 and out["skipped"] == 1 and "five.tif" in out["skipped_files"]
+    assert out["ok"] == 1 and out["skipped"] == 1 and "five.tif" in out["skipped_cases"]["five"]
+    assert out["exit_code"] == 1 and (tmp_path / "det" / "report.html").is_file()
+    table = json.loads((tmp_path / "det" / "detect.json").read_text())
+    assert [r["status"] for r in table] == ["ok", "skipped"] and table[0]["outputs"]["geojson"].endswith(".geojson")
     stem = test_img.stem
     rows = list(csv.DictReader((tmp_path / "det" / f"{stem}_detections.csv").open()))
     assert rows and set(rows[0]) == {"x", "y", "score", "class"}
@@ -57,7 +61,13 @@ def test_train_detect_evaluate_tiny(tmp_path, method):
     area = 64 * 64 * (0.5e-3) ** 2
     assert float(counts[0]["density_per_mm2"]) == pytest.approx(len(rows) / area, rel=1e-3)
     ev = det.evaluate(tmp_path / "det", tmp_path / "data" / "points.csv", radius=3.0, pixel_size=0.5)
-    assert ev["radius_px"] == 6.0 and 0 <= ev["all_f1"] <= 1 and (tmp_path / "det" / "evaluation.json").is_file()
+    assert (
+        ev["radius_px"] == 6.0
+        and 0 <= ev["all_f1"] <= 1
+        and (tmp_path / "det_evaluation" / "evaluation.json").is_file()
+    )
+    with pytest.raises(RunFolderExistsError):  # evaluate never overwrites an earlier evaluation
+        det.evaluate(tmp_path / "det", tmp_path / "data" / "points.csv", radius=3.0, pixel_size=0.5)
     if method == "proximity":
         _detect_datalist_splits(run.path, ds, tmp_path)
 
@@ -69,7 +79,11 @@ def _detect_datalist_splits(model_dir, ds, tmp_path):
     assert sorted(by_default["per_image"]) == [Path(e["image"]).stem for e in content["test"]]
     assert main(["detect", "--model", str(model_dir), str(ds), "--split", "all", "--out", str(tmp_path / "d_all")]) == 0
     summary = json.loads((tmp_path / "d_all" / "detect_summary.json").read_text())
-    assert summary["images"] == sum(len(content[k]) for k in ("training", "validation", "test"))
+    assert summary["ok"] == sum(len(content[k]) for k in ("training", "validation", "test"))
+    splits = [r["split"] for r in json.loads((tmp_path / "d_all" / "detect.json").read_text())]
+    assert splits == ["training"] * len(content["training"]) + ["validation"] * len(content["validation"]) + [
+        "test"
+    ] * len(content["test"])
     val = det.detect(model_dir, [ds], tmp_path / "d_val", device="cpu", split="validation")
     assert sorted(val["per_image"]) == [Path(e["image"]).stem for e in content["validation"]]
 

@@ -80,11 +80,12 @@ def test_evaluate_perfect_and_mismatched(tmp_path):
     )
     pred = tmp_path / "pred.csv"
     pred.write_text("image,x,y,score,class\na.png,11,10,0.9,nucleus\na.png,30,31,0.8,mitosis\nb.png,5,5,0.7,nucleus\n")
-    ev = det.evaluate(pred, ref, out=tmp_path, radius=3)
-    assert ev["all_f1"] == 1.0 and ev["mitosis_f1"] == 1.0 and ev["nucleus_f1"] == 1.0 and ev["images"] == 2
+    ev = det.evaluate(pred, ref, out=tmp_path / "ev", radius=3)
+    assert ev["all_f1"] == 1.0 and ev["mitosis_f1"] == 1.0 and ev["nucleus_f1"] == 1.0 and ev["ok"] == 2
+    assert (tmp_path / "ev" / "evaluate.csv").is_file() and ev["exit_code"] == 0
     pred.write_text("image,x,y,score,class\nzz.png,11,10,0.9,nucleus\n")
     with pytest.raises(InputError, match="mismatched image names"):
-        det.evaluate(pred, ref, out=tmp_path, radius=3)
+        det.evaluate(pred, ref, out=tmp_path / "ev2", radius=3)
 
 
 def test_evaluate_against_instance_masks(tmp_path):
@@ -98,5 +99,5 @@ def test_evaluate_against_instance_masks(tmp_path):
     tifffile.imwrite(masks / "a.tif", m)
     pred = tmp_path / "pred.csv"
     pred.write_text("image,x,y,score\na.png,3,3,0.9\na.png,16,10,0.8\n")
-    ev = det.evaluate(pred, masks, out=tmp_path, radius=2)
-    assert ev["all_f1"] == 1.0 and ev["images"] == 1
+    ev = det.evaluate(pred, masks, out=tmp_path / "ev", radius=2)
+    assert ev["all_f1"] == 1.0 and ev["ok"] == 1

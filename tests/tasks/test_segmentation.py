@@ -115,20 +115,25 @@ def test_segment_cohort_skips_bad_case(trained, tmp_path):
         device="cpu",
         save_probabilities=True,
     )
-    assert summary["ok"] == 2 and summary["skipped"] == 2
+    assert summary["ok"] == 2 and summary["skipped"] == 2 and summary["exit_code"] == 1
     assert "NaN" in summary["skipped_cases"]["nan"]
-    table = json.loads((tmp_path / "out" / "segmentation.json").read_text())
+    table = json.loads((tmp_path / "out" / "segment.json").read_text())
     assert [r["status"] for r in table] == ["ok", "skipped", "skipped", "ok"]
+    assert list(table[0])[:8] == ["case_id", "source", "split", "status", "reason", "flags", "ood_reasons", "outputs"]
     for cid in ("good", "series"):
         nii = nib.load(str(tmp_path / "out" / "labels" / f"{cid}.nii.gz"))
         assert nii.get_data_dtype() == np.uint8
         assert np.allclose(nii.affine, ph.affine, atol=1e-4)
         assert nii.shape == ph.image.shape
         assert nib.load(str(tmp_path / "out" / "probabilities" / f"{cid}.nii.gz")).shape == ph.image.shape + (2,)
-    assert {"uncertainty", "needs_review", "volume_ml_liver"} <= set(table[0])
+    assert {"uncertainty", "needs_review", "volume_ml_liver", "review_threshold"} <= set(table[0])
     # DICOM input -> DICOM SEG beside the NIfTI; NIfTI input -> none; one review report for the run
-    assert table[3]["output_dicom_seg"].endswith("series.seg.dcm") and Path(table[3]["output_dicom_seg"]).exists()
-    assert not table[0].get("output_dicom_seg")
+    assert (
+        table[3]["outputs"]["dicom_seg"].endswith("series.seg.dcm") and Path(table[3]["outputs"]["dicom_seg"]).exists()
+    )
+    assert "dicom_seg" not in table[0]["outputs"]
+    # skipped cases leave no outputs
+    assert not (tmp_path / "out" / "labels" / "nan.nii.gz").exists()
     html = (tmp_path / "out" / "report.html").read_text()
     assert summary["report"].endswith("report.html") and "missing" in html and "NaN" in html
 
@@ -206,7 +211,37 @@ def test_evaluate_dice_hd95(tmp_path):
     seg.write_nifti(ref[:-1], aff, tmp_path / "pred" / "c3.nii.gz")
     seg.write_nifti(ref, aff, tmp_path / "ref" / "c3.nii.gz")
     s = seg.evaluate(tmp_path / "pred", tmp_path / "ref", tmp_path / "ev", class_names=["liver"])
-    assert s["cases"] == 2 and "c3" in s["skipped"]
+    assert s["ok"] == 2 and s["skipped"] == 1 and "c3" in s["skipped_cases"] and s["exit_code"] == 1
     assert abs(s["per_class"]["liver"]["dice"] - (0.9 + 1.0) / 2) < 1e-3
     assert abs(s["per_class"]["liver"]["hd95_mm"] - 1.0) < 0.01  # 2 mm shift on one case, 0 on the other
     assert (tmp_path / "ev" / "evaluation_cases.csv").is_file() and (tmp_path / "ev" / "evaluation.json").is_file()
+
+
+def test_evaluate_stray_label_value_fails_fast_and_never_overwrites(tmp_path):
+    """A label map with one stray value 100000 is a clear error naming the file, in image-size time
+    (not a 100001-class one-hot), and the other cases are still scored."""
+    import time
+
+    from medseg.errors import RunFolderExistsError
+
+    ref = np.zeros((40, 40, 20), np.int32)
+    ref[10:30, 10:30, 5:15] = 1
+    aff = np.diag([-2.0, -2.0, 3.0, 1.0])
+    stray = ref.copy()
+    stray[0, 0, 0] = 100000
+    for d in ("pred", "ref"):
+        seg.write_nifti(ref.astype(np.uint8), aff, tmp_path / d / "good.nii.gz")
+    seg.write_nifti(ref.astype(np.uint8), aff, tmp_path / "pred" / "bad.nii.gz")
+    nib.save(nib.Nifti1Image(stray.astype(np.int32), aff), str(tmp_path / "ref" / "bad.nii.gz"))
+    t0 = time.perf_counter()
+    s = seg.evaluate(tmp_path / "pred", tmp_path / "ref", tmp_path / "ev", class_names=["liver"])
+    assert time.perf_counter() - t0 < 30
+    assert s["ok"] == 1 and s["per_class"]["liver"]["dice"] == 1.0
+    assert "100000" in s["skipped_cases"]["bad"] and "bad.nii.gz" in s["skipped_cases"]["bad"]
+    # without class names the stray value is not a class either: still fast, still a clear error
+    s2 = seg.evaluate(tmp_path / "pred", tmp_path / "ref", tmp_path / "ev2")
+    assert "not label maps" in s2["skipped_cases"]["bad"] or "100000" in s2["skipped_cases"]["bad"]
+    with pytest.raises(RunFolderExistsError):  # an earlier evaluation is never overwritten
+        seg.evaluate(tmp_path / "pred", tmp_path / "ref", tmp_path / "ev", class_names=["liver"])
+    again = seg.evaluate(tmp_path / "pred", tmp_path / "ref", tmp_path / "ev", class_names=["liver"], force=True)
+    assert again["ok"] == 1 and any(p.name.startswith("ev.old-") for p in tmp_path.iterdir())

@@ -17,7 +17,10 @@ BASE = {"task": "segmentation", "class_names": ["background", "liver"]}
     [
         ({"synthetic": {"shape": [8, 8, 8]}}, r"synthetic.shape: only read with data.synthetic: true"),
         ({"synthetic": {"shap": [8, 8, 8]}, "data": {"synthetic": True}}, r"did you mean 'shape'"),
-        ({"data": {"synthetic": True, "datalist": "dl.json"}}, r"data.datalist is not read when data.synthetic"),
+        (
+            {"data": {"synthetic": True, "datalist": "dl.json"}},
+            r"data.synthetic is true and data.datalist is set: choose one",
+        ),
         ({"data": {"root": "/data"}}, r"data.root is only read with data.datalist"),
         ({"modality": "MR", "plan": {"clip": [0, 100]}}, r"plan.clip only apply to modality CT"),
         ({"plan": {"patch_size": [64, 64]}}, r"plan.patch_size needs 3 values"),

@@ -24,9 +24,13 @@ from medseg.config import ClassificationConfig
 from medseg.engine.checkpoint import load_run_model
 from medseg.engine.device import describe_device, select_device
 from medseg.errors import ConfigError, InputError
+from medseg.io import as_rgb, read_image_uint8
+from medseg.review.cases import ReviewCase
+from medseg.review.overlay import save_png, shrink
 from medseg.runs import Run
-from medseg.tasks.classification.data import read_images
-from medseg.tasks.inputs import expand_inputs
+from medseg.tasks.cohort import CaseOutputs, CaseResult, finish_cohort, run_cohort
+from medseg.tasks.inputs import CaseInput, expand_inputs, refuse_series_for_2d
+from medseg.tasks.ood import OOD_MODES, check_ood_2d, read_reference
 from medseg.transforms.classification import normalize_lite, prepare_images
 from medseg.utils import atomic_write_csv
 
@@ -119,6 +123,12 @@ def write_predictions(
     return atomic_write_csv(path, header, rows)
 
 
+def _normalised_entropy(p: np.ndarray) -> float:
+    """Entropy of class probabilities ``(K,)`` divided by log K: 0 (certain) .. 1 (uniform)."""
+    q = np.clip(p, 1e-12, 1.0)
+    return float(-(q * np.log(q)).sum() / np.log(len(q)))
+
+
 def classify(
     model_dir: str | Path,
     inputs: Sequence[str | Path],
@@ -127,6 +137,8 @@ def classify(
     force: bool = False,
     operating_point: str | None = None,
     split: str = "test",
+    ood: str = "warn",
+    series: str | int | None = None,
 ) -> dict[str, Any]:
     """Classify images with a trained classifier run; per-image probabilities + predicted class.
 
@@ -135,24 +147,34 @@ def classify(
     model_dir : run folder of ``medseg train`` (task classification)
     inputs : image files, folders of images (recursively), or a datalist JSON
         (:func:`medseg.tasks.inputs.expand_inputs`)
-    out : output folder (a run folder: ``predictions.csv``, ``skipped.csv``, run.json)
-    device : "auto" | "cpu" | "cuda"
+    out : output folder (a run folder: ``predictions.csv``, ``classify.csv``/``.json`` (one row per
+        case with status and reason), ``report.html``, ``thumbnails/``, run.json)
+    device : "auto" | "cpu" | "cuda" | "cuda:N"
     force : move an existing ``out`` aside instead of failing
     operating_point : "youden" | "high_sensitivity" | "high_specificity" | "default" (p >= 0.5);
         default: the one chosen at training (``operating_points.use``).
     split : list of a datalist input: "test" (default), "validation", "training" or "all"
+    series : refused (a ConfigError): 2D image files have no series.
+    ood : "warn" | "refuse" | "off": images unlike the training images are flagged, skipped, or
+        not checked (needs the run's ``ood_reference.json``).
 
     Returns
     -------
-    dict: n_images, n_skipped, predictions (CSV path), operating_point, threshold, counts per class.
+    The cohort summary (``cases``, ``ok``, ``skipped``, ``skipped_cases``, ``ood``, ``table``,
+    ``report``, ``exit_code`` ...) plus ``predictions`` (CSV path), ``operating_point``,
+    ``threshold`` and ``counts`` per class.
 
     Notes
     -----
     Images are read by :func:`medseg.io.read_image_uint8`, converted to the model's channel mode
-    (gray <-> RGB) and resized to its training size. Unreadable images are listed in
-    ``skipped.csv``; the others are classified.
+    (gray <-> RGB) and resized to its training size, one case at a time (a bad image is skipped
+    with its reason; the others are classified). The ``uncertainty`` column is the normalised
+    entropy of the calibrated probabilities.
     """
+    refuse_series_for_2d(series, "classify")
     model_dir = Path(model_dir)
+    if ood not in OOD_MODES:
+        raise ConfigError(f"ood must be one of {', '.join(OOD_MODES)}, got {ood!r}")
     model, info = load_classifier(model_dir)
     class_names = list(info["class_names"])
     pos = int(info.get("positive_index", 1))
@@ -162,42 +184,69 @@ def classify(
             f"operating point {point!r} not available for this model; available: {sorted(info['operating_points'])}"
         )
     threshold = float(info["operating_points"][point])
+    temperature = float(info.get("temperature", 1.0))
     dev = select_device(device)
     model.to(dev)
     cases = expand_inputs(inputs, kind="image2d", split=split)
-    run = Run.create(out, force=force, command="classify")
+    reference = read_reference(model_dir)
+    identity = json.dumps([str(model_dir.resolve()), [str(i) for i in inputs], split, point, ood])
+    run = Run.create(out, force=force, command="classify", identity=identity)
+
+    def one(case: CaseInput, files: CaseOutputs) -> CaseResult:
+        img = read_image_uint8(case.image)
+        reasons = check_ood_2d(img, reference, ood, case.source)
+        stacked, _ = prepare_images([img], [case.image.name], int(info["image_size"]), info["channels"])
+        p = softmax(predict_logits(model, stacked, dev, 1), temperature)[0]
+        k = (pos if p[pos] >= threshold else 1 - pos) if len(class_names) == 2 else int(p.argmax())
+        thumb = save_png(shrink(as_rgb(img)), files.path("thumbnails", f"{case.case_id}.png"))
+        files.add("thumbnail", thumb)
+        unc = round(_normalised_entropy(p), 4)
+        values = {
+            **{f"prob_{c}": round(float(v), 6) for c, v in zip(class_names, p)},
+            "predicted_class": class_names[k],
+            "predicted_probability": round(float(p[k]), 6),
+            "operating_point": point,
+            "threshold": round(threshold, 6),
+            "uncertainty": unc,
+        }
+        review = ReviewCase(
+            case_id=case.case_id,
+            task="classification",
+            thumbnail=str(thumb.resolve()),
+            prediction=class_names[k],
+            probability=round(float(p[k]), 4),
+            uncertainty=unc,
+            needs_review=bool(reasons),
+        )
+        flags = ["ood", "needs_review"] if reasons else []
+        return CaseResult.of(case, flags=flags, ood_reasons=reasons, values=values, review=review)
+
     with run:
         run.set(
             device=describe_device(dev), model_dir=str(model_dir.resolve()), operating_point=point, threshold=threshold
         )
-        read = read_images([c.image for c in cases])
-        kept = [cases[i] for i in read.index]
-        rows: list[list[Any]] = []
-        pred = np.zeros(0, dtype=np.int64)
-        if read.images:
-            stacked, _ = prepare_images(
-                read.images, [c.image.name for c in kept], int(info["image_size"]), info["channels"]
-            )
-            p = softmax(predict_logits(model, stacked, dev, 32), float(info.get("temperature", 1.0)))
-            pred = np.where(p[:, pos] >= threshold, pos, 1 - pos) if len(class_names) == 2 else p.argmax(1)
-            for i, c in enumerate(kept):
-                k = int(pred[i])
-                rows.append(
-                    [str(c.image), c.case_id, *[f"{v:.6f}" for v in p[i]], class_names[k], f"{p[i, k]:.6f}", point]
-                    + [f"{threshold:.6f}"]
-                )
+        results = run_cohort(cases, one, out=run.path, command="classify")
+        ok = [r for r in results if r.ok]
         header = ["image", "case_id", *[f"prob_{c}" for c in class_names]]
         header += ["predicted_class", "predicted_probability", "operating_point", "threshold"]
+        rows = [
+            [r.source, r.case_id, *[f"{r.values[f'prob_{c}']:.6f}" for c in class_names]]
+            + [r.values["predicted_class"], f"{r.values['predicted_probability']:.6f}", point, f"{threshold:.6f}"]
+            for r in ok
+        ]
         pred_csv = atomic_write_csv(run.path / "predictions.csv", header, rows)
-        if read.skipped:
-            atomic_write_csv(run.path / "skipped.csv", ["image", "error"], [[str(f), e] for f, e in read.skipped])
-        summary = {
-            "n_images": len(rows),
-            "n_skipped": len(read.skipped),
+        details = {
             "predictions": str(pred_csv),
             "operating_point": point,
             "threshold": round(threshold, 4),
-            "counts": {c: int((pred == k).sum()) for k, c in enumerate(class_names)},
+            "counts": {c: sum(r.values["predicted_class"] == c for r in ok) for c in class_names},
         }
-        run.write_json("summary.json", summary)
-    return summary
+        summary = finish_cohort(
+            run,
+            results,
+            command="classify",
+            task="classification",
+            title="medseg classification review",
+            details=details,
+        )
+    return summary.to_dict()

@@ -31,6 +31,8 @@ from medseg.tasks.classification.data import ImageLabelDataset, Split, load_rows
 from medseg.tasks.classification.finetune import configure_finetuning, model_params
 from medseg.tasks.classification.predict import predict_logits, softmax
 from medseg.tasks.classification.report import auc_or_nan, operating_report
+from medseg.tasks.modelcard import write_model_card
+from medseg.tasks.provenance import record_training_data
 from medseg.transforms.classification import augmentation_transforms, prepare_images
 from medseg.utils import seed_everything
 
@@ -131,6 +133,8 @@ def train(cfg: ClassificationConfig, run: Run, resume: bool = False) -> dict[str
     with run.stage("load_data"):
         d = _load_data(cfg, datalist)
     tr, va, te = d.tr, d.va, d.te
+    # provenance (issue 13): datalist + SHA-256, case ids per split, image statistics, OOD reference
+    record_training_data(run, cfg, {"training": tr.paths, "validation": va.paths, "test": te.paths})
     log.info(
         "classification data: %d train, %d validation, %d test images (%s, %dpx), %d skipped",
         len(tr.labels),
@@ -258,4 +262,5 @@ def train(cfg: ClassificationConfig, run: Run, resume: bool = False) -> dict[str
             run.write_json("skipped.json", d.skipped)
     summary["seconds"] = round(time.perf_counter() - t_start, 1)
     run.write_json("summary.json", summary)
+    write_model_card(run, cfg, summary)  # issue 13
     return summary

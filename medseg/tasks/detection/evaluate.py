@@ -1,4 +1,8 @@
-"""``evaluate``: score detections against reference points (P/R/F1 per image and pooled, AP)."""
+"""``evaluate``: score detections against reference points (P/R/F1 per image and pooled, AP).
+
+Images are scored through the cohort engine (:mod:`medseg.tasks.cohort`) into a new run folder
+that is never overwritten.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,10 @@ import numpy as np
 from medseg.errors import InputError, MissingFileError
 from medseg.io.registry import format_of
 from medseg.metrics.detection import average_precision, detection_scores, pooled_scores, radius_in_pixels
+from medseg.runs import Run
+from medseg.tasks.cohort import CaseOutputs, CaseResult, finish_cohort, run_cohort
 from medseg.tasks.detection.annotations import PointSet, centroids_from_mask, read_instance_mask, read_points_table
+from medseg.tasks.inputs import CaseInput
 from medseg.utils import atomic_write_csv, atomic_write_text
 
 __all__ = ["evaluate", "read_predictions", "read_reference"]
@@ -66,6 +73,7 @@ def evaluate(
     out: str | Path | None = None,
     radius: float | None = None,
     pixel_size: float | None = None,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Score detections against reference points: P/R/F1 per image and pooled, AP.
 
@@ -74,9 +82,12 @@ def evaluate(
     pred : output folder of :func:`~medseg.tasks.detection.detect` (``*_detections.csv``) or one CSV
         ``image,x,y[,score,class]``.
     ref : points CSV ``image,x,y[,class]``, or a folder of instance masks (``<stem>.tif/.png``; centroids).
-    out : folder for ``evaluation.csv`` (per image) and ``evaluation.json`` (default: ``pred``'s folder).
+    out : a new run folder for ``evaluation.csv`` (per image and class), ``evaluation.json`` (pooled)
+        and ``evaluate.csv``/``.json`` (one row per image, the cohort table); default
+        ``<pred>_evaluation`` beside ``pred``. Never overwritten (``force`` moves it aside).
     radius : matching radius in pixels, or in µm when ``pixel_size`` (µm/px) is given; default 6 px
         (3 µm at 0.5 µm/px, about half a nucleus diameter).
+    force : move an existing output folder aside.
 
     Scores are class-agnostic ("all": every prediction vs every reference point) and, for each
     predicted class that also occurs in the reference, per class. Images with predictions but
@@ -106,34 +117,65 @@ def evaluate(
             pred,
         )
     classes = sorted({c for v in preds.values() for c in v[1]} & {c for v in refs.values() for c in v[1]})
-    results: dict[str, Any] = {}
-    table = []
-    for group in ["all"] + classes:
-        per, dets, rf = [], [], []
-        for n in names:
-            pp, pc, ps = preds.get(n, _empty())
-            rp, rc, _ = refs.get(n, _empty())
+    out_dir = (
+        Path(out) if out is not None else pred.with_name(f"{pred.stem if pred.is_file() else pred.name}_evaluation")
+    )
+    identity = json.dumps([str(pred.resolve()), str(ref.resolve()), r_px])
+    run = Run.create(out_dir, None, force=force, command="evaluate", identity=identity)
+    scored: dict[str, dict[str, tuple[dict[str, Any], tuple[np.ndarray, np.ndarray], np.ndarray]]] = {}
+
+    def score(case: CaseInput, _files: CaseOutputs) -> CaseResult:
+        n = case.case_id
+        pp0, pc, ps0 = preds.get(n, _empty())
+        rp0, rc, _ = refs.get(n, _empty())
+        groups: dict[str, tuple[dict[str, Any], tuple[np.ndarray, np.ndarray], np.ndarray]] = {}
+        for group in ["all"] + classes:
+            pp, ps, rp = pp0, ps0, rp0
             if group != "all":
                 pp, ps = pp[np.asarray(pc) == group], ps[np.asarray(pc) == group]
                 rp = rp[np.asarray(rc) == group]
-            s = detection_scores(pp, rp, r_px)
-            per.append(s)
-            dets.append((pp, ps))
-            rf.append(rp)
-            table.append(
-                [n, group, s["tp"], s["fp"], s["fn"], f"{s['precision']:.4f}", f"{s['recall']:.4f}", f"{s['f1']:.4f}"]
-            )
-        results[group] = {**pooled_scores(per), "average_precision": average_precision(dets, rf, r_px)}
-    out_dir = Path(out) if out is not None else (pred if pred.is_dir() else pred.parent)
-    atomic_write_csv(
-        out_dir / "evaluation.csv", ["image", "class", "tp", "fp", "fn", "precision", "recall", "f1"], table
-    )
-    report = {"radius_px": r_px, "pixel_size_um": pixel_size, "images": len(names), "pooled": results}
-    atomic_write_text(out_dir / "evaluation.json", json.dumps(report, indent=2) + "\n")
-    summary: dict[str, Any] = {
-        f"{g}_{k}": round(v[k], 4)
-        for g, v in results.items()
-        for k in ("f1", "precision", "recall", "average_precision")
-    }
-    summary.update(images=len(names), radius_px=r_px, output=str(out_dir / "evaluation.json"))
-    return summary
+            groups[group] = (detection_scores(pp, rp, r_px), (pp, ps), rp)
+        scored[n] = groups
+        s = groups["all"][0]
+        values = {
+            k: (round(s[k], 4) if isinstance(s[k], float) else s[k])
+            for k in ("tp", "fp", "fn", "precision", "recall", "f1")
+        }
+        return CaseResult(n, str(pred), values={"reference": n in refs, **values})
+
+    with run:
+        results = run_cohort([CaseInput(n, pred) for n in names], score, out=out_dir, command="evaluate")
+        done = [n for n in names if n in scored]
+        res_groups: dict[str, Any] = {}
+        table = []
+        for group in ["all"] + classes:
+            per = [scored[n][group][0] for n in done]
+            dets = [scored[n][group][1] for n in done]
+            rf = [scored[n][group][2] for n in done]
+            for n, s in zip(done, per):
+                table.append(
+                    [
+                        n,
+                        group,
+                        s["tp"],
+                        s["fp"],
+                        s["fn"],
+                        f"{s['precision']:.4f}",
+                        f"{s['recall']:.4f}",
+                        f"{s['f1']:.4f}",
+                    ]
+                )
+            res_groups[group] = {**pooled_scores(per), "average_precision": average_precision(dets, rf, r_px)}
+        atomic_write_csv(
+            out_dir / "evaluation.csv", ["image", "class", "tp", "fp", "fn", "precision", "recall", "f1"], table
+        )
+        report = {"radius_px": r_px, "pixel_size_um": pixel_size, "images": len(done), "pooled": res_groups}
+        atomic_write_text(out_dir / "evaluation.json", json.dumps(report, indent=2) + "\n")
+        details: dict[str, Any] = {
+            f"{g}_{k}": round(v[k], 4)
+            for g, v in res_groups.items()
+            for k in ("f1", "precision", "recall", "average_precision")
+        }
+        details.update(radius_px=r_px, output=str(out_dir / "evaluation.json"))
+        summary = finish_cohort(run, results, command="evaluate", task="detection", details=details, report=False)
+    return summary.to_dict()

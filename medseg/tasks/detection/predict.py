@@ -1,7 +1,10 @@
 """``detect``: cells / mitoses in images with a trained run folder; per image CSV, GeoJSON, overlay, counts.
 
 Inputs are expanded by :func:`medseg.tasks.inputs.expand_inputs` (the rules of every predict
-command: files, folders searched recursively, a datalist's ``test`` list or ``split``).
+command: files, folders searched recursively, a datalist's ``test`` list or ``split``); the cases
+run through the cohort engine (:mod:`medseg.tasks.cohort`): one bad image is skipped with its
+reason and its partial outputs removed, the others finish; ``detect.csv``/``.json`` and
+``report.html`` are written as by every predict command.
 """
 
 from __future__ import annotations
@@ -17,16 +20,19 @@ from torch import nn
 
 from medseg.config import DetectionConfig
 from medseg.engine.checkpoint import load_run_model
-from medseg.engine.device import select_device
+from medseg.engine.device import describe_device, select_device
 from medseg.engine.tiling import detect_tiled
-from medseg.errors import ConfigError, InputError, MissingFileError
-from medseg.review.overlay import save_png
+from medseg.errors import ConfigError
+from medseg.review.cases import ReviewCase
+from medseg.review.overlay import save_png, shrink
 from medseg.runs import Run
+from medseg.tasks.cohort import CaseOutputs, CaseResult, finish_cohort, run_cohort
 from medseg.tasks.detection.data import open_image
 from medseg.tasks.detection.outputs import overlay_markers, to_geojson, write_detections_csv
 from medseg.tasks.detection.params import DetectionParams
 from medseg.tasks.detection.scoring import score_map_fn, torch_threads
-from medseg.tasks.inputs import expand_inputs
+from medseg.tasks.inputs import CaseInput, expand_inputs, refuse_series_for_2d
+from medseg.tasks.ood import OOD_MODES, check_ood_2d, read_reference
 from medseg.utils import atomic_write_csv, atomic_write_text
 
 __all__ = ["detect", "MAX_OVERLAY_PIXELS"]
@@ -46,6 +52,8 @@ def detect(
     threshold: float | None = None,
     cpu_threads: int | None = None,
     split: str = "test",
+    ood: str = "warn",
+    series: str | int | None = None,
 ) -> dict[str, Any]:
     """Detect cells / mitoses in images with a trained run folder.
 
@@ -56,17 +64,27 @@ def detect(
     inputs : image files, folders of images (searched recursively), or a datalist JSON.
     out : output folder (a run folder: run.json, config.yaml); per image ``<case>_detections.csv``
         (x, y, score, class), ``<case>.geojson`` (QuPath), ``<case>_overlay.png``; plus
-        ``counts.csv`` (count and density per mm² per image) and ``detect_summary.json``.
+        ``counts.csv`` (count and density per mm² per image), ``detect.csv``/``.json`` (one row
+        per case: status, reason, split, flags, outputs), ``report.html`` and ``detect_summary.json``.
+    device : ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``.
+    force : move an existing ``out`` aside instead of failing.
     threshold : score threshold (default: the one chosen on validation, in detection.json).
     cpu_threads : torch CPU threads (default: the run config's ``cpu_threads``).
     split : the datalist list to take: ``test`` (default), ``validation``, ``training`` or ``all``.
+    series : refused (a ConfigError): 2D image files have no series.
+    ood : ``warn`` | ``refuse`` | ``off``: images unlike the training images (channels, size,
+        intensities) are flagged, skipped, or not checked.
 
     Returns
     -------
-    Summary dict (images, skipped, total count, threshold, throughput) with ``per_image`` and
-    ``skipped_files``. A bad image is reported (``skipped``) and the others finish.
+    The cohort summary (``cases``, ``ok``, ``skipped``, ``skipped_cases``, ``ood``, ``table``,
+    ``report``, ``exit_code`` ...) plus ``class``, ``total_count``, ``threshold``,
+    ``megapixels_per_s`` and ``per_image`` ({case id: count, density, files}).
     """
+    refuse_series_for_2d(series, "detect")
     model_dir = Path(model_dir)
+    if ood not in OOD_MODES:
+        raise ConfigError(f"ood must be one of {', '.join(OOD_MODES)}, got {ood!r}")
     cases = expand_inputs(inputs, kind="image2d", split=split)
     dev = select_device(device)
     model, cfg, _ = load_run_model(model_dir, map_location=dev)
@@ -78,10 +96,11 @@ def detect(
     info = json.loads(info_path.read_text()) if info_path.is_file() else {}
     default = cfg.postprocess.threshold if cfg.postprocess.threshold != "auto" else 0.5
     thr = float(threshold if threshold is not None else info.get("threshold", default))
-    run = Run.create(Path(out), cfg, force=force, command="detect")
-    run.set(device=str(dev), model_dir=str(model_dir), threshold=thr)
+    identity = json.dumps([str(model_dir.resolve()), [str(i) for i in inputs], split, thr, ood])
+    run = Run.create(Path(out), cfg, force=force, command="detect", identity=identity)
+    run.set(device=describe_device(dev), model_dir=str(model_dir.resolve()), threshold=thr, ood_mode=ood)
     with torch_threads(cpu_threads or cfg.cpu_threads), run:
-        return _detect_cases_to(run, model, cfg, p, dev, thr, [(c.case_id, c.image) for c in cases])
+        return _detect_cases_to(run, model, cfg, p, dev, thr, cases, read_reference(model_dir), ood)
 
 
 def _detect_cases_to(
@@ -91,22 +110,18 @@ def _detect_cases_to(
     p: DetectionParams,
     dev: Any,
     thr: float,
-    files: list[tuple[str, Path]],
+    cases: list[CaseInput],
+    reference: dict[str, Any] | None,
+    ood: str,
 ) -> dict[str, Any]:
     fn = score_map_fn(model, p.method, dev)
-    rows: list[list[Any]] = []
-    per_image: dict[str, dict[str, Any]] = {}
-    skipped: dict[str, str] = {}
     t0 = time.perf_counter()
-    n_pixels = 0
-    for case_id, f in files:
-        try:
-            img = open_image(f)
-        except (InputError, MissingFileError) as e:
-            log.error("skipped %s: %s", f.name, e)
-            skipped[f.name] = str(e)
-            continue
-        n_pixels += img.shape[0] * img.shape[1]
+    n_pixels = [0]
+
+    def one(case: CaseInput, files: CaseOutputs) -> CaseResult:
+        cid = case.case_id
+        img = open_image(case.image)
+        reasons = check_ood_2d(img, reference, ood, case.source)
         pts, sc = detect_tiled(
             fn,
             img,
@@ -117,34 +132,80 @@ def _detect_cases_to(
             sigma_px=p.sigma_px,
         )
         cls = [p.output_class] * len(pts)
-        csv_path = write_detections_csv(run.path / f"{case_id}_detections.csv", pts, sc, cls)
-        geojson = atomic_write_text(run.path / f"{case_id}.geojson", json.dumps(to_geojson(pts, cls, sc)) + "\n")
-        overlay = None
+        files.add("detections", write_detections_csv(files.path(f"{cid}_detections.csv"), pts, sc, cls))
+        files.add(
+            "geojson", atomic_write_text(files.path(f"{cid}.geojson"), json.dumps(to_geojson(pts, cls, sc)) + "\n")
+        )
+        thumb = overlay = None
         if img.shape[0] * img.shape[1] <= MAX_OVERLAY_PIXELS:
-            overlay = save_png(overlay_markers(img, pts, cls, sc), run.path / f"{case_id}_overlay.png")
+            rgb = overlay_markers(img, pts, cls, sc)
+            overlay = files.add("overlay", save_png(rgb, files.path(f"{cid}_overlay.png")))
+            thumb = str(save_png(shrink(rgb), files.path("thumbnails", f"{cid}.png")).resolve())
         area_mm2 = img.shape[0] * img.shape[1] * (cfg.data.pixel_size_um * 1e-3) ** 2
-        per_image[case_id] = {
-            "image": str(f),
+        n_pixels[0] += img.shape[0] * img.shape[1]
+        values = {
+            "class": p.output_class,
             "count": len(pts),
-            "area_mm2": area_mm2,
-            "density_per_mm2": len(pts) / area_mm2,
-            "detections": str(csv_path),
-            "geojson": str(geojson),
-            "overlay": str(overlay) if overlay else None,
+            "area_mm2": round(area_mm2, 6),
+            "density_per_mm2": round(len(pts) / area_mm2, 2),
         }
-        rows.append([case_id, p.output_class, len(pts), f"{area_mm2:.6f}", f"{len(pts) / area_mm2:.2f}"])
-    atomic_write_csv(run.path / "counts.csv", ["image", "class", "count", "area_mm2", "density_per_mm2"], rows)
+        review = ReviewCase(
+            case_id=cid,
+            task="detection",
+            thumbnail=thumb,
+            overlays=[overlay] if overlay else [],
+            counts={p.output_class: len(pts)},
+            density_per_mm2={p.output_class: values["density_per_mm2"]},
+            needs_review=bool(reasons),
+        )
+        flags = ["ood", "needs_review"] if reasons else []
+        return CaseResult.of(case, flags=flags, ood_reasons=reasons, values=values, review=review)
+
+    results = run_cohort(cases, one, out=run.path, command="detect")
     seconds = time.perf_counter() - t0
-    summary: dict[str, Any] = {
-        "images": len(per_image),
-        "skipped": len(skipped),
-        "class": p.output_class,
-        "total_count": int(sum(v["count"] for v in per_image.values())),
-        "threshold": round(thr, 4),
-        "seconds": round(seconds, 2),
-        "megapixels_per_s": round(n_pixels / 1e6 / max(seconds, 1e-9), 3),
+    ok = [r for r in results if r.ok]
+    atomic_write_csv(
+        run.path / "counts.csv",
+        ["image", "class", "count", "area_mm2", "density_per_mm2"],
+        [
+            [
+                r.case_id,
+                r.values["class"],
+                r.values["count"],
+                f"{r.values['area_mm2']:.6f}",
+                f"{r.values['density_per_mm2']:.2f}",
+            ]
+            for r in ok
+        ],
+    )
+    per_image = {
+        r.case_id: {
+            "image": r.source,
+            "count": r.values["count"],
+            "area_mm2": r.values["area_mm2"],
+            "density_per_mm2": r.values["density_per_mm2"],
+            "detections": r.outputs.get("detections"),
+            "geojson": r.outputs.get("geojson"),
+            "overlay": r.outputs.get("overlay"),
+        }
+        for r in ok
     }
-    run.write_json("detect_summary.json", {**summary, "per_image": per_image, "skipped_files": skipped})
-    summary["per_image"] = per_image
-    summary["skipped_files"] = skipped
-    return summary
+    details = {
+        "class": p.output_class,
+        "total_count": int(sum(r.values["count"] for r in ok)),
+        "threshold": round(thr, 4),
+        "megapixels_per_s": round(n_pixels[0] / 1e6 / max(seconds, 1e-9), 3),
+        "per_image": per_image,
+    }
+    summary = finish_cohort(
+        run,
+        results,
+        command="detect",
+        task="detection",
+        title="medseg detection review",
+        details=details,
+        seconds=seconds,
+    )
+    out = summary.to_dict()
+    run.write_json("detect_summary.json", out)
+    return out

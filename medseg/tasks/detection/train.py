@@ -20,6 +20,8 @@ from medseg.tasks.detection.data import load_detection_data
 from medseg.tasks.detection.params import DetectionParams
 from medseg.tasks.detection.sampling import MitosisPatches, ProximityBatches
 from medseg.tasks.detection.scoring import detect_cases, torch_threads
+from medseg.tasks.modelcard import write_model_card
+from medseg.tasks.provenance import record_training_data
 
 __all__ = ["train", "DEFAULT_STEPS_PER_EPOCH"]
 
@@ -71,6 +73,8 @@ def _train(cfg: DetectionConfig, run: Run, resume: bool = False) -> dict[str, An
     with run.stage("data"):
         data = load_detection_data(cfg, run.path)
     tr, va, te = data.training, data.validation, data.test
+    # provenance (issue 13): datalist + SHA-256, case ids per split, image statistics, OOD reference
+    record_training_data(run, cfg, {"training": tr, "validation": va, "test": te})
     torch.manual_seed(cfg.seed)
     params = cfg.model.model_dump()
     model = build_model(**params)
@@ -173,4 +177,5 @@ def _train(cfg: DetectionConfig, run: Run, resume: bool = False) -> dict[str, An
             test_images=len(te),
         )
     run.write_json("summary.json", summary)
+    write_model_card(run, cfg, summary)  # issue 13
     return summary

@@ -2,7 +2,10 @@
 
 - :func:`synthetic_datalist` writes the embedded CT phantoms (3D) or their axial mid-slices (2D)
   as NIfTI into the run folder (reused on resume and re-runs with the same settings).
-- :func:`datalists` returns the (training, validation, test) items of a config.
+- :func:`datalists` returns the (training, validation, test) items of a config, after
+  :func:`check_shapes` compared every image with its label map (headers only, before planning);
+  multi-channel entries (``"image": [t1, t2]``) are stacked once into ``data/channels/`` by
+  :func:`stack_channels` (the channels checked to share one grid).
 - :func:`dataset` wraps items and their transform in a MONAI ``CacheDataset`` (memory),
   ``PersistentDataset`` (disk) or ``Dataset`` (``data.cache``).
 - :func:`unwrap_error` finds the medseg error inside MONAI's "applying transform" chain.
@@ -20,13 +23,16 @@ from monai.transforms import Compose
 
 from medseg.config import SegmentationConfig, load_datalist
 from medseg.data.synthetic import Phantom, ct_phantom, make_ct_dataset
-from medseg.errors import ConfigError, InputError, MedsegError
-from medseg.tasks.segmentation.files import write_nifti
+from medseg.errors import ConfigError, InputError, LabelMismatchError, MedsegError
+from medseg.io import discover, save_nifti
+from medseg.io.registry import FORMATS, case_id, format_of
+from medseg.tasks.segmentation.files import load_channels, write_nifti
 from medseg.utils import atomic_write_text
 
-__all__ = ["synthetic_datalist", "datalists", "dataset", "unwrap_error"]
+__all__ = ["synthetic_datalist", "datalists", "check_shapes", "stack_channels", "dataset", "unwrap_error"]
 
-Item = dict[str, str]
+#: one datalist entry: ``image`` a path (or a list of paths, one per channel), ``label`` a path
+Item = dict[str, Any]
 
 
 def synthetic_datalist(cfg: SegmentationConfig, folder: Path) -> tuple[list[Item], list[Item]]:
@@ -98,6 +104,10 @@ def datalists(cfg: SegmentationConfig, data_dir: Path) -> tuple[list[Item], list
     items = [it for it in items if "label" in it]
     if not items:
         raise InputError("the datalist has no labelled training cases (empty label set)", cfg.data.datalist)
+    check_shapes(items + val)
+    if any(isinstance(it.get("image"), list) for it in items + val + test):
+        folder = data_dir / "channels"
+        items, val, test = (stack_channels(x, folder) for x in (items, val, test))
     if not val:
         rng = np.random.default_rng(cfg.seed)
         order = rng.permutation(len(items))
@@ -109,6 +119,68 @@ def datalists(cfg: SegmentationConfig, data_dir: Path) -> tuple[list[Item], list
         val = [items[i] for i in order[:n_val]]
         items = [items[i] for i in order[n_val:]]
     return items, val, test
+
+
+def _header_shape(path: str | Path) -> tuple[int, ...] | None:
+    """Spatial shape of an image from its header (trailing size-1 axes dropped), None when unknown."""
+    p = Path(path)
+    fmt = format_of(p) if p.is_file() else None
+    describe = FORMATS[fmt].describe if fmt is not None else None
+    infos = [describe(p)] if describe is not None else (discover(p) if p.exists() else [])
+    shapes = [s.shape for s in infos if s.ok and s.shape]
+    if len(shapes) != 1:
+        return None  # unknown here: reading the case reports the problem
+    shape = tuple(int(v) for v in shapes[0])
+    while len(shape) > 2 and shape[-1] == 1:
+        shape = shape[:-1]
+    return shape
+
+
+def check_shapes(items: list[Item]) -> None:
+    """Raise LabelMismatchError when an image (or a channel) and its label map differ in shape.
+
+    Headers only (NIfTI header, DICOM headers), so a mismatch is reported before the fingerprint
+    and the plan read any voxel, with both files and both shapes named.
+    """
+    for it in items:
+        images = it["image"] if isinstance(it.get("image"), list) else [it.get("image")]
+        others = [("channel", p) for p in images[1:]] + ([("label map", it["label"])] if it.get("label") else [])
+        first = images[0]
+        if not others or not isinstance(first, (str, Path)):
+            continue
+        ref = _header_shape(first)
+        for what, p in others:
+            shape = _header_shape(p) if isinstance(p, (str, Path)) else None
+            if ref is not None and shape is not None and shape != ref:
+                raise LabelMismatchError(
+                    f"{what} {p} has shape {shape} but the image {images[0]} has {ref}; "
+                    "they must be on the same voxel grid (resample or fix the datalist entry)",
+                    p,
+                )
+
+
+def stack_channels(items: list[Item], folder: Path) -> list[Item]:
+    """Items whose ``image`` is a list of channel files, with the channels stacked into one 4D NIfTI.
+
+    ``folder/<case>.nii.gz`` holds ``(X, Y, Z, C)`` (written once; rewritten when a channel file
+    changes, by size and modification time); the item keeps its channel files under ``channels``.
+    The training pipeline then reads one file per case. Raises LabelMismatchError when the channels
+    do not share one voxel grid (naming both files).
+    """
+    out = []
+    for it in items:
+        image = it.get("image")
+        if not isinstance(image, list):
+            out.append(it)
+            continue
+        target = folder / f"{case_id(image[0])}.nii.gz"
+        stamp = folder / f"{case_id(image[0])}.json"
+        want = json.dumps([[str(p), Path(p).stat().st_size, Path(p).stat().st_mtime_ns] for p in image])
+        if not (target.is_file() and stamp.is_file() and stamp.read_text() == want):
+            save_nifti(load_channels(image), target)
+            atomic_write_text(stamp, want)
+        out.append({**it, "image": str(target), "channels": [str(p) for p in image]})
+    return out
 
 
 def unwrap_error(e: BaseException) -> BaseException:

@@ -2,7 +2,10 @@
 
 :func:`evaluate` scores two folders of NIfTI label maps matched by case id (MONAI ``DiceMetric``,
 ``HausdorffDistanceMetric(percentile=95)`` and ``SurfaceDiceMetric`` with the voxel spacing in mm)
-and writes ``evaluation_cases.csv`` (one row per case and class) and ``evaluation.json``.
+through the cohort engine (:mod:`medseg.tasks.cohort`: one bad case is skipped, the others scored)
+into a new run folder: ``evaluate.csv``/``.json`` (one row per case), ``evaluation_cases.csv`` (one
+row per case and class) and ``evaluation.json``. Label values are checked before any one-hot
+encoding, so time is proportional to the image size, not to the largest label value.
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ from monai.networks.utils import one_hot
 from medseg.config import SegmentationConfig, load_config
 from medseg.errors import LabelMismatchError, MedsegError, MissingFileError
 from medseg.io.registry import case_id, format_of
+from medseg.runs import Run
+from medseg.tasks.cohort import CaseOutputs, CaseResult, finish_cohort, run_cohort
+from medseg.tasks.inputs import CaseInput
 from medseg.tasks.segmentation.files import read_image, write_table
 from medseg.utils import atomic_write_text
 
@@ -79,6 +85,42 @@ def _nanmean(v: Sequence[float | None]) -> float | None:
     return round(float(a.mean()), 4) if a.size else None
 
 
+#: without class names, at most this many distinct label values (more: not a label map)
+MAX_CLASSES = 64
+
+
+def _class_values(
+    pa: np.ndarray, ra: np.ndarray, class_names: Sequence[str] | None, pred: Path, ref: Path
+) -> list[int]:
+    """The label values scored: 0..K-1 with class names (others are an error), else those present.
+
+    ``np.unique`` only (time proportional to the image, whatever the values): checked before any
+    one-hot encoding, so a stray value 100000 is a clear error, not a 100001-class one-hot.
+    """
+    values = {int(v) for v in np.unique(pa)} | {int(v) for v in np.unique(ra)}
+    if class_names is not None:
+        allowed = set(range(len(class_names) + 1))
+        bad = sorted(values - allowed)
+        if bad:
+            where = [str(f.name) for f, a in ((pred, pa), (ref, ra)) if np.isin(a, bad).any()]
+            raise LabelMismatchError(
+                f"label value(s) {bad[:5]} in {' and '.join(where)} are not classes 0..{len(class_names)} "
+                f"(background, {', '.join(class_names)}); fix the label map or pass the right class names",
+                pred if where and where[0] == pred.name else ref,
+            )
+        return sorted(allowed)
+    bad = sorted(v for v in values if not 0 <= v <= 255)
+    if bad or len(values) > MAX_CLASSES:
+        where = [str(f.name) for f, a in ((pred, pa), (ref, ra)) if not bad or np.isin(a, bad).any()]
+        raise LabelMismatchError(
+            f"label values {bad[:5] or sorted(values)[:5]} ({len(values)} distinct) in {' and '.join(where)}: "
+            f"not label maps (expected at most {MAX_CLASSES} integer classes in 0..255); pass class names to "
+            "check them against the classes",
+            pred if where and where[0] == pred.name else ref,
+        )
+    return sorted(values | {0})
+
+
 def _score_case(
     pred_path: Path,
     ref_path: Path,
@@ -91,20 +133,27 @@ def _score_case(
     p, r = read_image(pred_path), read_image(ref_path)
     if tuple(p.shape) != tuple(r.shape) or not np.allclose(np.asarray(p.affine), np.asarray(r.affine), atol=1e-3):
         raise LabelMismatchError(
-            f"prediction {pred_path.name} and reference {ref_path} do not overlay (shape or affine differ)", pred_path
+            f"prediction {pred_path.name} {tuple(p.shape[1:])} and reference {ref_path} {tuple(r.shape[1:])} "
+            "do not overlay (shape or affine differ)",
+            pred_path,
         )
-    pa, ra = p.as_tensor().long(), r.as_tensor().long()
+    pa, ra = np.asarray(p), np.asarray(r)
+    for name, a, f in (("prediction", pa, pred_path), ("reference", ra, ref_path)):
+        if np.issubdtype(a.dtype, np.floating) and not np.array_equal(a, np.round(a)):
+            raise LabelMismatchError(f"{name} {f.name} has non-integer values: not a label map", f)
+    pa, ra = pa.astype(np.int64), ra.astype(np.int64)
     if label_map:
-        ra0 = ra.clone()
+        ra0 = ra.copy()
         for src, dst in label_map.items():
             ra[ra0 == src] = dst
-    k = int(max(pa.max(), ra.max())) + 1
-    if class_names is not None:
-        k = max(k, len(class_names) + 1)
-    k = max(k, 2)
-    sd = pa.ndim - 1
+    values = _class_values(pa, ra, class_names, pred_path, ref_path)
+    vals = np.asarray(values)
+    # label value -> one-hot channel 0..K-1 (values sorted and all present: searchsorted is exact)
+    pi, ri = torch.as_tensor(np.searchsorted(vals, pa)), torch.as_tensor(np.searchsorted(vals, ra))
+    k = max(len(values), 2)
+    sd = pi.ndim - 1
     spacing = [float(x) for x in np.linalg.norm(np.asarray(p.affine)[:sd, :sd], axis=0)]
-    po, ro = one_hot(pa[None], k), one_hot(ra[None], k)
+    po, ro = one_hot(pi[None], k), one_hot(ri[None], k)
     dice = DiceMetric(include_background=False, reduction="none", ignore_empty=False)(po, ro)
     hd = HausdorffDistanceMetric(include_background=False, percentile=95, reduction="none")(po, ro, spacing=spacing)
     sdice = SurfaceDiceMetric([tolerance_mm] * (k - 1), include_background=False, reduction="none")(
@@ -113,17 +162,18 @@ def _score_case(
     assert isinstance(dice, torch.Tensor) and isinstance(hd, torch.Tensor) and isinstance(sdice, torch.Tensor)
     rows = []
     for c in range(1, k):
-        name = class_names[c - 1] if class_names and c - 1 < len(class_names) else f"class_{c}"
+        v = values[c] if c < len(values) else c
+        name = class_names[v - 1] if class_names and v - 1 < len(class_names) else f"class_{v}"
         rows.append(
             {
                 "case_id": cid,
                 "class": name,
-                "label": c,
+                "label": v,
                 "dice": float(dice[0, c - 1]),
                 "hd95_mm": float(hd[0, c - 1]),
                 "surface_dice": float(sdice[0, c - 1]),
-                "pred_voxels": int((pa == c).sum()),
-                "ref_voxels": int((ra == c).sum()),
+                "pred_voxels": int((pi == c).sum()),
+                "ref_voxels": int((ri == c).sum()),
             }
         )
     return rows
@@ -136,6 +186,7 @@ def evaluate(
     *,
     tolerance_mm: float = 2.0,
     class_names: Sequence[str] | None = None,
+    force: bool = False,
     **_: Any,
 ) -> dict[str, Any]:
     """Dice, HD95 (mm) and surface Dice (``tolerance_mm``) per class and case (MONAI metrics).
@@ -143,28 +194,31 @@ def evaluate(
     Parameters
     ----------
     pred, ref : folders of NIfTI label maps matched by case id (``pred/labels/`` is used when present).
-    out : output folder (default: ``<pred>_evaluation`` beside ``pred``); gets ``evaluation_cases.csv``
-        (one row per case and class) and ``evaluation.json`` (means per class, skipped cases).
+    out : output folder, a new run folder (default: ``<pred>_evaluation`` beside ``pred``); it gets
+        ``evaluate.csv`` / ``.json`` (one row per case: the cohort table, with the per-class figures),
+        ``evaluation_cases.csv`` (one row per case and class) and ``evaluation.json`` (means per
+        class, skipped cases). An existing folder is never overwritten (``force`` moves it aside).
     tolerance_mm : surface Dice tolerance (mm).
     class_names : names of classes 1..K-1 (default: the model's when ``pred`` is a ``medseg segment``
-        output, else "class_<i>").
+        output, else the label values present, as "class_<value>"). With names, any other label value
+        is an error naming the file (checked before the one-hot encoding).
+    force : move an existing output folder aside.
     **_ : options of the other tasks' ``evaluate`` (``radius``, ``pixel_size``), ignored here.
 
-    A case whose prediction and reference do not overlay (shape/affine) or is missing is skipped
-    and listed. When ``pred`` is a ``medseg segment`` output, the model's ``label_map`` is applied
-    to the references.
+    A case whose prediction and reference do not overlay (shape/affine), holds values that are not
+    classes, or is missing on one side is skipped and listed; the others are scored. When ``pred``
+    is a ``medseg segment`` output, the model's ``label_map`` is applied to the references.
 
     Returns
     -------
-    The JSON summary: ``cases``, ``per_class`` means, ``mean_dice``, ``mean_hd95_mm``,
-    ``mean_surface_dice``, ``tolerance_mm``, ``skipped`` ({case: why}), ``table``.
+    The cohort summary (``cases``, ``ok``, ``skipped``, ``skipped_cases``, ``table``, ``exit_code`` ...)
+    plus ``per_class`` means, ``mean_dice``, ``mean_hd95_mm``, ``mean_surface_dice``, ``tolerance_mm``.
     """
     pred, ref = Path(pred), Path(ref)
     for p in (pred, ref):
         if not p.is_dir():
             raise MissingFileError("expected a folder of NIfTI label maps", p)
     out = Path(out) if out is not None else pred.parent / f"{pred.name}_evaluation"
-    out.mkdir(parents=True, exist_ok=True)
     label_map: dict[int, int] = {}
     model_run = _model_run_of(pred)
     if model_run is not None:  # a 'medseg segment' output: use the model's class names and label map
@@ -176,32 +230,38 @@ def evaluate(
         except (MedsegError, OSError) as e:
             log.warning("cannot read the model config of %s (%s)", pred, e)
     pf, rf = _label_files(pred), _label_files(ref)
+    cases = [
+        CaseInput(cid, pf.get(cid, rf.get(cid, pred / cid)), rf.get(cid), None) for cid in sorted(set(pf) | set(rf))
+    ]
+    identity = json.dumps([str(pred.resolve()), str(ref.resolve()), tolerance_mm, class_names], default=str)
+    run = Run.create(out, None, force=force, command="evaluate", identity=identity)
     rows: list[dict[str, Any]] = []
-    skipped: dict[str, str] = {}
-    for cid in sorted(set(pf) | set(rf)):
-        if cid not in pf or cid not in rf:
-            skipped[cid] = "no prediction" if cid not in pf else "no reference"
-            continue
-        try:
-            rows += _score_case(pf[cid], rf[cid], cid, label_map, class_names, tolerance_mm)
-        except (MedsegError, RuntimeError, ValueError, OSError) as e:
-            skipped[cid] = f"{type(e).__name__}: {e}"
-            log.error("%s: skipped: %s", cid, e)
-    if rows:
-        write_table(rows, out, "evaluation_cases")
-    per_class: dict[str, dict[str, float | None]] = {}
-    for name in dict.fromkeys(r["class"] for r in rows):
-        sel = [r for r in rows if r["class"] == name]
-        per_class[name] = {m: _nanmean([r[m] for r in sel]) for m in ("dice", "hd95_mm", "surface_dice")}
-    summary = {
-        "cases": len({r["case_id"] for r in rows}),
-        "per_class": per_class,
-        "mean_dice": _nanmean([v["dice"] for v in per_class.values()]),
-        "mean_hd95_mm": _nanmean([v["hd95_mm"] for v in per_class.values()]),
-        "mean_surface_dice": _nanmean([v["surface_dice"] for v in per_class.values()]),
-        "tolerance_mm": tolerance_mm,
-        "skipped": skipped,
-        "table": str(out / "evaluation_cases.csv"),
-    }
-    atomic_write_text(out / "evaluation.json", json.dumps(summary, indent=2) + "\n")
-    return summary
+
+    def score(case: CaseInput, _files: CaseOutputs) -> CaseResult:
+        if case.case_id not in pf:
+            raise MissingFileError("no prediction for this reference", case.label)
+        if case.label is None:
+            raise MissingFileError("no reference for this prediction", case.image)
+        got = _score_case(case.image, case.label, case.case_id, label_map, class_names, tolerance_mm)
+        rows.extend(got)
+        values = {f"{m}_{r['class']}": round(r[m], 4) for r in got for m in ("dice", "hd95_mm", "surface_dice")}
+        return CaseResult(case.case_id, str(case.image), values={"reference": str(case.label), **values})
+
+    with run:
+        results = run_cohort(cases, score, out=out, command="evaluate")
+        if rows:
+            write_table(rows, out, "evaluation_cases")
+        per_class: dict[str, dict[str, float | None]] = {}
+        for name in dict.fromkeys(r["class"] for r in rows):
+            sel = [r for r in rows if r["class"] == name]
+            per_class[name] = {m: _nanmean([r[m] for r in sel]) for m in ("dice", "hd95_mm", "surface_dice")}
+        figures = {
+            "per_class": per_class,
+            "mean_dice": _nanmean([v["dice"] for v in per_class.values()]),
+            "mean_hd95_mm": _nanmean([v["hd95_mm"] for v in per_class.values()]),
+            "mean_surface_dice": _nanmean([v["surface_dice"] for v in per_class.values()]),
+            "tolerance_mm": tolerance_mm,
+        }
+        summary = finish_cohort(run, results, command="evaluate", task="segmentation", details=figures, report=False)
+        atomic_write_text(out / "evaluation.json", json.dumps(summary.to_dict(), indent=2) + "\n")
+    return summary.to_dict()

@@ -3,17 +3,22 @@
 - :func:`predict_case`: one image -> label map, probabilities, uncertainty and volumes on the
   image's own voxel grid (preprocess as in training, Gaussian sliding window, optional flip TTA,
   MONAI ``Invertd`` back to the source grid, post-processing).
-- :func:`segment_cases`: a cohort with a trained run (inputs expanded by
-  :func:`medseg.tasks.inputs.expand_inputs`); a bad case is reported and skipped.
-- :func:`segment`: the command: a run folder with the label maps, the table and ``report.html``.
+- :func:`load_segmenter`: a trained run as what inference needs (network, plan, calibrated
+  needs-review threshold, the training data's OOD reference).
+- :func:`segment_cases`: a cohort through :func:`medseg.tasks.cohort.run_cohort` (one bad case is
+  skipped, its partial outputs removed; the others finish).
+- :func:`segment`: the command: a run folder with the label maps, ``segment.csv``/``.json`` and
+  ``report.html``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +30,7 @@ from torch import nn
 
 from medseg.config import SegInferSection, SegmentationConfig, SegPostSection
 from medseg.engine.checkpoint import load_run_model
-from medseg.engine.device import select_device
+from medseg.engine.device import describe_device, select_device
 from medseg.engine.inference import (
     component_volumes_ml,
     entropy_uncertainty,
@@ -34,18 +39,27 @@ from medseg.engine.inference import (
 )
 from medseg.errors import ConfigError, InputError, MedsegError, MissingFileError
 from medseg.review.cases import ReviewCase
-from medseg.review.overlay import overlay_2d, overlay_volume, save_png
-from medseg.review.report import write_report
 from medseg.runs import Run
-from medseg.tasks.inputs import expand_inputs
+from medseg.tasks.cohort import CaseOutputs, CaseResult, finish_cohort, run_cohort
+from medseg.tasks.inputs import CaseInput, expand_inputs
+from medseg.tasks.ood import OOD_MODES, image_features, ood_reasons
 from medseg.tasks.segmentation.data import unwrap_error
 from medseg.tasks.segmentation.evaluate import dice_per_class
-from medseg.tasks.segmentation.files import read_image, write_case_outputs, write_table
+from medseg.tasks.segmentation.files import (
+    check_model_input,
+    read_case_image,
+    read_image,
+    write_case_outputs,
+    write_review_images,
+)
 from medseg.transforms.pipeline import CheckCased, preprocess
 
-__all__ = ["predict_case", "segment_cases", "segment"]
+__all__ = ["predict_case", "load_segmenter", "Segmenter", "segment_cases", "segment", "DEFAULT_REVIEW_THRESHOLD"]
 
 log = logging.getLogger("medseg.segmentation")
+
+#: needs-review threshold of a run without a calibrated one (trained before calibration, or no validation cases)
+DEFAULT_REVIEW_THRESHOLD = 0.2
 
 
 def _voxel_ml(affine: np.ndarray, spatial_dims: int) -> float:
@@ -57,7 +71,7 @@ def _voxel_ml(affine: np.ndarray, spatial_dims: int) -> float:
 
 def predict_case(
     model: nn.Module,
-    path: str | Path,
+    path: str | Path | MetaTensor,
     *,
     meta: Mapping[str, Any],
     infer: SegInferSection,
@@ -69,7 +83,8 @@ def predict_case(
     Parameters
     ----------
     model : trained network (eval mode), logits ``(B, K, *roi)``.
-    path : NIfTI file, DICOM series folder or 2D image.
+    path : NIfTI file, DICOM series folder or 2D image, or an image already read by
+        :func:`medseg.tasks.segmentation.files.read_case_image` (``(C, *S)`` MetaTensor).
     meta : checkpoint meta (``plan``, ``class_names``, ``modality``, ``spatial_dims``).
     infer : the inference settings.
     device : where the network runs.
@@ -85,12 +100,15 @@ def predict_case(
     ------
     MissingFileError, InputError (unreadable image, NaN/inf voxels) and the :mod:`medseg.io` errors.
     """
-    path = Path(path)
-    if not path.exists():
-        raise MissingFileError("input not found", path)
     plan = meta["plan"]
     names = list(meta["class_names"])
     sd = int(meta["spatial_dims"])
+    if isinstance(path, MetaTensor):
+        img_in, where = path, str(path.meta.get("filename_or_obj", "<in memory>"))
+    else:
+        if not Path(path).exists():
+            raise MissingFileError("input not found", path)
+        img_in, where = read_case_image([path], spatial_dims=sd), str(path)
     pre = preprocess(
         ["image"],
         spatial_dims=sd,
@@ -99,19 +117,20 @@ def predict_case(
         norm=plan["norm"],
         crop_foreground=True,
         check=CheckCased(len(names)),
+        load=False,
     )
     try:
-        d = pre({"image": str(path)})
+        d = pre({"image": img_in})
     except Exception as e:
         inner = unwrap_error(e)
         if isinstance(inner, MedsegError):
             raise inner from None
         raise InputError(
-            f"cannot read or preprocess the image ({type(inner).__name__}: {str(inner)[:200]})", path
+            f"cannot read or preprocess the image ({type(inner).__name__}: {str(inner)[:200]})", where
         ) from None
     img = d["image"]
     if not torch.isfinite(img.as_tensor()).all():
-        raise InputError("image contains NaN or infinite values", path)
+        raise InputError("image contains NaN or infinite values", where)
     src_affine = np.asarray(img.meta["source_affine"], dtype=np.float64)
     tta_axes = (infer.tta_axes if infer.tta_axes is not None else list(range(sd))) if infer.tta else None
     want_dis = infer.tta and infer.uncertainty == "tta"
@@ -133,7 +152,7 @@ def predict_case(
     probs_src = torch.as_tensor(d["pred"]).float()
     out_affine = np.asarray(d["pred"].affine, dtype=np.float64) if hasattr(d["pred"], "affine") else src_affine
     if not np.allclose(out_affine, src_affine, atol=1e-4):
-        log.warning("%s: inverted affine differs from the source's; writing with the source affine", path.name)
+        log.warning("%s: inverted affine differs from the source's; writing with the source affine", Path(where).name)
     labels = probs_src.argmax(0).numpy().astype(np.uint8)
     if post is not None:
         largest = [names.index(c) for c in post.largest_component if c in names]
@@ -159,28 +178,7 @@ def predict_case(
     }
 
 
-def _thumbnail(image_path: Path, res: Mapping[str, Any], out: Path, cid: str, names: Sequence[str]) -> str | None:
-    """Overlay PNG ``out/overlays/<case>.png`` of the predicted labels (the slice with most foreground).
-
-    A thumbnail never fails a case: a rendering error is logged and None returned.
-    """
-    try:
-        img = np.asarray(read_image(image_path))[0]
-        lab = res["labels"]
-        if lab.ndim == 3:
-            k = int(np.argmax((lab > 0).sum(axis=(0, 1)))) if lab.any() else lab.shape[2] // 2
-            rgb = overlay_volume(
-                img, lab, affine=res["affine"], view="axial", index=k, class_names=dict(enumerate(names))
-            )
-        else:
-            rgb = overlay_2d(img, lab, window="soft_tissue", class_names=dict(enumerate(names)))
-        return str(save_png(rgb, out / "overlays" / f"{cid}.png").resolve())
-    except (MedsegError, OSError, ValueError, RuntimeError) as e:
-        log.warning("%s: no thumbnail (%s)", cid, e)
-        return None
-
-
-def _reference_dice(
+def reference_dice(
     label_path: Path, labels: np.ndarray, label_map: Mapping[int, int], names: Sequence[str]
 ) -> dict[str, float]:
     """Dice per class (and their mean) of predicted ``labels`` against a reference label file, or {}."""
@@ -197,6 +195,173 @@ def _reference_dice(
     return metrics
 
 
+@dataclass
+class Segmenter:
+    """A trained segmentation run, ready for inference (:func:`load_segmenter`).
+
+    ``review_threshold``: needs review above this uncertainty (the run's calibrated value unless
+    the infer settings give one); ``reference``: the training data's OOD reference (None for runs
+    trained before it was recorded: no OOD check).
+    """
+
+    model: nn.Module
+    cfg: SegmentationConfig
+    meta: dict[str, Any]
+    infer: SegInferSection
+    device: torch.device
+    model_dir: Path
+    review_threshold: float
+    threshold_source: str
+    reference: dict[str, Any] | None
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.meta["class_names"])
+
+    @property
+    def channels(self) -> int:
+        return int(self.meta.get("model_params", {}).get("in_channels", 1))
+
+
+def _run_info(model_dir: Path) -> dict[str, Any]:
+    try:
+        info: dict[str, Any] = json.loads((model_dir / "run.json").read_text())
+        return info
+    except (OSError, ValueError):
+        return {}
+
+
+def load_segmenter(
+    model_dir: str | Path, device: str = "auto", infer_overrides: Mapping[str, Any] | None = None
+) -> Segmenter:
+    """Load a trained segmentation run for inference.
+
+    Parameters
+    ----------
+    model_dir : run folder of ``medseg train`` (``config.yaml``, ``checkpoints/best.pt``, ``run.json``).
+    device : ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``.
+    infer_overrides : values patching the run's ``infer`` section (e.g. ``{"tta": True}``).
+
+    Raises
+    ------
+    MissingFileError (not a run folder), ConfigError (not a segmentation run), CheckpointError.
+    """
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.yaml").is_file():
+        raise MissingFileError("not a trained medseg run folder (no config.yaml)", model_dir)
+    dev = select_device(device)
+    model, cfg, ckpt = load_run_model(model_dir, "best", map_location=dev)
+    if not isinstance(cfg, SegmentationConfig):
+        raise ConfigError(f"not a segmentation run (task: {cfg.task})", model_dir / "config.yaml")
+    model.to(dev)
+    meta = dict(ckpt.get("meta", {}))
+    if "plan" not in meta:
+        raise MissingFileError("checkpoint has no segmentation plan (not a medseg segmentation run)", model_dir)
+    infer = cfg.infer.model_copy(update=dict(infer_overrides or {}))
+    if infer.uncertainty == "tta" and not infer.tta:
+        log.info("TTA is off for this call: the uncertainty is the entropy, not the TTA disagreement")
+    info = _run_info(model_dir)
+    if info.get("status") == "failed":
+        log.warning("%s: the training run failed; its checkpoint may be from before the failure", model_dir)
+    calibrated = (info.get("review") or {}).get("threshold")
+    if infer.review_threshold is not None:
+        thr, source = float(infer.review_threshold), "infer.review_threshold"
+    elif calibrated is not None:
+        pct = (info.get("review") or {}).get("percentile", 95)
+        thr, source = float(calibrated), f"calibrated: {pct:g}th percentile of the validation cases' uncertainty"
+    else:
+        thr, source = DEFAULT_REVIEW_THRESHOLD, "default (the run has no calibrated threshold)"
+    ref_path = model_dir / "ood_reference.json"
+    reference = json.loads(ref_path.read_text()) if ref_path.is_file() else None
+    return Segmenter(model, cfg, meta, infer, dev, model_dir, thr, source, reference)
+
+
+def _segment_one(
+    sm: Segmenter,
+    case: CaseInput,
+    files: CaseOutputs,
+    *,
+    series: str | int | None,
+    ood: str,
+    thumbnails: bool,
+) -> CaseResult:
+    """One case: read, check against the model and its training data, segment, write, draw."""
+    sd = int(sm.meta["spatial_dims"])
+    img = read_case_image(case.paths, spatial_dims=sd, series=series)
+    check_model_input(img, case.source, spatial_dims=sd, channels=sm.channels)
+    reasons: list[str] = []
+    if ood != "off" and sm.reference is not None:
+        reasons = ood_reasons(image_features(img, modality=sm.cfg.modality, spatial_dims=sd), sm.reference)
+        if reasons and ood == "refuse":
+            raise InputError("out of distribution (--ood refuse): " + "; ".join(reasons), case.source)
+    t0 = time.perf_counter()
+    res = predict_case(sm.model, img, meta=sm.meta, infer=sm.infer, device=sm.device, post=sm.cfg.postprocess)
+    model_name = f"{sm.cfg.model.name} ({sm.model_dir.name})"
+    write_case_outputs(res, case.case_id, files.root, sm.infer.save_probabilities, model_name=model_name, files=files)
+    names = sm.class_names
+    lp = case.label
+    metrics = reference_dice(lp, res["labels"], sm.cfg.label_map, names) if lp is not None and lp.exists() else {}
+    unc = float(res["uncertainty"])
+    # one score for "needs review": uncertainty in units of the calibrated threshold, + 1 when out of
+    # distribution (needs_review: above the threshold, or out of distribution)
+    score = unc / max(sm.review_threshold, 1e-9) + (1.0 if reasons else 0.0)
+    needs = unc > sm.review_threshold or bool(reasons)
+    pics: dict[str, Any] = {"thumbnail": None, "planes": [], "stack": None}
+    if thumbnails:
+        pics = write_review_images(img, res["labels"], files, class_names=names, modality=sm.cfg.modality)
+    flags = (["ood"] if reasons else []) + (["needs_review"] if needs else [])
+    log.info(
+        "%s: segmented in %.1f s (uncertainty %.3f%s%s)",
+        case.case_id,
+        time.perf_counter() - t0,
+        unc,
+        ", needs review" if needs else "",
+        ", out of distribution" if reasons else "",
+    )
+    review = ReviewCase(
+        case_id=case.case_id,
+        task="segmentation",
+        volumes_ml=res["volumes_ml"],
+        uncertainty=round(unc, 4),
+        needs_review=needs,
+        metrics=metrics,
+        thumbnail=pics["thumbnail"],
+        overlays=list(pics["planes"] or ([pics["thumbnail"]] if pics["thumbnail"] else [])),
+        planes=list(pics["planes"]),
+        stack=pics["stack"],
+    )
+    values = {
+        "uncertainty": round(unc, 4),
+        "review_threshold": round(sm.review_threshold, 4),
+        "review_score": round(score, 4),
+        "needs_review": needs,
+        **{f"volume_ml_{k}": v for k, v in res["volumes_ml"].items()},
+        **metrics,
+    }
+    return CaseResult.of(case, flags=flags, ood_reasons=reasons, values=values, review=review)
+
+
+def _cohort(
+    sm: Segmenter,
+    inputs: Sequence[str | Path],
+    out: Path,
+    *,
+    split: str,
+    series: str | int | None,
+    ood: str,
+    thumbnails: bool,
+) -> list[CaseResult]:
+    if ood not in OOD_MODES:
+        raise ConfigError(f"ood must be one of {', '.join(OOD_MODES)}, got {ood!r}")
+    cases = expand_inputs(inputs, kind="volume", split=split)
+    return run_cohort(
+        cases,
+        lambda c, f: _segment_one(sm, c, f, series=series, ood=ood, thumbnails=thumbnails),
+        out=out,
+        command="segment",
+    )
+
+
 def segment_cases(
     model_dir: str | Path,
     inputs: Sequence[str | Path],
@@ -206,6 +371,8 @@ def segment_cases(
     split: str = "test",
     infer_overrides: Mapping[str, Any] | None = None,
     thumbnails: bool = True,
+    series: str | int | None = None,
+    ood: str = "warn",
 ) -> tuple[list[ReviewCase], list[dict[str, Any]]]:
     """Segment a cohort with a trained run; bad cases are skipped and reported.
 
@@ -215,79 +382,20 @@ def segment_cases(
     inputs : NIfTI files, DICOM series folders, folders of NIfTI files, datalist JSONs
         (see :func:`medseg.tasks.inputs.expand_inputs`; a datalist entry's ``label`` is scored).
     out : existing output folder.
-    device : ``"auto"`` | ``"cpu"`` | ``"cuda"``.
+    device : ``"auto"`` | ``"cpu"`` | ``"cuda"`` | ``"cuda:N"``.
     split : datalist list to segment: ``test`` (default), ``validation``, ``training`` or ``all``.
     infer_overrides : values patching the run's ``infer`` section (e.g. ``{"tta": True}``).
-    thumbnails : write an overlay PNG per case (``out/overlays``).
+    thumbnails : write the review pictures per case (``out/overlays``, ``out/viewer``).
+    series : which series of a folder holding several (index, UID or description).
+    ood : ``warn`` (flag), ``refuse`` (skip) or ``off``: what to do with a case unlike the training data.
 
     Returns
     -------
     (one :class:`ReviewCase` per case, one table row per case), in input order.
     """
-    out = Path(out)
-    dev = select_device(device)
-    model, cfg, ckpt = load_run_model(model_dir, "best", map_location=dev)
-    if not isinstance(cfg, SegmentationConfig):
-        raise ConfigError(f"not a segmentation run (task: {cfg.task})", Path(model_dir) / "config.yaml")
-    model.to(dev)
-    meta = ckpt.get("meta", {})
-    if "plan" not in meta:
-        raise MissingFileError("checkpoint has no segmentation plan (not a medseg segmentation run)", model_dir)
-    infer = cfg.infer.model_copy(update=dict(infer_overrides or {}))
-    if infer.uncertainty == "tta" and not infer.tta:
-        log.info("TTA is off for this call: the uncertainty is the entropy, not the TTA disagreement")
-    names = list(meta["class_names"])
-    model_name = f"{cfg.model.name} ({Path(model_dir).name})"
-    cases: list[ReviewCase] = []
-    rows: list[dict[str, Any]] = []
-    for item in expand_inputs(inputs, kind="volume", split=split):
-        cid, ip, lp = item.case_id, item.image, item.label
-        t0 = time.perf_counter()
-        try:
-            res = predict_case(model, ip, meta=meta, infer=infer, device=dev, post=cfg.postprocess)
-            outputs = write_case_outputs(res, cid, out, infer.save_probabilities, model_name=model_name)
-            metrics = _reference_dice(lp, res["labels"], cfg.label_map, names) if lp is not None and lp.exists() else {}
-            needs = bool(res["uncertainty"] > infer.review_threshold)
-            thumb = _thumbnail(ip, res, out, cid, names) if thumbnails else None
-            case = ReviewCase(
-                case_id=cid,
-                task="segmentation",
-                volumes_ml=res["volumes_ml"],
-                uncertainty=round(res["uncertainty"], 4),
-                needs_review=needs,
-                metrics=metrics,
-                outputs=outputs,
-                thumbnail=thumb,
-                overlays=[thumb] if thumb else [],
-            )
-            log.info(
-                "%s: segmented in %.1f s (uncertainty %.3f%s)",
-                cid,
-                time.perf_counter() - t0,
-                res["uncertainty"],
-                ", needs review" if needs else "",
-            )
-        except (MedsegError, RuntimeError, ValueError, OSError) as e:
-            inner = unwrap_error(e)
-            log.error("%s: skipped: %s", cid, inner)
-            case = ReviewCase(
-                case_id=cid, task="segmentation", status="skipped", error=f"{type(inner).__name__}: {inner}"
-            )
-        cases.append(case)
-        rows.append(
-            {
-                "case_id": cid,
-                "input": str(ip),
-                "status": case.status,
-                "error": case.error or "",
-                "uncertainty": case.uncertainty,
-                "needs_review": case.needs_review,
-                **{f"volume_ml_{k}": v for k, v in case.volumes_ml.items()},
-                **case.metrics,
-                **{f"output_{k}": v for k, v in case.outputs.items()},
-            }
-        )
-    return cases, rows
+    sm = load_segmenter(model_dir, device, infer_overrides)
+    results = _cohort(sm, inputs, Path(out), split=split, series=series, ood=ood, thumbnails=thumbnails)
+    return [r.review_case("segmentation") for r in results], [r.row() for r in results]
 
 
 def segment(
@@ -299,6 +407,8 @@ def segment(
     tta: bool | None = None,
     save_probabilities: bool | None = None,
     split: str = "test",
+    series: str | int | None = None,
+    ood: str | None = None,
 ) -> dict[str, Any]:
     """Segment images with a trained run; outputs in the source geometry.
 
@@ -307,47 +417,50 @@ def segment(
     model_dir : run folder of ``medseg train`` (``config.yaml`` + ``checkpoints/best.pt``).
     inputs : NIfTI files, DICOM series folders, folders of NIfTI files, or MSD datalist JSONs.
     out : output folder, a medseg run folder: ``run.json``, ``labels/``, ``probabilities/``,
-        ``dicom_seg/``, ``overlays/``, ``segmentation.csv``/``.json`` and ``report.html``.
-    device : ``"auto"`` | ``"cpu"`` | ``"cuda"``.
+        ``dicom_seg/``, ``overlays/``, ``viewer/``, ``segment.csv``/``.json`` and ``report.html``.
+    device : ``"auto"`` | ``"cpu"`` | ``"cuda"`` | ``"cuda:N"``.
     force : move an existing output folder aside instead of failing.
     tta, save_probabilities : override the run's ``infer`` settings.
     split : datalist list to segment: ``test`` (default), ``validation``, ``training`` or ``all``.
+    series : which series of a folder holding several (its ``medseg info`` index, UID or description).
+    ood : ``warn`` | ``refuse`` | ``off`` (default: the run's ``infer.ood``).
 
     Returns
     -------
-    summary: ``cases``, ``ok``, ``skipped``, ``needs_review`` (case ids), ``table``, ``report``
-    and, when cases were skipped, ``skipped_cases`` ({case id: why}).
+    The cohort summary (:class:`medseg.tasks.cohort.CohortSummary`): ``cases``, ``ok``, ``skipped``,
+    ``needs_review`` and ``ood`` (case ids), ``skipped_cases`` ({case id: why}), ``table``,
+    ``report``, ``exit_code`` ..., plus ``review_threshold``.
     """
-    out = Path(out)
     model_dir = Path(model_dir)
-    if not (model_dir / "config.yaml").is_file():
-        raise MissingFileError("not a trained medseg run folder (no config.yaml)", model_dir)
-    run = Run.create(out, None, force=force, command="segment")
     overrides: dict[str, Any] = {}
     if tta is not None:
         overrides["tta"] = tta
     if save_probabilities is not None:
         overrides["save_probabilities"] = save_probabilities
+    sm = load_segmenter(model_dir, device, overrides)
+    mode = ood or sm.infer.ood
+    identity = json.dumps(
+        [str(model_dir.resolve()), [str(i) for i in inputs], split, series, mode, overrides], default=str
+    )
+    run = Run.create(out, None, force=force, command="segment", identity=identity)
     with run:
-        with run.stage("segment"):
-            cases, rows = segment_cases(model_dir, inputs, out, device=device, split=split, infer_overrides=overrides)
-        csv_path, _ = write_table(rows, out)
-        skipped = {c.case_id: c.error for c in cases if c.status != "ok"}
-        summary: dict[str, Any] = {
-            "cases": len(cases),
-            "ok": len(cases) - len(skipped),
-            "skipped": len(skipped),
-            "needs_review": [c.case_id for c in cases if c.needs_review],
-            "table": str(csv_path),
-        }
-        report = write_report(
-            out,
-            cases,
-            title="medseg segmentation review",
-            summary={"segmentation": {k: v for k, v in summary.items() if k != "table"}},
+        run.set(
+            model=str(model_dir.resolve()),
+            device=describe_device(sm.device),
+            review_threshold=sm.review_threshold,
+            review_threshold_source=sm.threshold_source,
+            ood_mode=mode if sm.reference is not None else f"{mode} (the model has no training reference: no check)",
         )
-        summary["report"] = str(report)
-        if skipped:
-            summary["skipped_cases"] = skipped
-        run.set(model=str(model_dir.resolve()), summary=summary)
-    return summary
+        t0 = time.perf_counter()
+        with run.stage("segment"):
+            results = _cohort(sm, inputs, run.path, split=split, series=series, ood=mode, thumbnails=True)
+        summary = finish_cohort(
+            run,
+            results,
+            command="segment",
+            task="segmentation",
+            title="medseg segmentation review",
+            details={"review_threshold": round(sm.review_threshold, 4)},
+            seconds=time.perf_counter() - t0,
+        )
+    return summary.to_dict()

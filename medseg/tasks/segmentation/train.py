@@ -29,6 +29,9 @@ from medseg.engine.trainer import Trainer, build_optimizer, build_scheduler, def
 from medseg.errors import ConfigError
 from medseg.models import build_model
 from medseg.runs import Run
+from medseg.tasks.modelcard import write_model_card
+from medseg.tasks.provenance import record_training_data
+from medseg.tasks.segmentation.calibrate import calibrate_review
 from medseg.tasks.segmentation.data import Item, datalists, dataset
 from medseg.tasks.segmentation.evaluate import dice_per_class
 from medseg.transforms.pipeline import train_transforms
@@ -179,8 +182,11 @@ def train(cfg: SegmentationConfig, run: Run, resume: bool = False) -> dict[str, 
     seed_everything(cfg.seed)
     run_dir = Path(run.path)
     with run.stage("data"):
-        train_items, val_items, _ = datalists(cfg, run_dir / "data")
+        train_items, val_items, test_items = datalists(cfg, run_dir / "data")
         plan = plan_run(cfg, run_dir, train_items + val_items, resume)
+        # provenance (issue 13): datalist + SHA-256, case ids per split, fingerprint, OOD reference
+        splits = {"training": train_items, "validation": val_items, "test": test_items}
+        record_training_data(run, cfg, splits, plan["fingerprint"])
         train_tf, val_tf = make_transforms(cfg, plan)
         train_ds = dataset(train_items, train_tf, cfg, run_dir / "cache" / "train")
         val_ds = dataset(val_items, val_tf, cfg, run_dir / "cache" / "val") if val_items else None
@@ -235,4 +241,8 @@ def train(cfg: SegmentationConfig, run: Run, resume: bool = False) -> dict[str, 
         "run_dir": str(run_dir),
     }
     run.write_json("train_summary.json", summary)
+    # issue 13: needs-review threshold calibrated on the validation cases, then the model card
+    with run.stage("calibrate"):
+        calibrate_review(run, cfg, val_items)
+    write_model_card(run, cfg, summary)
     return summary

@@ -30,6 +30,8 @@ from medseg.review.overlay import heatmap_2d, overlay_2d, save_png
 from medseg.runs import Run
 from medseg.tasks.classification import load_classifier
 from medseg.tasks.classification import train as train_classifier
+from medseg.tasks.modelcard import write_model_card
+from medseg.tasks.provenance import record_training_data
 from medseg.tasks.weak_supervision.data import load_lesion_split
 from medseg.tasks.weak_supervision.localisation import localisation_report
 from medseg.tasks.weak_supervision.segmenter import segmenter_dice, train_segmenter
@@ -138,6 +140,8 @@ def train(cfg: WeakSupervisionConfig, run: Run, resume: bool = False) -> dict[st
         raise InputError("the datalist needs 'training' and 'test' images", datalist)
     if any(m is None for m in te["masks"]):
         raise InputError("test images need a 'mask' (used only to score the segmenters and the maps)", datalist)
+    # provenance (issue 13): datalist + SHA-256 and the case ids of each split (the classifier run has the rest)
+    record_training_data(run, cfg, {"training": tr["ids"], "validation": va["ids"], "test": te["ids"]}, reference=False)
     # 1. pseudo-masks of the training (+ validation) images: image-level labels only
     fit_images = tr["images"] + va["images"]
     with run.stage("pseudo_masks"):
@@ -213,6 +217,7 @@ def train(cfg: WeakSupervisionConfig, run: Run, resume: bool = False) -> dict[st
         "seconds": round(time.perf_counter() - t0, 1),
     }
     run.write_json("weak_supervision.json", result)
+    write_model_card(run, cfg, result)  # issue 13
     log.info(
         "weak supervision: Dice %.3f (pseudo-masks) vs %s (true masks); pointing game %.2f",
         dp,

@@ -1,0 +1,147 @@
+"""The slice stack of a 3D case for the report's slice viewer: pre-rendered slices, image and overlay apart.
+
+:func:`slice_stack` renders slices of one view (axial by default) of a volume and its label map
+in the report's radiological convention (:mod:`medseg.review.orientation`): for each slice a
+windowed image (JPEG, orientation letters drawn in) and a separate label overlay (PNG with
+transparency: class colours filled at 40 % and outlined), so that the report can change the
+overlay's opacity without re-rendering. :func:`write_stack` stores them as one JSON file of
+``data:`` URIs, which :func:`medseg.review.report.write_report` embeds (the report stays one
+self-contained file).
+
+Size: at most ``max_slices`` slices (evenly spread over the volume, always including the one
+with the most labelled voxels) of at most ``max_side`` pixels; about 5-15 kB per slice.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from skimage.segmentation import find_boundaries
+
+from medseg.palette import class_color
+from medseg.review.annotate import draw_letters
+from medseg.review.orientation import best_index, canonical, orientation_letters, slice_2d, spacing_of, view_axes
+from medseg.review.windowing import Window, as_array, gray_to_rgb, names_map, physical_shape, resize_2d, unit_to_uint8
+from medseg.utils import atomic_write_text
+
+__all__ = ["slice_stack", "write_stack"]
+
+
+def _data_uri(a: np.ndarray, fmt: str) -> str:
+    buf = io.BytesIO()
+    im = Image.fromarray(np.ascontiguousarray(a))
+    if fmt == "JPEG":
+        im.save(buf, format="JPEG", quality=88)
+        mime = "image/jpeg"
+    else:
+        im.save(buf, format="PNG", optimize=True)
+        mime = "image/png"
+    return f"data:{mime};base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _label_rgba(lab: np.ndarray, alpha: float) -> np.ndarray:
+    """``(H, W)`` label map -> ``(H, W, 4)`` uint8: class colour at ``alpha`` inside, opaque on the boundary."""
+    out = np.zeros((*lab.shape, 4), np.uint8)
+    for k in np.unique(lab):
+        if k <= 0:
+            continue
+        m = lab == k
+        col = class_color(int(k))
+        out[m, :3] = col
+        out[m, 3] = int(round(alpha * 255))
+        edge = find_boundaries(m, mode="inner")
+        out[edge, 3] = 255
+    return out
+
+
+def slice_stack(
+    image: Any,
+    labels: Any,
+    affine: np.ndarray,
+    *,
+    view: str = "axial",
+    max_slices: int = 48,
+    max_side: int = 224,
+    window: Window = "soft_tissue",
+    class_names: Mapping[int, str] | Sequence[str] | None = None,
+    alpha: float = 0.4,
+) -> dict[str, Any]:
+    """Pre-rendered slices of one view of a 3D case, for the report's slice viewer.
+
+    Parameters
+    ----------
+    image : ``(X, Y, Z)`` volume (HU for CT), any stored order.
+    labels : ``(X, Y, Z)`` label map on the same grid, or None.
+    affine : 4x4 voxel -> RAS mm.
+    view : ``"axial"``, ``"coronal"`` or ``"sagittal"``.
+    max_slices : at most this many slices (evenly spread; the most labelled one always included).
+    max_side : the long side of each rendered slice (pixels; square pixels in mm).
+    window : intensity window (see :func:`medseg.review.windowing.window_image`).
+    class_names : {value: name} of the legend.
+    alpha : fill opacity of the label overlay (boundaries are opaque).
+
+    Returns
+    -------
+    dict: ``view``, ``slices`` (display-order slice numbers), ``start`` (position of the most labelled
+    slice), ``images`` and ``overlays`` (data URIs, one per slice), ``letters``, ``legend``
+    ({value: name} of the classes present), ``width``, ``height``.
+    """
+    img = as_array(image)
+    lab = None if labels is None else as_array(labels)
+    if img.ndim == 4 and img.shape[0] == 1:
+        img = img[0]
+    if lab is not None and lab.ndim == 4 and lab.shape[0] == 1:
+        lab = lab[0]
+    (shown, lab), aff = canonical([img, lab], np.asarray(affine, float))
+    if shown is None:
+        raise ValueError("slice_stack needs an image")
+    img = shown
+    aff, axes, flip_rows = view_axes(aff, view)
+    n, r, c = axes
+    count = img.shape[n]
+    best = best_index(lab, n) if lab is not None else count // 2
+    picks = np.unique(np.round(np.linspace(0, count - 1, min(max_slices, count))).astype(int))
+    if best not in picks:  # the nearest evenly spread slice gives way to the most labelled one
+        picks[np.argmin(np.abs(picks - best))] = best
+        picks = np.unique(picks)
+    sp = spacing_of(aff)
+    shape = physical_shape((img.shape[r], img.shape[c]), (sp[r], sp[c]))
+    f = max_side / max(shape)
+    shape = (max(1, int(round(shape[0] * f))), max(1, int(round(shape[1] * f))))
+    letters = orientation_letters(aff, view)
+    images: list[str] = []
+    overlays: list[str] = []
+    present: set[int] = set()
+    for k in picks:
+        sl = slice_2d(img, axes, int(k), flip_rows)
+        rgb = np.clip(resize_2d(gray_to_rgb(sl, window), shape, order=1), 0.0, 1.0)
+        images.append(_data_uri(draw_letters(unit_to_uint8(rgb), letters), "JPEG"))
+        if lab is not None:
+            ls = resize_2d(slice_2d(lab, axes, int(k), flip_rows).astype(np.int32), shape, order=0)
+            present.update(int(v) for v in np.unique(ls) if v > 0)
+            overlays.append(_data_uri(_label_rgba(ls, alpha), "PNG"))
+    names = names_map(class_names)
+    return {
+        "view": view,
+        "slices": [int(k) for k in picks],
+        "start": int(np.argmin(np.abs(picks - best))),
+        "images": images,
+        "overlays": overlays,
+        "letters": letters,
+        "legend": {str(k): names.get(k, f"class {k}") for k in sorted(present)},
+        "colors": {str(k): list(class_color(k)) for k in sorted(present)},
+        "width": shape[1],
+        "height": shape[0],
+    }
+
+
+def write_stack(stack: Mapping[str, Any], path: str | Path) -> Path:
+    """Write a :func:`slice_stack` result as JSON (atomically); the report embeds it."""
+    return atomic_write_text(path, json.dumps(stack, separators=(",", ":")))

@@ -1,0 +1,42 @@
+"""Device choice: ``auto|cpu|cuda|cuda:N`` in configs and on the command line, clear errors otherwise."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from medseg.config import parse_config
+from medseg.engine.device import select_device
+from medseg.errors import ConfigError
+
+
+def test_config_accepts_cuda_n_and_refuses_typos():
+    assert parse_config({"task": "segmentation", "device": "cuda:1"}).device == "cuda:1"
+    with pytest.raises(ConfigError, match="did you mean 'cuda'"):
+        parse_config({"task": "segmentation", "device": "cud"})
+    with pytest.raises(ConfigError, match="cuda:N"):
+        parse_config({"task": "detection", "device": "gpu0"})
+
+
+def test_select_device_checks_the_gpu_number():
+    assert select_device("cpu").type == "cpu"
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if n == 0:
+        with pytest.raises(ConfigError, match="no CUDA GPU"):
+            select_device("cuda:0")
+    else:
+        assert select_device("cuda:0") == torch.device("cuda", 0)
+        assert select_device(f"cuda:{n - 1}").index == n - 1
+    if n:
+        with pytest.raises(ConfigError, match=f"sees {n} GPU"):
+            select_device(f"cuda:{n}")
+
+
+def test_cli_device_option_takes_cuda_n(capsys):
+    from medseg.cli import build_parser
+
+    args = build_parser().parse_args(["segment", "--model", "m", "x.nii.gz", "--out", "o", "--device", "cuda:2"])
+    assert args.device == "cuda:2"
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args(["segment", "--model", "m", "x.nii.gz", "--out", "o", "--device", "gpu"])
+    assert e.value.code == 2 and "cuda:N" in capsys.readouterr().err
