@@ -11,7 +11,9 @@ training runs until the time budget is spent (or ``early_stop_patience`` validat
 improvement, the convergence rule) and the learning rate follows the *budget*: at every step it is
 ``lr0 * f(t / T)`` with ``t`` the training time spent, ``T`` the budget and ``f`` the cosine
 (``0.5 (1 + cos(pi x))``) or poly (``(1 - x) ** 0.9``) curve, so it anneals to 0 when the budget ends
-whatever the speed of the machine. The run is then not bit-reproducible (the LR depends on time).
+whatever the speed of the machine. Validation then runs every ``val_every`` epochs but at most
+:data:`BUDGET_VALIDATIONS` times over the budget (and when it ends); ``last.pt`` is written at
+validations. The run is not bit-reproducible (the LR depends on time).
 Without a budget, ``max_epochs`` ends training and the expected duration is logged after the first
 epoch. An epoch-level progress bar shows the ETA (time budget or epochs).
 
@@ -84,6 +86,9 @@ def budget_lr_factor(name: str, fraction: float) -> float:
         return (1.0 - x) ** 0.9
     return 1.0
 
+
+#: a budget-bound run validates at most this many times (plus once when the budget ends)
+BUDGET_VALIDATIONS = 20
 
 #: epoch limit of a budget-bound run (the time budget or the convergence rule ends it first)
 UNBOUNDED_EPOCHS = 1_000_000
@@ -300,6 +305,14 @@ class Trainer:
         for g, lr0 in zip(self.optimizer.param_groups, self.base_lrs):
             g["lr"] = lr0 * f
 
+    def _validation_due(self) -> bool:
+        """Budget-bound runs validate at most every 1/:data:`BUDGET_VALIDATIONS` of the budget (epochs
+        of a few cases are short; validating each would eat the budget); other runs every ``val_every``."""
+        if self.budget_schedule is None or not self.max_minutes:
+            return True
+        last = getattr(self, "_last_val_spent", None)
+        return last is None or self._spent_seconds() - last >= float(self.max_minutes) * 60 / BUDGET_VALIDATIONS
+
     def describe_schedule(self) -> str:
         """One line saying what ends training and how the LR moves (logged when ``fit`` starts)."""
         if self.budget_schedule is not None:
@@ -376,8 +389,11 @@ class Trainer:
             # the last epoch before the time budget runs out is validated too (so 'best' exists)
             out_of_time = budget_s is not None and (time.perf_counter() - t_start) >= budget_s
             if self.val_fn is not None and (
-                self.state.epoch % self.val_every == 0 or self.state.epoch == self.max_epochs or out_of_time
+                (self.state.epoch % self.val_every == 0 and self._validation_due())
+                or self.state.epoch == self.max_epochs
+                or out_of_time
             ):
+                self._last_val_spent = self._spent_seconds()
                 self.model.eval()
                 metrics = self.val_fn(self.model)
                 self.model.train()
@@ -414,8 +430,9 @@ class Trainer:
                 )
             elif budget_s is not None and (time.perf_counter() - t_start) >= budget_s:
                 self.state.stop_reason = f"time budget of {self.max_minutes} min reached"
-            self.save("last")
-            self.write_metrics()
+            if validated or self.budget_schedule is None:  # budget-bound: at validations only (cheap short epochs)
+                self.save("last")
+                self.write_metrics()
             if self.state.stop_reason:
                 log.info(self.state.stop_reason)
                 break

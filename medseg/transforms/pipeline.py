@@ -381,7 +381,7 @@ def train_transforms(
             pos=pos,
             neg=neg,
             num_samples=samples_per_image,
-            image_key="image",
+            image_key=None,  # negatives centred on any label-0 voxel, zero background included
             allow_smaller=False,
         ),
     ]

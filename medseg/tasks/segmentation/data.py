@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -171,6 +172,22 @@ def unwrap_error(e: BaseException) -> BaseException:
     return last if isinstance(e, RuntimeError) and str(e).startswith("applying transform") else e
 
 
+def _join_cache_threads(timeout_s: float = 120.0) -> None:
+    """Wait for the caching threads of a ``CacheDataset`` that stopped on an error.
+
+    MONAI fills the cache with a ``multiprocessing.pool.ThreadPool``; when one case raises, the pool
+    is terminated but its worker threads (``DummyProcess``) are not joined, and a worker still inside
+    a torch operation when the interpreter exits aborts the process ("terminate called without an
+    active exception", exit 134) after the clear error was printed. Joining them first lets the
+    error end the process normally.
+    """
+    from multiprocessing.dummy import DummyProcess
+
+    for t in threading.enumerate():
+        if isinstance(t, DummyProcess) and t is not threading.current_thread() and t.is_alive():
+            t.join(timeout_s)
+
+
 def dataset(items: list[Item], transform: Compose, cfg: SegmentationConfig, cache_dir: Path) -> Dataset:
     """MONAI ``CacheDataset`` (memory) / ``PersistentDataset`` (disk) / ``Dataset`` (``data.cache``).
 
@@ -185,6 +202,7 @@ def dataset(items: list[Item], transform: Compose, cfg: SegmentationConfig, cach
             return PersistentDataset(items, transform, cache_dir=str(cache_dir))
         return Dataset(items, transform)
     except Exception as e:  # MONAI wraps transform errors in RuntimeError
+        _join_cache_threads()
         inner = unwrap_error(e)
         if inner is not e:
             raise inner from None
