@@ -20,7 +20,7 @@ medseg: ``medseg.tasks.segmentation.train`` with the default config (only ``moda
 cases. nnU-Net: its own CLI from the venv given by ``--nnunet-python`` (``nnUNetv2_plan_and_preprocess``
 for ``2d`` and ``3d_fullres``, ``nnUNetv2_train ... all -tr nnUNetTrainerMedsegBudget``,
 ``nnUNetv2_predict --disable_tta``). The trainer subclass (written into that venv's nnunetv2) only
-shortens the schedule: 25 iterations per epoch, 5 validation iterations, the epoch count (and so
+shortens the schedule: 10 iterations per epoch, 2 validation iterations, the epoch count (and so
 the poly LR) fitted to the budget from the measured epoch time, training stopped when the budget is
 spent, and no post-training validation pass. Both are scored by the same code
 (``medseg.tasks.segmentation.evaluate.dice_per_class``) on the same test label maps.
@@ -78,8 +78,8 @@ class nnUNetTrainerMedsegBudget(nnUNetTrainer):
     def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.budget_s = float(os.environ.get("MEDSEG_BUDGET_S", "600"))
-        self.num_iterations_per_epoch = 25
-        self.num_val_iterations_per_epoch = 5
+        self.num_iterations_per_epoch = 10
+        self.num_val_iterations_per_epoch = 2
         self.num_epochs = 1000
 
     def run_training(self):
@@ -93,7 +93,8 @@ class nnUNetTrainerMedsegBudget(nnUNetTrainer):
             self.on_train_epoch_end(outs)
             with torch.no_grad():
                 self.on_validation_epoch_start()
-                vals = [self.validation_step(next(self.dataloader_val)) for _ in range(self.num_val_iterations_per_epoch)]
+                n_val = self.num_val_iterations_per_epoch
+                vals = [self.validation_step(next(self.dataloader_val)) for _ in range(n_val)]
                 self.on_validation_epoch_end(vals)
             self.on_epoch_end()
             epoch = self.current_epoch
@@ -369,7 +370,11 @@ def main(argv=None) -> int:
         preds, t_med, summary = run_medseg(ds, work, args.budget_min)
         med = score(preds, ds)
         nn = run_nnunet(ds, work, args.budget_min, args.nnunet_python, configs, 500 + did) if have_nnunet else {}
-        scored = {c: (score(r["preds"], ds), r["train_seconds"]) for c, r in nn.items() if isinstance(r, dict) and "preds" in r}
+        scored = {
+            c: (score(r["preds"], ds), r["train_seconds"])
+            for c, r in nn.items()
+            if isinstance(r, dict) and "preds" in r
+        }
         best_c = max(scored, key=lambda c: float(np.nanmean(scored[c][0]))) if scored else None
         for c, r in nn.items():
             if isinstance(r, dict) and "error" in r:

@@ -395,7 +395,9 @@ def mr_phantom(
         return a.reshape(X, 2, Y, 2, Z, 2).mean(axis=(1, 3, 5))
 
     img = down(inten)
-    shares = np.stack([down((~brain | vent).astype(np.float32)), down(gm.astype(np.float32)), down(wm.astype(np.float32))])
+    shares = np.stack(
+        [down((~brain | vent).astype(np.float32)), down(gm.astype(np.float32)), down(wm.astype(np.float32))]
+    )
     lab = shares.argmax(0).astype(np.uint8)
     inside = down(brain.astype(np.float32)) > 0
     lab[~inside] = 0

@@ -272,7 +272,9 @@ def make_plan(
     else:
         configs["2d"] = {"target_spacing": [float(x) for x in target], "slice_axis": None, "network_dims": 2}
         configs["2d"].update(_configuration(target, shape, budget, levels, patch_ov))
-    name, reason = choose_configuration(configs, target, requested=requested, budget_minutes=budget_minutes)
+    name, reason = choose_configuration(
+        configs, [float(x) for x in target], requested=requested, budget_minutes=budget_minutes
+    )
     chosen = configs[name]
 
     crop = dict(crop_rule(modality))
@@ -290,7 +292,11 @@ def make_plan(
         norm = {
             "nonzero_mask": use,
             "reason": f"cropping to the non-zero region keeps {shrink:.0%} of the voxels "
-            + ("(< 75 %): z-score inside the non-zero mask, background kept at 0" if use else "(>= 75 %): z-score over the image"),
+            + (
+                "(< 75 %): z-score inside the non-zero mask, background kept at 0"
+                if use
+                else "(>= 75 %): z-score over the image"
+            ),
         }
     # a label never lies on an exactly-zero voxel of a zero-background data set (skull-stripped MR):
     # predictions there are background (nnU-Net sets what lies outside its non-zero crop to background)

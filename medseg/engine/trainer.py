@@ -225,7 +225,7 @@ class Trainer:
             "steps_per_epoch": getattr(train, "steps_per_epoch", None),
             "seed": seed,
         }
-        fields_set = getattr(train, "model_fields_set", set())
+        fields_set: set[str] = set(getattr(train, "model_fields_set", set()))
         if train.max_minutes and "epochs" not in fields_set:
             settings["budget_schedule"] = getattr(train, "scheduler", "cosine")
         return cls(model, optimizer, train_loader, step_fn, **{**settings, **kwargs})
@@ -293,8 +293,10 @@ class Trainer:
         return self._spent_before + (time.perf_counter() - t_fit) if t_fit is not None else self.state.train_seconds
 
     def _budget_spent(self) -> bool:
-        return self.budget_schedule is not None and bool(self.max_minutes) and (
-            self._spent_seconds() >= float(self.max_minutes) * 60
+        return (
+            self.budget_schedule is not None
+            and bool(self.max_minutes)
+            and (self._spent_seconds() >= float(self.max_minutes or 0) * 60)
         )
 
     def _budget_lr(self) -> None:
@@ -318,7 +320,11 @@ class Trainer:
         if self.budget_schedule is not None:
             return (
                 f"training for {self.max_minutes:g} min (time budget; epochs are not the limit"
-                + (f", or {self.early_stop_patience} validations without improvement" if self.early_stop_patience else "")
+                + (
+                    f", or {self.early_stop_patience} validations without improvement"
+                    if self.early_stop_patience
+                    else ""
+                )
                 + f"); LR {self.budget_schedule} over the budget"
             )
         budget = f", at most {self.max_minutes:g} min" if self.max_minutes else " (no time budget set)"

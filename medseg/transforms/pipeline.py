@@ -197,9 +197,9 @@ def crop_rule(modality: str) -> dict[str, Any]:
 def foreground_mask(image: np.ndarray, rule: Mapping[str, Any]) -> np.ndarray:
     """The ``(*S)`` bool mask cropped to by ``rule`` (:func:`crop_rule`) for an image ``(C, *S)``."""
     if rule["mode"] == "body":
-        return (np.asarray(image) > float(rule["threshold"])).any(0)
+        return np.asarray((np.asarray(image) > float(rule["threshold"])).any(0))
     if rule["mode"] == "nonzero":
-        return (np.asarray(image) != 0).any(0)
+        return np.asarray((np.asarray(image) != 0).any(0))
     return np.ones(np.asarray(image).shape[1:], bool)
 
 

@@ -12,7 +12,11 @@ FP = {
 
 def test_plan_thick_slices():
     p = make_plan(
-        FP, spatial_dims=3, modality="CT", levels=5, overrides={"max_patch_voxels": 128 * 128 * 32, "configuration": "3d"}
+        FP,
+        spatial_dims=3,
+        modality="CT",
+        levels=5,
+        overrides={"max_patch_voxels": 128 * 128 * 32, "configuration": "3d"},
     )
     assert p["configuration"] == "3d" and "requested" in p["configuration_reason"]
     assert p["target_spacing"] == [0.8, 0.8, 5.0]

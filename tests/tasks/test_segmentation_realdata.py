@@ -76,7 +76,9 @@ def test_fingerprint_and_plan_of_zero_background_mr(tmp_path):
     assert plan["crop"]["mode"] == "nonzero" and plan["norm"]["nonzero_mask"] is True
     assert plan["zero_is_background"] is True and plan["norm_layer"] == "batch"
     assert set(plan["configurations"]) == {"2d", "3d"} and plan["configuration_reason"]
-    ct = make_plan({**fp, "foreground": {"p00_5": -50, "p99_5": 200, "mean": 60, "std": 30}}, spatial_dims=3, modality="CT")
+    ct = make_plan(
+        {**fp, "foreground": {"p00_5": -50, "p99_5": 200, "mean": 60, "std": 30}}, spatial_dims=3, modality="CT"
+    )
     assert ct["crop"]["mode"] == "body" and "clip" in ct["norm"] and ct["zero_is_background"] is False
 
 
@@ -86,7 +88,10 @@ def test_configuration_choice_follows_data_and_budget():
     assert choose_configuration(c, [1, 1, 1], budget_minutes=5)[0] == "2d"  # short budget: 3D needs 1/4
     assert choose_configuration(c, [0.8, 0.8, 5.0])[0] == "2d"  # thick slices
     assert choose_configuration({**c, "3d": {"coverage": 0.05}}, [1, 1, 1])[0] == "2d"
-    assert choose_configuration(c, [0.8, 0.8, 5.0], requested="3d") == ("3d", "requested in the config (plan.configuration: 3d)")
+    assert choose_configuration(c, [0.8, 0.8, 5.0], requested="3d") == (
+        "3d",
+        "requested in the config (plan.configuration: 3d)",
+    )
     assert choose_configuration({"2d": {"coverage": 1.0}}, [1, 1])[0] == "2d"
 
 
@@ -214,3 +219,33 @@ def test_2d_configuration_trains_and_segments_a_volume(tmp_path):
     assert out["ok"] == 1
     nii = nib.load(str(tmp_path / "seg" / "labels" / "t.nii.gz"))
     assert nii.shape == ph.image.shape and np.allclose(nii.affine, ph.affine, atol=1e-4)
+
+
+@pytest.mark.slow  # a fresh process (torch import + caching): ~15 s on a free machine
+def test_empty_2d_label_map_is_a_clear_error_not_an_abort(tmp_path):
+    """An empty (X, Y, 1) label map: the error names the file and the process exits normally (2), not 134."""
+    import subprocess
+    import sys
+
+    for i in range(3):
+        img = np.random.default_rng(i).random((48, 48, 1)).astype(np.float32) * 100
+        lab = np.zeros((48, 48, 1), np.uint8)
+        if i:
+            lab[10:20, 10:20, 0] = 1
+        nib.save(nib.Nifti1Image(img, np.eye(4)), str(tmp_path / f"img{i}.nii.gz"))
+        nib.save(nib.Nifti1Image(lab, np.eye(4)), str(tmp_path / f"lab{i}.nii.gz"))
+    items = [{"image": f"img{i}.nii.gz", "label": f"lab{i}.nii.gz"} for i in range(3)]
+    (tmp_path / "dl.json").write_text(json.dumps({"training": items}))
+    (tmp_path / "cfg.yaml").write_text(
+        "task: segmentation\nname: e\noutput_dir: runs\nspatial_dims: 2\nmodality: other\ndevice: cpu\n"
+        "data: {datalist: dl.json}\ntrain: {epochs: 1}\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "medseg.cli", "train", str(tmp_path / "cfg.yaml")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "lab0.nii.gz is empty" in r.stderr and "terminate called" not in r.stderr

@@ -182,7 +182,7 @@ def resolve_microscopy(cfg: DetectionConfig, image: Path) -> tuple[DetectionConf
                 from_file.um,
                 from_file.source,
             )
-    modality = cfg.data.modality
+    modality: str = cfg.data.modality
     if modality == "auto":
         modality, why = choose_modality(read_image_array(image))
         notes["modality_reason"] = f"chosen from {image.name}: {why}"

@@ -22,7 +22,7 @@ from medseg.engine.tiling import detect_tiled
 from medseg.errors import ConfigError, InputError, MissingFileError
 from medseg.review.overlay import save_png
 from medseg.runs import Run
-from medseg.tasks.detection.data import open_image
+from medseg.tasks.detection.data import DEFAULT_PIXEL_SIZE_UM, open_image
 from medseg.tasks.detection.outputs import overlay_markers, to_geojson, write_detections_csv
 from medseg.tasks.detection.params import DetectionParams
 from medseg.tasks.detection.scoring import score_map_fn, torch_threads
@@ -122,7 +122,7 @@ def _detect_cases_to(
         overlay = None
         if img.shape[0] * img.shape[1] <= MAX_OVERLAY_PIXELS:
             overlay = save_png(overlay_markers(img, pts, cls, sc), run.path / f"{case_id}_overlay.png")
-        area_mm2 = img.shape[0] * img.shape[1] * (cfg.data.pixel_size_um * 1e-3) ** 2
+        area_mm2 = img.shape[0] * img.shape[1] * ((cfg.data.pixel_size_um or DEFAULT_PIXEL_SIZE_UM) * 1e-3) ** 2
         per_image[case_id] = {
             "image": str(f),
             "count": len(pts),

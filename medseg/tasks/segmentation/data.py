@@ -45,7 +45,9 @@ def synthetic_datalist(cfg: SegmentationConfig, folder: Path) -> tuple[list[Item
         dl = folder / "dataset.json"
         stamp = folder / "synthetic.json"  # what was generated: reuse it on resume / re-runs
         want = json.dumps(
-            {"n": n, "seed": cfg.seed, "n_test": n_test, "kw": kw, "modality": cfg.modality}, sort_keys=True, default=str
+            {"n": n, "seed": cfg.seed, "n_test": n_test, "kw": kw, "modality": cfg.modality},
+            sort_keys=True,
+            default=str,
         )
         if not (dl.is_file() and stamp.is_file() and stamp.read_text() == want):
             make = make_mr_dataset if cfg.modality == "MR" else make_ct_dataset

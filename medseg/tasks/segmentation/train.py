@@ -108,7 +108,11 @@ def plan_run(cfg: SegmentationConfig, run_dir: Path, items: list[Item], resume: 
         return plan
     unique = list({str(it["image"]): {"image": it["image"], "label": it["label"]} for it in items}.values())
     fp = fingerprint(
-        unique, spatial_dims=cfg.spatial_dims, modality=cfg.modality, max_cases=cfg.plan.fingerprint_cases, seed=cfg.seed
+        unique,
+        spatial_dims=cfg.spatial_dims,
+        modality=cfg.modality,
+        max_cases=cfg.plan.fingerprint_cases,
+        seed=cfg.seed,
     )
     levels = len(cfg.model.model_dump().get("channels") or (16, 32, 64, 128))
     plan = make_plan(
