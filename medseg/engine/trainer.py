@@ -12,8 +12,8 @@ improvement, the convergence rule) and the learning rate follows the *budget*: a
 ``lr0 * f(t / T)`` with ``t`` the training time spent, ``T`` the budget and ``f`` the cosine
 (``0.5 (1 + cos(pi x))``) or poly (``(1 - x) ** 0.9``) curve, so it anneals to 0 when the budget ends
 whatever the speed of the machine. Validation then runs every ``val_every`` epochs but at most
-:data:`BUDGET_VALIDATIONS` times over the budget (and when it ends); ``last.pt`` is written at
-validations. The run is not bit-reproducible (the LR depends on time).
+:data:`BUDGET_VALIDATIONS` times over the budget, and takes at most a fifth of the time (and runs
+when the budget ends); ``last.pt`` is written at validations. The run is not bit-reproducible (the LR depends on time).
 Without a budget, ``max_epochs`` ends training and the expected duration is logged after the first
 epoch. An epoch-level progress bar shows the ETA (time budget or epochs).
 
@@ -308,12 +308,16 @@ class Trainer:
             g["lr"] = lr0 * f
 
     def _validation_due(self) -> bool:
-        """Budget-bound runs validate at most every 1/:data:`BUDGET_VALIDATIONS` of the budget (epochs
-        of a few cases are short; validating each would eat the budget); other runs every ``val_every``."""
+        """Budget-bound runs validate at most every 1/:data:`BUDGET_VALIDATIONS` of the budget, and only
+        after training for 4 times as long as the last validation took (epochs of a few cases are short;
+        validating after each would eat the budget); other runs every ``val_every`` epochs."""
         if self.budget_schedule is None or not self.max_minutes:
             return True
         last = getattr(self, "_last_val_spent", None)
-        return last is None or self._spent_seconds() - last >= float(self.max_minutes) * 60 / BUDGET_VALIDATIONS
+        if last is None:
+            return True
+        gap = max(float(self.max_minutes) * 60 / BUDGET_VALIDATIONS, 4.0 * getattr(self, "_last_val_cost", 0.0))
+        return self._spent_seconds() - last >= gap
 
     def describe_schedule(self) -> str:
         """One line saying what ends training and how the LR moves (logged when ``fit`` starts)."""
@@ -399,10 +403,12 @@ class Trainer:
                 or self.state.epoch == self.max_epochs
                 or out_of_time
             ):
-                self._last_val_spent = self._spent_seconds()
+                t_val = time.perf_counter()
                 self.model.eval()
                 metrics = self.val_fn(self.model)
                 self.model.train()
+                self._last_val_cost = time.perf_counter() - t_val
+                self._last_val_spent = self._spent_seconds()
                 row.update({k: float(v) for k, v in metrics.items()})
                 validated = True
             elif self.val_fn is None:
