@@ -254,6 +254,21 @@ def install_trainer(py: str) -> None:
         dest.write_text(TRAINER_SRC)
 
 
+def reuse_nnunet(ds: dict, work: Path, configs: list[str], did: int) -> dict:
+    """The nnU-Net results of an earlier run in ``work`` (``--reuse-nnunet``): predictions and train seconds."""
+    out: dict = {}
+    for c in configs:
+        folder = work / "res" / f"Dataset{did:03d}_medseg" / f"{TRAINER}__nnUNetPlans__{c}" / "fold_all"
+        pred = work / f"pred_{c}"
+        files = [pred / f"case_{i:03d}.nii.gz" for i in range(len(ds["test"]))]
+        if (folder / "medseg_budget.txt").is_file() and all(f.is_file() for f in files):
+            out[c] = {
+                "train_seconds": float((folder / "medseg_budget.txt").read_text()),
+                "preds": [np.asarray(nib.load(str(f)).dataobj).astype(np.uint8) for f in files],
+            }
+    return out
+
+
 def run_nnunet(ds: dict, work: Path, budget_min: float, py: str, configs: list[str], did: int) -> dict:
     bindir = Path(py).parent
     env = {
@@ -343,6 +358,9 @@ def main(argv=None) -> int:
     ap.add_argument("--nilearn-wheel", default=None, help="the nilearn wheel (default: pip download --no-deps)")
     ap.add_argument("--mni-mm", type=int, default=2, help="MNI152 voxel size used (1 = the shipped 1 mm)")
     ap.add_argument("--work", default=None, help="working folder (default: a temporary one)")
+    ap.add_argument(
+        "--reuse-nnunet", action="store_true", help="score the nnU-Net results already in --work instead of training"
+    )
     args = ap.parse_args(argv)
     configs = [c for c in args.configs.split(",") if c]
     have_nnunet = Path(args.nnunet_python).is_file()
@@ -369,7 +387,12 @@ def main(argv=None) -> int:
             ds = make_phantoms(work / "data", "ct" if name == "ct_phantoms" else "mr")
         preds, t_med, summary = run_medseg(ds, work, args.budget_min)
         med = score(preds, ds)
-        nn = run_nnunet(ds, work, args.budget_min, args.nnunet_python, configs, 500 + did) if have_nnunet else {}
+        if args.reuse_nnunet:
+            nn = reuse_nnunet(ds, work, configs, 500 + did)
+        elif have_nnunet:
+            nn = run_nnunet(ds, work, args.budget_min, args.nnunet_python, configs, 500 + did)
+        else:
+            nn = {}
         scored = {
             c: (score(r["preds"], ds), r["train_seconds"])
             for c, r in nn.items()

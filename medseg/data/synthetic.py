@@ -310,12 +310,19 @@ def make_ct_dataset(out_dir: str | Path, n_cases: int = 12, seed: int = 0, n_tes
     Layout: ``imagesTr/case_XXX.nii.gz``, ``labelsTr/case_XXX.nii.gz`` (and ``imagesTs``/``labelsTs``
     for the last ``n_test`` cases, listed under ``"test"``).
     """
+    phantoms = [ct_phantom(seed=seed * 1000 + i, **phantom_kw) for i in range(n_cases)]
+    return _write_dataset(out_dir, phantoms, n_test, "medseg synthetic CT phantoms", "CT", CT_CLASSES)
+
+
+def _write_dataset(
+    out_dir: str | Path, phantoms: list[Phantom], n_test: int, name: str, modality: str, classes: dict[int, str]
+) -> Path:
+    """Write phantoms as NIfTI (the last ``n_test`` under ``*Ts``) and an MSD-style ``dataset.json``."""
     out_dir = Path(out_dir)
     train: list[dict[str, str]] = []
     test: list[dict[str, str]] = []
-    for i in range(n_cases):
-        ph = ct_phantom(seed=seed * 1000 + i, **phantom_kw)
-        split = "Ts" if i >= n_cases - n_test else "Tr"
+    for i, ph in enumerate(phantoms):
+        split = "Ts" if i >= len(phantoms) - n_test else "Tr"
         img, lab = write_phantom_nifti(
             ph, out_dir / f"images{split}/case_{i:03d}.nii.gz", out_dir / f"labels{split}/case_{i:03d}.nii.gz"
         )
@@ -323,9 +330,9 @@ def make_ct_dataset(out_dir: str | Path, n_cases: int = 12, seed: int = 0, n_tes
         item = {"image": str(img.relative_to(out_dir)), "label": str(lab.relative_to(out_dir))}
         (test if split == "Ts" else train).append(item)
     ds = {
-        "name": "medseg synthetic CT phantoms",
-        "modality": {"0": "CT"},
-        "labels": {str(k): v for k, v in CT_CLASSES.items()},
+        "name": name,
+        "modality": {"0": modality},
+        "labels": {str(k): v for k, v in classes.items()},
         "numTraining": len(train),
         "training": train,
         "test": test,
@@ -422,26 +429,5 @@ def make_mr_dataset(out_dir: str | Path, n_cases: int = 8, seed: int = 0, n_test
 
     Same layout as :func:`make_ct_dataset` (``imagesTr``/``labelsTr``, the last ``n_test`` under ``*Ts``).
     """
-    out_dir = Path(out_dir)
-    train: list[dict[str, str]] = []
-    test: list[dict[str, str]] = []
-    for i in range(n_cases):
-        ph = mr_phantom(seed=seed * 1000 + i, **phantom_kw)
-        split = "Ts" if i >= n_cases - n_test else "Tr"
-        img, lab = write_phantom_nifti(
-            ph, out_dir / f"images{split}/case_{i:03d}.nii.gz", out_dir / f"labels{split}/case_{i:03d}.nii.gz"
-        )
-        assert lab is not None  # a label path was given
-        item = {"image": str(img.relative_to(out_dir)), "label": str(lab.relative_to(out_dir))}
-        (test if split == "Ts" else train).append(item)
-    ds = {
-        "name": "medseg synthetic skull-stripped MR phantoms",
-        "modality": {"0": "MR"},
-        "labels": {str(k): v for k, v in MR_CLASSES.items()},
-        "numTraining": len(train),
-        "training": train,
-        "test": test,
-    }
-    path = out_dir / "dataset.json"
-    path.write_text(json.dumps(ds, indent=2))
-    return path
+    phantoms = [mr_phantom(seed=seed * 1000 + i, **phantom_kw) for i in range(n_cases)]
+    return _write_dataset(out_dir, phantoms, n_test, "medseg synthetic skull-stripped MR phantoms", "MR", MR_CLASSES)

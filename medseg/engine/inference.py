@@ -123,13 +123,8 @@ def predict_probs(
     image: torch.Tensor,
     plan: Mapping[str, Any],
     *,
-    sw_batch_size: int = 4,
-    overlap: float = 0.5,
-    sigma_scale: float = 0.125,
-    device: torch.device | str = "cpu",
-    amp: bool = False,
     tta_axes: Sequence[int] | None = None,
-    return_disagreement: bool = False,
+    **window: Any,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Class probabilities of a preprocessed image with the plan's configuration.
 
@@ -139,10 +134,11 @@ def predict_probs(
     image : ``(1, C, *S)`` float tensor, preprocessed as in training (the plan's grid).
     plan : the run's plan (``patch_size``, and ``slice_axis`` / ``zero_is_background`` when present;
         plans of earlier runs without them are 3D / 2D sliding window on the image's own dims).
-    sw_batch_size, overlap, sigma_scale, device, amp : as :func:`sliding_window_probs`.
     tta_axes : spatial axes of ``image`` (0-based) flipped for TTA; for a 2D configuration the slice
         axis is skipped (flipping the stack does not change a slice).
-    return_disagreement : also return the TTA disagreement ``(1, *S)``.
+    **window : the other keyword arguments of :func:`sliding_window_probs` (``sw_batch_size``,
+        ``overlap``, ``sigma_scale``, ``device``, ``amp``, ``return_disagreement``: the TTA
+        disagreement ``(1, *S)``).
 
     Returns
     -------
@@ -151,14 +147,7 @@ def predict_probs(
     """
     x = torch.as_tensor(image)
     axis = plan.get("slice_axis")
-    kw: dict[str, Any] = {
-        "sw_batch_size": sw_batch_size,
-        "overlap": overlap,
-        "sigma_scale": sigma_scale,
-        "device": device,
-        "amp": amp,
-        "return_disagreement": return_disagreement,
-    }
+    kw: dict[str, Any] = dict(window)
     if axis is None or x.dim() != 5:
         probs, dis = sliding_window_probs(model, x, plan["patch_size"], tta_axes=tta_axes, **kw)
     else:
