@@ -22,7 +22,7 @@ for ``2d`` and ``3d_fullres``, ``nnUNetv2_train ... all -tr nnUNetTrainerMedsegB
 ``nnUNetv2_predict --disable_tta``). The trainer subclass (written into that venv's nnunetv2) only
 shortens the schedule: 10 iterations per epoch, 2 validation iterations, the epoch count (and so
 the poly LR) fitted to the budget from the measured epoch time, training stopped when the budget is
-spent, and no post-training validation pass. Both are scored by the same code
+spent (checked after every iteration), and no post-training validation pass. Both are scored by the same code
 (``medseg.tasks.segmentation.evaluate.dice_per_class``) on the same test label maps.
 
 Figures per data set and class: ``dice_<class>`` (medseg) vs nnU-Net's best configuration at
@@ -89,7 +89,11 @@ class nnUNetTrainerMedsegBudget(nnUNetTrainer):
         while epoch < self.num_epochs:
             self.on_epoch_start()
             self.on_train_epoch_start()
-            outs = [self.train_step(next(self.dataloader_train)) for _ in range(self.num_iterations_per_epoch)]
+            outs = []
+            for _ in range(self.num_iterations_per_epoch):
+                outs.append(self.train_step(next(self.dataloader_train)))
+                if time.time() - t0 >= self.budget_s:  # the budget ends training, mid-epoch if need be
+                    break
             self.on_train_epoch_end(outs)
             with torch.no_grad():
                 self.on_validation_epoch_start()
