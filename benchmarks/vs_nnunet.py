@@ -365,7 +365,10 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--reuse-nnunet", action="store_true", help="score the nnU-Net results already in --work instead of training"
     )
+    ap.add_argument("--quick", action="store_true", help="smoke run: MR phantoms, 0.3 min, nnU-Net 2d only")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.budget_min, args.datasets, args.configs = 0.3, "mr_phantoms", "2d"
     configs = [c for c in args.configs.split(",") if c]
     have_nnunet = Path(args.nnunet_python).is_file()
     if have_nnunet:
