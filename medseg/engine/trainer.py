@@ -13,7 +13,9 @@ improvement, the convergence rule) and the learning rate follows the *budget*: a
 (``0.5 (1 + cos(pi x))``) or poly (``(1 - x) ** 0.9``) curve, so it anneals to 0 when the budget ends
 whatever the speed of the machine. Validation then runs every ``val_every`` epochs but at most
 :data:`BUDGET_VALIDATIONS` times over the budget, and takes at most a fifth of the time (and runs
-when the budget ends); ``last.pt`` is written at validations. The run is not bit-reproducible (the LR depends on time).
+when the budget ends); ``last.pt`` is written at validations; an epoch has at least
+:data:`BUDGET_EPOCH_STEPS` steps (going round a small data set). The run is not bit-reproducible
+(the LR depends on time).
 Without a budget, ``max_epochs`` ends training and the expected duration is logged after the first
 epoch. An epoch-level progress bar shows the ETA (time budget or epochs).
 
@@ -26,6 +28,7 @@ checkpoint written at the end of epoch ``e`` continues exactly as the uninterrup
 from __future__ import annotations
 
 import io
+import itertools
 import logging
 import math
 import sys
@@ -89,6 +92,9 @@ def budget_lr_factor(name: str, fraction: float) -> float:
 
 #: a budget-bound run validates at most this many times (plus once when the budget ends)
 BUDGET_VALIDATIONS = 20
+
+#: fewest training steps in an epoch of a budget-bound run (one case gives one-step epochs otherwise)
+BUDGET_EPOCH_STEPS = 10
 
 #: epoch limit of a budget-bound run (the time budget or the convergence rule ends it first)
 UNBOUNDED_EPOCHS = 1_000_000
@@ -186,6 +192,8 @@ class Trainer:
         if self.budget_schedule is not None:
             self.max_epochs = UNBOUNDED_EPOCHS
             self.scheduler = None
+            if self.steps_per_epoch is None:  # at least BUDGET_EPOCH_STEPS steps between epoch overheads
+                self.steps_per_epoch = max(_len_or_none(train_loader) or 1, BUDGET_EPOCH_STEPS)
         self.base_lrs = [float(g.get("initial_lr", g["lr"])) for g in optimizer.param_groups]
         self.state = TrainState()
         if self.device.type == "cuda":
@@ -338,8 +346,10 @@ class Trainer:
         """One pass over the training loader (or ``steps_per_epoch`` batches); returns mean loss."""
         self.model.train()
         total, n = 0.0, 0
-        batches = self.train_loader
         limit = self.steps_per_epoch
+        batches: Iterable = self.train_loader
+        if self.budget_schedule is not None:  # short data sets: an epoch goes round the loader until `limit`
+            batches = itertools.chain.from_iterable(itertools.repeat(self.train_loader))
         bar = None
         if self.progress:
             of = "" if self.budget_schedule is not None else f"/{self.max_epochs}"
