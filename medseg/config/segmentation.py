@@ -28,6 +28,7 @@ __all__ = [
     "SegDataSection",
     "SegSyntheticSection",
     "SegPlanSection",
+    "SegTrainSection",
     "SegAugmentSection",
     "SegPostSection",
     "SegInferSection",
@@ -61,6 +62,17 @@ class SegPlanSection(Section):
     norm_layer: Literal["auto", "batch", "instance"] = Field(
         "auto", description="U-Net normalisation layer; auto = batch (a constant window cannot emit labels)"
     )
+
+
+class SegTrainSection(TrainSection):
+    """Optimisation of a segmenter: the shared train keys, with the segmentation defaults.
+
+    ``lr`` defaults to 0.01 (AdamW): the rate the phantom configs reach their target with, and what a
+    short CPU budget needs (1e-3 left a 1.5-minute MR run far from converged). With
+    ``max_minutes`` set and ``epochs`` not set, the budget ends training (see the Trainer).
+    """
+
+    lr: float = Field(0.01, gt=0)
 
 
 class SegAugmentSection(Section):
@@ -164,7 +176,7 @@ class SegmentationConfig(PipelineConfig):
     )
     data: SegDataSection = Field(default_factory=SegDataSection)
     model: ModelSection = Field(default_factory=ModelSection)
-    train: TrainSection = Field(default_factory=TrainSection)
+    train: SegTrainSection = Field(default_factory=SegTrainSection)
     infer: SegInferSection = Field(default_factory=SegInferSection)
     plan: SegPlanSection = Field(default_factory=SegPlanSection)
     augment: SegAugmentSection = Field(default_factory=SegAugmentSection)
