@@ -67,7 +67,18 @@ class DetDataSection(Section):
     datalist: Path | None = Field(None, description="MSD/MONAI datalist JSON file (optional 'points' key: CSV)")
     root: Path | None = Field(None, description="base folder of datalist paths (default: datalist's folder)")
     annotations: Path | None = Field(None, description="points CSV image,x,y[,class] (overrides the datalist's)")
-    pixel_size_um: float = Field(0.5, gt=0, description="micrometres per pixel (every *_um distance is converted)")
+    pixel_size_um: float | None = Field(
+        None,
+        gt=0,
+        description="micrometres per pixel (every *_um distance is converted); default: read from the images' "
+        "OME-TIFF / ImageJ / TIFF resolution tags, else 0.5 (a set value wins; a mismatch with the files warns)",
+    )
+    modality: Literal["auto", "he", "fluorescence", "brightfield"] = Field(
+        "auto",
+        description="microscopy preset: he (HED stain jitter), fluorescence (percentile 1-99.8 normalisation, "
+        "no stain jitter), brightfield (percentile normalisation); auto = chosen from the first training "
+        "image (channels, dtype, background), logged",
+    )
     val_fraction: float = Field(
         0.2, ge=0.0, lt=1.0, description="fraction of training images held out when the datalist has no 'validation'"
     )
@@ -120,7 +131,15 @@ class DetSamplingSection(Section):
 class DetAugmentSection(Section):
     """Augmentation of training samples (flips and 90° rotations are always on)."""
 
-    stain_jitter: float = Field(0.05, ge=0, description="HED stain augmentation strength (0 = off)")
+    stain_jitter: float | None = Field(
+        None, ge=0, description="HED stain augmentation strength (0 = off); default 0.05 for he, 0 otherwise"
+    )
+    intensity_jitter: float | None = Field(
+        None,
+        ge=0,
+        description="brightness / contrast / gamma augmentation strength; default 0.1 for fluorescence and "
+        "brightfield, 0 for he",
+    )
 
 
 class DetInferSection(Section):
@@ -195,6 +214,15 @@ class DetectionConfig(PipelineConfig):
                     ],
                 )
         return data
+
+    @model_validator(mode="after")
+    def _stain_jitter_needs_he(self) -> DetectionConfig:
+        if self.data.modality in ("fluorescence", "brightfield") and self.augment.stain_jitter:
+            raise ValueError(
+                f"augment.stain_jitter is H&E stain augmentation; data.modality is {self.data.modality}: "
+                "remove it (augment.intensity_jitter is the augmentation for this modality)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _method_defaults(self) -> DetectionConfig:

@@ -28,6 +28,7 @@ __all__ = [
     "SegDataSection",
     "SegSyntheticSection",
     "SegPlanSection",
+    "SegTrainSection",
     "SegAugmentSection",
     "SegPostSection",
     "SegInferSection",
@@ -52,6 +53,26 @@ class SegPlanSection(Section):
     norm_mean: float | None = Field(None, description="CT: mean subtracted after clipping; default: foreground mean")
     norm_std: float | None = Field(None, description="CT: std divided by after clipping; default: foreground std")
     fingerprint_cases: int = Field(16, ge=1, description="cases read for the fingerprint")
+    # -- configurations and normalisation layer (issue 17)
+    configuration: Literal["auto", "2d", "3d"] = Field(
+        "auto",
+        description="network configuration of a 3D data set: 3d, 2d (slice-wise in the plane of highest "
+        "resolution) or auto (chosen from the data and the time budget; the reason is in plan.json)",
+    )
+    norm_layer: Literal["auto", "batch", "instance"] = Field(
+        "auto", description="U-Net normalisation layer; auto = batch (a constant window cannot emit labels)"
+    )
+
+
+class SegTrainSection(TrainSection):
+    """Optimisation of a segmenter: the shared train keys, with the segmentation defaults.
+
+    ``lr`` defaults to 0.01 (AdamW): the rate the phantom configs reach their target with, and what a
+    short CPU budget needs (1e-3 left a 1.5-minute MR run far from converged). With
+    ``max_minutes`` set and ``epochs`` not set, the budget ends training (see the Trainer).
+    """
+
+    lr: float = Field(0.01, gt=0)
 
 
 class SegAugmentSection(Section):
@@ -101,7 +122,11 @@ class SegDataSection(DataSection):
 
 
 class SegSyntheticSection(Section):
-    """``ct_phantom()`` arguments of the synthetic data (``data.synthetic: true``); unset = its default."""
+    """Phantom arguments of the synthetic data (``data.synthetic: true``); unset = the phantom's default.
+
+    ``modality: MR`` generates skull-stripped MR heads (``mr_phantom``: ``shape``, ``spacing``), any
+    other modality CT abdomens (``ct_phantom``: also ``noise_hu``, ``n_lesions``).
+    """
 
     shape: list[int] | None = Field(None, min_length=3, max_length=3, description="(X, Y, Z) voxels")
     spacing: list[float] | None = Field(None, min_length=3, max_length=3, description="(sx, sy, sz) mm")
@@ -151,10 +176,14 @@ class SegmentationConfig(PipelineConfig):
     spatial_dims: Literal[2, 3] = 3
     class_names: list[str] = Field(default_factory=lambda: ["background", "foreground"])
     label_map: dict[int, int] = Field(default_factory=dict, description="label-file value -> training class")
-    modality: Literal["CT", "MR", "RGB", "other"] = "CT"
+    modality: Literal["CT", "MR", "RGB", "he", "fluorescence", "brightfield", "other"] = Field(
+        "CT",
+        description="intensity preset and cropping rule: CT (HU), MR, RGB / he (0..255), fluorescence / "
+        "brightfield (percentiles 1-99.8), other (z-score)",
+    )
     data: SegDataSection = Field(default_factory=SegDataSection)
     model: ModelSection = Field(default_factory=ModelSection)
-    train: TrainSection = Field(default_factory=TrainSection)
+    train: SegTrainSection = Field(default_factory=SegTrainSection)
     infer: SegInferSection = Field(default_factory=SegInferSection)
     plan: SegPlanSection = Field(default_factory=SegPlanSection)
     augment: SegAugmentSection = Field(default_factory=SegAugmentSection)
@@ -181,10 +210,19 @@ class SegmentationConfig(PipelineConfig):
     @classmethod
     def _plan_fits(cls, v: SegPlanSection, info: ValidationInfo) -> SegPlanSection:
         sd, modality = info.data.get("spatial_dims"), info.data.get("modality")
-        for key in ("target_spacing", "patch_size"):
-            value = getattr(v, key)
-            if sd is not None and value is not None and len(value) != sd:
-                raise ValueError(f"plan.{key} needs {sd} values (spatial_dims: {sd}), got {value}")
+        value = v.target_spacing
+        if sd is not None and value is not None and len(value) != sd:
+            raise ValueError(f"plan.target_spacing needs {sd} values (spatial_dims: {sd}), got {value}")
+        if sd is not None and v.patch_size is not None:
+            # a 3D data set's 2D configuration takes an in-plane (2-value) patch
+            want = 2 if (sd == 2 or v.configuration == "2d") else 3
+            if len(v.patch_size) != want:
+                raise ValueError(
+                    f"plan.patch_size needs {want} values (spatial_dims: {sd}, configuration: "
+                    f"{v.configuration}), got {v.patch_size}"
+                )
+        if sd == 2 and v.configuration == "3d":
+            raise ValueError("plan.configuration: 3d needs spatial_dims: 3 (2D images have the 2d configuration only)")
         if modality is not None and modality != "CT":
             given = [k for k in ("clip", "norm_mean", "norm_std") if getattr(v, k) is not None]
             if given:
@@ -228,6 +266,10 @@ class SegmentationConfig(PipelineConfig):
     def _synthetic_needs_synthetic_data(cls, v: SegSyntheticSection, info: ValidationInfo) -> SegSyntheticSection:
         data = info.data.get("data")
         given = [k for k, x in v.model_dump().items() if x is not None]
+        ct_only = [k for k in ("noise_hu", "n_lesions") if k in given]
+        if ct_only and info.data.get("modality") == "MR":
+            keys = "synthetic." + ", synthetic.".join(ct_only)
+            raise ValueError(f"{keys}: CT phantom settings; the MR phantom (modality: MR) takes shape and spacing")
         if given and data is not None and not data.synthetic:
             keys = "synthetic." + ", synthetic.".join(given)
             raise ValueError(f"{keys}: only read with data.synthetic: true; remove the synthetic section")

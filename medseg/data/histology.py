@@ -299,7 +299,9 @@ def write_histology_dataset(
             if fmt == "png":
                 imsave(tmp, s.image, check_contrast=False)
             else:
-                tifffile.imwrite(tmp, s.image, photometric="rgb")
+                # the pixel size in the TIFF resolution tags (pixels per cm), as microscopes and QuPath write it
+                res = 1e4 / float(pixel_size_um)
+                tifffile.imwrite(tmp, s.image, photometric="rgb", resolution=(res, res), resolutionunit="CENTIMETER")
         with atomic_write(out / "masks" / f"h{i:03d}.tif") as tmp:
             tifffile.imwrite(tmp, s.instances.astype(np.uint16))
         entries.append({"image": f"images/{name}", "label": f"masks/h{i:03d}.tif"})

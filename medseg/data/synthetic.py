@@ -4,6 +4,9 @@
   kidneys, liver lesions) in HU with a label map, correlated noise and anisotropic spacing.
   :func:`write_phantom_dicom` writes it as a real DICOM CT series (pydicom datasets with full
   geometry tags), :func:`write_phantom_nifti` as NIfTI image + label.
+- :func:`mr_phantom`: a skull-stripped-like T1 MR head (background exactly 0, grey and white
+  matter with partial-volume edges, ventricles, bias field, Rician-like noise inside the brain
+  only); :func:`make_mr_dataset` writes a set of them as NIfTI with a ``dataset.json``.
 - 2D histology-like images with nuclei/mitoses and 2D lesion images are added by the detection and
   classification modules (see the functions re-exported at the end of this module).
 
@@ -37,6 +40,9 @@ __all__ = [
     "write_phantom_nifti",
     "write_phantom_dicom",
     "make_ct_dataset",
+    "MR_CLASSES",
+    "mr_phantom",
+    "make_mr_dataset",
 ]
 
 #: label values of :func:`ct_phantom`'s label map
@@ -304,12 +310,19 @@ def make_ct_dataset(out_dir: str | Path, n_cases: int = 12, seed: int = 0, n_tes
     Layout: ``imagesTr/case_XXX.nii.gz``, ``labelsTr/case_XXX.nii.gz`` (and ``imagesTs``/``labelsTs``
     for the last ``n_test`` cases, listed under ``"test"``).
     """
+    phantoms = [ct_phantom(seed=seed * 1000 + i, **phantom_kw) for i in range(n_cases)]
+    return _write_dataset(out_dir, phantoms, n_test, "medseg synthetic CT phantoms", "CT", CT_CLASSES)
+
+
+def _write_dataset(
+    out_dir: str | Path, phantoms: list[Phantom], n_test: int, name: str, modality: str, classes: dict[int, str]
+) -> Path:
+    """Write phantoms as NIfTI (the last ``n_test`` under ``*Ts``) and an MSD-style ``dataset.json``."""
     out_dir = Path(out_dir)
     train: list[dict[str, str]] = []
     test: list[dict[str, str]] = []
-    for i in range(n_cases):
-        ph = ct_phantom(seed=seed * 1000 + i, **phantom_kw)
-        split = "Ts" if i >= n_cases - n_test else "Tr"
+    for i, ph in enumerate(phantoms):
+        split = "Ts" if i >= len(phantoms) - n_test else "Tr"
         img, lab = write_phantom_nifti(
             ph, out_dir / f"images{split}/case_{i:03d}.nii.gz", out_dir / f"labels{split}/case_{i:03d}.nii.gz"
         )
@@ -317,9 +330,9 @@ def make_ct_dataset(out_dir: str | Path, n_cases: int = 12, seed: int = 0, n_tes
         item = {"image": str(img.relative_to(out_dir)), "label": str(lab.relative_to(out_dir))}
         (test if split == "Ts" else train).append(item)
     ds = {
-        "name": "medseg synthetic CT phantoms",
-        "modality": {"0": "CT"},
-        "labels": {str(k): v for k, v in CT_CLASSES.items()},
+        "name": name,
+        "modality": {"0": modality},
+        "labels": {str(k): v for k, v in classes.items()},
         "numTraining": len(train),
         "training": train,
         "test": test,
@@ -327,3 +340,94 @@ def make_ct_dataset(out_dir: str | Path, n_cases: int = 12, seed: int = 0, n_tes
     path = out_dir / "dataset.json"
     path.write_text(json.dumps(ds, indent=2))
     return path
+
+
+#: label values of :func:`mr_phantom`'s label map
+MR_CLASSES = {0: "background", 1: "grey_matter", 2: "white_matter"}
+
+
+def mr_phantom(
+    seed: int = 0,
+    shape: tuple[int, int, int] = (48, 56, 48),
+    spacing: tuple[float, float, float] = (3.0, 3.0, 3.0),
+    noise: float = 0.04,
+) -> Phantom:
+    """A skull-stripped-like T1 MR head: background exactly 0, two tissue classes with partial volume.
+
+    The brain is an ellipsoid with a folded surface (smoothed noise); white matter (T1 ~1.0) lies
+    inside a grey-matter ribbon (~0.6) of 2-4 voxels, with dark ventricles (~0.25, labelled
+    background, as CSF is not a tissue class here). The tissues are drawn at twice the resolution
+    and averaged down, so edge voxels mix tissues (partial volume) and the label is the tissue
+    with the largest share. A smooth multiplicative bias field (+-15 %) and noise (``noise`` times
+    the WM intensity) apply inside the brain only; everything outside it is exactly 0 (about
+    half of the voxels, as in a skull-stripped scan). Intensities are scaled to 0..1000 (int16).
+
+    Parameters
+    ----------
+    seed : RNG seed; the same seed gives the same phantom.
+    shape : (X, Y, Z) voxels.
+    spacing : (sx, sy, sz) mm.
+    noise : noise standard deviation as a fraction of the white-matter intensity.
+
+    Returns
+    -------
+    :class:`Phantom` with ``image`` (X, Y, Z) int16, ``label`` (X, Y, Z) uint8 in :data:`MR_CLASSES`.
+    """
+    rng = np.random.default_rng(seed)
+    X, Y, Z = shape
+    fine = (2 * X, 2 * Y, 2 * Z)
+    sx, sy, sz = (float(v) / 2 for v in spacing)
+    g = [(np.arange(n) - (n - 1) / 2) * d for n, d in zip(fine, (sx, sy, sz))]
+    gx, gy, gz = np.meshgrid(*g, indexing="ij")
+    ext = np.array([X * spacing[0], Y * spacing[1], Z * spacing[2]]) / 2
+    radii = ext * np.array([0.78, 0.82, 0.74]) * (1 + rng.uniform(-0.05, 0.05, 3))
+    r = np.sqrt((gx / radii[0]) ** 2 + (gy / radii[1]) ** 2 + (gz / radii[2]) ** 2)
+    folds = ndimage.gaussian_filter(rng.normal(0, 1, fine).astype(np.float32), sigma=3.0)
+    folds /= max(float(folds.std()), 1e-6)
+    brain = r + 0.04 * folds <= 1.0
+    ribbon = (0.09 + 0.03 * np.tanh(folds)) * (1 + rng.uniform(-0.1, 0.1))  # cortex thickness (fraction of radius)
+    wm = brain & (r + 0.06 * folds <= 1.0 - ribbon)
+    vent = np.zeros(fine, bool)
+    for side in (-1, 1):
+        c = (side * 0.12 * ext[0], -0.05 * ext[1], 0.05 * ext[2])
+        rad = (0.08 * ext[0], 0.3 * ext[1], 0.12 * ext[2])
+        vent |= ((gx - c[0]) / rad[0]) ** 2 + ((gy - c[1]) / rad[1]) ** 2 + ((gz - c[2]) / rad[2]) ** 2 <= 1.0
+    vent &= wm
+    gm = brain & ~wm
+    wm &= ~vent
+    inten = np.zeros(fine, np.float32)
+    inten[gm], inten[wm], inten[vent] = 0.6, 1.0, 0.25
+
+    def down(a: np.ndarray) -> np.ndarray:  # mean over 2x2x2 blocks: partial volume
+        return a.reshape(X, 2, Y, 2, Z, 2).mean(axis=(1, 3, 5))
+
+    img = down(inten)
+    shares = np.stack(
+        [down((~brain | vent).astype(np.float32)), down(gm.astype(np.float32)), down(wm.astype(np.float32))]
+    )
+    lab = shares.argmax(0).astype(np.uint8)
+    inside = down(brain.astype(np.float32)) > 0
+    lab[~inside] = 0
+    cx, cy, cz = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
+    a = rng.uniform(-0.15, 0.15, 3)
+    bias = 1.0 + a[0] * cx + a[1] * cy + a[2] * cz * cx
+    img = img * bias + rng.normal(0, noise, shape) * inside
+    img = np.where(inside, np.clip(img, 0.01, None), 0.0)
+    origin = (-(X - 1) / 2 * spacing[0], -(Y - 1) / 2 * spacing[1], -(Z - 1) / 2 * spacing[2])
+    return Phantom(
+        image=np.round(img * 1000).astype(np.int16),
+        label=lab,
+        spacing=(float(spacing[0]), float(spacing[1]), float(spacing[2])),
+        origin=(float(origin[0]), float(origin[1]), float(origin[2])),
+        seed=seed,
+        class_names=dict(MR_CLASSES),
+    )
+
+
+def make_mr_dataset(out_dir: str | Path, n_cases: int = 8, seed: int = 0, n_test: int = 0, **phantom_kw) -> Path:
+    """Write ``n_cases`` :func:`mr_phantom` heads as NIfTI plus an MSD-style ``dataset.json``; returns its path.
+
+    Same layout as :func:`make_ct_dataset` (``imagesTr``/``labelsTr``, the last ``n_test`` under ``*Ts``).
+    """
+    phantoms = [mr_phantom(seed=seed * 1000 + i, **phantom_kw) for i in range(n_cases)]
+    return _write_dataset(out_dir, phantoms, n_test, "medseg synthetic skull-stripped MR phantoms", "MR", MR_CLASSES)

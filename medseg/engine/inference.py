@@ -1,5 +1,10 @@
 """Segmentation inference: sliding window with Gaussian blending, flip TTA, post-processing, uncertainty.
 
+:func:`predict_probs` runs a trained plan's configuration on a whole preprocessed image: the 3D
+configuration by sliding window, the 2D configuration of a volume slice by slice across its slice
+axis (the plane of highest resolution), reassembled into the volume's grid, and sets voxels that
+are exactly 0 to background where the plan says the data set has a zero background.
+
 The sliding window is MONAI's ``SlidingWindowInferer`` (Gaussian importance map, configurable
 overlap, batch of windows). Flip test-time augmentation averages the softmax of the image and
 its flips. Post-processing works per class on label maps (scipy.ndimage): small-component
@@ -11,7 +16,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,7 +25,13 @@ from monai.inferers import SlidingWindowInferer
 from scipy import ndimage
 from torch import nn
 
-__all__ = ["sliding_window_probs", "postprocess_labels", "entropy_uncertainty", "component_volumes_ml"]
+__all__ = [
+    "sliding_window_probs",
+    "predict_probs",
+    "postprocess_labels",
+    "entropy_uncertainty",
+    "component_volumes_ml",
+]
 
 log = logging.getLogger("medseg.engine")
 
@@ -104,6 +116,58 @@ def sliding_window_probs(
         mean_lab = probs.argmax(1)
         disagreement = torch.stack([(m != mean_lab).float() for m in members]).mean(0)
     return probs, disagreement
+
+
+def predict_probs(
+    model: nn.Module,
+    image: torch.Tensor,
+    plan: Mapping[str, Any],
+    *,
+    tta_axes: Sequence[int] | None = None,
+    **window: Any,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Class probabilities of a preprocessed image with the plan's configuration.
+
+    Parameters
+    ----------
+    model : the trained network of ``plan`` (2D for a 2D configuration, else of the image's dims).
+    image : ``(1, C, *S)`` float tensor, preprocessed as in training (the plan's grid).
+    plan : the run's plan (``patch_size``, and ``slice_axis`` / ``zero_is_background`` when present;
+        plans of earlier runs without them are 3D / 2D sliding window on the image's own dims).
+    tta_axes : spatial axes of ``image`` (0-based) flipped for TTA; for a 2D configuration the slice
+        axis is skipped (flipping the stack does not change a slice).
+    **window : the other keyword arguments of :func:`sliding_window_probs` (``sw_batch_size``,
+        ``overlap``, ``sigma_scale``, ``device``, ``amp``, ``return_disagreement``: the TTA
+        disagreement ``(1, *S)``).
+
+    Returns
+    -------
+    (probs ``(1, K, *S)`` float32 softmax on ``image``'s grid, disagreement or None). With a slice
+    axis, slice ``k`` of the output is the 2D network's prediction of slice ``k`` of the input.
+    """
+    x = torch.as_tensor(image)
+    axis = plan.get("slice_axis")
+    kw: dict[str, Any] = dict(window)
+    if axis is None or x.dim() != 5:
+        probs, dis = sliding_window_probs(model, x, plan["patch_size"], tta_axes=tta_axes, **kw)
+    else:
+        a = int(axis)
+        inplane = [d for d in range(3) if d != a]
+        slices = torch.movedim(x[0], 1 + a, 0)  # (C, X, Y, Z) -> (S, C, *in-plane)
+        axes2d = [inplane.index(d) for d in (tta_axes or []) if d in inplane] if tta_axes is not None else None
+        p2, d2 = sliding_window_probs(model, slices, plan["patch_size"], tta_axes=axes2d, **kw)
+        probs = torch.movedim(p2, 0, 1 + a)[None]  # (S, K, *in-plane) -> (1, K, X, Y, Z)
+        dis = torch.movedim(d2, 0, a)[None] if d2 is not None else None
+    if plan.get("zero_is_background"):
+        zero = (x[0] == 0).all(0).to(probs.device)
+        if bool(zero.any()):
+            probs = probs.clone()
+            probs[0, :, zero] = 0.0
+            probs[0, 0, zero] = 1.0
+            if dis is not None:
+                dis = dis.clone()
+                dis[0, zero] = 0.0
+    return probs, dis
 
 
 def postprocess_labels(

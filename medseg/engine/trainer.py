@@ -5,6 +5,20 @@ per epoch, validation every N epochs, best/last checkpoints, exact resume, early
 wall-time budget, per-epoch ``metrics.csv`` and a training-curve PNG, and a progress bar (quiet
 when stdout is not a terminal).
 
+Budget-fitted schedule (issue 17): with ``max_minutes`` set and the epoch count not binding
+(``Trainer.from_config`` when the config sets ``train.max_minutes`` but not ``train.epochs``),
+training runs until the time budget is spent (or ``early_stop_patience`` validations without
+improvement, the convergence rule) and the learning rate follows the *budget*: at every step it is
+``lr0 * f(t / T)`` with ``t`` the training time spent, ``T`` the budget and ``f`` the cosine
+(``0.5 (1 + cos(pi x))``) or poly (``(1 - x) ** 0.9``) curve, so it anneals to 0 when the budget ends
+whatever the speed of the machine. Validation then runs every ``val_every`` epochs but at most
+:data:`BUDGET_VALIDATIONS` times over the budget, and takes at most a fifth of the time (and runs
+when the budget ends); ``last.pt`` is written at validations; an epoch has at least
+:data:`BUDGET_EPOCH_STEPS` steps (going round a small data set). The run is not bit-reproducible
+(the LR depends on time).
+Without a budget, ``max_epochs`` ends training and the expected duration is logged after the first
+epoch. An epoch-level progress bar shows the ETA (time budget or epochs).
+
 Exact resume without pickling RNG objects: at the start of epoch ``e`` every RNG (Python, NumPy,
 torch, and the MONAI transforms of the training dataset) is re-seeded from ``(seed, e)``, so the
 state at an epoch boundary is a function of the seed and the epoch alone. Resuming from a
@@ -14,6 +28,7 @@ checkpoint written at the end of epoch ``e`` continues exactly as the uninterrup
 from __future__ import annotations
 
 import io
+import itertools
 import logging
 import math
 import sys
@@ -30,7 +45,7 @@ from tqdm.auto import tqdm
 from medseg.engine.checkpoint import load_checkpoint, save_checkpoint
 from medseg.utils import atomic_write_bytes, atomic_write_records, seed_everything
 
-__all__ = ["Trainer", "TrainState", "default_step", "build_optimizer", "build_scheduler"]
+__all__ = ["Trainer", "TrainState", "default_step", "build_optimizer", "build_scheduler", "budget_lr_factor"]
 
 log = logging.getLogger("medseg.engine")
 
@@ -63,6 +78,26 @@ def build_scheduler(optimizer, name: str = "cosine", epochs: int = 100):
     if name == "poly":
         return torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=max(1, epochs), power=0.9)
     return None
+
+
+def budget_lr_factor(name: str, fraction: float) -> float:
+    """LR multiplier of schedule ``name`` ("cosine" | "poly" | "none") after ``fraction`` (0..1) of the budget."""
+    x = min(max(float(fraction), 0.0), 1.0)
+    if name == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * x))
+    if name == "poly":
+        return (1.0 - x) ** 0.9
+    return 1.0
+
+
+#: a budget-bound run validates at most this many times (plus once when the budget ends)
+BUDGET_VALIDATIONS = 20
+
+#: fewest training steps in an epoch of a budget-bound run (one case gives one-step epochs otherwise)
+BUDGET_EPOCH_STEPS = 10
+
+#: epoch limit of a budget-bound run (the time budget or the convergence rule ends it first)
+UNBOUNDED_EPOCHS = 1_000_000
 
 
 @dataclass
@@ -127,6 +162,7 @@ class Trainer:
         run_dir: str | Path | None = None,
         model_meta: dict[str, Any] | None = None,
         progress: bool | None = None,
+        budget_schedule: str | None = None,
     ):
         self.device = torch.device(device)
         self.model = model.to(self.device)
@@ -151,6 +187,14 @@ class Trainer:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.model_meta = model_meta or {}
         self.progress = sys.stderr.isatty() if progress is None else progress
+        # budget-fitted LR (see the module docstring): the schedule's name, None = per-epoch scheduler
+        self.budget_schedule = budget_schedule if max_minutes else None
+        if self.budget_schedule is not None:
+            self.max_epochs = UNBOUNDED_EPOCHS
+            self.scheduler = None
+            if self.steps_per_epoch is None:  # at least BUDGET_EPOCH_STEPS steps between epoch overheads
+                self.steps_per_epoch = max(_len_or_none(train_loader) or 1, BUDGET_EPOCH_STEPS)
+        self.base_lrs = [float(g.get("initial_lr", g["lr"])) for g in optimizer.param_groups]
         self.state = TrainState()
         if self.device.type == "cuda":
             if _is_2d(self.model):  # Module.to takes memory_format at run time; torch's stubs lack it
@@ -174,6 +218,10 @@ class Trainer:
         where the task has them ``val_every``, ``early_stop_patience``, ``steps_per_epoch``);
         ``kwargs`` (``val_fn``, ``key_metric``, ``mode``, ``scheduler``, ``device``, ``run_dir``,
         ``model_meta`` ...) are passed on and win over the section's values.
+
+        With ``train.max_minutes`` set and ``train.epochs`` not set in the config, the budget ends
+        training and the LR schedule (``train.scheduler``) is fitted to the budget; with both set,
+        whichever comes first ends it and the LR follows the epochs.
         """
         settings: dict[str, Any] = {
             "amp": train.amp,
@@ -185,6 +233,9 @@ class Trainer:
             "steps_per_epoch": getattr(train, "steps_per_epoch", None),
             "seed": seed,
         }
+        fields_set: set[str] = set(getattr(train, "model_fields_set", set()))
+        if train.max_minutes and "epochs" not in fields_set:
+            settings["budget_schedule"] = getattr(train, "scheduler", "cosine")
         return cls(model, optimizer, train_loader, step_fn, **{**settings, **kwargs})
 
     # -- checkpoints -------------------------------------------------------------------
@@ -244,22 +295,71 @@ class Trainer:
             return not math.isnan(value)
         return value > best if self.mode == "max" else value < best
 
+    def _spent_seconds(self) -> float:
+        """Training seconds spent so far, this ``fit`` call included."""
+        t_fit = getattr(self, "_t_fit", None)
+        return self._spent_before + (time.perf_counter() - t_fit) if t_fit is not None else self.state.train_seconds
+
+    def _budget_spent(self) -> bool:
+        return (
+            self.budget_schedule is not None
+            and bool(self.max_minutes)
+            and (self._spent_seconds() >= float(self.max_minutes or 0) * 60)
+        )
+
+    def _budget_lr(self) -> None:
+        """Set the LR from the share of the time budget spent (budget-fitted schedule only)."""
+        if self.budget_schedule is None or not self.max_minutes:
+            return
+        f = budget_lr_factor(self.budget_schedule, self._spent_seconds() / (self.max_minutes * 60))
+        for g, lr0 in zip(self.optimizer.param_groups, self.base_lrs):
+            g["lr"] = lr0 * f
+
+    def _validation_due(self) -> bool:
+        """Budget-bound runs validate at most every 1/:data:`BUDGET_VALIDATIONS` of the budget, and only
+        after training for 4 times as long as the last validation took (epochs of a few cases are short;
+        validating after each would eat the budget); other runs every ``val_every`` epochs."""
+        if self.budget_schedule is None or not self.max_minutes:
+            return True
+        last = getattr(self, "_last_val_spent", None)
+        if last is None:
+            return True
+        gap = max(float(self.max_minutes) * 60 / BUDGET_VALIDATIONS, 4.0 * getattr(self, "_last_val_cost", 0.0))
+        return self._spent_seconds() - last >= gap
+
+    def describe_schedule(self) -> str:
+        """One line saying what ends training and how the LR moves (logged when ``fit`` starts)."""
+        if self.budget_schedule is not None:
+            return (
+                f"training for {self.max_minutes:g} min (time budget; epochs are not the limit"
+                + (
+                    f", or {self.early_stop_patience} validations without improvement"
+                    if self.early_stop_patience
+                    else ""
+                )
+                + f"); LR {self.budget_schedule} over the budget"
+            )
+        budget = f", at most {self.max_minutes:g} min" if self.max_minutes else " (no time budget set)"
+        return f"training {self.max_epochs} epochs{budget}; the expected duration is logged after the first epoch"
+
     def train_epoch(self) -> float:
         """One pass over the training loader (or ``steps_per_epoch`` batches); returns mean loss."""
         self.model.train()
         total, n = 0.0, 0
-        batches = self.train_loader
         limit = self.steps_per_epoch
+        batches: Iterable = self.train_loader
+        if self.budget_schedule is not None:  # short data sets: an epoch goes round the loader until `limit`
+            batches = itertools.chain.from_iterable(itertools.repeat(self.train_loader))
         bar = None
         if self.progress:
-            bar = tqdm(
-                total=limit or _len_or_none(batches),
-                desc=f"epoch {self.state.epoch + 1}/{self.max_epochs}",
-                leave=False,
-            )
+            of = "" if self.budget_schedule is not None else f"/{self.max_epochs}"
+            bar = tqdm(total=limit or _len_or_none(batches), desc=f"epoch {self.state.epoch + 1}{of}", leave=False)
         for i, batch in enumerate(batches):
             if limit is not None and i >= limit:
                 break
+            if i > 0 and self._budget_spent():  # a budget-bound run stops mid-epoch when the time is up
+                break
+            self._budget_lr()
             self.optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device_type=self.device.type, enabled=self.amp):
                 loss = self.step_fn(self.model, batch, self.device)
@@ -288,6 +388,9 @@ class Trainer:
         t_start = time.perf_counter()
         budget_s = self.max_minutes * 60 if self.max_minutes else None
         spent_before = self.state.train_seconds
+        self._t_fit, self._spent_before = t_start, spent_before
+        log.info(self.describe_schedule())
+        overall = self._overall_bar(budget_s, spent_before)
         while self.state.epoch < self.max_epochs:
             epoch = self.state.epoch
             self._seed_epoch(epoch)
@@ -306,11 +409,16 @@ class Trainer:
             # the last epoch before the time budget runs out is validated too (so 'best' exists)
             out_of_time = budget_s is not None and (time.perf_counter() - t_start) >= budget_s
             if self.val_fn is not None and (
-                self.state.epoch % self.val_every == 0 or self.state.epoch == self.max_epochs or out_of_time
+                (self.state.epoch % self.val_every == 0 and self._validation_due())
+                or self.state.epoch == self.max_epochs
+                or out_of_time
             ):
+                t_val = time.perf_counter()
                 self.model.eval()
                 metrics = self.val_fn(self.model)
                 self.model.train()
+                self._last_val_cost = time.perf_counter() - t_val
+                self._last_val_spent = self._spent_seconds()
                 row.update({k: float(v) for k, v in metrics.items()})
                 validated = True
             elif self.val_fn is None:
@@ -318,6 +426,7 @@ class Trainer:
                 validated = True
             self.state.train_seconds = spent_before + (time.perf_counter() - t_start)
             row["elapsed_seconds"] = self.state.train_seconds
+            self._report_progress(overall, row, budget_s)
             self.state.history.append(row)
             if validated:
                 value = row.get(self.key_metric, train_loss)
@@ -329,9 +438,9 @@ class Trainer:
                 else:
                     self.state.validations_without_improvement += 1
             log.info(
-                "epoch %d/%d %s",
+                "epoch %d%s %s",
                 self.state.epoch,
-                self.max_epochs,
+                "" if self.budget_schedule is not None else f"/{self.max_epochs}",
                 " ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"),
             )
             if (
@@ -343,16 +452,49 @@ class Trainer:
                 )
             elif budget_s is not None and (time.perf_counter() - t_start) >= budget_s:
                 self.state.stop_reason = f"time budget of {self.max_minutes} min reached"
-            self.save("last")
-            self.write_metrics()
+            if validated or self.budget_schedule is None:  # budget-bound: at validations only (cheap short epochs)
+                self.save("last")
+                self.write_metrics()
             if self.state.stop_reason:
                 log.info(self.state.stop_reason)
                 break
+        if overall is not None:
+            overall.close()
         if self.state.stop_reason is None:
             self.state.stop_reason = f"completed {self.state.epoch} epochs"
         self.save("last")
         self.write_metrics(plot=True)
         return self.state
+
+    # -- progress ----------------------------------------------------------------------
+    def _overall_bar(self, budget_s: float | None, spent: float):
+        """The epoch-level progress bar: seconds of the budget, or epochs (tqdm's ETA); None when quiet."""
+        if not self.progress:
+            return None
+        if self.budget_schedule is not None and budget_s is not None:
+            return tqdm(total=round(budget_s), initial=round(spent), unit="s", desc="training (time budget)")
+        return tqdm(total=self.max_epochs, initial=self.state.epoch, unit="epoch", desc="training")
+
+    def _report_progress(self, bar, row: dict[str, float], budget_s: float | None) -> None:
+        """Advance the overall bar; after the first epoch of an epoch-bound run, log its expected duration."""
+        if bar is not None:
+            if self.budget_schedule is not None:
+                bar.update(max(0, min(round(row["elapsed_seconds"]), bar.total) - bar.n))
+            else:
+                bar.update(1)
+            metric = row.get(self.key_metric)
+            if metric is not None:
+                bar.set_postfix({self.key_metric: f"{metric:.4g}"})
+        if self.budget_schedule is None and len(self.state.history) == 1 and self.max_epochs > 1:
+            total = row["epoch_seconds"] * self.max_epochs
+            capped = f" (capped by the {self.max_minutes:g}-min budget)" if budget_s and total > budget_s else ""
+            log.info(
+                "epoch 1 took %.1f s: %d epochs take about %.1f min on this machine%s",
+                row["epoch_seconds"],
+                self.max_epochs,
+                total / 60,
+                capped,
+            )
 
     # -- outputs -----------------------------------------------------------------------
     def write_metrics(self, plot: bool = False) -> None:

@@ -4,9 +4,14 @@ Order (deterministic part first, so ``CacheDataset``/``PersistentDataset`` keep 
 epochs after the first never decode files again)::
 
     load (NIfTI / DICOM series / PNG)  ->  check case (NaNs, label values, image/label geometry)
-    -> orientation RAS  ->  resample to the target spacing  ->  crop to the body (foreground)
-    -> intensity preset  ->  pad to the patch size            | cached up to here
-    -> RandCropByPosNegLabeld (pos/neg balanced patches)  ->  augmentation
+    -> orientation RAS  ->  resample to the target spacing  ->  crop to the body / non-zero region
+    -> intensity preset                                       | cached up to here
+    -> [spatial block of a single case]  ->  pad by half a patch (background windows)
+    -> RandCropByPosNegLabeld (pos/neg balanced patches)  ->  [slice of a 2D configuration]
+    -> augmentation
+
+Cropping rule per modality (:func:`crop_rule`): CT to the body (> -500 HU), RGB photos not at all,
+every other modality (MR, fluorescence, other) to the non-zero region (nnU-Net's crop-to-nonzero).
 
 Reading files happens in :func:`loader` only (``medseg.io.load``).
 """
@@ -16,11 +21,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from monai.data import MetaTensor
 from monai.transforms import (
+    BorderPadd,
     Compose,
     CropForegroundd,
     EnsureTyped,
@@ -29,6 +36,7 @@ from monai.transforms import (
     RandCropByPosNegLabeld,
     Spacingd,
     SpatialPadd,
+    SqueezeDimd,
 )
 
 from medseg.errors import InputError, LabelMismatchError
@@ -36,7 +44,18 @@ from medseg.io import load
 from medseg.transforms.augment import augmentation
 from medseg.transforms.presets import intensity_transform
 
-__all__ = ["loader", "CheckCased", "BodyMask", "preprocess", "train_transforms", "case_name"]
+__all__ = [
+    "loader",
+    "CheckCased",
+    "BodyMask",
+    "SpatialBlockd",
+    "crop_rule",
+    "foreground_mask",
+    "preprocess",
+    "train_transforms",
+    "case_name",
+    "is_photo",
+]
 
 log = logging.getLogger("medseg.transforms")
 
@@ -160,14 +179,76 @@ class CheckCased(MapTransform):
         return d
 
 
-class BodyMask:
-    """``select_fn`` for ``CropForegroundd``: voxels above ``threshold`` in any channel (picklable)."""
+def crop_rule(modality: str) -> dict[str, Any]:
+    """How images of ``modality`` are cropped before training and inference.
 
-    def __init__(self, threshold: float):
+    Returns ``{"mode": "body" | "nonzero" | "none", "threshold": float | None, "reason": str}``:
+    CT is cropped to the body (voxels above -500 HU: air is -1000, never exactly 0), RGB photos and
+    H&E images are not cropped (their background is bright), every other modality to the bounding
+    box of its non-zero voxels (nnU-Net's crop-to-nonzero: skull-stripped MR, masked images).
+    """
+    if modality == "CT":
+        return {"mode": "body", "threshold": -500.0, "reason": "CT: the body is above -500 HU"}
+    if modality in ("RGB", "he", "brightfield"):
+        return {"mode": "none", "threshold": None, "reason": f"{modality}: bright background, nothing to crop"}
+    return {"mode": "nonzero", "threshold": 0.0, "reason": f"{modality}: crop to the non-zero region (nnU-Net)"}
+
+
+def foreground_mask(image: np.ndarray, rule: Mapping[str, Any]) -> np.ndarray:
+    """The ``(*S)`` bool mask cropped to by ``rule`` (:func:`crop_rule`) for an image ``(C, *S)``."""
+    if rule["mode"] == "body":
+        return np.asarray((np.asarray(image) > float(rule["threshold"])).any(0))
+    if rule["mode"] == "nonzero":
+        return np.asarray((np.asarray(image) != 0).any(0))
+    return np.ones(np.asarray(image).shape[1:], bool)
+
+
+class BodyMask:
+    """``select_fn`` for ``CropForegroundd``: voxels above ``threshold`` in any channel (picklable).
+
+    ``threshold=None`` selects the non-zero voxels. An image with nothing selected keeps its whole
+    extent (an empty crop would leave nothing to predict on).
+    """
+
+    def __init__(self, threshold: float | None):
         self.threshold = threshold
 
     def __call__(self, x):
-        return (x > self.threshold).any(0, keepdim=True)
+        m = (x != 0).any(0, keepdim=True) if self.threshold is None else (x > self.threshold).any(0, keepdim=True)
+        return m if bool(m.any()) else torch.ones_like(m)
+
+
+class SpatialBlockd(MapTransform):
+    """Hold out a spatial block of a case: the ``"block"`` entry of the dict says which part to keep.
+
+    ``"block": "train:0.2"`` keeps the first 80 % of the case along its longest physical axis,
+    ``"val:0.2"`` the last 20 % (so one training volume or image gives disjoint training and
+    validation regions). Dicts without ``"block"`` pass unchanged.
+    """
+
+    def __init__(self, keys: Sequence[str]):
+        super().__init__(list(keys), allow_missing_keys=True)
+
+    def __call__(self, data):
+        d = dict(data)
+        spec = d.get("block")
+        if not spec:
+            return d
+        part, frac = str(spec).split(":")
+        img = d[self.keys[0]]
+        aff = np.asarray(getattr(img, "affine", np.eye(4)), float)
+        nd = img.ndim - 1
+        extent = np.array(img.shape[1:], float) * np.linalg.norm(aff[:nd, :nd], axis=0)
+        ax = int(np.argmax(extent))
+        n = int(img.shape[1 + ax])
+        cut = int(round(n * (1.0 - float(frac))))
+        cut = min(max(cut, 1), n - 1)
+        sl = slice(0, cut) if part == "train" else slice(cut, n)
+        for k in self.key_iterator(d):
+            idx = [slice(None)] * d[k].ndim
+            idx[1 + ax] = sl
+            d[k] = d[k][tuple(idx)]
+        return d
 
 
 #: anatomical axis labels (explicit: MONAI's default is changing)
@@ -189,16 +270,18 @@ def preprocess(
     check: CheckCased | None = None,
     load: bool = True,
 ) -> Compose:
-    """Deterministic part: load -> check -> RAS -> spacing -> crop body -> intensity.
+    """Deterministic part: load -> check -> RAS -> spacing -> crop (body / non-zero) -> intensity.
 
     Parameters
     ----------
     keys : ("image",) or ("image", "label").
     spatial_dims : 2 or 3.
-    modality : "CT" | "MR" | "RGB" | "other"; RGB images are neither reoriented nor resampled.
-    target_spacing : mm per axis, or None to keep the source spacing.
-    norm : ``{"clip": [lo, hi], "mean": m, "std": s}`` (CT statistics of the plan).
-    crop_foreground : crop to the bounding box of the body (CT: > -500 HU; others: > min).
+    modality : "CT" | "MR" | "RGB" | "he" | "fluorescence" | "brightfield" | "other"; RGB and H&E
+        images are neither reoriented nor resampled.
+    target_spacing : mm per axis (0 or less on an axis: keep the source spacing there), or None.
+    norm : ``{"clip": [lo, hi], "mean": m, "std": s}`` (CT statistics of the plan) or
+        ``{"nonzero_mask": bool}`` (z-score inside the non-zero mask, other modalities).
+    crop_foreground : crop by the modality's rule (:func:`crop_rule`: CT body, non-zero region ...).
     check : the case validator (training / evaluation only).
     load : include the file loader (False when the dict already holds MetaTensors).
 
@@ -215,20 +298,32 @@ def preprocess(
     t.append(EnsureTyped(keys, dtype=torch.float32, track_meta=True))
     if check is not None:
         t.append(check)
-    if modality != "RGB":
+    if not is_photo(modality):
         t.append(Orientationd(keys, axcodes=_axcodes(spatial_dims), labels=RAS_LABELS))
         if target_spacing is not None:
             mode = ["bilinear", "nearest"] if has_label else ["bilinear"]
             t.append(Spacingd(keys, pixdim=list(target_spacing), mode=mode, padding_mode="border"))
-    if crop_foreground:
-        thr = -500.0 if modality == "CT" else None
-        if thr is not None:
-            t.append(CropForegroundd(keys, source_key="image", select_fn=BodyMask(thr), margin=2, allow_smaller=True))
+    rule = crop_rule(modality)
+    if crop_foreground and rule["mode"] != "none":
+        thr = None if rule["mode"] == "nonzero" else float(rule["threshold"])
+        t.append(CropForegroundd(keys, source_key="image", select_fn=BodyMask(thr), margin=2, allow_smaller=True))
     norm = dict(norm or {})
     t.append(
-        intensity_transform(modality, ["image"], clip=norm.get("clip"), mean=norm.get("mean"), std=norm.get("std"))
+        intensity_transform(
+            modality,
+            ["image"],
+            clip=norm.get("clip"),
+            mean=norm.get("mean"),
+            std=norm.get("std"),
+            nonzero=norm.get("nonzero_mask"),
+        )
     )
     return Compose(t)
+
+
+def is_photo(modality: str) -> bool:
+    """RGB photos and H&E images: display-ordered pixels, neither reoriented nor resampled."""
+    return modality in ("RGB", "he")
 
 
 def train_transforms(
@@ -244,12 +339,19 @@ def train_transforms(
     flip_axes: Sequence[int] | None = None,
     samples_per_image: int = 2,
     pos_fraction: float = 0.67,
+    slice_axis: int | None = None,
 ) -> tuple[Compose, Compose]:
     """(training transform, validation transform) for an image + label datalist.
 
-    Training: :func:`preprocess` + pad to ``patch_size`` + ``RandCropByPosNegLabeld`` (``pos_fraction``
-    of the patches centred on foreground) + the augmentation set. Validation: :func:`preprocess`
-    only (whole volumes for sliding-window validation). Volumes smaller than the patch are padded.
+    Training: :func:`preprocess` + :class:`SpatialBlockd` + padding by half a patch (so that patch
+    centres reach every voxel and windows of pure background are drawn, as nnU-Net's sampler does;
+    images smaller than the patch are padded to it) + ``RandCropByPosNegLabeld`` (``pos_fraction`` of
+    the patches centred on foreground, the others on background voxels) + the augmentation set.
+    With ``slice_axis`` (the 2D configuration of a volume) ``patch_size`` has 2 values, patches are
+    single slices across that axis, squeezed to ``(C, px, py)``, and ``flip_axes`` name volume axes.
+    Validation: :func:`preprocess` + :class:`SpatialBlockd` only (whole volumes for sliding-window
+    validation). Background padding is 0 when the plan normalises inside the non-zero mask (the
+    background is exactly 0 there), else the edge value.
     """
     keys = ["image", "label"]
     check = CheckCased(n_classes, label_map)
@@ -258,24 +360,37 @@ def train_transforms(
     )
     pos = max(pos_fraction, 1e-3)
     neg = max(1.0 - pos_fraction, 0.0)
-    train = Compose(
-        [
-            *pre.transforms,
-            SpatialPadd(["image"], spatial_size=list(patch_size), mode="edge"),
-            SpatialPadd(["label"], spatial_size=list(patch_size), mode="constant"),
-            RandCropByPosNegLabeld(
-                keys,
-                label_key="label",
-                spatial_size=list(patch_size),
-                pos=pos,
-                neg=neg,
-                num_samples=samples_per_image,
-                image_key="image",
-                allow_smaller=False,
-            ),
-            augmentation(augment, spatial_dims, keys, flip_axes=flip_axes),
-            EnsureTyped(keys, track_meta=False),
-        ]
-    )
-    val = Compose([*pre.transforms])
-    return train, val
+    patch = [int(p) for p in patch_size]
+    if slice_axis is not None:
+        patch.insert(int(slice_axis), 1)
+    zero_bg = bool(dict(norm or {}).get("nonzero_mask"))
+    half = [p // 2 for p in patch]
+    pad_mode = "constant" if zero_bg else "edge"
+    block = SpatialBlockd(keys)
+    t: list = [
+        *pre.transforms,
+        block,
+        BorderPadd(["image"], spatial_border=half, mode=pad_mode),
+        BorderPadd(["label"], spatial_border=half, mode="constant"),
+        SpatialPadd(["image"], spatial_size=patch, mode=pad_mode),
+        SpatialPadd(["label"], spatial_size=patch, mode="constant"),
+        RandCropByPosNegLabeld(
+            keys,
+            label_key="label",
+            spatial_size=patch,
+            pos=pos,
+            neg=neg,
+            num_samples=samples_per_image,
+            image_key=None,  # negatives centred on any label-0 voxel, zero background included
+            allow_smaller=False,
+        ),
+    ]
+    aug_dims, aug_flips = spatial_dims, flip_axes
+    if slice_axis is not None:
+        t.append(SqueezeDimd(keys, dim=1 + int(slice_axis)))
+        inplane = [a for a in range(spatial_dims) if a != int(slice_axis)]
+        aug_dims = 2
+        aug_flips = [inplane.index(a) for a in (flip_axes or []) if a in inplane]
+    t += [augmentation(augment, aug_dims, keys, flip_axes=aug_flips), EnsureTyped(keys, track_meta=False)]
+    val = Compose([*pre.transforms, block])
+    return Compose(t), val

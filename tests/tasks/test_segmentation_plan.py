@@ -11,7 +11,14 @@ FP = {
 
 
 def test_plan_thick_slices():
-    p = make_plan(FP, spatial_dims=3, modality="CT", levels=5, overrides={"max_patch_voxels": 128 * 128 * 32})
+    p = make_plan(
+        FP,
+        spatial_dims=3,
+        modality="CT",
+        levels=5,
+        overrides={"max_patch_voxels": 128 * 128 * 32, "configuration": "3d"},
+    )
+    assert p["configuration"] == "3d" and "requested" in p["configuration_reason"]
     assert p["target_spacing"] == [0.8, 0.8, 5.0]
     px, py, pz = p["patch_size"]
     assert px * py * pz <= 128 * 128 * 32 * 1.5
@@ -33,6 +40,7 @@ def test_plan_overrides_win():
             "patch_size": [64, 64, 16],
             "clip": [-100, 200],
             "norm_mean": None,
+            "configuration": "3d",
         },
     )
     assert p["target_spacing"] == [2.0, 2.0, 5.0] and p["patch_size"] == [64, 64, 16]
@@ -46,4 +54,5 @@ def test_plan_mr_has_no_ct_norm():
         modality="MR",
         levels=4,
     )
-    assert p["norm"] == {} and all(s == [2, 2, 2] for s in p["strides"][1:])
+    assert p["norm"]["nonzero_mask"] is False  # cropping to the non-zero region shrank nothing
+    assert all(s == [2, 2, 2] for s in p["configurations"]["3d"]["strides"][1:])

@@ -28,7 +28,8 @@ import numpy as np
 from skimage.measure import regionprops
 
 from medseg.errors import FileFormatError, InputError, LabelMismatchError, MissingFileError
-from medseg.io import as_rgb, read_image_array, read_image_uint8
+from medseg.io import read_image_array
+from medseg.transforms.microscopy import read_microscopy
 
 __all__ = [
     "Case",
@@ -39,6 +40,7 @@ __all__ = [
     "read_instance_mask",
     "load_cases",
     "check_annotation_names",
+    "split_block",
 ]
 
 log = logging.getLogger("medseg.detection")
@@ -192,8 +194,9 @@ def load_cases(
     annotations: Path | None,
     class_names: Sequence[str],
     source: Path | str = "<datalist>",
+    modality: str = "he",
 ) -> list[Case]:
-    """Read images (``medseg.io.read_image_uint8``, as RGB) and their points.
+    """Read images (:func:`medseg.transforms.microscopy.read_microscopy` under ``modality``, as RGB) and their points.
 
     Points come from the CSV ``annotations``, else from the entries' ``label`` instance masks
     (centroids). ``entries`` are datalist dicts with absolute ``image`` (and optionally ``label``)
@@ -204,7 +207,7 @@ def load_cases(
     cases = []
     for e in entries:
         p = Path(e["image"])
-        img = as_rgb(read_image_uint8(p))
+        img = read_microscopy(p, modality)
         pts, cls = np.zeros((0, 2)), np.zeros(0, np.int64)
         if ann is not None and annotations is not None:
             hit = _lookup(ann, p)
@@ -248,3 +251,25 @@ def check_annotation_names(annotations: Path, all_images: Sequence[str | Path], 
             "or stem)",
             annotations,
         )
+
+
+def split_block(case: Case, fraction: float = 0.2) -> tuple[Case, Case]:
+    """(training, validation) parts of one image: the last ``fraction`` of its longer axis validates.
+
+    Points are kept with the part they lie in (validation points shifted to its own pixel grid), so
+    a single annotated image gives a validation region the training never sees.
+    """
+    H, W = case.image.shape[:2]
+    along_x = W >= H
+    n = W if along_x else H
+    cut = min(max(int(round(n * (1.0 - fraction))), 1), n - 1)
+    coord = case.points[:, 0 if along_x else 1] if len(case.points) else np.zeros(0)
+    first = coord < cut - 0.5
+    img_a = case.image[:, :cut] if along_x else case.image[:cut]
+    img_b = case.image[:, cut:] if along_x else case.image[cut:]
+    pts_b = case.points[~first].copy() if len(case.points) else case.points
+    if len(pts_b):
+        pts_b[:, 0 if along_x else 1] -= cut
+    a = Case(case.name, case.path, img_a, case.points[first] if len(case.points) else case.points, case.classes[first])
+    b = Case(f"{case.name}_val_block", case.path, img_b, pts_b, case.classes[~first])
+    return a, b

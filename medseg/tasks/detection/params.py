@@ -46,7 +46,8 @@ class DetectionParams:
         if bad:
             raise ConfigError(f"target.classes {bad} not in class_names {names}")
         out = cfg.target.output_class or ("mitosis" if cfg.method == "mitosis" else "nucleus")
-        ps = cfg.data.pixel_size_um
+        # None only before training resolved it from the images (medseg.tasks.detection.data.resolve_microscopy)
+        ps = cfg.data.pixel_size_um if cfg.data.pixel_size_um is not None else 0.5
         return cls(
             method=cfg.method,
             target_ids=[names.index(t) for t in targets],

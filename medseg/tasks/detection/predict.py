@@ -27,7 +27,7 @@ from medseg.review.cases import ReviewCase
 from medseg.review.overlay import save_png, shrink
 from medseg.runs import Run
 from medseg.tasks.cohort import CaseOutputs, CaseResult, finish_cohort, run_cohort
-from medseg.tasks.detection.data import open_image
+from medseg.tasks.detection.data import DEFAULT_PIXEL_SIZE_UM, open_image
 from medseg.tasks.detection.outputs import overlay_markers, to_geojson, write_detections_csv
 from medseg.tasks.detection.params import DetectionParams
 from medseg.tasks.detection.scoring import score_map_fn, torch_threads
@@ -141,7 +141,7 @@ def _detect_cases_to(
             rgb = overlay_markers(img, pts, cls, sc)
             overlay = files.add("overlay", save_png(rgb, files.path(f"{cid}_overlay.png")))
             thumb = str(save_png(shrink(rgb), files.path("thumbnails", f"{cid}.png")).resolve())
-        area_mm2 = img.shape[0] * img.shape[1] * (cfg.data.pixel_size_um * 1e-3) ** 2
+        area_mm2 = img.shape[0] * img.shape[1] * ((cfg.data.pixel_size_um or DEFAULT_PIXEL_SIZE_UM) * 1e-3) ** 2
         n_pixels[0] += img.shape[0] * img.shape[1]
         values = {
             "class": p.output_class,

@@ -18,13 +18,20 @@ from medseg.metrics.detection import match_points
 from medseg.tasks.detection.annotations import Case
 from medseg.tasks.detection.params import DetectionParams
 from medseg.tasks.detection.scoring import detect_cases, to_network_input
-from medseg.tasks.detection.targets import flip_rot90, proximity_target, stain_jitter
+from medseg.tasks.detection.targets import flip_rot90, intensity_jitter, proximity_target, stain_jitter
 
 __all__ = ["ProximityBatches", "MitosisPatches"]
 
 log = logging.getLogger("medseg.detection")
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+def _augment(img: np.ndarray, cfg: DetectionConfig, rng: np.random.Generator) -> np.ndarray:
+    """The modality's colour augmentation: HED stain jitter (he) or intensity jitter (fluorescence, brightfield)."""
+    if cfg.data.modality in ("fluorescence", "brightfield"):
+        return intensity_jitter(img, cfg.augment.intensity_jitter or 0.0, rng)
+    return stain_jitter(img, cfg.augment.stain_jitter if cfg.augment.stain_jitter is not None else 0.05, rng)
 
 
 class ProximityBatches:
@@ -61,7 +68,7 @@ class ProximityBatches:
                     H, W = m.shape
                 y0, x0 = int(rng.integers(H - cs + 1)), int(rng.integers(W - cs + 1))
                 im, tm = flip_rot90([img[y0 : y0 + cs, x0 : x0 + cs], m[y0 : y0 + cs, x0 : x0 + cs]], rng)
-                xs.append(to_network_input(stain_jitter(im, self.cfg.augment.stain_jitter, rng)))
+                xs.append(to_network_input(_augment(im, self.cfg, rng)))
                 ys.append(tm[None])
             yield torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
 
@@ -158,6 +165,6 @@ class MitosisPatches:
                             break
                     label = 0.0
                 (pt,) = flip_rot90([self._patch(i, x, y)], rng)
-                xs.append(to_network_input(stain_jitter(pt, self.cfg.augment.stain_jitter, rng)))
+                xs.append(to_network_input(_augment(pt, self.cfg, rng)))
                 ys.append(label)
             yield torch.from_numpy(np.stack(xs)), torch.tensor(ys, dtype=torch.float32)

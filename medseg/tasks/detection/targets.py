@@ -10,7 +10,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.color import hed2rgb, rgb2hed
 
-__all__ = ["proximity_target", "stain_jitter", "flip_rot90"]
+__all__ = ["proximity_target", "stain_jitter", "intensity_jitter", "flip_rot90"]
 
 
 def proximity_target(points: np.ndarray, shape: tuple[int, int], radius_px: float, alpha: float = 3.0) -> np.ndarray:
@@ -44,6 +44,19 @@ def stain_jitter(rgb: np.ndarray, strength: float, rng: np.random.Generator) -> 
     b = rng.uniform(-strength, strength, 3) * 0.05
     hed = hed * a + b
     return np.clip(hed2rgb(hed), 0, 1).astype(np.float32)
+
+
+def intensity_jitter(img: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
+    """Brightness / contrast / gamma augmentation of a normalised image (fluorescence, brightfield).
+
+    ``img`` (H, W, 3) uint8 or float in [0, 1]; contrast ``x (1 + U(-s, s))``, brightness ``+ U(-s, s) / 2``,
+    gamma ``2 ** U(-s, s)``, clipped to [0, 1]; returns float32 (H, W, 3). ``strength`` 0 returns the input as float.
+    """
+    x = img.astype(np.float32) / 255.0 if img.dtype == np.uint8 else img.astype(np.float32)
+    if strength <= 0:
+        return x
+    x = np.clip(x * (1 + rng.uniform(-strength, strength)) + rng.uniform(-strength, strength) / 2, 0, 1)
+    return (x ** (2.0 ** rng.uniform(-strength, strength))).astype(np.float32)
 
 
 def flip_rot90(arrs: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:

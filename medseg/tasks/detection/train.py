@@ -69,9 +69,13 @@ def _step_fn(cfg: DetectionConfig) -> StepFn:
 def _train(cfg: DetectionConfig, run: Run, resume: bool = False) -> dict[str, Any]:
     device = select_device(cfg.device)
     run.set(device=str(device))
-    p = DetectionParams.from_config(cfg)
     with run.stage("data"):
         data = load_detection_data(cfg, run.path)
+    # pixel size, modality and augmentation resolved from the data: saved, so detect reads the same values
+    cfg = data.cfg
+    run.save_config(cfg)
+    run.set(validation=data.validation_note)
+    p = DetectionParams.from_config(cfg)
     tr, va, te = data.training, data.validation, data.test
     # provenance (issue 13): datalist + SHA-256, case ids per split, image statistics, OOD reference
     record_training_data(run, cfg, {"training": tr, "validation": va, "test": te})
@@ -137,6 +141,8 @@ def _train(cfg: DetectionConfig, run: Run, resume: bool = False) -> dict[str, An
         "val_f1": vf1,
         "output_class": p.output_class,
         "pixel_size_um": cfg.data.pixel_size_um,
+        "pixel_size_source": data.validation_note.get("pixel_size_source"),
+        "modality": cfg.data.modality,
         "min_distance_px": p.min_distance_px,
         "sigma_px": p.sigma_px,
         "match_radius_px": p.match_px,
@@ -151,6 +157,9 @@ def _train(cfg: DetectionConfig, run: Run, resume: bool = False) -> dict[str, An
         "train_seconds": round(state.train_seconds, 1),
         "threshold": round(thr, 4),
         "val_f1": round(vf1, 4),
+        "validation": data.validation_note["mode"],
+        "modality": cfg.data.modality,
+        "pixel_size_um": cfg.data.pixel_size_um,
         "stop_reason": state.stop_reason,
     }
     if te:

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +23,23 @@ from monai.data import CacheDataset, Dataset, PersistentDataset
 from monai.transforms import Compose
 
 from medseg.config import SegmentationConfig, load_datalist
-from medseg.data.synthetic import Phantom, ct_phantom, make_ct_dataset
+from medseg.data.synthetic import Phantom, ct_phantom, make_ct_dataset, make_mr_dataset, mr_phantom
 from medseg.errors import ConfigError, InputError, LabelMismatchError, MedsegError
 from medseg.io import discover, save_nifti
 from medseg.io.registry import FORMATS, case_id, format_of
 from medseg.tasks.segmentation.files import load_channels, write_nifti
 from medseg.utils import atomic_write_text
 
-__all__ = ["synthetic_datalist", "datalists", "check_shapes", "stack_channels", "dataset", "unwrap_error"]
+__all__ = [
+    "synthetic_datalist",
+    "datalists",
+    "validation_split",
+    "validation_note",
+    "check_shapes",
+    "stack_channels",
+    "dataset",
+    "unwrap_error",
+]
 
 #: one datalist entry: ``image`` a path (or a list of paths, one per channel), ``label`` a path
 Item = dict[str, Any]
@@ -38,7 +48,8 @@ Item = dict[str, Any]
 def synthetic_datalist(cfg: SegmentationConfig, folder: Path) -> tuple[list[Item], list[Item]]:
     """Generate the synthetic phantoms of ``cfg`` as NIfTI in ``folder``; returns (train, test) items.
 
-    3D: :func:`medseg.data.synthetic.make_ct_dataset` (``dataset.json`` + ``imagesTr``/``labelsTr``,
+    3D: :func:`medseg.data.synthetic.make_ct_dataset` (``modality: MR``: ``make_mr_dataset``, the
+    skull-stripped MR phantoms) (``dataset.json`` + ``imagesTr``/``labelsTr``,
     the last quarter of the cases under ``imagesTs``/``labelsTs`` when there are at least 4).
     2D: one axial slice near the middle of each phantom. Paths in the items are absolute.
     """
@@ -48,9 +59,14 @@ def synthetic_datalist(cfg: SegmentationConfig, folder: Path) -> tuple[list[Item
     if cfg.spatial_dims == 3:
         dl = folder / "dataset.json"
         stamp = folder / "synthetic.json"  # what was generated: reuse it on resume / re-runs
-        want = json.dumps({"n": n, "seed": cfg.seed, "n_test": n_test, "kw": kw}, sort_keys=True, default=str)
+        want = json.dumps(
+            {"n": n, "seed": cfg.seed, "n_test": n_test, "kw": kw, "modality": cfg.modality},
+            sort_keys=True,
+            default=str,
+        )
         if not (dl.is_file() and stamp.is_file() and stamp.read_text() == want):
-            dl = make_ct_dataset(folder, n_cases=n, seed=cfg.seed, n_test=n_test, **kw)
+            make = make_mr_dataset if cfg.modality == "MR" else make_ct_dataset
+            dl = make(folder, n_cases=n, seed=cfg.seed, n_test=n_test, **kw)
             atomic_write_text(stamp, want)
         content = json.loads(dl.read_text())
 
@@ -61,7 +77,7 @@ def synthetic_datalist(cfg: SegmentationConfig, folder: Path) -> tuple[list[Item
     train: list[Item] = []
     test: list[Item] = []
     for i in range(n):
-        ph = ct_phantom(seed=cfg.seed * 1000 + i, **kw)
+        ph = (mr_phantom if cfg.modality == "MR" else ct_phantom)(seed=cfg.seed * 1000 + i, **kw)
         k = ph.image.shape[2] // 2 + int(np.random.default_rng(i).integers(-3, 4))
         sl = Phantom(
             image=ph.image[:, :, k], label=ph.label[:, :, k], spacing=ph.spacing, origin=ph.origin, seed=ph.seed
@@ -78,7 +94,8 @@ def datalists(cfg: SegmentationConfig, data_dir: Path) -> tuple[list[Item], list
     """(training, validation, test) items with absolute paths.
 
     Synthetic data is generated into ``data_dir``. Without a ``validation`` list, a seeded
-    ``data.val_fraction`` of the labelled training cases is held out for validation.
+    ``data.val_fraction`` of the labelled training cases is held out for validation, or with a
+    single case a spatial block of it (:func:`validation_split`).
 
     Raises
     ------
@@ -109,15 +126,7 @@ def datalists(cfg: SegmentationConfig, data_dir: Path) -> tuple[list[Item], list
         folder = data_dir / "channels"
         items, val, test = (stack_channels(x, folder) for x in (items, val, test))
     if not val:
-        rng = np.random.default_rng(cfg.seed)
-        order = rng.permutation(len(items))
-        n_val = (
-            max(1, int(round(len(items) * cfg.data.val_fraction)))
-            if cfg.data.val_fraction > 0 and len(items) > 1
-            else 0
-        )
-        val = [items[i] for i in order[:n_val]]
-        items = [items[i] for i in order[n_val:]]
+        items, val = validation_split(items, cfg.data.val_fraction, cfg.seed)
     return items, val, test
 
 
@@ -183,6 +192,54 @@ def stack_channels(items: list[Item], folder: Path) -> list[Item]:
     return out
 
 
+#: share of a single training case held out as a spatial block for validation
+BLOCK_FRACTION = 0.2
+
+
+def validation_split(items: list[Item], val_fraction: float, seed: int) -> tuple[list[Item], list[Item]]:
+    """(training, validation) items when the datalist has no validation list.
+
+    - ``val_fraction`` 0: no validation (the run says so; no figure is reported as validation);
+    - at least 2 labelled cases: a seeded ``val_fraction`` of them (at least 1, at most all but 1);
+    - a single case: a spatial block is held out, the last :data:`BLOCK_FRACTION` of the case
+      along its longest physical axis validates and the rest trains (items carry ``"block"``, read
+      by :class:`medseg.transforms.pipeline.SpatialBlockd`), so training and validation never share
+      a voxel.
+    """
+    if val_fraction <= 0:
+        return items, []
+    if len(items) == 1:
+        f = f"{max(val_fraction, BLOCK_FRACTION):.3g}"
+        return [{**items[0], "block": f"train:{f}"}], [{**items[0], "block": f"val:{f}"}]
+    order = np.random.default_rng(seed).permutation(len(items))
+    n_val = min(max(1, int(round(len(items) * val_fraction))), len(items) - 1)
+    return [items[i] for i in order[n_val:]], [items[i] for i in order[:n_val]]
+
+
+def validation_note(train: list[Item], val: list[Item], val_fraction: float) -> dict[str, Any]:
+    """What the run validates on, for ``run.json`` and the log: ``{"mode", "cases", "reason"}``.
+
+    ``mode`` is ``"cases"`` (held-out cases), ``"spatial_block"`` (part of a single case) or ``"none"``.
+    """
+    if not val:
+        return {
+            "mode": "none",
+            "cases": 0,
+            "reason": "no validation (data.val_fraction is 0 and the datalist has no validation list): "
+            "the last checkpoint is used and no validation figure is reported",
+        }
+    if any("block" in it for it in val):
+        frac = str(val[0]["block"]).split(":")[1]
+        return {
+            "mode": "spatial_block",
+            "cases": 0,
+            "reason": f"only {len(train)} labelled training case: too few for a held-out case "
+            f"(data.val_fraction {val_fraction:g}); the last {float(frac):.0%} of it along its longest axis "
+            "validates and is left out of training",
+        }
+    return {"mode": "cases", "cases": len(val), "reason": f"{len(val)} held-out case(s)"}
+
+
 def unwrap_error(e: BaseException) -> BaseException:
     """The MedsegError inside MONAI's 'applying transform' RuntimeError chain, else the root cause.
 
@@ -196,6 +253,22 @@ def unwrap_error(e: BaseException) -> BaseException:
         last = cur
         cur = cur.__cause__ or cur.__context__
     return last if isinstance(e, RuntimeError) and str(e).startswith("applying transform") else e
+
+
+def _join_cache_threads(timeout_s: float = 120.0) -> None:
+    """Wait for the caching threads of a ``CacheDataset`` that stopped on an error.
+
+    MONAI fills the cache with a ``multiprocessing.pool.ThreadPool``; when one case raises, the pool
+    is terminated but its worker threads (``DummyProcess``) are not joined, and a worker still inside
+    a torch operation when the interpreter exits aborts the process ("terminate called without an
+    active exception", exit 134) after the clear error was printed. Joining them first lets the
+    error end the process normally.
+    """
+    from multiprocessing.dummy import DummyProcess
+
+    for t in threading.enumerate():
+        if isinstance(t, DummyProcess) and t is not threading.current_thread() and t.is_alive():
+            t.join(timeout_s)
 
 
 def dataset(items: list[Item], transform: Compose, cfg: SegmentationConfig, cache_dir: Path) -> Dataset:
@@ -212,6 +285,7 @@ def dataset(items: list[Item], transform: Compose, cfg: SegmentationConfig, cach
             return PersistentDataset(items, transform, cache_dir=str(cache_dir))
         return Dataset(items, transform)
     except Exception as e:  # MONAI wraps transform errors in RuntimeError
+        _join_cache_threads()
         inner = unwrap_error(e)
         if inner is not e:
             raise inner from None

@@ -35,7 +35,7 @@ from medseg.engine.inference import (
     component_volumes_ml,
     entropy_uncertainty,
     postprocess_labels,
-    sliding_window_probs,
+    predict_probs,
 )
 from medseg.errors import ConfigError, InputError, MedsegError, MissingFileError
 from medseg.review.cases import ReviewCase
@@ -134,10 +134,10 @@ def predict_case(
     src_affine = np.asarray(img.meta["source_affine"], dtype=np.float64)
     tta_axes = (infer.tta_axes if infer.tta_axes is not None else list(range(sd))) if infer.tta else None
     want_dis = infer.tta and infer.uncertainty == "tta"
-    probs, dis = sliding_window_probs(
+    probs, dis = predict_probs(
         model,
         img.as_tensor()[None],
-        plan["patch_size"],
+        plan,
         sw_batch_size=infer.batch_size,
         overlap=infer.overlap,
         sigma_scale=infer.sigma_scale,

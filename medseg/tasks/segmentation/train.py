@@ -9,6 +9,8 @@ best/last checkpoints, exact resume and extension past the planned epochs.
 from __future__ import annotations
 
 import json
+import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -23,34 +25,45 @@ from torch import nn
 
 from medseg.config import SegmentationConfig
 from medseg.engine.device import describe_device, select_device, use_amp
-from medseg.engine.inference import sliding_window_probs
+from medseg.engine.inference import predict_probs
 from medseg.engine.plan import fingerprint, make_plan
 from medseg.engine.trainer import Trainer, build_optimizer, build_scheduler, default_step
 from medseg.errors import ConfigError
-from medseg.models import build_model
+from medseg.models import build_model, model_parameters
 from medseg.runs import Run
 from medseg.tasks.modelcard import write_model_card
 from medseg.tasks.provenance import record_training_data
 from medseg.tasks.segmentation.calibrate import calibrate_review
-from medseg.tasks.segmentation.data import Item, datalists, dataset
+from medseg.tasks.segmentation.data import Item, datalists, dataset, validation_note
 from medseg.tasks.segmentation.evaluate import dice_per_class
-from medseg.transforms.pipeline import train_transforms
-from medseg.utils import atomic_write_text, seed_everything
+from medseg.transforms.pipeline import is_photo, train_transforms
+from medseg.utils import atomic_write_bytes, atomic_write_text, seed_everything
 
-__all__ = ["train", "model_params", "loss_fn", "make_transforms", "plan_run"]
+__all__ = ["train", "model_params", "loss_fn", "make_transforms", "plan_run", "assert_dice"]
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+log = logging.getLogger("medseg.segmentation")
+
+
+def assert_dice(value: float, name: str) -> None:
+    """A figure named Dice is a fraction in [0, 1] (or NaN: no class present); anything else is a bug."""
+    if not (math.isnan(value) or 0.0 <= value <= 1.0):
+        raise AssertionError(f"{name} = {value} is not a Dice (outside [0, 1]); a loss was reported as a Dice")
 
 
 def model_params(cfg: SegmentationConfig, plan: Mapping[str, Any], in_channels: int) -> dict[str, Any]:
     """Build parameters of the network (``name`` plus the model's keyword arguments).
 
-    ``spatial_dims``, ``in_channels`` and ``out_channels`` (= number of classes) default to the
-    task's; a U-Net takes its per-level strides from the plan.
+    ``spatial_dims`` defaults to the plan's configuration (2 for the 2D configuration of a volume),
+    ``in_channels`` and ``out_channels`` (= number of classes) to the task's, ``norm`` to the plan's
+    normalisation layer; a U-Net takes its per-level strides from the plan.
     """
     params = cfg.model.model_dump()
     name = params.pop("name")
-    params.setdefault("spatial_dims", cfg.spatial_dims)
+    params.setdefault("spatial_dims", int(plan.get("network_dims", cfg.spatial_dims)))
+    if "norm_layer" in plan and "norm" in model_parameters(name):
+        params.setdefault("norm", plan["norm_layer"])
     params.setdefault("in_channels", in_channels)
     params.setdefault("out_channels", len(cfg.class_names))
     if name == "fcn" and params.get("pretrained"):
@@ -96,12 +109,22 @@ def plan_run(cfg: SegmentationConfig, run_dir: Path, items: list[Item], resume: 
     if resume and path.is_file():
         plan: dict[str, Any] = json.loads(path.read_text())
         return plan
+    unique = list({str(it["image"]): {"image": it["image"], "label": it["label"]} for it in items}.values())
     fp = fingerprint(
-        items, spatial_dims=cfg.spatial_dims, modality=cfg.modality, max_cases=cfg.plan.fingerprint_cases, seed=cfg.seed
+        unique,
+        spatial_dims=cfg.spatial_dims,
+        modality=cfg.modality,
+        max_cases=cfg.plan.fingerprint_cases,
+        seed=cfg.seed,
     )
     levels = len(cfg.model.model_dump().get("channels") or (16, 32, 64, 128))
     plan = make_plan(
-        fp, spatial_dims=cfg.spatial_dims, modality=cfg.modality, levels=levels, overrides=cfg.plan.model_dump()
+        fp,
+        spatial_dims=cfg.spatial_dims,
+        modality=cfg.modality,
+        levels=levels,
+        overrides=cfg.plan.model_dump(),
+        budget_minutes=cfg.train.max_minutes,
     )
     plan = {"fingerprint": fp, **plan}
     atomic_write_text(path, json.dumps(plan, indent=2) + "\n")
@@ -111,7 +134,7 @@ def plan_run(cfg: SegmentationConfig, run_dir: Path, items: list[Item], resume: 
 def make_transforms(cfg: SegmentationConfig, plan: Mapping[str, Any]) -> tuple[Compose, Compose]:
     """(training, validation) transforms of ``cfg`` with the plan's spacing, patch and normalisation."""
     flip = cfg.augment.flip_axes
-    if flip is None and cfg.modality == "RGB":
+    if flip is None and is_photo(cfg.modality):
         flip = list(range(cfg.spatial_dims))
     return train_transforms(
         spatial_dims=cfg.spatial_dims,
@@ -123,8 +146,9 @@ def make_transforms(cfg: SegmentationConfig, plan: Mapping[str, Any]) -> tuple[C
         norm=plan["norm"],
         augment=cfg.augment.level,
         flip_axes=flip,
-        samples_per_image=cfg.augment.samples_per_image,
+        samples_per_image=cfg.augment.samples_per_image * int(plan.get("batch_factor", 1)),
         pos_fraction=cfg.augment.pos_fraction,
+        slice_axis=plan.get("slice_axis"),
     )
 
 
@@ -140,10 +164,10 @@ def _validation(
         dices = []
         for i in range(len(val_ds)):
             d = val_ds[i]
-            probs, _ = sliding_window_probs(
+            probs, _ = predict_probs(
                 m,
                 d["image"].as_tensor()[None],
-                plan["patch_size"],
+                plan,
                 sw_batch_size=cfg.infer.batch_size,
                 overlap=min(cfg.infer.overlap, 0.25),
                 device=device,
@@ -153,7 +177,9 @@ def _validation(
             dices.append(dice_per_class(pred, d["label"].as_tensor()[0], n_classes))
         arr = np.array(dices)
         per_class = np.nanmean(arr, axis=0) if len(arr) else np.full(n_classes - 1, np.nan)
-        out = {"val_dice": float(np.nanmean(per_class)), "cpu_seconds": cpu_s}
+        mean = float(np.nanmean(per_class))
+        assert_dice(mean, "val_dice")
+        out = {"val_dice": mean, "cpu_seconds": cpu_s}
         out.update({f"val_dice_{n}": float(v) for n, v in zip(cfg.class_names[1:], per_class)})
         return out
 
@@ -172,7 +198,9 @@ def train(cfg: SegmentationConfig, run: Run, resume: bool = False) -> dict[str, 
 
     Returns
     -------
-    summary dict: ``epochs``, ``best_val_dice`` (mean over foreground classes) and ``best_epoch``,
+    summary dict: ``epochs``, ``best_val_dice`` (mean over foreground classes; None when nothing was
+    validated) and ``best_epoch``, ``validation`` (``cases`` | ``spatial_block`` | ``none``, also in
+    ``run.json`` with the reason), ``final_train_loss``, ``configuration`` (``3d`` | ``2d``),
     ``stop_reason``, ``train_seconds``, case counts, ``patch_size``, ``target_spacing``, ``run_dir``.
     """
     if len(cfg.class_names) < 2:
@@ -183,6 +211,10 @@ def train(cfg: SegmentationConfig, run: Run, resume: bool = False) -> dict[str, 
     run_dir = Path(run.path)
     with run.stage("data"):
         train_items, val_items, test_items = datalists(cfg, run_dir / "data")
+        validation = validation_note(train_items, val_items, cfg.data.val_fraction)
+        run.set(validation=validation)
+        if validation["mode"] != "cases":
+            log.warning("validation: %s", validation["reason"])
         plan = plan_run(cfg, run_dir, train_items + val_items, resume)
         # provenance (issue 13): datalist + SHA-256, case ids per split, fingerprint, OOD reference
         splits = {"training": train_items, "validation": val_items, "test": test_items}
@@ -228,10 +260,21 @@ def train(cfg: SegmentationConfig, run: Run, resume: bool = False) -> dict[str, 
     with run.stage("train"):
         # resume: model, optimiser, scheduler (stretched by the Trainer when train.epochs grew), state, RNG
         state = trainer.fit(resume=resume)
+    validated = val_ds is not None
+    if not validated:  # no selection on training figures: the checkpoint used is the last one
+        last = run_dir / "checkpoints" / "last.pt"
+        if last.is_file():
+            atomic_write_bytes(run_dir / "checkpoints" / "best.pt", last.read_bytes())
+    best_dice = state.best_metric if validated else None
+    if best_dice is not None:
+        assert_dice(best_dice, "best_val_dice")
     summary = {
         "epochs": state.epoch,
-        "best_val_dice": state.best_metric,
-        "best_epoch": state.best_epoch,
+        "best_val_dice": best_dice,  # None without validation: a training loss is never reported as a Dice
+        "best_epoch": state.best_epoch if validated else None,
+        "validation": validation["mode"],
+        "final_train_loss": state.history[-1]["train_loss"] if state.history else None,
+        "configuration": plan.get("configuration", "3d" if cfg.spatial_dims == 3 else "2d"),
         "stop_reason": state.stop_reason,
         "train_seconds": round(state.train_seconds, 1),
         "train_cases": len(train_items),
@@ -243,6 +286,7 @@ def train(cfg: SegmentationConfig, run: Run, resume: bool = False) -> dict[str, 
     run.write_json("train_summary.json", summary)
     # issue 13: needs-review threshold calibrated on the validation cases, then the model card
     with run.stage("calibrate"):
-        calibrate_review(run, cfg, val_items)
+        # a spatial-block validation case was mostly trained on: its uncertainty would calibrate too low
+        calibrate_review(run, cfg, [it for it in val_items if "block" not in it])
     write_model_card(run, cfg, summary)
     return summary
