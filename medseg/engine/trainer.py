@@ -13,12 +13,14 @@ checkpoint written at the end of epoch ``e`` continues exactly as the uninterrup
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import io
 import logging
 import math
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,12 +32,41 @@ from tqdm.auto import tqdm
 from medseg.engine.checkpoint import load_checkpoint, save_checkpoint
 from medseg.utils import atomic_write_bytes, atomic_write_records, seed_everything
 
-__all__ = ["Trainer", "TrainState", "default_step", "build_optimizer", "build_scheduler"]
+__all__ = [
+    "Trainer",
+    "TrainState",
+    "default_step",
+    "build_optimizer",
+    "build_scheduler",
+    "ValidationHook",
+    "validation_hook",
+]
 
 log = logging.getLogger("medseg.engine")
 
 StepFn = Callable[[nn.Module, Any, torch.device], torch.Tensor]
 ValFn = Callable[[nn.Module], dict[str, float]]
+#: ``(epoch, row) -> stop reason or None``, called after each validation with that epoch's metrics.csv row
+ValidationHook = Callable[[int, dict[str, float]], str | None]
+
+_VALIDATION_HOOK: contextvars.ContextVar[ValidationHook | None] = contextvars.ContextVar(
+    "medseg_validation_hook", default=None
+)
+
+
+@contextlib.contextmanager
+def validation_hook(fn: ValidationHook) -> Iterator[None]:
+    """Within the block, every :class:`Trainer` created without ``on_validation`` reports to ``fn``.
+
+    Lets a caller that does not build the trainer (``medseg tune`` around a task's ``train``) see
+    the validation figures as they come and stop the training (a non-empty return value becomes the
+    stop reason: e.g. an Optuna pruning decision).
+    """
+    token = _VALIDATION_HOOK.set(fn)
+    try:
+        yield
+    finally:
+        _VALIDATION_HOOK.reset(token)
 
 
 def default_step(loss_fn: Callable) -> StepFn:
@@ -102,6 +133,8 @@ class Trainer:
     key_metric, mode : the metric that picks the best checkpoint and drives early stopping.
     run_dir : where ``checkpoints/``, ``metrics.csv`` and ``training_curve.png`` go.
     model_meta : plain values saved with every checkpoint (e.g. the model's build parameters).
+    on_validation : :data:`ValidationHook` called after each validation (default: the one installed
+        by :func:`validation_hook`, if any); a non-empty return value stops training with that reason.
     """
 
     def __init__(
@@ -127,6 +160,7 @@ class Trainer:
         run_dir: str | Path | None = None,
         model_meta: dict[str, Any] | None = None,
         progress: bool | None = None,
+        on_validation: ValidationHook | None = None,
     ):
         self.device = torch.device(device)
         self.model = model.to(self.device)
@@ -151,6 +185,7 @@ class Trainer:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.model_meta = model_meta or {}
         self.progress = sys.stderr.isatty() if progress is None else progress
+        self.on_validation = on_validation if on_validation is not None else _VALIDATION_HOOK.get()
         self.state = TrainState()
         if self.device.type == "cuda":
             if _is_2d(self.model):  # Module.to takes memory_format at run time; torch's stubs lack it
@@ -343,6 +378,8 @@ class Trainer:
                 )
             elif budget_s is not None and (time.perf_counter() - t_start) >= budget_s:
                 self.state.stop_reason = f"time budget of {self.max_minutes} min reached"
+            if validated and self.on_validation is not None:
+                self.state.stop_reason = self.on_validation(self.state.epoch, dict(row)) or self.state.stop_reason
             self.save("last")
             self.write_metrics()
             if self.state.stop_reason:
