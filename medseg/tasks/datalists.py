@@ -56,6 +56,7 @@ class TaskData:
     training, validation, test : the datalist's lists (``validation`` may be empty).
     extra : other top-level keys to keep in a derived datalist (``labels``, ``points`` made absolute ...).
     source : the datalist file read (the user's, or the one generated for synthetic data).
+    root : the folder its relative paths start from.
     """
 
     training: list[Entry]
@@ -63,6 +64,20 @@ class TaskData:
     test: list[Entry]
     extra: dict[str, Any] = field(default_factory=dict)
     source: Path | None = None
+    root: Path | None = None
+
+    def case_key(self, entry: Entry) -> str:
+        """The case's image path relative to the data root (as the datalist names it), else absolute.
+
+        Folds are drawn on these keys, so the split does not change when the data folder moves.
+        """
+        image = Path(entry["image"])
+        if self.root is not None:
+            try:
+                return image.relative_to(self.root).as_posix()
+            except ValueError:
+                pass
+        return image.as_posix()
 
     @property
     def pool(self) -> list[Entry]:
@@ -133,7 +148,7 @@ def task_data(cfg: PipelineConfig, folder: str | Path) -> TaskData:
     extra = {k: v for k, v in content.items() if k not in ("training", "validation", "test")}
     if isinstance(extra.get("points"), str):
         extra["points"] = str((base / extra["points"]).resolve())
-    return TaskData(lists["training"], lists["validation"], lists["test"], extra, source)
+    return TaskData(lists["training"], lists["validation"], lists["test"], extra, source, base.resolve())
 
 
 def write_datalist(

@@ -77,7 +77,7 @@ def prepare_split(cfg: PipelineConfig, parent: Path) -> dict[str, Any]:
         pool = [e for e in pool if e.get("label")]
         if not pool:
             raise InputError("the datalist has no labelled training cases", data.source)
-    keys = [str(e["image"]) for e in pool]
+    keys = [data.case_key(e) for e in pool]
     group_key = next((g for g in GROUP_KEYS if any(e.get(g) not in (None, "") for e in pool)), None)
     groups = [group_of(e, c) for e, c in zip(pool, keys)]
     stratum, stratified_by = strata(cfg, pool, data.extra)

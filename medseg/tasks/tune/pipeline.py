@@ -69,6 +69,10 @@ def _exclusive(lock: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def _lock_path(folder: Path) -> Path:
+    return folder.parent / f".{folder.name}.lock"
+
+
 def _check(cfg: PipelineConfig) -> TuneSection:
     t = getattr(cfg, "tune", None)
     if cfg.task not in SUPPORTED_TASKS:
@@ -86,7 +90,7 @@ def _check(cfg: PipelineConfig) -> TuneSection:
 
 def _setup(cfg: PipelineConfig, folder: Path, storage: str | None, study: str | None, force: bool) -> tuple[Run, dict]:
     """Create the tune folder (first worker) or open it (later workers); returns the run and tune.json."""
-    with _exclusive(folder.parent / f".{folder.name}.lock"):
+    with _exclusive(_lock_path(folder)):
         info_path = folder / "tune.json"
         if info_path.is_file() and not force:
             info: dict[str, Any] = json.loads(info_path.read_text())
@@ -157,7 +161,8 @@ def tune(
             raise ConfigError("the study's storage URL holds a password: pass it again with --storage")
         name = study_name or info.get("study") or cfg.name
         metric = objective_metric(cfg, t)
-        study = open_study(url, name, t, metric_direction=direction(t, metric), seed=cfg.seed)
+        with _exclusive(_lock_path(folder)):  # workers starting together: one creates the storage's tables
+            study = open_study(url, name, t, metric_direction=direction(t, metric), seed=cfg.seed)
         # each worker samples with its own seed (the seed plus the trials already in the study), so two
         # workers starting together do not draw the same values; one uninterrupted worker is reproducible
         study.sampler = make_sampler(t, cfg.seed + len(study.get_trials(deepcopy=False)))

@@ -18,6 +18,8 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
+import os
+import socket
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -71,12 +73,16 @@ def open_study(url: str, name: str, tune: TuneSection, *, metric_direction: str,
     engine_kwargs = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):  # Optuna >= 4.9
+            retry = {"heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)}
+        else:
+            retry = {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=1)}
         storage = optuna.storages.RDBStorage(
             url,
             engine_kwargs=engine_kwargs,
             heartbeat_interval=tune.heartbeat_seconds,
             grace_period=2 * tune.heartbeat_seconds,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
+            **retry,
         )
     sampler = make_sampler(tune, seed)
     pruner: Any
@@ -155,6 +161,7 @@ class TrialRunner:
         run_dir = self.trials_dir / name
         tcfg = self.trial_config(name, params)
         trial.set_user_attr("run_dir", str(run_dir))
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         metric = objective_metric(self.cfg, self.tune)
         epochs_per_run = int(tcfg.train.epochs)  # type: ignore[attr-defined]
         state: dict[str, Any] = {"offset": 0, "rows": {}, "pruned": None, "epochs": 0}
