@@ -28,7 +28,7 @@ from medseg.errors import ConfigError, RunFolderExistsError
 from medseg.runs import Run, open_run
 from medseg.tasks.crossval.split import fold_datalist, prepare_split, read_split
 from medseg.tasks.crossval.summary import write_cv_summary
-from medseg.tasks.datalists import derived_config
+from medseg.tasks.datalists import SUPPORTED_TASKS, derived_config
 
 __all__ = ["train_folds", "fold_config", "parse_fold"]
 
@@ -114,6 +114,8 @@ def train_folds(
     ------
     RunFolderExistsError: a fold folder (or, for all folds, the parent) exists without resume / force.
     """
+    if cfg.task not in SUPPORTED_TASKS:  # before anything is written
+        raise ConfigError(f"data.folds: cross-validation trains {', '.join(SUPPORTED_TASKS)} runs, not {cfg.task!r}")
     parent = Path(parent)
     k_total = int(cfg.data.folds)  # type: ignore[attr-defined]
     all_folds = len(folds) == k_total
