@@ -11,10 +11,12 @@ Not a benchmark itself (the leading underscore keeps ``run_all.py`` from running
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import csv
 import io
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,23 @@ from scipy import ndimage
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+
+def options(doc: str, argv, **sizes: tuple[int, int]) -> argparse.Namespace:
+    """``--quick``, ``--keep`` and one integer option per size (``name=(full, quick)``), resolved.
+
+    Also quiets medseg's log (only the JSON figures and warnings remain).
+    """
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="a small run that checks the script")
+    p.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    for name, (full, quick) in sizes.items():
+        p.add_argument(f"--{name}", type=int, default=None, help=f"default {full} (quick: {quick})")
+    a = p.parse_args(argv)
+    for name, (full, quick) in sizes.items():
+        setattr(a, name, getattr(a, name) or (quick if a.quick else full))
+    logging.getLogger("medseg").setLevel(logging.WARNING)
+    return a
 
 
 def emit(benchmark: str, metric: str, value, unit: str, baseline: str, baseline_value, goal: str, met, device: str):

@@ -16,7 +16,6 @@ cases. Figures (held-out Dice on the shifted test cases, ``medseg segment --spli
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 import tempfile
@@ -24,24 +23,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _model_selection import emit, heldout_dice, seg2d_config, shifted_phantoms  # noqa: E402
+from _model_selection import emit, heldout_dice, options, seg2d_config, shifted_phantoms  # noqa: E402
 
 PRESETS = ("light", "default", "heavy")
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--epochs", type=int, default=None, help="epochs per training (default 15, quick 2)")
-    p.add_argument("--trials", type=int, default=None, help="trials of the search (default 10, quick 2)")
-    p.add_argument("--keep", action="store_true", help="keep the temporary folder")
-    a = p.parse_args(argv)
-    epochs = a.epochs or (2 if a.quick else 15)
-    trials = a.trials or (2 if a.quick else 10)
-
-    import logging
-
-    logging.getLogger("medseg").setLevel(logging.WARNING)
+    a = options(__doc__, argv, epochs=(15, 2), trials=(10, 2))
+    epochs, trials = a.epochs, a.trials
     from medseg.runs import Run
     from medseg.tasks.segmentation import train
     from medseg.tasks.tune import tune

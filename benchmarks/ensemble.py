@@ -23,9 +23,7 @@ uncertainty a single run reports). Figures (goal for each: ratio >= 1, i.e. at l
 
 from __future__ import annotations
 
-import argparse
 import json
-import logging
 import math
 import shutil
 import sys
@@ -36,7 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _model_selection import emit, seg2d_config, shifted_phantoms  # noqa: E402
+from _model_selection import emit, options, seg2d_config, shifted_phantoms  # noqa: E402
 
 
 def _entropy(p):
@@ -46,13 +44,8 @@ def _entropy(p):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--epochs", type=int, default=None, help="epochs per fold (default 15, quick 2)")
-    p.add_argument("--keep", action="store_true", help="keep the temporary folder")
-    a = p.parse_args(argv)
-    epochs = a.epochs or (2 if a.quick else 15)
-    logging.getLogger("medseg").setLevel(logging.WARNING)
+    a = options(__doc__, argv, epochs=(15, 2))
+    epochs = a.epochs
 
     import torch
     from scipy import ndimage

@@ -16,8 +16,6 @@ warm-up epoch), the other runs every trial to the end. Figures:
 
 from __future__ import annotations
 
-import argparse
-import logging
 import shutil
 import sys
 import tempfile
@@ -25,19 +23,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _model_selection import emit, seg2d_config  # noqa: E402
+from _model_selection import emit, options, seg2d_config  # noqa: E402
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--trials", type=int, default=None, help="trials per study (default 16, quick 5)")
-    p.add_argument("--epochs", type=int, default=None, help="epochs per trial (default 10, quick 3)")
-    p.add_argument("--keep", action="store_true", help="keep the temporary folder")
-    a = p.parse_args(argv)
-    trials = a.trials or (5 if a.quick else 16)
-    epochs = a.epochs or (3 if a.quick else 10)
-    logging.getLogger("medseg").setLevel(logging.WARNING)
+    a = options(__doc__, argv, trials=(16, 5), epochs=(10, 3))
+    trials, epochs = a.trials, a.epochs
     from medseg.tasks.tune import tune
 
     space = {

@@ -199,33 +199,24 @@ def tiny_seg_cfg() -> Callable[..., object]:
 
 
 @pytest.fixture(scope="session")
-def tiny_seg2d_yaml() -> Callable[..., Path]:
+def tiny_seg2d_yaml(tiny_seg_cfg) -> Callable[..., Path]:
     """Factory of a tiny 2D segmentation config file (axial phantom slices; < 1 s per epoch on 2 cores).
 
-    ``tiny_seg2d_yaml(tmp, name="cv", data={"folds": 2}, tune={...})`` writes ``tmp/<name>.yaml``: 8
-    synthetic 32 x 32 slices (6 training, 2 test; 2 of the training ones validate), liver only, a
-    3-level 2D U-Net with 4-8-16 channels, 2 epochs of 3 steps; keyword arguments update one
-    section each (dicts are merged). Returns the path; runs go to ``tmp``.
+    ``tiny_seg2d_yaml(tmp, name="cv", data={"folds": 2}, tune={...})`` writes ``tmp/<name>.yaml``:
+    :func:`tiny_seg_cfg` in 2D (8 synthetic 32 x 32 slices: 6 training, 2 test; 2 of the training
+    ones validate), 2 epochs of 3 steps of batches of 4; keyword arguments update one section each
+    (dicts are merged). Returns the path; runs go to ``tmp``.
     """
+    import json
+
     import yaml
 
     def make(tmp: Path, name: str = "tiny2d", **sections: object) -> Path:
-        raw: dict = {
-            "task": "segmentation",
-            "name": name,
-            "output_dir": str(tmp),
-            "seed": 3,
-            "device": "cpu",
-            "spatial_dims": 2,
-            "class_names": ["background", "liver"],
-            "label_map": {4: 1, 2: 0, 3: 0},
-            "data": {"synthetic": True, "num_cases": 8, "val_fraction": 0.34, "cache": "memory"},
-            "synthetic": {"shape": [32, 32, 16], "spacing": [6.0, 6.0, 9.0]},
-            "model": {"name": "unet", "channels": [4, 8, 16]},
-            "train": {"epochs": 2, "batch_size": 4, "lr": 0.01, "val_every": 1, "steps_per_epoch": 3},
-            "plan": {"max_patch_voxels": 32 * 32},
-            "augment": {"level": "light", "samples_per_image": 1},
-        }
+        raw: dict = json.loads(tiny_seg_cfg(tmp).model_dump_json(exclude_unset=True))
+        raw.update(name=name, spatial_dims=2)
+        raw["data"].update(num_cases=8)
+        raw["train"].update(batch_size=4, steps_per_epoch=3)
+        raw["plan"] = {"max_patch_voxels": 32 * 32}
         for section, value in sections.items():
             if isinstance(value, dict) and isinstance(raw.get(section), dict):
                 raw[section].update(value)

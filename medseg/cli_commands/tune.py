@@ -8,6 +8,7 @@ import logging
 import math
 from pathlib import Path
 
+from medseg.cli_commands import add_config_args
 from medseg.config import load_config
 
 
@@ -17,7 +18,8 @@ def add_parser(sub) -> None:
         help="search hyperparameters / augmentation (Optuna) over the config's tune: space",
         description="Run trials of the config's tune: search space (each trial an ordinary run folder under "
         "<tune folder>/trials/), report validation figures to Optuna and prune poor trials; write trials.csv, "
-        "best_config.yaml, plots and report.html into the tune folder. Run it again on the same folder to resume "
+        "best_config.yaml, plots and report.html into the tune folder (--out; default <output_dir>/<name>-tune; "
+        "--force moves it aside and starts a new study). Run it again on the same folder to resume "
         "an interrupted study or to add a worker (several processes or machines share the study through its "
         "storage). Needs Optuna: pip install 'medseg[tune]'.",
     )
@@ -30,16 +32,7 @@ def add_parser(sub) -> None:
         "on a cluster e.g. postgresql://user:password@host/db",
     )
     p.add_argument("--study", default=None, help="study name (default: the config's name)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set train.epochs=5 (repeatable; values parsed as YAML)",
-    )
-    p.add_argument("--out", default=None, help="tune folder (default: <output_dir>/<name>-tune)")
-    p.add_argument("--force", action="store_true", help="move an existing tune folder aside and start a new study")
+    add_config_args(p)  # --set, --out (the tune folder; default <output_dir>/<name>-tune), --force (new study)
     p.add_argument("--no-plots", action="store_true", help="skip the optimisation-history and importance plots")
     p.set_defaults(func=run)
 
