@@ -67,3 +67,23 @@ def test_a_poor_trial_is_pruned_after_its_first_validation(tmp_path, tiny_seg2d_
     assert poor.state.name == "PRUNED" and poor.user_attrs["epochs"] == 1
     info = json.loads((tmp_path / "trials" / "trial_0001" / "run.json").read_text())
     assert info["status"] == "pruned" and "epoch 1" in info["stop_reason"]
+
+
+def test_cross_validated_trials_score_the_mean_of_their_folds(tmp_path, tiny_seg2d_yaml):
+    cfg = load_config(
+        tiny_seg2d_yaml(
+            tmp_path,
+            data={"folds": 2},
+            train={"epochs": 1, "steps_per_epoch": 2},
+            tune={"space": SPACE, "objective": "cv_mean"},
+        )
+    )
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial({"train.lr": 0.02})
+    study.optimize(TrialRunner(cfg, tmp_path / "trials"), n_trials=1)
+    trial = study.trials[0]
+    summary = json.loads((tmp_path / "trials" / "trial_0000" / "cv_summary.json").read_text())
+    assert summary["folds_done"] == [0, 1]
+    assert trial.value == pytest.approx(summary["metrics"]["dice_mean"]["mean"])
+    assert sorted(trial.intermediate_values) == [1, 2]  # fold 0 epoch 1, fold 1 epoch 1
+    assert trial.user_attrs["epochs"] == 2

@@ -91,7 +91,7 @@ def train_folds(
     resume: bool = False,
     force: bool = False,
     command: str = "train",
-    on_fold: Callable[[int, dict[str, Any]], None] | None = None,
+    on_fold: Callable[[int, dict[str, Any]], bool | None] | None = None,
 ) -> dict[str, Any]:
     """Train the given folds of ``cfg`` (``data.folds`` = K) into the parent run folder ``parent``.
 
@@ -103,7 +103,8 @@ def train_folds(
     resume : continue unfinished folds from their ``last.pt``; finished folds are skipped.
     force : move an existing fold folder (all folds: the whole parent) aside and start again.
     command : recorded in run.json.
-    on_fold : called after each fold with ``(k, the task's training summary)``.
+    on_fold : called after each fold with ``(k, the task's training summary)``; returning True stops
+        before the next fold (e.g. a pruned tuning trial); the summary covers the folds done.
 
     Returns
     -------
@@ -144,8 +145,9 @@ def train_folds(
                 with open_run(fcfg, out=fold_dir, force=force, resume=fold_resume, command=command) as frun:
                     frun.set(fold=k, folds=k_total, parent=str(parent))
                     summary = train(fcfg, frun, resume=fold_resume)
-            if on_fold is not None:
-                on_fold(k, summary)
+            if on_fold is not None and on_fold(k, summary):
+                log.info("stopped after fold %d", k)
+                break
         with run.stage("summary"):
             out = write_cv_summary(cfg, parent)
         run.set(folds_done=out["folds_done"], folds=k_total)

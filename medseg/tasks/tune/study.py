@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from medseg.config import PipelineConfig, TuneSection
 from medseg.engine.trainer import validation_hook
 from medseg.errors import ConfigError, MissingDependencyError
-from medseg.runs import open_run
+from medseg.runs import Run, open_run
 from medseg.tasks.crossval import train_folds
 from medseg.tasks.datalists import derived_config
 from medseg.tasks.tune.space import objective_metric, suggest
@@ -182,13 +182,14 @@ class TrialRunner:
 
         fold_values: list[float] = []
 
-        def fold_done(k: int, summary: dict[str, Any]) -> None:
+        def fold_done(k: int, summary: dict[str, Any]) -> bool:
             fold_values.append(_value_at_best(state["rows"], summary, metric))
             state["epochs"] += int(summary.get("epochs") or 0)
             state["offset"] += epochs_per_run
             state["rows"] = {}
             if state["pruned"]:
-                raise optuna.TrialPruned(f"{state['pruned']} of fold {k}")
+                state["pruned"] = f"{state['pruned']} of fold {k}"
+            return bool(state["pruned"])  # a pruned trial trains no further fold
 
         log.info("trial %d: %s", trial.number, ", ".join(f"{k}={v}" for k, v in params.items()))
         try:
@@ -196,6 +197,8 @@ class TrialRunner:
                 if self.tune.objective == "cv_mean":
                     k_total = int(tcfg.data.folds)  # type: ignore[attr-defined]
                     train_folds(tcfg, run_dir, list(range(k_total)), force=True, command="tune", on_fold=fold_done)
+                    if state["pruned"]:
+                        Run.open(run_dir).finish("pruned", stop_reason=state["pruned"])
                     value = sum(fold_values) / len(fold_values)
                 else:
                     train = _task_train(tcfg.task)
