@@ -32,7 +32,11 @@ def add_parser(sub) -> None:
         "on a cluster e.g. postgresql://user:password@host/db",
     )
     p.add_argument("--study", default=None, help="study name (default: the config's name)")
-    add_config_args(p)  # --set, --out (the tune folder; default <output_dir>/<name>-tune), --force (new study)
+    add_config_args(
+        p,
+        out_help="tune folder (default: <output_dir>/<name>-tune); an existing one is joined (resume, more workers)",
+        force_help="move an existing tune folder aside and start a new study",
+    )
     p.add_argument("--no-plots", action="store_true", help="skip the optimisation-history and importance plots")
     p.set_defaults(func=run)
 
