@@ -74,9 +74,9 @@ def _lock_path(folder: Path) -> Path:
 
 
 def _check(cfg: PipelineConfig) -> TuneSection:
-    t = getattr(cfg, "tune", None)
     if cfg.task not in SUPPORTED_TASKS:
         raise ConfigError(f"`medseg tune` works on {', '.join(SUPPORTED_TASKS)} configs, not task {cfg.task!r}")
+    t: TuneSection | None = cfg.tune  # type: ignore[attr-defined]  # every supported task's config has one
     if t is None:
         raise ConfigError(
             "the config has no tune: section; add one naming the search space, e.g.\n"
