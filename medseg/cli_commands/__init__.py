@@ -17,7 +17,11 @@ from pathlib import Path
 from typing import Any
 
 
-def add_config_args(p: argparse.ArgumentParser) -> None:
+def add_config_args(
+    p: argparse.ArgumentParser,
+    out_help: str = "run folder (default: <output_dir>/<name> from the config)",
+    force_help: str = "move an existing run folder aside instead of failing",
+) -> None:
     """``--set a.b=value`` (repeatable), ``--out DIR``, ``--force``: every pipeline takes them."""
     p.add_argument(
         "--set",
@@ -27,8 +31,8 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override a config value, e.g. --set train.epochs=5 (repeatable; values parsed as YAML)",
     )
-    p.add_argument("--out", default=None, help="run folder (default: <output_dir>/<name> from the config)")
-    p.add_argument("--force", action="store_true", help="move an existing run folder aside instead of failing")
+    p.add_argument("--out", default=None, help=out_help)
+    p.add_argument("--force", action="store_true", help=force_help)
 
 
 #: the exit codes (see the module docstring)

@@ -55,6 +55,7 @@ from medseg.config.segmentation import (
     SegPostSection,
     SegSyntheticSection,
 )
+from medseg.config.tune import FORBIDDEN_KEYS, KINDS, ParamSpec, TuneSection
 from medseg.config.weak_supervision import (
     WeakSection,
     WeakSupervisionConfig,
@@ -103,4 +104,8 @@ __all__ = [
     "WeakSection",
     "WeakTrainSection",
     "WeakSupervisionConfig",
+    "ParamSpec",
+    "TuneSection",
+    "KINDS",
+    "FORBIDDEN_KEYS",
 ]

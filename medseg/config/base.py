@@ -75,6 +75,12 @@ class DataSection(Section):
         0.2, ge=0.0, lt=1.0, description="fraction held out when the datalist has no 'validation'"
     )
     num_workers: int = Field(0, ge=0)
+    folds: int | None = Field(
+        None,
+        ge=2,
+        description="K-fold cross-validation over the training (+ validation) cases: `medseg train --fold k|all` "
+        "trains the folds into one parent run (see docs/model-selection.md)",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> DataSection:

@@ -18,6 +18,7 @@ from medseg.config.base import (
     TrainSection,
     register_task,
 )
+from medseg.config.tune import TuneSection
 
 __all__ = [
     "ClassifierModelSection",
@@ -109,6 +110,7 @@ class ClassificationConfig(PipelineConfig):
         default_factory=lambda: TrainSection(epochs=15, batch_size=16, lr=1e-3, early_stop_patience=5)
     )
     infer: InferSection = Field(default_factory=InferSection)
+    tune: TuneSection | None = Field(None, description="search space of `medseg tune` (not read by train)")
 
     @field_validator("model", mode="before")
     @classmethod

@@ -18,6 +18,7 @@ from pydantic import Field, ValidationError, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from medseg.config.base import ModelSection, PipelineConfig, Section, TrainSection, check_one_source, register_task
+from medseg.config.tune import TuneSection
 
 __all__ = [
     "DetDataSection",
@@ -89,6 +90,12 @@ class DetDataSection(Section):
     synthetic_val: int = Field(2, ge=1, description="synthetic validation tiles")
     synthetic_test: int = Field(4, ge=0, description="synthetic held-out test tiles")
     synthetic_shape: tuple[int, int] = Field((256, 256), description="synthetic tile size (H, W) in pixels")
+    folds: int | None = Field(
+        None,
+        ge=2,
+        description="K-fold cross-validation over the training (+ validation) images: `medseg train --fold k|all` "
+        "trains the folds into one parent run (see docs/model-selection.md)",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> DetDataSection:
@@ -193,6 +200,7 @@ class DetectionConfig(PipelineConfig):
     infer: DetInferSection = Field(default_factory=DetInferSection)
     postprocess: DetPostSection = Field(default_factory=DetPostSection)
     evaluate: DetEvaluateSection = Field(default_factory=DetEvaluateSection)
+    tune: TuneSection | None = Field(None, description="search space of `medseg tune` (not read by train)")
 
     @model_validator(mode="before")
     @classmethod

@@ -23,6 +23,7 @@ from medseg.config.base import (
     TrainSection,
     register_task,
 )
+from medseg.config.tune import TuneSection
 
 __all__ = [
     "SegDataSection",
@@ -192,6 +193,7 @@ class SegmentationConfig(PipelineConfig):
         default_factory=SegSyntheticSection,
         description="ct_phantom keyword arguments when data.synthetic is true (e.g. shape, spacing)",
     )
+    tune: TuneSection | None = Field(None, description="search space of `medseg tune` (not read by train)")
 
     # ------------------------------------------------------------------ keys the task would ignore
     @field_validator("label_map")

@@ -27,13 +27,15 @@ checkpoint written at the end of epoch ``e`` continues exactly as the uninterrup
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import io
 import itertools
 import logging
 import math
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,12 +47,42 @@ from tqdm.auto import tqdm
 from medseg.engine.checkpoint import load_checkpoint, save_checkpoint
 from medseg.utils import atomic_write_bytes, atomic_write_records, seed_everything
 
-__all__ = ["Trainer", "TrainState", "default_step", "build_optimizer", "build_scheduler", "budget_lr_factor"]
+__all__ = [
+    "Trainer",
+    "TrainState",
+    "default_step",
+    "build_optimizer",
+    "build_scheduler",
+    "budget_lr_factor",
+    "ValidationHook",
+    "validation_hook",
+]
 
 log = logging.getLogger("medseg.engine")
 
 StepFn = Callable[[nn.Module, Any, torch.device], torch.Tensor]
 ValFn = Callable[[nn.Module], dict[str, float]]
+#: ``(epoch, row) -> stop reason or None``, called after each validation with that epoch's metrics.csv row
+ValidationHook = Callable[[int, dict[str, float]], str | None]
+
+_VALIDATION_HOOK: contextvars.ContextVar[ValidationHook | None] = contextvars.ContextVar(
+    "medseg_validation_hook", default=None
+)
+
+
+@contextlib.contextmanager
+def validation_hook(fn: ValidationHook) -> Iterator[None]:
+    """Within the block, every :class:`Trainer` created without ``on_validation`` reports to ``fn``.
+
+    Lets a caller that does not build the trainer (``medseg tune`` around a task's ``train``) see
+    the validation figures as they come and stop the training (a non-empty return value becomes the
+    stop reason: e.g. an Optuna pruning decision).
+    """
+    token = _VALIDATION_HOOK.set(fn)
+    try:
+        yield
+    finally:
+        _VALIDATION_HOOK.reset(token)
 
 
 def default_step(loss_fn: Callable) -> StepFn:
@@ -137,6 +169,8 @@ class Trainer:
     key_metric, mode : the metric that picks the best checkpoint and drives early stopping.
     run_dir : where ``checkpoints/``, ``metrics.csv`` and ``training_curve.png`` go.
     model_meta : plain values saved with every checkpoint (e.g. the model's build parameters).
+    on_validation : :data:`ValidationHook` called after each validation (default: the one installed
+        by :func:`validation_hook`, if any); a non-empty return value stops training with that reason.
     """
 
     def __init__(
@@ -163,6 +197,7 @@ class Trainer:
         model_meta: dict[str, Any] | None = None,
         progress: bool | None = None,
         budget_schedule: str | None = None,
+        on_validation: ValidationHook | None = None,
     ):
         self.device = torch.device(device)
         self.model = model.to(self.device)
@@ -195,6 +230,7 @@ class Trainer:
             if self.steps_per_epoch is None:  # at least BUDGET_EPOCH_STEPS steps between epoch overheads
                 self.steps_per_epoch = max(_len_or_none(train_loader) or 1, BUDGET_EPOCH_STEPS)
         self.base_lrs = [float(g.get("initial_lr", g["lr"])) for g in optimizer.param_groups]
+        self.on_validation = on_validation if on_validation is not None else _VALIDATION_HOOK.get()
         self.state = TrainState()
         if self.device.type == "cuda":
             if _is_2d(self.model):  # Module.to takes memory_format at run time; torch's stubs lack it
@@ -452,6 +488,8 @@ class Trainer:
                 )
             elif budget_s is not None and (time.perf_counter() - t_start) >= budget_s:
                 self.state.stop_reason = f"time budget of {self.max_minutes} min reached"
+            if validated and self.on_validation is not None:
+                self.state.stop_reason = self.on_validation(self.state.epoch, dict(row)) or self.state.stop_reason
             if validated or self.budget_schedule is None:  # budget-bound: at validations only (cheap short epochs)
                 self.save("last")
                 self.write_metrics()
