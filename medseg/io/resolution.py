@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from medseg.io.raster import TIFF_SUFFIXES
+
 __all__ = ["PixelSize", "read_pixel_size_um", "PLAUSIBLE_UM"]
 
 log = logging.getLogger(__name__)
@@ -119,7 +121,7 @@ def read_pixel_size_um(path: str | Path) -> PixelSize | None:
     :class:`PixelSize` (``x_um``, ``y_um``, ``source``) or None.
     """
     path = Path(path)
-    if path.suffix.lower() not in (".tif", ".tiff") or not path.is_file():
+    if path.suffix.lower() not in TIFF_SUFFIXES or not path.is_file():
         return None
     import tifffile  # imported when a file is read, as in medseg.io.image2d
 

@@ -36,6 +36,8 @@ class SeriesInfo:
     problems : every problem found; those starting with ``"error:"`` stop :func:`medseg.io.load`.
     excluded : files left out of the volume (localizers, ...), with the reason.
     files : the files (``archive.zip!member`` inside a zip).
+    localizer : every image of the series is a localizer / scout (ImageType): it loads, but the
+        tasks never pick it on their own (``medseg.tasks.inputs.resolve_series``).
     """
 
     kind: str
@@ -53,6 +55,7 @@ class SeriesInfo:
     problems: list[str] = field(default_factory=list)
     excluded: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
+    localizer: bool = False
     # the DICOM headers already read by discover (medseg.io.dicom's Header records): load reuses them
     _headers: list[Any] = field(default_factory=list, repr=False, compare=False)
 

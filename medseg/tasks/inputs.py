@@ -219,6 +219,8 @@ def resolve_series(path: str | Path, series: str | int | None = None) -> SeriesI
             f"--series {key!r} matches no series (index, SeriesInstanceUID or description): {listing}", path
         )
     loadable = [s for s in found if s.ok]
+    images = [s for s in loadable if not s.localizer]  # a scout is picked only when named or alone
+    loadable = images or loadable
     if len(loadable) == 1:
         return loadable[0]
     if not loadable:

@@ -3,7 +3,7 @@ every predict command (and the CLI's exit codes).
 
 Failure classes: a decoder failure (a ``BaseException`` subclass, as pylibjpeg-rle's
 ``PanicException`` is), an output-write failure (for ``segment``: a DICOM series without
-StudyInstanceUID, on which highdicom raises ``AttributeError`` while writing the SEG), wrong
+StudyInstanceUID: the SEG writer refuses it after the label map was written), wrong
 dimensionality (a 2D PNG to a 3D model, a 3D stack to a 2D model), and an unreadable file. Every
 good case must have its outputs; every failed case none (partial outputs removed), with a one-line
 reason.
@@ -58,7 +58,7 @@ def _volume_inputs(tmp: Path) -> tuple[list[Path], dict[str, str]]:
         ds = pydicom.dcmread(p)
         ds.compress(RLELossless)
         ds.save_as(p)
-    # SEG write failure: a real series without StudyInstanceUID (highdicom raises AttributeError)
+    # SEG write failure: a real series without StudyInstanceUID (medseg.io.seg refuses a damaged UID)
     nouid = tmp / "nostudyuid"
     for p in write_phantom_dicom(_phantom(23), nouid):
         ds = pydicom.dcmread(p)
@@ -76,7 +76,7 @@ def _volume_inputs(tmp: Path) -> tuple[list[Path], dict[str, str]]:
     inputs = [good1, dec, nouid, png, garbage, good2, good3]
     reasons = {
         "decoder": "PanicException",
-        "nostudyuid": "AttributeError",
+        "nostudyuid": "damaged UID",
         "slice": "2D image",
         "garbage": "FileFormatError",
     }
@@ -115,7 +115,7 @@ def test_segment_cohort_survives_every_failure_class(seg_run, tmp_path, monkeypa
         assert not list(out.rglob(f"{cid}*")), list(out.rglob(f"{cid}*"))  # partial outputs removed
     assert "expects 3D volumes" in by["slice"]["reason"]
     html = (out / "report.html").read_text()
-    assert "PanicException" in html and "AttributeError" in html
+    assert "PanicException" in html and "damaged UID" in html
 
 
 @pytest.fixture(scope="module")
@@ -155,11 +155,11 @@ def _image_inputs(tmp: Path, good: list[Path]) -> tuple[list[Path], dict[str, st
 
 def _break_2d(monkeypatch, module) -> None:
     """The 2D decoder panics on decoder.png; writing the thumbnail / overlay of writefail fails."""
-    import skimage.io
+    from medseg.io import raster
 
-    real_read, real_save = skimage.io.imread, module.save_png
+    real_read, real_save = raster._read_pillow, module.save_png
 
-    def imread(path, *a, **kw):
+    def read_pillow(path, *a, **kw):
         if "decoder" in str(path):
             raise PanicException("decoder panicked")
         return real_read(path, *a, **kw)
@@ -169,7 +169,7 @@ def _break_2d(monkeypatch, module) -> None:
             raise OSError("No space left on device")
         return real_save(rgb, path)
 
-    monkeypatch.setattr(skimage.io, "imread", imread)
+    monkeypatch.setattr(raster, "_read_pillow", read_pillow)
     monkeypatch.setattr(module, "save_png", save_png)
 
 

@@ -24,9 +24,10 @@ def test_read_image_channel_rules(tmp_path):
     # the one rule of medseg.io.to_gray_or_rgb: 2 channels are gray + alpha (detection used to refuse them)
     two = np.zeros((16, 17, 2), np.uint8)
     two[..., 0] = 7
-    tifffile.imwrite(tmp_path / "two.tif", two)
+    tifffile.imwrite(tmp_path / "two.tif", two, photometric="minisblack", planarconfig="contig")  # 2 samples per pixel
     assert det.open_image(tmp_path / "two.tif").shape == (16, 17, 3) and det.open_image(tmp_path / "two.tif").max() == 7
-    tifffile.imwrite(tmp_path / "five.tif", np.zeros((16, 17, 5), np.uint8))
+    five = np.zeros((16, 17, 5), np.uint8)
+    tifffile.imwrite(tmp_path / "five.tif", five, photometric="minisblack", planarconfig="contig")
     with pytest.raises(InputError, match="gray or RGB"):
         det.open_image(tmp_path / "five.tif")
     with pytest.raises(MissingFileError):

@@ -17,7 +17,7 @@ from medseg.errors import FileFormatError, InputError, MedsegError
 from medseg.io.base import ImageFormat, LoadOptions
 from medseg.io.dicom.header import DICOMDIR_SOP, Header, read_dicom_header, read_headers_strict
 from medseg.io.dicom.pixels import build_volume
-from medseg.io.dicom.plan import Plan, plan_volume
+from medseg.io.dicom.plan import ALL_LOCALIZERS, Plan, plan_volume
 from medseg.io.dicom.slices import as_number, is_palette
 from medseg.io.dicom.source import Source, common_folder, source_from_str, uid_for_message
 from medseg.io.geometry import orientation_code
@@ -192,6 +192,7 @@ def describe_series(headers: list[Header], resample: bool = False) -> SeriesInfo
         return info
     info.problems.extend(plan.problems)
     info.excluded.extend(plan.excluded)
+    info.localizer = any(p.endswith(ALL_LOCALIZERS) for p in plan.problems)
     if plan.volumes:
         info.n_slices = len(plan.volumes[0])
         info.shape = plan.shape

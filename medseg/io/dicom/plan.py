@@ -115,11 +115,15 @@ def _iop(s: Slice) -> np.ndarray:
     return s.iop
 
 
+#: the finding of a series made only of localizers (SeriesInfo.localizer is set from it)
+ALL_LOCALIZERS = "image(s) are localizers (ImageType LOCALIZER/SCOUT): loaded as they are"
+
+
 def _drop_localizers(slices: list[Slice], f: Findings) -> list[Slice]:
     """Slices whose ImageType says LOCALIZER or SCOUT are excluded (and reported)."""
     is_loc = ["LOCALIZER" in s.image_type or "SCOUT" in s.image_type for s in slices]
     if slices and all(is_loc):  # a localizer series (or one localizer named by the user): that is the image
-        f.problems.append(f"all {len(slices)} image(s) are localizers (ImageType LOCALIZER/SCOUT): loaded as they are")
+        f.problems.append(f"all {len(slices)} {ALL_LOCALIZERS}")
         return slices
     keep = []
     for s, loc in zip(slices, is_loc):
