@@ -19,11 +19,20 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from medseg.runs import Run
-from medseg.tasks.ood import ANISOTROPY, EXTENT_RANGE, INTENSITY_MARGIN, NOISE_RATIO, SPACING_RATIO
+from medseg.tasks.ood import (
+    ANISOTROPY,
+    EXTENT_RANGE,
+    INTENSITY_MARGIN,
+    NOISE_RATIO,
+    SPACING_RATIO,
+    merge_references,
+)
 from medseg.utils import atomic_write_text
 
-__all__ = ["write_model_card", "model_card"]
+__all__ = ["write_model_card", "model_card", "write_ensemble_card"]
 
 log = logging.getLogger("medseg.modelcard")
 
@@ -126,6 +135,7 @@ def _markdown(card: Mapping[str, Any]) -> str:
         f"- **Network**: {(card.get('model') or {}).get('name', '-')} "
         f"({json.dumps({k: v for k, v in (card.get('model') or {}).items() if k != 'name'}, default=str)})",
         f"- **Created**: {card.get('created')} on {card.get('device')}",
+        *_ensemble_lines(card.get("ensemble")),
         "",
         "## Training data",
         "",
@@ -219,6 +229,74 @@ def _markdown(card: Mapping[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _ensemble_lines(ens: Mapping[str, Any] | None) -> list[str]:
+    if not ens:
+        return []
+    return [
+        f"- **Ensemble of {ens['folds']} folds** ({', '.join(ens['members'])}): the predict commands average "
+        "the fold models' probabilities (score maps for detection). The validation figures below are the "
+        f"{ens['folds']}-fold cross-validation mean ± SD of the single fold models: every training case "
+        "was seen by some fold, so the ensemble itself has no held-out validation figure."
+    ]
+
+
+def write_ensemble_card(parent: Path, cfg: Any, cv: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Model card, OOD reference and review threshold of a cross-validation parent run (its fold ensemble).
+
+    Written when every fold has finished and has its own card. The card is fold 0's (task, network,
+    modality, versions) with: ``ensemble`` (folds, members), the cross-validation figures as
+    validation, the training data counted over all folds, ``ood_reference.json`` spanning every fold's
+    reference (:func:`medseg.tasks.ood.merge_references`) and the needs-review threshold: the median of
+    the folds' calibrated thresholds (each calibrated on its fold's validation cases with a single model;
+    the ensemble's averaged probabilities are usually less uncertain, so it flags fewer cases).
+
+    Returns
+    -------
+    the ``review`` record for the parent's run.json, or None when a fold has no card.
+    """
+    parent = Path(parent)
+    done = list(cv.get("folds_done") or [])
+    cards = [_read_json(parent / f"fold_{k}" / "model_card.json") for k in done]
+    if not cards or len(done) != int(cv.get("folds", 0)) or not all(cards):
+        return None
+    card = dict(cards[0])
+    refs = [c["ood_reference"] for c in cards if c.get("ood_reference")]
+    ref = merge_references(refs) if len(refs) == len(cards) else None
+    if ref is not None:
+        atomic_write_text(parent / "ood_reference.json", json.dumps(ref, indent=2) + "\n")
+    split = _read_json(parent / "folds.json")
+    data = dict(card.get("training_data") or {})
+    data.pop("cases", None)  # per-fold case ids: in each fold's card
+    data["counts"] = {"training (all folds)": split.get("cases"), "test": split.get("test_cases")}
+    thresholds = [(c.get("review") or {}).get("threshold") for c in cards]
+    known = [float(t) for t in thresholds if t is not None]
+    review: dict[str, Any] = {
+        "threshold": float(np.median(known)) if known else None,
+        "percentile": (cards[0].get("review") or {}).get("percentile", 95),
+        "n_cases": sum(int((c.get("review") or {}).get("n_cases") or 0) for c in cards),
+        "per_fold": thresholds,
+        "source": "median of the folds' calibrated thresholds (single fold models)",
+    }
+    if not known:
+        review["reason"] = "no fold has a calibrated threshold"
+    metrics = cv.get("metrics") or {}
+    card.update(
+        name=parent.name,
+        ensemble={"folds": len(done), "members": [f"fold_{k}" for k in done]},
+        training_data=data,
+        training={"folds": len(done), "quote": cv.get("quote")},
+        validation={
+            f"cv_{k}": f"{v['mean']:.4g} ± {v['sd']:.4g}" for k, v in metrics.items() if v.get("mean") is not None
+        },
+        review=review,
+        ood_reference=ref,
+    )
+    atomic_write_text(parent / "model_card.json", json.dumps(card, indent=2, default=str) + "\n")
+    atomic_write_text(parent / "model_card.md", _markdown(card))
+    log.info("model card of the %d-fold ensemble: %s", len(done), parent / "model_card.md")
+    return review
 
 
 def write_model_card(run: Run, cfg: Any, summary: Mapping[str, Any]) -> tuple[Path, Path]:

@@ -44,6 +44,7 @@ from nibabel.orientations import io_orientation
 from medseg.errors import InputError
 
 __all__ = [
+    "merge_references",
     "PERCENTILES",
     "SPACING_RATIO",
     "EXTENT_RANGE",
@@ -247,6 +248,42 @@ def build_reference(
             "noise_ratio": NOISE_RATIO,
             "anisotropy": ANISOTROPY,
         },
+    }
+
+
+def merge_references(references: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One reference covering several: the union of the ranges (a fold ensemble's training data).
+
+    Each fold of a cross-validation run records the reference of its own training cases; together the
+    folds have seen every training case, so the ensemble's reference spans all of them: ranges are
+    widened to the smallest minimum and largest maximum, tags are united, ``intensity_spread`` is the
+    median of the folds', ``n_cases`` the largest fold's count (cases overlap between folds).
+    """
+    if not references:
+        raise ValueError("merge_references needs at least one reference")
+
+    def union(key: str) -> Any:
+        rs = [r[key] for r in references if r.get(key)]
+        if not rs:
+            return []
+        a = np.asarray(rs, float)  # (refs, ..., 2)
+        lo, hi = a[..., 0].min(0), a[..., 1].max(0)
+        return np.round(np.stack([lo, hi], -1), 4).tolist()
+
+    first = references[0]
+    return {
+        **first,
+        "n_cases": max(int(r.get("n_cases", 0)) for r in references),
+        "modalities": sorted({m for r in references for m in r.get("modalities") or []}),
+        "acquisition_axes": sorted({a for r in references for a in r.get("acquisition_axes") or []}),
+        "spacing_mm": union("spacing_mm"),
+        "extent_mm": union("extent_mm"),
+        "intensity": union("intensity"),
+        "noise": union("noise"),
+        "intensity_spread": np.round(
+            np.median(np.asarray([r["intensity_spread"] for r in references], float), 0), 4
+        ).tolist(),
+        "merged_from": len(references),
     }
 
 

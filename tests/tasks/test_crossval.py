@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -95,3 +96,27 @@ def test_fold_option_errors(tmp_path, tiny_seg2d_yaml, capsys):
         parse_config({"task": "segmentation", "data": {"folds": 1}})
     with pytest.raises(ConfigError, match="at least 9 cases"):
         train_folds(load_config(cfg, ["data.folds=9"]), tmp_path / "nine", [0])
+
+
+def test_segment_with_the_parent_run_uses_the_ensemble_and_its_card(cv_run, tmp_path):
+    parent, _ = cv_run
+    card = json.loads((parent / "model_card.json").read_text())
+    assert card["ensemble"] == {"folds": 3, "members": ["fold_0", "fold_1", "fold_2"]}
+    assert set(card["validation"]) == {"cv_dice_liver", "cv_dice_mean"} and "±" in card["validation"]["cv_dice_liver"]
+    assert "Ensemble of 3 folds" in (parent / "model_card.md").read_text()
+    ref = json.loads((parent / "ood_reference.json").read_text())
+    folds = [json.loads((parent / f"fold_{k}" / "ood_reference.json").read_text()) for k in range(3)]
+    assert ref["merged_from"] == 3 and ref["intensity"][0][0][0] == min(f["intensity"][0][0][0] for f in folds)
+    review = json.loads((parent / "run.json").read_text())["review"]
+    assert review["per_fold"] == [
+        f["review"]["threshold"]
+        for f in (json.loads((parent / f"fold_{k}" / "model_card.json").read_text()) for k in range(3))
+    ]
+    test = json.loads((parent / "splits" / "fold_0.json").read_text())["test"]
+    out = tmp_path / "pred"
+    rc = main(["segment", "--model", str(parent), *(e["image"] for e in test), "--out", str(out), "--device", "cpu"])
+    assert rc == 0
+    rows = json.loads((out / "segment.json").read_text())
+    assert [r["status"] for r in rows] == ["ok"] * len(test)
+    assert all(Path(p).is_file() for r in rows for p in r["outputs"].values())
+    assert json.loads((out / "run.json").read_text())["ensemble"]["members"] == ["fold_0", "fold_1", "fold_2"]

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from medseg.cli import main
 from medseg.config import parse_config
 from medseg.data.histology import write_histology_dataset
 from medseg.data.lesions import make_lesion_dataset
@@ -56,6 +57,10 @@ def test_classification_folds_keep_patients_together_and_report_auc_with_ci(tmp_
     assert info["ensemble_of_folds"] == 2 and "youden" in info["operating_points"]
     ens, cfg, ckpt = load_run_model(parent)
     assert isinstance(ens, FoldEnsemble) and ens.output == "softmax" and ckpt["meta"]["image_size"] == 32
+    assert json.loads((parent / "model_card.json").read_text())["ensemble"]["folds"] == 2
+    images = [str(dl.parent / e["image"]) for e in d["test"]]
+    assert main(["classify", "--model", str(parent), *images, "--out", str(tmp_path / "pred"), "--device", "cpu"]) == 0
+    assert json.loads((tmp_path / "pred" / "run.json").read_text())["ensemble"]["folds"] == 2
 
 
 def test_a_class_rarer_than_the_folds_is_refused(tmp_path):
@@ -85,3 +90,7 @@ def test_detection_folds_report_f1_and_average_score_maps(tmp_path):
     assert info["threshold"] == pytest.approx(np.mean(thresholds)) and info["ensemble_of_folds"] == 2
     ens, _, _ = load_run_model(parent)
     assert isinstance(ens, FoldEnsemble) and ens.output == "sigmoid"
+    assert "Ensemble of 2 folds" in (parent / "model_card.md").read_text()
+    images = [str(ds.parent / e["image"]) for e in json.loads(ds.read_text())["test"]]
+    rc = main(["detect", "--model", str(parent), *images, "--out", str(tmp_path / "pred"), "--device", "cpu"])
+    assert rc == 0 and json.loads((tmp_path / "pred" / "run.json").read_text())["ensemble"]["folds"] == 2

@@ -80,6 +80,8 @@ def load_classifier(
             "operating_points": {"default": 0.5},
             "use": "default",
         }
+    if meta.get("ensemble"):  # a cross-validation parent run: the mean of its K folds' probabilities
+        info = {**info, "ensemble": meta["ensemble"]}
     return model, info
 
 
@@ -223,7 +225,11 @@ def classify(
 
     with run:
         run.set(
-            device=describe_device(dev), model_dir=str(model_dir.resolve()), operating_point=point, threshold=threshold
+            device=describe_device(dev),
+            model_dir=str(model_dir.resolve()),
+            operating_point=point,
+            threshold=threshold,
+            ensemble=info.get("ensemble"),
         )
         results = run_cohort(cases, one, out=run.path, command="classify")
         ok = [r for r in results if r.ok]

@@ -151,6 +151,8 @@ def train_folds(
         with run.stage("summary"):
             out = write_cv_summary(cfg, parent)
         run.set(folds_done=out["folds_done"], folds=k_total)
+        if out.get("review"):  # the needs-review threshold the predict commands read (load_segmenter)
+            run.set(review=out["review"])
     return {**out, "run_dir": str(parent)}
 
 

@@ -32,6 +32,7 @@ from medseg.tasks.classification.data import Split, load_rows, read_datalist
 from medseg.tasks.classification.predict import predict_logits, softmax
 from medseg.tasks.classification.report import auc_or_nan, operating_report
 from medseg.tasks.crossval.split import fold_datalist, read_split
+from medseg.tasks.modelcard import write_ensemble_card
 from medseg.transforms.classification import prepare_images
 from medseg.utils import atomic_write_records, atomic_write_text
 
@@ -249,4 +250,7 @@ def write_cv_summary(cfg: PipelineConfig, parent: str | Path) -> dict[str, Any]:
         "quote": _quote(cfg.task, metrics, k_total, len(done)) if done else "",
     }
     atomic_write_text(parent / "cv_summary.json", json.dumps(out, indent=2, default=float) + "\n")
+    review = write_ensemble_card(parent, cfg, out)  # all folds done: the ensemble's card and OOD reference
+    if review is not None:
+        out["review"] = review
     return out

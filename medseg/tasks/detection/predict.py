@@ -87,7 +87,7 @@ def detect(
         raise ConfigError(f"ood must be one of {', '.join(OOD_MODES)}, got {ood!r}")
     cases = expand_inputs(inputs, kind="image2d", split=split)
     dev = select_device(device)
-    model, cfg, _ = load_run_model(model_dir, map_location=dev)
+    model, cfg, ckpt = load_run_model(model_dir, map_location=dev)
     if not isinstance(cfg, DetectionConfig):
         raise ConfigError(f"not a detection run (task {cfg.task!r})", model_dir / "config.yaml")
     model.to(dev)
@@ -99,6 +99,7 @@ def detect(
     identity = json.dumps([str(model_dir.resolve()), [str(i) for i in inputs], split, thr, ood])
     run = Run.create(Path(out), cfg, force=force, command="detect", identity=identity)
     run.set(device=describe_device(dev), model_dir=str(model_dir.resolve()), threshold=thr, ood_mode=ood)
+    run.set(ensemble=(ckpt.get("meta") or {}).get("ensemble"))  # a cross-validation parent run: its K folds
     with torch_threads(cpu_threads or cfg.cpu_threads), run:
         return _detect_cases_to(run, model, cfg, p, dev, thr, cases, read_reference(model_dir), ood)
 

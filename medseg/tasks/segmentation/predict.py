@@ -446,6 +446,7 @@ def segment(
     with run:
         run.set(
             model=str(model_dir.resolve()),
+            ensemble=sm.meta.get("ensemble"),  # a cross-validation parent run: the mean of its K folds
             device=describe_device(sm.device),
             review_threshold=sm.review_threshold,
             review_threshold_source=sm.threshold_source,
