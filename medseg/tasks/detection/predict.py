@@ -23,6 +23,7 @@ from medseg.engine.checkpoint import load_run_model
 from medseg.engine.device import describe_device, select_device
 from medseg.engine.tiling import detect_tiled
 from medseg.errors import ConfigError
+from medseg.io.resolution import read_pixel_size_um
 from medseg.review.cases import ReviewCase
 from medseg.review.overlay import save_png, shrink
 from medseg.runs import Run
@@ -104,6 +105,23 @@ def detect(
         return _detect_cases_to(run, model, cfg, p, dev, thr, cases, read_reference(model_dir), ood)
 
 
+def _pixel_size(path: Path, trained_um: float | None) -> tuple[float, str]:
+    """(µm per pixel, where it came from) of one image: its own OME / ImageJ / TIFF tags, else the run's."""
+    own = read_pixel_size_um(path)
+    if own is not None:
+        if trained_um and abs(own.um - trained_um) > 0.1 * trained_um:
+            log.warning(
+                "%s: pixel size %.4g µm (%s tags) differs from the training images' %.4g µm: the network sees "
+                "objects at another scale; detections may be missed or split",
+                path.name,
+                own.um,
+                own.source,
+                trained_um,
+            )
+        return own.um, own.source
+    return (trained_um, "run") if trained_um else (DEFAULT_PIXEL_SIZE_UM, "default")
+
+
 def _detect_cases_to(
     run: Run,
     model: nn.Module,
@@ -121,7 +139,7 @@ def _detect_cases_to(
 
     def one(case: CaseInput, files: CaseOutputs) -> CaseResult:
         cid = case.case_id
-        img = open_image(case.image)
+        img = open_image(case.image, modality=cfg.data.modality)  # the run's microscopy preset, as in training
         reasons = check_ood_2d(img, reference, ood, case.source)
         pts, sc = detect_tiled(
             fn,
@@ -142,12 +160,15 @@ def _detect_cases_to(
             rgb = overlay_markers(img, pts, cls, sc)
             overlay = files.add("overlay", save_png(rgb, files.path(f"{cid}_overlay.png")))
             thumb = str(save_png(shrink(rgb), files.path("thumbnails", f"{cid}.png")).resolve())
-        area_mm2 = img.shape[0] * img.shape[1] * ((cfg.data.pixel_size_um or DEFAULT_PIXEL_SIZE_UM) * 1e-3) ** 2
+        um, um_source = _pixel_size(case.image, cfg.data.pixel_size_um)
+        area_mm2 = img.shape[0] * img.shape[1] * (um * 1e-3) ** 2
         n_pixels[0] += img.shape[0] * img.shape[1]
         values = {
             "class": p.output_class,
             "count": len(pts),
             "area_mm2": round(area_mm2, 6),
+            "pixel_size_um": round(um, 6),
+            "pixel_size_source": um_source,
             "density_per_mm2": round(len(pts) / area_mm2, 2),
         }
         review = ReviewCase(
@@ -185,6 +206,8 @@ def _detect_cases_to(
             "count": r.values["count"],
             "area_mm2": r.values["area_mm2"],
             "density_per_mm2": r.values["density_per_mm2"],
+            "pixel_size_um": r.values["pixel_size_um"],
+            "pixel_size_source": r.values["pixel_size_source"],
             "detections": r.outputs.get("detections"),
             "geojson": r.outputs.get("geojson"),
             "overlay": r.outputs.get("overlay"),
