@@ -16,6 +16,7 @@ from . import (
     utils,
 )
 from .config import load_config
+from .tasks.trained import load_model
 
 __version__: str
 
@@ -36,4 +37,5 @@ __all__ = [
     "transforms",
     "utils",
     "load_config",
+    "load_model",
 ]

@@ -11,16 +11,18 @@ def add_parser(sub) -> None:
     p = sub.add_parser(
         "explain",
         help="Grad-CAM / Grad-CAM++ maps of a trained model",
-        description="Compute Grad-CAM / Grad-CAM++ maps of a trained classification run for "
-        "each input image; writes heat-map overlays (cams/<case>_cam.png), the maps "
-        "(cams/<case>_cam.npy, aligned with the image) and explain.csv. Segmenters and 3D "
-        "volumes: use medseg.explain.grad_cam in Python (NIfTI output keeps the affine).",
+        description="Compute Grad-CAM / Grad-CAM++ maps of a trained run for each input. Classification: "
+        "heat-map overlays (cams/<case>_cam.png) and the maps (cams/<case>_cam.npy, aligned with the image). "
+        "Segmentation: the map of --target (a class; default the first foreground class) inside its "
+        "predicted region, as NIfTI on the image's grid (cams/<case>_cam.nii.gz) with slice heat maps. "
+        "Detection: the map of the score around detection --target (an index, 0 = highest score) or of all "
+        "detections. Also explain.csv and report.html.",
     )
     add_predict_args(
         p,
-        "input images (PNG/JPEG/TIFF/BMP), folders of them (searched recursively), "
-        "or a datalist JSON (its --split list)",
-        model_help="run folder of a trained classification model",
+        "input images (PNG/JPEG/TIFF/BMP; volumes for segmentation runs), folders of them (searched "
+        "recursively), or a datalist JSON (its --split list)",
+        model_help="run folder of a trained classification, segmentation or detection model",
     )
     p.add_argument(
         "--method",
@@ -28,7 +30,12 @@ def add_parser(sub) -> None:
         default="gradcam",
         help="Grad-CAM (Selvaraju et al.) or Grad-CAM++ (Chattopadhyay et al.)",
     )
-    p.add_argument("--target", default=None, help="target class name or index (default: predicted class)")
+    p.add_argument(
+        "--target",
+        default=None,
+        help="classification / segmentation: a class name or index (default: the predicted class / the "
+        "first foreground class); detection: the index of a detection (default: all detections)",
+    )
     p.add_argument(
         "--layer",
         default=None,

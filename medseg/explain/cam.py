@@ -419,6 +419,9 @@ class CAMExplainer:
             task = "segmentation" if out.ndim == x.ndim else "classification"
         self.task = task
         net = SegmentationTarget(self.model, self.roi) if task == "segmentation" else self.model
+        # a new module is in training mode; MONAI restores the wrapper's mode after each call, which would
+        # leave the network in training mode (batch norm on batch statistics) for every later prediction
+        net.train(self.model.training)
         if self.layer is None:
             self.layer = default_target_layer(net, x, task=task)
         elif task == "segmentation" and not self.layer.startswith("net."):

@@ -1,5 +1,8 @@
 """``medseg explain``: Grad-CAM / Grad-CAM++ maps of a trained classifier run, per input image.
 
+Segmentation and detection runs are explained by :func:`medseg.tasks.explain_runs.explain_run`
+(``explain`` hands them over).
+
 ``explain(model_dir, inputs, out, ...)`` loads a classification run
 (:func:`medseg.tasks.classification.load_classifier`), takes its inputs like every predict command
 (:func:`medseg.tasks.inputs.expand_inputs`: files, folders, the ``test`` list of a datalist by
@@ -17,8 +20,7 @@ as in training) and writes
 Cases run through the cohort engine (:mod:`medseg.tasks.cohort`): an image that cannot be read is
 skipped with its reason, the others are processed.
 
-For segmentation networks and 3D volumes use the library (:func:`medseg.explain.cam.grad_cam` with
-a :class:`~monai.data.MetaTensor`; :func:`medseg.explain.writers.save_cam_nifti` keeps the affine).
+From Python: :func:`medseg.explain.gradcam` on a model of :func:`medseg.load_model` (any task).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from medseg.review.overlay import save_png, shrink
 from medseg.runs import Run
 from medseg.tasks.classification import load_classifier
 from medseg.tasks.cohort import CaseOutputs, CaseResult, finish_cohort, run_cohort
+from medseg.tasks.explain_runs import explain_run
 from medseg.tasks.inputs import CaseInput, expand_inputs, refuse_series_for_2d
 from medseg.tasks.ood import OOD_MODES, check_ood_2d, read_reference
 from medseg.utils import atomic_write
@@ -173,18 +176,21 @@ def explain(
     The cohort summary (``cases``, ``ok``, ``skipped``, ``skipped_cases``, ``table`` (explain.csv),
     ``report``, ``exit_code`` ...) plus ``method``, ``layer`` and ``cams`` (folder).
     """
-    refuse_series_for_2d(series, "explain")
     model_dir = Path(model_dir)
     if not (model_dir / "config.yaml").is_file():
         raise MissingFileError("not a trained medseg run folder (no config.yaml)", model_dir)
     task = getattr(load_config(model_dir / "config.yaml"), "task", None)
+    if method not in ("gradcam", "gradcampp"):
+        raise ConfigError(f"unknown method {method!r}; use gradcam or gradcampp")
+    if task in ("segmentation", "detection"):  # maps of a class region / around detections, per case
+        m: Method = "gradcampp" if method == "gradcampp" else "gradcam"
+        return explain_run(
+            model_dir, list(inputs), out, method=m, target=target, layer=layer, device=device, force=force,
+            split=split, series=series,
+        )  # fmt: skip
+    refuse_series_for_2d(series, "explain")
     if task != "classification":
-        raise InputError(
-            f"`medseg explain` explains classification runs; this run is task {task!r}. For "
-            "segmentation networks use medseg.explain.grad_cam(model, image) in Python "
-            "(the target is the class's logits inside its predicted mask or an ROI)",
-            model_dir,
-        )
+        raise InputError(f"`medseg explain` explains classification, segmentation and detection runs, not {task!r}")
     if method not in ("gradcam", "gradcampp"):
         raise ConfigError(f"unknown method {method!r}; use gradcam or gradcampp")
     if ood not in OOD_MODES:

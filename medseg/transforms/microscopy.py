@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 from monai.transforms import ScaleIntensityRangePercentiles
 
-from medseg.io import as_rgb, read_image_array, read_image_uint8
+from medseg.io import as_rgb, read_image_array, read_image_uint8, to_uint8
+from medseg.io.image2d import to_gray_or_rgb
 
-__all__ = ["MODALITIES", "choose_modality", "percentile_normalize", "read_microscopy"]
+__all__ = ["MODALITIES", "choose_modality", "percentile_normalize", "read_microscopy", "microscopy_rgb"]
 
 MODALITIES = ("he", "fluorescence", "brightfield")
 
@@ -66,13 +67,25 @@ def read_microscopy(path: str | Path, modality: str = "he") -> np.ndarray:
     """An image for the 2D detection code as ``(H, W, 3)`` uint8 under ``modality``'s normalisation.
 
     ``he``: ``as_rgb(read_image_uint8(path))`` (unchanged). ``fluorescence`` / ``brightfield``:
-    percentile-normalised stored values (:func:`percentile_normalize`), clipped to [0, 1], to 8 bit, gray
-    replicated to RGB (a 2-channel image gets a zero third channel; more than 3 keep the first 3).
+    :func:`microscopy_rgb` of the stored values (:func:`medseg.io.read_image_array`).
     Raises the :mod:`medseg.io` errors (MissingFileError, FileFormatError) naming the file.
     """
     if modality == "he":
         return as_rgb(read_image_uint8(path))
-    a = np.asarray(read_image_array(path))
+    return microscopy_rgb(np.asarray(read_image_array(path)), modality, Path(path).name)
+
+
+def microscopy_rgb(pixels: np.ndarray, modality: str = "he", name: str = "<array>") -> np.ndarray:
+    """Pixels as stored ``(H, W)`` / ``(H, W, C)`` -> ``(H, W, 3)`` uint8 under ``modality``'s normalisation.
+
+    ``he``: the tasks' one layout and value rule (:func:`medseg.io.image2d.to_gray_or_rgb`,
+    :func:`medseg.io.to_uint8`), gray replicated. ``fluorescence`` / ``brightfield``: percentile-normalised
+    (:func:`percentile_normalize`), clipped to [0, 1], to 8 bit, gray replicated to RGB (a 2-channel
+    image gets a zero third channel; more than 3 keep the first 3).
+    """
+    a = np.asarray(pixels)
+    if modality == "he":
+        return as_rgb(to_uint8(to_gray_or_rgb(a, name), name))
     if a.ndim == 3 and a.shape[-1] == 4 and a.dtype == np.uint8:  # RGBA: drop alpha
         a = a[..., :3]
     x = np.clip(percentile_normalize(a), 0.0, 1.0)

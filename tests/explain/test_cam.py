@@ -295,3 +295,18 @@ def test_module_called_twice_uses_its_last_call():
     ref_net.forward = lambda z: ref_net.fc(ref_net.act2(ref_net.head(ref_net.act(ref_net.stem(z)))).mean((2, 3)))
     ref = grad_cam(ref_net, x, layer="act2", target=1)
     torch.testing.assert_close(shared.as_tensor(), ref.as_tensor(), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_segmentation_maps_leave_the_network_in_its_mode(mode):
+    """A segmenter in eval mode stays in eval mode (its batch norm keeps running statistics) and vice versa."""
+    from medseg.explain.cam import CAMExplainer
+
+    net = BasicUNet(spatial_dims=2, in_channels=1, out_channels=2, features=(4, 4, 8, 8, 8, 4))
+    net.train(mode == "train")
+    x = torch.randn(1, 1, 32, 32)
+    with CAMExplainer(net, task="segmentation") as cam:
+        cam(x, target=1)
+        cam(x, target=1)
+    assert net.training == (mode == "train")
+    assert all(m.training == (mode == "train") for m in net.modules())

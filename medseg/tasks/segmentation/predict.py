@@ -54,7 +54,16 @@ from medseg.tasks.segmentation.files import (
 )
 from medseg.transforms.pipeline import CheckCased, preprocess
 
-__all__ = ["predict_case", "load_segmenter", "Segmenter", "segment_cases", "segment", "DEFAULT_REVIEW_THRESHOLD"]
+__all__ = [
+    "predict_case",
+    "preprocess_case",
+    "to_source",
+    "load_segmenter",
+    "Segmenter",
+    "segment_cases",
+    "segment",
+    "DEFAULT_REVIEW_THRESHOLD",
+]
 
 log = logging.getLogger("medseg.segmentation")
 
@@ -67,6 +76,66 @@ def _voxel_ml(affine: np.ndarray, spatial_dims: int) -> float:
     if spatial_dims == 3:
         return abs(float(np.linalg.det(affine[:3, :3]))) / 1000.0
     return float(np.prod(np.linalg.norm(affine[:2, :2], axis=0))) / 1000.0
+
+
+def preprocess_case(path: str | Path | MetaTensor, meta: Mapping[str, Any]) -> tuple[dict[str, Any], Any, str]:
+    """Read (unless given) and preprocess one image as the run's plan says (spacing, crop, normalisation).
+
+    Returns
+    -------
+    (``{"image": MetaTensor (C, *S') on the plan's grid, ...}``, the MONAI transform (for
+    :func:`to_source`), where: the image's name for messages).
+
+    Raises
+    ------
+    MissingFileError, InputError (unreadable, NaN/inf voxels) and the :mod:`medseg.io` errors.
+    """
+    plan = meta["plan"]
+    sd = int(meta["spatial_dims"])
+    if isinstance(path, MetaTensor):
+        img_in, where = path, str(path.meta.get("filename_or_obj", "<in memory>"))
+    else:
+        if not Path(path).exists():
+            raise MissingFileError("input not found", path)
+        img_in, where = read_case_image([path], spatial_dims=sd), str(path)
+    pre = preprocess(
+        ["image"],
+        spatial_dims=sd,
+        modality=meta["modality"],
+        target_spacing=plan["target_spacing"],
+        norm=plan["norm"],
+        crop_foreground=True,
+        check=CheckCased(len(list(meta["class_names"]))),
+        load=False,
+    )
+    try:
+        d = pre({"image": img_in})
+    except Exception as e:
+        inner = unwrap_error(e)
+        if isinstance(inner, MedsegError):
+            raise inner from None
+        raise InputError(
+            f"cannot read or preprocess the image ({type(inner).__name__}: {str(inner)[:200]})", where
+        ) from None
+    if not torch.isfinite(d["image"].as_tensor()).all():
+        raise InputError("image contains NaN or infinite values", where)
+    return d, pre, where
+
+
+def to_source(d: dict[str, Any], pre: Any, values: torch.Tensor, where: str = "") -> torch.Tensor:
+    """``values`` ``(N, *S')`` on the plan's grid of ``d["image"]`` -> ``(N, *S)`` on the source grid.
+
+    Inverts the preprocessing (MONAI ``Invertd``: crop, resampling, orientation; linear interpolation).
+    """
+    img = d["image"]
+    src_affine = np.asarray(img.meta["source_affine"], dtype=np.float64)
+    pred = MetaTensor(torch.as_tensor(values).detach().cpu(), affine=img.affine, meta=dict(img.meta))
+    inv: Mapping[Any, Any] = {**d, "pred": pred}
+    out = Invertd(keys="pred", transform=pre, orig_keys="image", nearest_interp=False, to_tensor=True)(inv)["pred"]
+    out_affine = np.asarray(out.affine, dtype=np.float64) if hasattr(out, "affine") else src_affine
+    if not np.allclose(out_affine, src_affine, atol=1e-4):
+        log.warning("%s: inverted affine differs from the source's; writing with the source affine", Path(where).name)
+    return torch.as_tensor(out).float()
 
 
 def predict_case(
@@ -103,34 +172,8 @@ def predict_case(
     plan = meta["plan"]
     names = list(meta["class_names"])
     sd = int(meta["spatial_dims"])
-    if isinstance(path, MetaTensor):
-        img_in, where = path, str(path.meta.get("filename_or_obj", "<in memory>"))
-    else:
-        if not Path(path).exists():
-            raise MissingFileError("input not found", path)
-        img_in, where = read_case_image([path], spatial_dims=sd), str(path)
-    pre = preprocess(
-        ["image"],
-        spatial_dims=sd,
-        modality=meta["modality"],
-        target_spacing=plan["target_spacing"],
-        norm=plan["norm"],
-        crop_foreground=True,
-        check=CheckCased(len(names)),
-        load=False,
-    )
-    try:
-        d = pre({"image": img_in})
-    except Exception as e:
-        inner = unwrap_error(e)
-        if isinstance(inner, MedsegError):
-            raise inner from None
-        raise InputError(
-            f"cannot read or preprocess the image ({type(inner).__name__}: {str(inner)[:200]})", where
-        ) from None
+    d, pre, where = preprocess_case(path, meta)
     img = d["image"]
-    if not torch.isfinite(img.as_tensor()).all():
-        raise InputError("image contains NaN or infinite values", where)
     src_affine = np.asarray(img.meta["source_affine"], dtype=np.float64)
     tta_axes = (infer.tta_axes if infer.tta_axes is not None else list(range(sd))) if infer.tta else None
     want_dis = infer.tta and infer.uncertainty == "tta"
@@ -146,13 +189,9 @@ def predict_case(
         tta_axes=tta_axes,
         return_disagreement=want_dis,
     )
-    d["pred"] = MetaTensor(probs[0].cpu(), affine=img.affine, meta=dict(img.meta))
-    inv = Invertd(keys="pred", transform=pre, orig_keys="image", nearest_interp=False, to_tensor=True)
-    d = inv(d)
-    probs_src = torch.as_tensor(d["pred"]).float()
-    out_affine = np.asarray(d["pred"].affine, dtype=np.float64) if hasattr(d["pred"], "affine") else src_affine
-    if not np.allclose(out_affine, src_affine, atol=1e-4):
-        log.warning("%s: inverted affine differs from the source's; writing with the source affine", Path(where).name)
+    probs_src = to_source(d, pre, probs[0], where)
+    outside = probs_src.sum(0) == 0  # cropped away before the network (outside the body): background
+    probs_src[0][outside] = 1.0
     labels = probs_src.argmax(0).numpy().astype(np.uint8)
     if post is not None:
         largest = [names.index(c) for c in post.largest_component if c in names]
