@@ -84,7 +84,7 @@ def _check_size(n_pixels: int, dims: str, limit: int, path: Path) -> None:
         raise InputError(
             f"image of {dims} = {n_pixels:,} pixels is over the limit of {limit:,} pixels (checked before "
             "decoding: a small file can hold a huge image). If the image is genuine, raise the limit with "
-            "max_pixels= or the MEDSEG_MAX_PIXELS environment variable (0: no limit)",
+            "`medseg --max-pixels N`, max_pixels= or the MEDSEG_MAX_PIXELS environment variable (0: no limit)",
             path=str(path),
         )
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 
 import nibabel as nib
 import numpy as np
 import pytest
+from skimage.io import imsave
 
 from medseg import io as mio
 from medseg.cli import main
@@ -103,3 +105,15 @@ def test_discover_mixed_folder(tmp_path, small_ct_series):
     assert mio.load(kinds["nifti"]).shape == (3, 4, 5, 6)
     table = mio.format_series_table(found)
     assert "fmri.nii.gz" in table and "slide.png" in table
+
+
+def test_cli_max_pixels_bounds_every_2d_read_of_the_command(tmp_path, capsys):
+    imsave(tmp_path / "a.png", np.zeros((100, 120), np.uint8), check_contrast=False)
+    before = os.environ.get("MEDSEG_MAX_PIXELS")
+    code = main(["--max-pixels", "10000", "convert", str(tmp_path / "a.png"), str(tmp_path / "a.nii.gz")])
+    err = capsys.readouterr().err
+    assert code == 2 and "12,000 pixels is over the limit of 10,000" in err and "a.png" in err
+    assert not (tmp_path / "a.nii.gz").exists() and os.environ.get("MEDSEG_MAX_PIXELS") == before
+    assert main(["--max-pixels", "0", "convert", str(tmp_path / "a.png"), str(tmp_path / "a.nii.gz")]) == 0
+    with pytest.raises(SystemExit):
+        main(["--max-pixels", "-1", "info", str(tmp_path)])
