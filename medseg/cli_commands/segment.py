@@ -38,10 +38,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="also write class probabilities (default: the run's infer.save_probabilities)",
     )
+    p.add_argument(
+        "--labels-format",
+        choices=["auto", "nifti", "nrrd", "seg.nrrd"],
+        default="auto",
+        help="label map files: auto (a 3D Slicer .seg.nrrd with named segments for NRRD inputs, else NIfTI), "
+        "nifti, nrrd (a label volume) or seg.nrrd",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     fn = task_function("segmentation", "segment")
-    summary = fn(**predict_kwargs(args), tta=args.tta, save_probabilities=args.probabilities)
+    summary = fn(
+        **predict_kwargs(args), tta=args.tta, save_probabilities=args.probabilities, labels_format=args.labels_format
+    )
     return print_summary(args.out, summary)

@@ -189,3 +189,23 @@ def test_gradcam_of_a_2d_configuration_covers_the_slices_of_the_region(tmp_path,
     z = np.flatnonzero(region.any((0, 1)))
     outside = np.setdiff1d(np.arange(ph.image.shape[2]), np.arange(z.min() - 1, z.max() + 2))
     assert float(cam[0][..., outside].abs().max()) < 1e-6  # only the slices holding the region are explained
+
+
+def test_segment_writes_labels_in_the_inputs_family_or_the_chosen_format(seg_run, tmp_path):
+    import SimpleITK as sitk
+
+    ph = ct_phantom(seed=35, shape=(32, 32, 16), spacing=(6.0, 6.0, 9.0))
+    nii = write_phantom_nifti(ph, tmp_path / "case.nii.gz")[0]
+    (tmp_path / "nrrd").mkdir()
+    sitk.WriteImage(sitk.ReadImage(str(nii)), str(tmp_path / "nrrd" / "case.nrrd"))
+    out = tmp_path / "auto"
+    assert main(["segment", "--model", str(seg_run), str(tmp_path / "nrrd" / "case.nrrd"), "--out", str(out)]) == 0
+    seg_nrrd = mio.load(out / "labels" / "case.seg.nrrd")  # a 3D Slicer segmentation, segments named by class
+    ref = medseg.load_model(seg_run, device="cpu").predict(nii)
+    if bool((ref.labels == 1).any()):
+        assert [(s["name"], s["label_value"]) for s in seg_nrrd.meta["segments"]] == [("liver", 1)]
+    assert np.array_equal(np.asarray(seg_nrrd[0]), ref.labels[0].numpy())
+    out = tmp_path / "nifti"
+    args = ["segment", "--model", str(seg_run), str(tmp_path / "nrrd" / "case.nrrd"), "--out", str(out)]
+    assert main([*args, "--labels-format", "nifti"]) == 0
+    assert np.array_equal(np.asarray(nib.load(str(out / "labels" / "case.nii.gz")).dataobj), ref.labels[0].numpy())

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 
-from medseg.errors import InputError, LabelMismatchError
+from medseg.errors import ConfigError, InputError, LabelMismatchError
 from medseg.io import load, save_label, save_nifti, write_dicom_seg
 from medseg.review.overlay import overlay_2d, overlay_volume, save_png
 from medseg.review.stack import slice_stack, write_stack
@@ -150,6 +150,10 @@ def write_probabilities(probs: np.ndarray, affine: np.ndarray, path: str | Path)
     )
 
 
+#: ``--labels-format`` values (see :func:`write_case_outputs`)
+LABEL_FORMATS = ("auto", "nifti", "nrrd", "seg.nrrd")
+
+
 def write_case_outputs(
     res: Mapping[str, Any],
     case_id: str,
@@ -157,6 +161,7 @@ def write_case_outputs(
     save_probs: bool,
     model_name: str | None = None,
     files: CaseOutputs | None = None,
+    labels_format: str = "auto",
 ) -> dict[str, str]:
     """Write the outputs of one segmented case; returns ``{kind: absolute path}``.
 
@@ -165,22 +170,27 @@ def write_case_outputs(
     res : the result of :func:`medseg.tasks.segmentation.predict.predict_case` (``labels`` ``(*S)``
         uint8, ``probs`` ``(K, *S)``, ``affine``, ``dicom_sources``, ``class_names``).
     case_id : medseg's case id (file names are built from it, never from DICOM values).
-    out : the output folder: ``labels/<case>.nii.gz`` (``labels/<case>.seg.nrrd``, a 3D Slicer
-        segmentation named by class, when ``res["source_format"] == "nrrd"``),
-        ``probabilities/<case>.nii.gz``, ``dicom_seg/<case>.seg.dcm``.
+    out : the output folder: ``labels/<case>.<suffix>``, ``probabilities/<case>.nii.gz``,
+        ``dicom_seg/<case>.seg.dcm``.
     save_probs : also write the probabilities.
     model_name : the algorithm source named in the DICOM SEG.
     files : the case's output register (every path is registered before it is written).
+    labels_format : ``auto`` (a 3D Slicer segmentation ``.seg.nrrd`` named by class for an NRRD input,
+        ``res["source_format"]``, else NIfTI), ``nifti``, ``nrrd`` (a label volume) or ``seg.nrrd``.
 
     For a DICOM series input a DICOM SEG referencing the slices that were used (localizers and
     other excluded files stay out) is written too.
     """
     reg = files or CaseOutputs(out, case_id)
-    # label maps in the input's family: a Slicer segmentation (named segments) for NRRD inputs, else NIfTI
-    if res.get("source_format") == "nrrd":
+    if labels_format not in LABEL_FORMATS:
+        raise ConfigError(f"labels format must be one of {', '.join(LABEL_FORMATS)}, got {labels_format!r}")
+    # auto: label maps in the input's family: a Slicer segmentation (named segments) for NRRD inputs, else NIfTI
+    fmt = labels_format if labels_format != "auto" else ("seg.nrrd" if res.get("source_format") == "nrrd" else "nifti")
+    if fmt in ("nrrd", "seg.nrrd"):
         ref = MetaTensor(torch.zeros((1, *np.shape(res["labels"]))), affine=torch.as_tensor(res["affine"]))
-        segments = dict(enumerate(res.get("class_names") or []))
-        labels_path = save_label(res["labels"], ref, reg.path("labels", f"{case_id}.seg.nrrd"), segments=segments)
+        segments = dict(enumerate(res.get("class_names") or [])) if fmt == "seg.nrrd" else None
+        path = reg.path("labels", f"{case_id}.{fmt}")
+        labels_path = save_label(res["labels"], ref, path, segments=segments)
     else:
         labels_path = write_nifti(res["labels"], res["affine"], reg.path("labels", f"{case_id}.nii.gz"))
     reg.add("labels", labels_path)

@@ -46,6 +46,7 @@ from medseg.tasks.ood import OOD_MODES, image_features, ood_reasons
 from medseg.tasks.segmentation.data import unwrap_error
 from medseg.tasks.segmentation.evaluate import dice_per_class
 from medseg.tasks.segmentation.files import (
+    LABEL_FORMATS,
     check_model_input,
     read_case_image,
     read_image,
@@ -214,6 +215,7 @@ def predict_case(
         "volumes_ml": component_volumes_ml(labels, src_affine, names),
         "dicom_sources": dicom_sources,
         "class_names": names,
+        "source_format": src_meta.get("format"),
     }
 
 
@@ -323,6 +325,7 @@ def _segment_one(
     series: str | int | None,
     ood: str,
     thumbnails: bool,
+    labels_format: str = "auto",
 ) -> CaseResult:
     """One case: read, check against the model and its training data, segment, write, draw."""
     sd = int(sm.meta["spatial_dims"])
@@ -336,7 +339,15 @@ def _segment_one(
     t0 = time.perf_counter()
     res = predict_case(sm.model, img, meta=sm.meta, infer=sm.infer, device=sm.device, post=sm.cfg.postprocess)
     model_name = f"{sm.cfg.model.name} ({sm.model_dir.name})"
-    write_case_outputs(res, case.case_id, files.root, sm.infer.save_probabilities, model_name=model_name, files=files)
+    write_case_outputs(
+        res,
+        case.case_id,
+        files.root,
+        sm.infer.save_probabilities,
+        model_name=model_name,
+        files=files,
+        labels_format=labels_format,
+    )
     names = sm.class_names
     lp = case.label
     metrics = reference_dice(lp, res["labels"], sm.cfg.label_map, names) if lp is not None and lp.exists() else {}
@@ -389,13 +400,16 @@ def _cohort(
     series: str | int | None,
     ood: str,
     thumbnails: bool,
+    labels_format: str = "auto",
 ) -> list[CaseResult]:
     if ood not in OOD_MODES:
         raise ConfigError(f"ood must be one of {', '.join(OOD_MODES)}, got {ood!r}")
+    if labels_format not in LABEL_FORMATS:  # before any case runs
+        raise ConfigError(f"labels format must be one of {', '.join(LABEL_FORMATS)}, got {labels_format!r}")
     cases = expand_inputs(inputs, kind="volume", split=split)
     return run_cohort(
         cases,
-        lambda c, f: _segment_one(sm, c, f, series=series, ood=ood, thumbnails=thumbnails),
+        lambda c, f: _segment_one(sm, c, f, series=series, ood=ood, thumbnails=thumbnails, labels_format=labels_format),
         out=out,
         command="segment",
     )
@@ -448,6 +462,7 @@ def segment(
     split: str = "test",
     series: str | int | None = None,
     ood: str | None = None,
+    labels_format: str = "auto",
 ) -> dict[str, Any]:
     """Segment images with a trained run; outputs in the source geometry.
 
@@ -463,6 +478,7 @@ def segment(
     split : datalist list to segment: ``test`` (default), ``validation``, ``training`` or ``all``.
     series : which series of a folder holding several (its ``medseg info`` index, UID or description).
     ood : ``warn`` | ``refuse`` | ``off`` (default: the run's ``infer.ood``).
+    labels_format : ``auto`` (``.seg.nrrd`` for NRRD inputs, else NIfTI), ``nifti``, ``nrrd``, ``seg.nrrd``.
 
     Returns
     -------
@@ -479,7 +495,8 @@ def segment(
     sm = load_segmenter(model_dir, device, overrides)
     mode = ood or sm.infer.ood
     identity = json.dumps(
-        [str(model_dir.resolve()), [str(i) for i in inputs], split, series, mode, overrides], default=str
+        [str(model_dir.resolve()), [str(i) for i in inputs], split, series, mode, overrides, labels_format],
+        default=str,
     )
     run = Run.create(out, None, force=force, command="segment", identity=identity)
     with run:
@@ -493,7 +510,9 @@ def segment(
         )
         t0 = time.perf_counter()
         with run.stage("segment"):
-            results = _cohort(sm, inputs, run.path, split=split, series=series, ood=mode, thumbnails=True)
+            results = _cohort(
+                sm, inputs, run.path, split=split, series=series, ood=mode, thumbnails=True, labels_format=labels_format
+            )
         summary = finish_cohort(
             run,
             results,
