@@ -45,12 +45,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="label map files: auto (a 3D Slicer .seg.nrrd with named segments for NRRD inputs, else NIfTI), "
         "nifti, nrrd (a label volume) or seg.nrrd",
     )
+    p.add_argument(
+        "--dicom-seg",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="write a DICOM SEG per DICOM series input (default); --no-dicom-seg keeps the label maps only, "
+        "e.g. for series whose UIDs are damaged (the SEG writer refuses them and fails the case)",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     fn = task_function("segmentation", "segment")
     summary = fn(
-        **predict_kwargs(args), tta=args.tta, save_probabilities=args.probabilities, labels_format=args.labels_format
+        **predict_kwargs(args),
+        tta=args.tta,
+        save_probabilities=args.probabilities,
+        labels_format=args.labels_format,
+        dicom_seg=args.dicom_seg,
     )
     return print_summary(args.out, summary)

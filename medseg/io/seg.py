@@ -254,8 +254,8 @@ def enhanced_geometry(ds: Any, where: str = "source image") -> tuple[np.ndarray,
             if owner is not None and owner.get(name):
                 return owner.get(name)[0]
         raise GeometryError(
-            f"{where}: frame {f + 1} has no {name} (no patient geometry in the functional groups); a DICOM SEG "
-            "cannot be placed on it: save the labels as NIfTI"
+            f"no DICOM SEG can be placed on a frame without {name} (use medseg segment --no-dicom-seg to keep the "
+            f"NIfTI labels): {where}, frame {f + 1}"
         )
 
     try:
@@ -453,8 +453,8 @@ def _complete_first(datasets: list[Any], pixel: np.ndarray, where: str) -> tuple
     for d in datasets:
         if any(uid_for_message(d.get(k)) in ("unknown", "<not a valid UID>") for k in _UID_KEYWORDS):
             raise FileFormatError(
-                f"{where}: a source file has a missing or damaged UID (SOP instance / series / study / SOP class); "
-                "a DICOM SEG cannot reference it: save the labels as NIfTI"
+                "no DICOM SEG can reference a source file with a missing or damaged UID (use medseg segment "
+                f"--no-dicom-seg to keep the NIfTI labels): {where}"
             )
 
     def complete(d: Any) -> bool:

@@ -43,15 +43,21 @@ def test_explain_writes_maps_pngs_and_table(classifier_run, tmp_path):
         explain(classifier_run, images, tmp_path / "out2", target="melanoma")
 
 
-def test_explain_refuses_non_classification_runs(tmp_path):
+def test_explain_refuses_runs_without_a_model_to_explain(tmp_path):
     from medseg.config import SegmentationConfig
+    from medseg.config.weak_supervision import WeakSupervisionConfig
+    from medseg.errors import MissingFileError
     from medseg.runs import Run
     from medseg.tasks.explain import explain
 
-    run = Run.create(tmp_path / "seg", SegmentationConfig())
+    run = Run.create(tmp_path / "weak", WeakSupervisionConfig())
     run.finish()
-    with pytest.raises(InputError, match="grad_cam"):
+    with pytest.raises(InputError, match="not 'weak_supervision'"):
         explain(run.path, [tmp_path], tmp_path / "out")
+    run = Run.create(tmp_path / "seg", SegmentationConfig())  # a segmentation run that never trained
+    run.finish()
+    with pytest.raises(MissingFileError):
+        explain(run.path, [tmp_path], tmp_path / "out2")
 
 
 def test_explain_cli(classifier_run, tmp_path, capsys):

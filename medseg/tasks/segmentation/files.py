@@ -162,6 +162,7 @@ def write_case_outputs(
     model_name: str | None = None,
     files: CaseOutputs | None = None,
     labels_format: str = "auto",
+    dicom_seg: bool = True,
 ) -> dict[str, str]:
     """Write the outputs of one segmented case; returns ``{kind: absolute path}``.
 
@@ -177,6 +178,7 @@ def write_case_outputs(
     files : the case's output register (every path is registered before it is written).
     labels_format : ``auto`` (a 3D Slicer segmentation ``.seg.nrrd`` named by class for an NRRD input,
         ``res["source_format"]``, else NIfTI), ``nifti``, ``nrrd`` (a label volume) or ``seg.nrrd``.
+    dicom_seg : write the DICOM SEG of a DICOM series input (False: the label map only).
 
     For a DICOM series input a DICOM SEG referencing the slices that were used (localizers and
     other excluded files stay out) is written too.
@@ -197,7 +199,7 @@ def write_case_outputs(
     if save_probs:
         p = write_probabilities(res["probs"], res["affine"], reg.path("probabilities", f"{case_id}.nii.gz"))
         reg.add("probabilities", p)
-    if res.get("dicom_sources") and np.asarray(res["labels"]).ndim == 3:
+    if dicom_seg and res.get("dicom_sources") and np.asarray(res["labels"]).ndim == 3:
         labels = MetaTensor(torch.as_tensor(res["labels"])[None], affine=torch.as_tensor(res["affine"]))
         seg = write_dicom_seg(
             labels,

@@ -326,6 +326,7 @@ def _segment_one(
     ood: str,
     thumbnails: bool,
     labels_format: str = "auto",
+    dicom_seg: bool = True,
 ) -> CaseResult:
     """One case: read, check against the model and its training data, segment, write, draw."""
     sd = int(sm.meta["spatial_dims"])
@@ -347,6 +348,7 @@ def _segment_one(
         model_name=model_name,
         files=files,
         labels_format=labels_format,
+        dicom_seg=dicom_seg,
     )
     names = sm.class_names
     lp = case.label
@@ -401,6 +403,7 @@ def _cohort(
     ood: str,
     thumbnails: bool,
     labels_format: str = "auto",
+    dicom_seg: bool = True,
 ) -> list[CaseResult]:
     if ood not in OOD_MODES:
         raise ConfigError(f"ood must be one of {', '.join(OOD_MODES)}, got {ood!r}")
@@ -409,7 +412,9 @@ def _cohort(
     cases = expand_inputs(inputs, kind="volume", split=split)
     return run_cohort(
         cases,
-        lambda c, f: _segment_one(sm, c, f, series=series, ood=ood, thumbnails=thumbnails, labels_format=labels_format),
+        lambda c, f: _segment_one(
+            sm, c, f, series=series, ood=ood, thumbnails=thumbnails, labels_format=labels_format, dicom_seg=dicom_seg
+        ),
         out=out,
         command="segment",
     )
@@ -463,6 +468,7 @@ def segment(
     series: str | int | None = None,
     ood: str | None = None,
     labels_format: str = "auto",
+    dicom_seg: bool = True,
 ) -> dict[str, Any]:
     """Segment images with a trained run; outputs in the source geometry.
 
@@ -479,6 +485,8 @@ def segment(
     series : which series of a folder holding several (its ``medseg info`` index, UID or description).
     ood : ``warn`` | ``refuse`` | ``off`` (default: the run's ``infer.ood``).
     labels_format : ``auto`` (``.seg.nrrd`` for NRRD inputs, else NIfTI), ``nifti``, ``nrrd``, ``seg.nrrd``.
+    dicom_seg : write a DICOM SEG per DICOM series input (False: label maps only, e.g. for series whose
+        UIDs are damaged, on which the SEG writer fails the case).
 
     Returns
     -------
@@ -495,7 +503,7 @@ def segment(
     sm = load_segmenter(model_dir, device, overrides)
     mode = ood or sm.infer.ood
     identity = json.dumps(
-        [str(model_dir.resolve()), [str(i) for i in inputs], split, series, mode, overrides, labels_format],
+        [str(model_dir.resolve()), [str(i) for i in inputs], split, series, mode, overrides, labels_format, dicom_seg],
         default=str,
     )
     run = Run.create(out, None, force=force, command="segment", identity=identity)
@@ -511,7 +519,15 @@ def segment(
         t0 = time.perf_counter()
         with run.stage("segment"):
             results = _cohort(
-                sm, inputs, run.path, split=split, series=series, ood=mode, thumbnails=True, labels_format=labels_format
+                sm,
+                inputs,
+                run.path,
+                split=split,
+                series=series,
+                ood=mode,
+                thumbnails=True,
+                labels_format=labels_format,
+                dicom_seg=dicom_seg,
             )
         summary = finish_cohort(
             run,
