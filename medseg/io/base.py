@@ -19,6 +19,7 @@ import numpy as np
 from numpy.typing import DTypeLike
 
 from medseg.errors import LabelMismatchError
+from medseg.io.geometry import orientation_code, spacing_from_affine
 from medseg.io.series import SeriesInfo
 
 if TYPE_CHECKING:  # annotations only: the readers import monai (torch) when they run
@@ -132,6 +133,42 @@ def nonfinite_voxels(
         msg = f"{what} voxel(s) replaced by {nan_value}"
     problems.append(msg)
     return nan, inf
+
+
+def volume_meta(
+    path: Path | str,
+    fmt: str,
+    affine: np.ndarray,
+    shape: tuple[int, ...],
+    problems: list[str],
+    nonfinite: tuple[int, int],
+    **extra: Any,
+) -> dict[str, Any]:
+    """The meta of a volume read from one file (NIfTI, NRRD, MetaImage): the keys every reader sets.
+
+    Parameters
+    ----------
+    path : the file; fmt : its format name (``meta["format"]``); affine : 4x4 voxel -> RAS mm;
+    shape : the data's ``(C, X, Y, Z)`` shape; problems : the reader's findings;
+    nonfinite : ``(NaN count, infinite count)`` (:func:`nonfinite_voxels`); extra : format-specific keys.
+    """
+    return {
+        "filename_or_obj": str(path),
+        "format": fmt,
+        "source_paths": [str(path)],
+        "spacing": np.array(spacing_from_affine(affine), float),
+        "original_affine": np.asarray(affine, float).copy(),
+        "orientation": orientation_code(affine),
+        "modality": None,
+        "series_uid": None,
+        "problems": problems,
+        "nan_voxels": nonfinite[0],
+        "inf_voxels": nonfinite[1],
+        "space": "RAS",
+        "original_channel_dim": 0,
+        "spatial_shape": np.array(shape[1:]),
+        **extra,
+    }
 
 
 def reference_grid(reference: Any) -> tuple[tuple[int, ...], np.ndarray, Mapping[str, Any]]:

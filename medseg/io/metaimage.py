@@ -18,7 +18,7 @@ import numpy as np
 from numpy.typing import DTypeLike
 
 from medseg.errors import FileFormatError, MedsegError, MissingFileError
-from medseg.io.base import ImageFormat, LoadOptions, nonfinite_voxels, source_path
+from medseg.io.base import ImageFormat, LoadOptions, nonfinite_voxels, source_path, volume_meta
 from medseg.io.geometry import LPS_TO_RAS, orientation_code, spacing_from_affine
 from medseg.io.safety import PASS_THROUGH, safe_reason
 from medseg.io.series import SeriesInfo, unreadable
@@ -203,22 +203,7 @@ def load_metaimage(path: str | Path, *, nan_value: float | None = None, dtype: D
         raise FileFormatError("complex-valued voxels; save magnitude or parts separately", path=str(path))
     data = np.asarray(data, dtype=dtype) if np.dtype(dtype).kind == "f" or data.dtype.kind != "f" else data
     nan, inf = nonfinite_voxels(data, nan_value, path, problems)
-    meta = {
-        "filename_or_obj": str(path),
-        "format": "metaimage",
-        "source_paths": [str(path)],
-        "spacing": np.array(spacing_from_affine(affine), float),
-        "original_affine": affine.copy(),
-        "orientation": orientation_code(affine),
-        "modality": None,
-        "series_uid": None,
-        "problems": problems,
-        "nan_voxels": nan,
-        "inf_voxels": inf,
-        "space": "RAS",
-        "original_channel_dim": 0,
-        "spatial_shape": np.array(data.shape[1:]),
-    }
+    meta = volume_meta(path, "metaimage", affine, data.shape, problems, (nan, inf))
     t = torch.from_numpy(np.ascontiguousarray(data))
     return MetaTensor(t, affine=torch.as_tensor(affine, dtype=torch.float64), meta=meta)
 

@@ -24,8 +24,16 @@ import numpy as np
 from numpy.typing import DTypeLike
 
 from medseg.errors import FileFormatError, InputError, MissingFileError
-from medseg.io.base import ImageFormat, LoadOptions, label_array, nonfinite_voxels, reference_grid, source_path
-from medseg.io.geometry import affines_close, orientation_code, spacing_from_affine
+from medseg.io.base import (
+    ImageFormat,
+    LoadOptions,
+    label_array,
+    nonfinite_voxels,
+    reference_grid,
+    source_path,
+    volume_meta,
+)
+from medseg.io.geometry import affines_close, orientation_code
 from medseg.io.safety import safe_reason
 from medseg.io.series import SeriesInfo, unreadable
 from medseg.utils import atomic_write
@@ -183,25 +191,16 @@ def load_nifti(path: str | Path, *, nan_value: float | None = None, dtype: DType
     data = np.asarray(data, dtype=dtype) if np.dtype(dtype).kind == "f" or data.dtype.kind != "f" else data
     nan, inf = nonfinite_voxels(data, nan_value, path, problems)
     affine = np.asarray(img.affine, float)
-    spacing = spacing_from_affine(affine)
-    meta = {
-        "filename_or_obj": str(path),
-        "format": "nifti",
-        "source_paths": [str(path)],
-        "spacing": np.array(spacing, float),
-        "original_affine": affine.copy(),
-        "orientation": orientation_code(affine),
-        "modality": None,
-        "series_uid": None,
-        "problems": problems,
-        "nan_voxels": nan,
-        "inf_voxels": inf,
-        "space": "RAS",
-        "original_channel_dim": 0,
-        "spatial_shape": np.array(data.shape[1:]),
-        "sform_code": _form_code(img, "sform_code"),
-        "qform_code": _form_code(img, "qform_code"),
-    }
+    meta = volume_meta(
+        path,
+        "nifti",
+        affine,
+        data.shape,
+        problems,
+        (nan, inf),
+        sform_code=_form_code(img, "sform_code"),
+        qform_code=_form_code(img, "qform_code"),
+    )
     return MetaTensor(
         torch.from_numpy(np.ascontiguousarray(data)), affine=torch.as_tensor(affine, dtype=torch.float64), meta=meta
     )

@@ -27,7 +27,15 @@ import numpy as np
 from numpy.typing import DTypeLike
 
 from medseg.errors import FileFormatError, InputError, MedsegError, MissingDependencyError, MissingFileError
-from medseg.io.base import ImageFormat, LoadOptions, label_array, nonfinite_voxels, reference_grid, source_path
+from medseg.io.base import (
+    ImageFormat,
+    LoadOptions,
+    label_array,
+    nonfinite_voxels,
+    reference_grid,
+    source_path,
+    volume_meta,
+)
 from medseg.io.geometry import orientation_code, spacing_from_affine
 from medseg.io.safety import PASS_THROUGH, clean_text, safe_reason, third_party_quiet
 from medseg.io.series import SeriesInfo, unreadable
@@ -256,24 +264,16 @@ def load_nrrd(path: str | Path, *, nan_value: float | None = None, dtype: DTypeL
     data = np.asarray(data, dtype=dtype) if np.dtype(dtype).kind == "f" or data.dtype.kind != "f" else data
     nan, inf = nonfinite_voxels(data, nan_value, path, problems)
     segments = segments_of(header)
-    meta = {
-        "filename_or_obj": str(path),
-        "format": "nrrd",
-        "source_paths": [str(path)],
-        "spacing": np.array(spacing_from_affine(affine), float),
-        "original_affine": affine.copy(),
-        "orientation": orientation_code(affine),
-        "modality": None,
-        "series_uid": None,
-        "problems": problems,
-        "nan_voxels": nan,
-        "inf_voxels": inf,
-        "segments": segments,
-        "nrrd_space": str(header.get("space", "")),
-        "space": "RAS",
-        "original_channel_dim": 0,
-        "spatial_shape": np.array(data.shape[1:]),
-    }
+    meta = volume_meta(
+        path,
+        "nrrd",
+        affine,
+        data.shape,
+        problems,
+        (nan, inf),
+        segments=segments,
+        nrrd_space=str(header.get("space", "")),
+    )
     t = torch.from_numpy(np.ascontiguousarray(data))
     return MetaTensor(t, affine=torch.as_tensor(affine, dtype=torch.float64), meta=meta)
 
