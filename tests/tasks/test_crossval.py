@@ -120,3 +120,28 @@ def test_segment_with_the_parent_run_uses_the_ensemble_and_its_card(cv_run, tmp_
     assert [r["status"] for r in rows] == ["ok"] * len(test)
     assert all(Path(p).is_file() for r in rows for p in r["outputs"].values())
     assert json.loads((out / "run.json").read_text())["ensemble"]["members"] == ["fold_0", "fold_1", "fold_2"]
+    assert all(0.0 <= r["disagreement"] <= 1.0 for r in rows)  # the members' mutual information per case
+
+
+def test_member_by_member_inference_equals_the_ensembles_forward(cv_run):
+    """segment runs an ensemble's members one by one (for their disagreement): the same segmentation."""
+    from medseg.tasks.segmentation.predict import load_segmenter, predict_case
+
+    parent, _ = cv_run
+    sm = load_segmenter(parent, "cpu")
+    image = json.loads((parent / "splits" / "fold_0.json").read_text())["test"][0]["image"]
+
+    class Plain(torch.nn.Module):  # the ensemble's forward, without its members showing
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return self.net(x)
+
+    a = predict_case(sm.model, image, meta=sm.meta, infer=sm.infer, device=sm.device)
+    b = predict_case(Plain(sm.model).eval(), image, meta=sm.meta, infer=sm.infer, device=sm.device)
+    # the window blends logits before the softmax: each member's vs the ensemble's log-mean differ at seams only
+    assert float(abs(torch.as_tensor(a["probs"]) - torch.as_tensor(b["probs"])).max()) < 0.05
+    assert (a["labels"] == b["labels"]).mean() > 0.999
+    assert b["disagreement"] is None and 0.0 <= a["disagreement"] <= 1.0

@@ -31,6 +31,7 @@ from torch import nn
 from medseg.config import SegInferSection, SegmentationConfig, SegPostSection
 from medseg.engine.checkpoint import load_run_model
 from medseg.engine.device import describe_device, select_device
+from medseg.engine.ensemble import mutual_information
 from medseg.engine.inference import (
     component_volumes_ml,
     entropy_uncertainty,
@@ -164,7 +165,9 @@ def predict_case(
     -------
     dict: ``labels`` ``(*S)`` uint8 and ``probs`` ``(K, *S)`` float32 in the source voxel grid,
     ``affine`` (4x4 voxel -> RAS mm, equal to the input's), ``uncertainty`` (float, 0..1),
-    ``volumes_ml`` per class, ``dicom_sources`` (files of a DICOM input), ``class_names``.
+    ``volumes_ml`` per class, ``dicom_sources`` (files of a DICOM input), ``class_names``,
+    ``source_format``, ``disagreement`` (a fold ensemble: the members' mean mutual information, 0..1, over the
+    predicted foreground; None for one model).
 
     Raises
     ------
@@ -178,10 +181,7 @@ def predict_case(
     src_affine = np.asarray(img.meta["source_affine"], dtype=np.float64)
     tta_axes = (infer.tta_axes if infer.tta_axes is not None else list(range(sd))) if infer.tta else None
     want_dis = infer.tta and infer.uncertainty == "tta"
-    probs, dis = predict_probs(
-        model,
-        img.as_tensor()[None],
-        plan,
+    window: dict[str, Any] = dict(
         sw_batch_size=infer.batch_size,
         overlap=infer.overlap,
         sigma_scale=infer.sigma_scale,
@@ -190,6 +190,20 @@ def predict_case(
         tta_axes=tta_axes,
         return_disagreement=want_dis,
     )
+    members = getattr(model, "members", None)  # a fold ensemble (medseg.engine.ensemble.FoldEnsemble)
+    agreement: float | None = None
+    if members is not None and not want_dis:
+        # member by member: the mean of their probabilities (the ensemble's; the sliding window blends each
+        # member's logits before its softmax, so this differs from the ensemble's own forward by < 0.05 near
+        # window seams), and their disagreement (mutual information), which flags errors and shifted cases
+        # better than one model's entropy (benchmarks/ensemble.py)
+        member_probs = torch.stack([predict_probs(m, img.as_tensor()[None], plan, **window)[0] for m in members])
+        probs, dis = member_probs.mean(0), None
+        fg_plan = probs.argmax(1)[0] > 0
+        mi = mutual_information(member_probs)[0]
+        agreement = float(mi[fg_plan].mean()) if bool(fg_plan.any()) else 0.0
+    else:
+        probs, dis = predict_probs(model, img.as_tensor()[None], plan, **window)
     probs_src = to_source(d, pre, probs[0], where)
     outside = probs_src.sum(0) == 0  # cropped away before the network (outside the body): background
     probs_src[0][outside] = 1.0
@@ -216,6 +230,7 @@ def predict_case(
         "dicom_sources": dicom_sources,
         "class_names": names,
         "source_format": src_meta.get("format"),
+        "disagreement": agreement,
     }
 
 
@@ -388,6 +403,7 @@ def _segment_one(
         "review_score": round(score, 4),
         "needs_review": needs,
         **{f"volume_ml_{k}": v for k, v in res["volumes_ml"].items()},
+        **({"disagreement": round(res["disagreement"], 4)} if res.get("disagreement") is not None else {}),
         **metrics,
     }
     return CaseResult.of(case, flags=flags, ood_reasons=reasons, values=values, review=review)
