@@ -28,6 +28,7 @@ COMMANDS = [
     "explain",
     "evaluate",
     "pacs",
+    "export",
     "demo",
 ]
 

@@ -1,0 +1,73 @@
+"""medseg export: TorchScript and ONNX (onnxruntime) agree with the PyTorch model and carry the preprocessing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from medseg.cli import main
+from medseg.engine.checkpoint import load_run_model
+from medseg.errors import InputError
+from medseg.runs import Run
+from medseg.tasks import segmentation as seg
+from medseg.tasks.export import TOLERANCE, export_model
+
+
+@pytest.fixture(scope="module")
+def seg_run(tmp_path_factory, tiny_seg_cfg) -> Path:
+    tmp = tmp_path_factory.mktemp("exportrun")
+    cfg = tiny_seg_cfg(tmp, train__epochs=1)
+    with Run.create(tmp / "run", cfg, command="train") as run:
+        seg.train(cfg, run)
+    return tmp / "run"
+
+
+def _reference(run: Path, x: torch.Tensor) -> np.ndarray:
+    model, _, _ = load_run_model(run)
+    with torch.no_grad():
+        return model(x).numpy()
+
+
+def test_torchscript_and_onnx_match_pytorch_and_carry_preprocessing(seg_run, tmp_path, capsys):
+    import onnx
+    import onnxruntime as ort
+
+    assert main(["export", str(seg_run), "--format", "torchscript", "--out", str(tmp_path / "ts")]) == 0
+    assert "max abs logit difference" in capsys.readouterr().out
+    assert main(["export", str(seg_run), "--format", "onnx", "--out", str(tmp_path / "onnx")]) == 0
+    info = json.loads((tmp_path / "onnx" / "export.json").read_text())
+    plan = info["preprocessing"]
+    assert info["class_names"] == ["background", "liver"] and info["modality"] == "CT"
+    assert plan["orientation"] == "RAS" and len(plan["target_spacing_mm"]) == 3 and plan["intensity"]["clip"]
+    assert info["check"]["max_abs_logit_diff"] <= TOLERANCE == info["check"]["tolerance"]
+
+    # an input the exporter never saw (another size): same logits within the stated tolerance
+    x = torch.randn(2, 1, 32, 24, 16, generator=torch.Generator().manual_seed(7))
+    ref = _reference(seg_run, x)
+    extra = {"medseg.json": ""}
+    ts = torch.jit.load(str(tmp_path / "ts" / "model.ts"), _extra_files=extra)
+    assert json.loads(extra["medseg.json"])["preprocessing"] == plan
+    with torch.no_grad():
+        assert np.abs(ts(x).numpy() - ref).max() <= TOLERANCE
+    sess = ort.InferenceSession(str(tmp_path / "onnx" / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert np.abs(sess.run(["logits"], {"image": x.numpy()})[0] - ref).max() <= TOLERANCE
+    props = {p.key: p.value for p in onnx.load(str(tmp_path / "onnx" / "model.onnx")).metadata_props}
+    assert json.loads(props["medseg"])["preprocessing"] == plan
+
+
+def test_failed_run_is_refused(seg_run, tmp_path):
+    failed = tmp_path / "failed_run"
+    failed.mkdir()
+    for p in seg_run.iterdir():
+        (failed / p.name).symlink_to(p)
+    (failed / "run.json").unlink()
+    info = json.loads((seg_run / "run.json").read_text())
+    (failed / "run.json").write_text(json.dumps({**info, "status": "failed"}))
+    with pytest.raises(InputError, match="marked 'failed'"):
+        export_model(failed, "onnx", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    assert main(["export", str(failed), "--format", "torchscript", "--out", str(tmp_path / "o2")]) == 2
