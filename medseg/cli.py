@@ -29,6 +29,7 @@ COMMANDS = [
     "evaluate",
     "pacs",
     "export",
+    "review-queue",
     "demo",
 ]
 
@@ -45,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        mod = importlib.import_module(f"medseg.cli_commands.{name}")
+        mod = importlib.import_module(f"medseg.cli_commands.{name.replace('-', '_')}")
         mod.add_parser(sub)
     return parser
 
