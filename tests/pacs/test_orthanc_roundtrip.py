@@ -17,19 +17,13 @@ from medseg.cli import main
 from medseg.data.synthetic import ct_phantom, write_phantom_dicom
 from medseg.errors import ConfigError, PacsError
 from medseg.pacs import get_node, pull, push
-from medseg.runs import Run
-from medseg.tasks import segmentation as seg
 
 CLASSES = ["background", "liver"]
 
 
 @pytest.fixture(scope="module")
-def seg_run(tmp_path_factory, tiny_seg_cfg) -> Path:
-    tmp = tmp_path_factory.mktemp("pacsrun")
-    cfg = tiny_seg_cfg(tmp)
-    with Run.create(tmp / "run", cfg, command="train") as run:
-        seg.train(cfg, run)
-    return tmp / "run"
+def seg_run(tiny_seg_run) -> Path:
+    return tiny_seg_run
 
 
 @pytest.fixture(scope="module")

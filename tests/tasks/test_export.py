@@ -12,18 +12,12 @@ import torch
 from medseg.cli import main
 from medseg.engine.checkpoint import load_run_model
 from medseg.errors import InputError
-from medseg.runs import Run
-from medseg.tasks import segmentation as seg
 from medseg.tasks.export import TOLERANCE, export_model
 
 
 @pytest.fixture(scope="module")
-def seg_run(tmp_path_factory, tiny_seg_cfg) -> Path:
-    tmp = tmp_path_factory.mktemp("exportrun")
-    cfg = tiny_seg_cfg(tmp, train__epochs=1)
-    with Run.create(tmp / "run", cfg, command="train") as run:
-        seg.train(cfg, run)
-    return tmp / "run"
+def seg_run(tiny_seg_run) -> Path:
+    return tiny_seg_run
 
 
 def _reference(run: Path, x: torch.Tensor) -> np.ndarray:

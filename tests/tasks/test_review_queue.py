@@ -11,19 +11,14 @@ import pytest
 from medseg.cli import main
 from medseg.data.synthetic import ct_phantom, write_phantom_nifti
 from medseg.errors import InputError
-from medseg.runs import Run
-from medseg.tasks import segmentation as seg
 from medseg.tasks.review_queue import review_queue
 
 pytestmark = pytest.mark.slow  # trains a tiny model and segments 4 cases (~25 s on 2 cores)
 
 
 @pytest.fixture(scope="module")
-def predicted(tmp_path_factory, tiny_seg_cfg) -> Path:
+def predicted(tmp_path_factory, tiny_seg_run) -> Path:
     tmp = tmp_path_factory.mktemp("queue")
-    cfg = tiny_seg_cfg(tmp, train__epochs=1)
-    with Run.create(tmp / "run", cfg, command="train") as run:
-        seg.train(cfg, run)
     inputs = [
         write_phantom_nifti(ct_phantom(seed=40 + i, shape=(32, 32, 16), spacing=(6.0, 6.0, 9.0)), tmp / f"c{i}.nii.gz")[
             0
@@ -31,7 +26,9 @@ def predicted(tmp_path_factory, tiny_seg_cfg) -> Path:
         for i in range(4)
     ]
     assert (
-        main(["segment", "--model", str(tmp / "run"), *map(str, inputs), "--out", str(tmp / "pred"), "--device", "cpu"])
+        main(
+            ["segment", "--model", str(tiny_seg_run), *map(str, inputs), "--out", str(tmp / "pred"), "--device", "cpu"]
+        )
         == 0
     )
     return tmp / "pred"
