@@ -123,9 +123,9 @@ def load_nodes(path: str | Path | None = None) -> dict[str, PacsNode]:
     nodes = raw.get("nodes") if isinstance(raw, dict) else None
     if not isinstance(nodes, dict) or not nodes:
         raise ConfigError("a PACS nodes file holds 'nodes: {name: {ae_title, host, port, ...}}'", path=str(path))
-    _refuse_secrets(nodes, "nodes")
     out = {}
     for name, settings in nodes.items():
+        _refuse_secrets(settings, f"nodes.{name}")  # the settings, not the node names
         try:
             out[str(name)] = PacsNode.model_validate({**(settings or {}), "name": str(name)})
         except ValidationError as e:

@@ -140,3 +140,5 @@ def test_nodes_file_keeps_secrets_out(tmp_path, monkeypatch):
         get_node("q", f)
     monkeypatch.setenv("MEDSEG_PACS_NODES", str(f))
     assert get_node("p").dicomweb_url == "http://h"
+    f.write_text(yaml.safe_dump({"nodes": {"keycloak_user": {"host": "h", "port": 104, "tls": {"key_env": "K"}}}}))
+    assert get_node("keycloak_user").tls.key_env == "K"  # a node's name is not a secret
