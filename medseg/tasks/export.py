@@ -1,6 +1,7 @@
 """Exporting a trained run's network for other tools: TorchScript and ONNX, each checked and self-describing.
 
-``medseg export RUN --format torchscript|onnx --out DIR`` writes
+``medseg export RUN --format bundle|torchscript|onnx --out DIR`` writes a MONAI bundle
+(:mod:`medseg.tasks.bundle`), or
 
 - ``DIR/model.ts`` (TorchScript, ``torch.jit.trace``; the metadata in the archive's extra file
   ``medseg.json``: ``torch.jit.load(path, _extra_files={"medseg.json": ""})``) or ``DIR/model.onnx`` (opset
@@ -32,6 +33,7 @@ import torch
 import medseg
 from medseg.engine.checkpoint import is_fold_parent, load_run_model
 from medseg.errors import CheckpointError, InputError, MissingDependencyError, MissingFileError
+from medseg.tasks.bundle import write_bundle
 from medseg.transforms.pipeline import crop_rule
 from medseg.utils import atomic_write, atomic_write_text
 
@@ -41,8 +43,8 @@ log = logging.getLogger(__name__)
 
 #: largest absolute logit difference allowed between the exported and the PyTorch model (float32 CPU)
 TOLERANCE = 1e-4
-FORMATS = ("torchscript", "onnx")
-Format = Literal["torchscript", "onnx"]
+FORMATS = ("bundle", "torchscript", "onnx")
+Format = Literal["bundle", "torchscript", "onnx"]
 _FILES = {"torchscript": "model.ts", "onnx": "model.onnx"}
 
 
@@ -129,6 +131,12 @@ def export_model(run_dir: str | Path, fmt: Format, out: str | Path) -> dict[str,
     model, cfg, ckpt = load_run_model(run_dir, "best", map_location="cpu")
     model.eval()
     meta = export_metadata(run_dir, cfg, dict(ckpt.get("meta") or {}))
+    if fmt == "bundle":
+        write_bundle(run_dir, meta, model.state_dict(), out, getattr(cfg, "postprocess", None))
+        meta.update(file="configs/inference.json")
+        atomic_write_text(out / "export.json", json.dumps(meta, indent=2, default=str))
+        log.info("%s: exported as a MONAI bundle to %s", run_dir.name, out)
+        return meta
     inputs = [_example(meta, 1), _example(meta, 2)]
     with torch.no_grad():
         expected = [model(x).float().numpy() for x in inputs]
