@@ -5,11 +5,12 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.medseg-installed
 DEMO_OUT ?= runs/demo
-# Debian packages the real-component tests use (headless Chromium for the review report)
-SYSTEM_PACKAGES ?= chromium
+# Debian packages the real-component tests use (headless Chromium for the review report; Orthanc with
+# DICOMweb for the PACS round trip, tests/pacs)
+SYSTEM_PACKAGES ?= chromium orthanc orthanc-dicomweb
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test test-slow lint bench fuzz setup system-deps clean help
+.PHONY: demo test test-slow lint bench fuzz setup system-deps pacs clean help
 
 help:
 	@echo "make demo         set up .venv and run the demo on the embedded synthetic data"
@@ -17,6 +18,7 @@ help:
 	@echo "make test-slow    also run the slow (training-to-target) tests"
 	@echo "make lint         ruff (lint + format check), mypy, import-linter layer contracts"
 	@echo "make system-deps  install the Debian packages real-component tests use: $(SYSTEM_PACKAGES)"
+	@echo "make pacs         start a local Orthanc (DIMSE + DICOMweb) to try 'medseg pacs' with (docs/pacs.md)"
 	@echo "make bench        run all benchmarks, write benchmarks/results/<date>.jsonl"
 	@echo "make fuzz         fuzz medseg.io with atheris for FUZZ_SECONDS (default 60) s; crashers in build/fuzz/artifacts"
 
@@ -49,6 +51,10 @@ lint: $(STAMP)
 system-deps:
 	$(SUDO) apt-get update -qq
 	$(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(SYSTEM_PACKAGES)
+
+# A throwaway Orthanc on free ports (storage in a temporary folder); prints the nodes file to use.
+pacs: $(STAMP)
+	$(PY) -m tests.pacs.orthanc
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py

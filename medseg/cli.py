@@ -19,7 +19,21 @@ from medseg import __version__
 from medseg.errors import MedsegError
 from medseg.io.raster import MAX_PIXELS
 
-COMMANDS = ["info", "convert", "train", "tune", "segment", "detect", "classify", "explain", "evaluate", "demo"]
+COMMANDS = [
+    "info",
+    "convert",
+    "train",
+    "tune",
+    "segment",
+    "detect",
+    "classify",
+    "explain",
+    "evaluate",
+    "pacs",
+    "export",
+    "review-queue",
+    "demo",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        mod = importlib.import_module(f"medseg.cli_commands.{name}")
+        mod = importlib.import_module(f"medseg.cli_commands.{name.replace('-', '_')}")
         mod.add_parser(sub)
     return parser
 

@@ -20,6 +20,7 @@ __all__ = [
     "MissingDependencyError",
     "RunFolderExistsError",
     "CheckpointError",
+    "PacsError",
 ]
 
 
@@ -67,3 +68,7 @@ class RunFolderExistsError(MedsegError, FileExistsError):
 
 class CheckpointError(MedsegError, ValueError):
     """A checkpoint cannot be loaded (missing, corrupt, or incompatible with the model)."""
+
+
+class PacsError(MedsegError):
+    """A PACS node refused or failed a request; the message names the node and the DICOM / HTTP status."""

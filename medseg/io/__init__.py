@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import DTypeLike
@@ -45,6 +45,7 @@ from medseg.io.geometry import (
     world_to_voxel,
 )
 from medseg.io.image2d import as_rgb, load_image2d, read_image_array, read_image_uint8, to_uint8
+from medseg.io.label_load import read_label
 from medseg.io.labels import save_label
 from medseg.io.metaimage import load_metaimage
 from medseg.io.nifti import load_nifti, save_nifti
@@ -73,6 +74,7 @@ __all__ = [
     "as_rgb",
     "save_nifti",
     "save_label",
+    "load_label",
     "write_dicom_seg",
     "check_image_label",
     "read_dicom_header",
@@ -207,3 +209,27 @@ def load(
     if skipped:
         img.meta["problems"] = list(img.meta.get("problems", [])) + skipped
     return img
+
+
+def load_label(
+    path: str | os.PathLike,
+    reference: MetaTensor | str | os.PathLike,
+    *,
+    classes: Sequence[str] | Mapping[int, str] | None = None,
+    codes: Mapping[str, Any] | None = None,
+    threshold: float = 0.5,
+    tol_mm: float = 1e-2,
+) -> MetaTensor:
+    """Read a label map (DICOM SEG, ``.seg.nrrd``, ``.nrrd``, NIfTI) onto its source image's voxel grid.
+
+    ``reference`` is the image the labels were drawn on: a MetaTensor from :func:`load` or anything
+    :func:`load` reads (for a DICOM SEG: the folder of its referenced series). Everything else is
+    :func:`medseg.io.label_load.read_label`'s (segments mapped to ``classes`` by label / coded concept;
+    labels that do not overlay the image refused with ``LabelMismatchError``).
+
+    Returns
+    -------
+    MetaTensor ``(1, X, Y, Z)`` uint8 on the reference grid, values = class values.
+    """
+    ref = load(Path(reference)) if isinstance(reference, (str, os.PathLike)) else reference
+    return read_label(path, ref, classes=classes, codes=codes, threshold=threshold, tol_mm=tol_mm)

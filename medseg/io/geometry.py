@@ -173,3 +173,57 @@ def check_image_label(
             "image grid or fix its header.",
             path=label_path,
         )
+
+
+def grid_embedding(
+    src_affine: np.ndarray,
+    src_shape: Sequence[int],
+    ref_affine: np.ndarray,
+    *,
+    tol_mm: float = 1e-2,
+) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]] | None:
+    """How a 3D voxel grid lies on a reference grid voxel for voxel, or ``None`` when it does not.
+
+    A label grid "overlays" the reference when each of its axes runs along one reference axis (either
+    direction) with the same voxel size and its voxel centres sit on reference voxel centres: an axis
+    permutation, flips and an integer offset, no interpolation. This covers a label written in another
+    orientation (a NIfTI reoriented to RAS), a grid cropped to its content (3D Slicer's ``.seg.nrrd``)
+    and a single DICOM SEG frame (a grid of one slice, whose third axis is free).
+
+    Parameters
+    ----------
+    src_affine, ref_affine : 4x4 voxel -> RAS mm affines.
+    src_shape : the source grid's spatial shape (3 axes); an axis of length 1 may point anywhere.
+    tol_mm : largest misplacement allowed (mm), judged as :func:`affines_close` does (the linear part's
+        error over :data:`TOLERANCE_GRID_VOXELS` voxels, the origin directly).
+
+    Returns
+    -------
+    ``(axes, signs, offset)``: source axis ``j`` runs along reference axis ``axes[j]`` in direction
+    ``signs[j]`` (+1 / -1); source voxel ``0`` of every axis is reference voxel ``offset``, so source voxel
+    ``s`` is ``offset[axes[j]] + signs[j] * s[j]`` along reference axis ``axes[j]``.
+    """
+    src = np.asarray(src_affine, float)
+    ref = np.asarray(ref_affine, float)
+    ref_lin = ref[:3, :3]
+    m = np.linalg.solve(ref_lin, src[:3, :3])  # source voxel steps in reference voxels
+    t = np.linalg.solve(ref_lin, src[:3, 3] - ref[:3, 3])
+    axes: list[int | None] = [None, None, None]
+    signs = [1, 1, 1]
+    for j in range(3):
+        if int(src_shape[j]) <= 1:
+            continue
+        i = int(np.argmax(np.abs(m[:, j])))
+        unit = np.zeros(3)
+        unit[i] = np.sign(m[i, j])
+        if np.abs(ref_lin @ (m[:, j] - unit)).max() * TOLERANCE_GRID_VOXELS > tol_mm or i in axes:
+            return None
+        axes[j], signs[j] = i, int(unit[i])
+    free = [i for i in range(3) if i not in axes]
+    for j in range(3):
+        if axes[j] is None:
+            axes[j] = free.pop(0)
+    offset = np.round(t)
+    if np.abs(ref_lin @ (t - offset)).max() > tol_mm:
+        return None
+    return tuple(int(a) for a in axes), tuple(signs), tuple(int(o) for o in offset)  # type: ignore[arg-type]

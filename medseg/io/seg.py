@@ -42,7 +42,7 @@ if TYPE_CHECKING:  # annotations only: highdicom and pydicom are imported when a
     from highdicom.sr import CodedConcept
     from pydicom.sr.coding import Code
 
-__all__ = ["write_dicom_seg", "DEFAULT_SEGMENT_CODES", "series_geometry", "enhanced_geometry"]
+__all__ = ["write_dicom_seg", "DEFAULT_SEGMENT_CODES", "series_geometry", "enhanced_geometry", "segment_type_code"]
 
 log = logging.getLogger("medseg.io.seg")
 
@@ -98,8 +98,8 @@ def _coded(c: Any, what: str):
     )
 
 
-def _segment_codes(name: str, value: int, codes: Mapping[str, Any] | None):
-    """(category, type) coded concepts of segment ``name``."""
+def _segment_codes(name: str, value: int, codes: Mapping[str, Any] | None, warn: bool = True):
+    """(category, type) coded concepts of segment ``name`` (a local ``99MEDSEG`` type code if none is known)."""
     from highdicom.sr import CodedConcept  # lazy: keeps `import medseg.io` light
     from pydicom.sr.codedict import codes as dcodes
 
@@ -113,15 +113,26 @@ def _segment_codes(name: str, value: int, codes: Mapping[str, Any] | None):
     key = _norm_name(name)
     if key in table:
         return table[key]
-    log.warning(
-        "DICOM SEG: no standard code for segment %r; using a local code (pass codes={name: "
-        "(category, type)} to write SNOMED CT codes)",
-        name,
-    )
+    if warn:
+        log.warning(
+            "DICOM SEG: no standard code for segment %r; using a local code (pass codes={name: "
+            "(category, type)} to write SNOMED CT codes)",
+            name,
+        )
     return (
         dcodes.cid7150.AnatomicalStructure,
         CodedConcept(value=f"MEDSEG{int(value)}", scheme_designator="99MEDSEG", meaning=str(name)[:64]),
     )
+
+
+def segment_type_code(name: str, value: int, codes: Mapping[str, Any] | None = None) -> tuple[str, str]:
+    """``(code value, coding scheme designator)`` of the segmented property type medseg writes for class ``name``.
+
+    The code :func:`write_dicom_seg` gives a segment named ``name`` with label value ``value`` (``codes``
+    merged over :data:`DEFAULT_SEGMENT_CODES`); readers match a corrected SEG's segments to classes by it.
+    """
+    typ = _segment_codes(name, value, codes, warn=False)[1]
+    return str(typ.value), str(typ.scheme_designator)
 
 
 # --------------------------------------------------------------------------------------- source series
