@@ -28,7 +28,6 @@ from medseg.data.synthetic import ct_phantom, write_phantom_dicom, write_phantom
 from medseg.io.dicom import pixels as dicom_pixels
 from medseg.runs import Run
 from medseg.tasks import detection as det
-from medseg.tasks import segmentation as seg
 from tests.explain.conftest import write_classifier_run
 
 
@@ -37,12 +36,8 @@ class PanicException(BaseException):
 
 
 @pytest.fixture(scope="module")
-def seg_run(tmp_path_factory, tiny_seg_cfg) -> Path:
-    tmp = tmp_path_factory.mktemp("segrun")
-    cfg = tiny_seg_cfg(tmp)
-    with Run.create(tmp / "run", cfg, command="train") as run:
-        seg.train(cfg, run)
-    return tmp / "run"
+def seg_run(tiny_seg_run) -> Path:
+    return tiny_seg_run  # read only
 
 
 def _phantom(seed: int):

@@ -13,7 +13,7 @@ import torch
 from monai.data import MetaTensor
 
 from medseg.data.synthetic import ct_phantom, phantom_affine, write_phantom_dicom, write_phantom_nifti
-from medseg.runs import Run, file_sha256
+from medseg.runs import file_sha256
 from medseg.tasks import segmentation as seg
 from medseg.tasks.ood import build_reference, image_features, ood_reasons
 
@@ -69,12 +69,8 @@ def test_each_shift_is_flagged_with_its_reason(reference):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, tiny_seg_cfg) -> Path:
-    tmp = tmp_path_factory.mktemp("oodrun")
-    cfg = tiny_seg_cfg(tmp)
-    with Run.create(tmp / "run", cfg, command="train") as run:
-        seg.train(cfg, run)
-    return tmp / "run"
+def trained(tiny_seg_run) -> Path:
+    return tiny_seg_run  # read only
 
 
 def test_training_records_provenance_calibration_and_model_card(trained):
