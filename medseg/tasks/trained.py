@@ -39,8 +39,9 @@ from medseg.explain.model_maps import CamInputs
 from medseg.io import read_image_uint8, to_uint8
 from medseg.io.image2d import to_gray_or_rgb
 from medseg.tasks.classification.predict import load_classifier, predict_logits, softmax
-from medseg.tasks.detection.data import open_image
+from medseg.tasks.detection.data import DEFAULT_PIXEL_SIZE_UM, open_image
 from medseg.tasks.detection.params import DetectionParams
+from medseg.tasks.detection.predict import image_pixel_size
 from medseg.tasks.detection.scoring import score_map_fn, to_network_input
 from medseg.tasks.segmentation.files import check_model_input, read_case_image
 from medseg.tasks.segmentation.predict import load_segmenter, predict_case, preprocess_case, to_source
@@ -373,7 +374,9 @@ class DetectionModel:
             threshold=self.threshold,
             sigma_px=p.sigma_px,
         )
-        um = float(self.cfg.data.pixel_size_um or 0.5)
+        _, path, _ = _pixels_2d(image)  # a file's own resolution tags, else the run's pixel size (as detect)
+        trained = self.cfg.data.pixel_size_um
+        um = image_pixel_size(path, trained)[0] if path is not None else float(trained or DEFAULT_PIXEL_SIZE_UM)
         return DetectionPrediction(np.asarray(pts), np.asarray(sc), p.output_class, um)
 
     def cam_inputs(self, image: Any, *, target: Any = None, region: Any = None, affine: Any = None) -> CamInputs:

@@ -36,7 +36,7 @@ from medseg.tasks.inputs import CaseInput, expand_inputs, refuse_series_for_2d
 from medseg.tasks.ood import OOD_MODES, check_ood_2d, read_reference
 from medseg.utils import atomic_write_csv, atomic_write_text
 
-__all__ = ["detect", "MAX_OVERLAY_PIXELS"]
+__all__ = ["detect", "image_pixel_size", "MAX_OVERLAY_PIXELS"]
 
 log = logging.getLogger("medseg.detection")
 
@@ -105,7 +105,7 @@ def detect(
         return _detect_cases_to(run, model, cfg, p, dev, thr, cases, read_reference(model_dir), ood)
 
 
-def _pixel_size(path: Path, trained_um: float | None) -> tuple[float, str]:
+def image_pixel_size(path: Path, trained_um: float | None) -> tuple[float, str]:
     """(µm per pixel, where it came from) of one image: its own OME / ImageJ / TIFF tags, else the run's."""
     own = read_pixel_size_um(path)
     if own is not None:
@@ -160,7 +160,7 @@ def _detect_cases_to(
             rgb = overlay_markers(img, pts, cls, sc)
             overlay = files.add("overlay", save_png(rgb, files.path(f"{cid}_overlay.png")))
             thumb = str(save_png(shrink(rgb), files.path("thumbnails", f"{cid}.png")).resolve())
-        um, um_source = _pixel_size(case.image, cfg.data.pixel_size_um)
+        um, um_source = image_pixel_size(case.image, cfg.data.pixel_size_um)
         area_mm2 = img.shape[0] * img.shape[1] * (um * 1e-3) ** 2
         n_pixels[0] += img.shape[0] * img.shape[1]
         values = {
