@@ -10,6 +10,7 @@ from torch import nn
 from medseg.config import DetectionConfig
 from medseg.engine.checkpoint import load_checkpoint
 from medseg.engine.device import select_device
+from medseg.engine.distributed import current
 from medseg.engine.trainer import StepFn, Trainer, build_optimizer, build_scheduler
 from medseg.errors import ConfigError
 from medseg.metrics.detection import average_precision, detection_scores, pooled_scores, select_threshold
@@ -68,7 +69,8 @@ def _step_fn(cfg: DetectionConfig) -> StepFn:
 
 def _train(cfg: DetectionConfig, run: Run, resume: bool = False) -> dict[str, Any]:
     device = select_device(cfg.device)
-    run.set(device=str(device))
+    dist = current()  # DDP: every rank samples its own patches (the Trainer seeds each rank's stream)
+    run.set(device=str(device), world_size=dist.world_size)
     with run.stage("data"):
         data = load_detection_data(cfg, run.path)
     # pixel size, modality and augmentation resolved from the data: saved, so detect reads the same values
@@ -122,6 +124,8 @@ def _train(cfg: DetectionConfig, run: Run, resume: bool = False) -> dict[str, An
         loader.epoch_fn = lambda: trainer.state.epoch
     with run.stage("train"):
         state = trainer.fit(resume=resume)
+    if not dist.is_main:  # rank 0 writes the outputs (threshold, test figures, model card)
+        return {"rank": dist.rank, "epochs": state.epoch}
     # best weights -> threshold on validation -> test
     best = run.path / "checkpoints" / "best.pt"
     if best.is_file():
