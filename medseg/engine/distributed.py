@@ -127,7 +127,7 @@ class DistContext:
             return obj
         box: list[Any] = [obj if self.is_main else None]
         tdist.broadcast_object_list(box, src=0)
-        return box[0]  # type: ignore[no-any-return]
+        return box[0]
 
     def check_same(self, value: Any, what: str) -> None:
         """Raise :class:`DistributedError` on every rank unless ``value`` is the same on all ranks.

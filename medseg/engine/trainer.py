@@ -311,7 +311,7 @@ class Trainer:
         """Restore model, optimiser, scheduler and state from ``last.pt`` (or ``path``)."""
         path = Path(path) if path is not None else self.checkpoint_path("last")
         # distributed: rank 0 reads its checkpoint and every rank gets the same one
-        ckpt = self.dist.broadcast(load_checkpoint(path, map_location=self.device) if self.dist.is_main else None)
+        ckpt = self.dist.broadcast(load_checkpoint(path, map_location=self.device) if self.dist.is_main else {})
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.scheduler is not None and ckpt.get("scheduler") is not None:
@@ -336,9 +336,9 @@ class Trainer:
     def _seed_epoch(self, epoch: int) -> None:
         s = self.dist.rank_seed(self.seed * 100_003 + epoch)  # rank 0 (and a single process): seed * 100003 + e
         seed_everything(s)
-        sampler = getattr(self.train_loader, "sampler", None)
-        if hasattr(sampler, "set_epoch"):  # DistributedSampler: a new shuffle per epoch, the same on every rank
-            sampler.set_epoch(epoch)
+        set_epoch = getattr(getattr(self.train_loader, "sampler", None), "set_epoch", None)
+        if callable(set_epoch):  # DistributedSampler: a new shuffle per epoch, the same on every rank
+            set_epoch(epoch)
         ds = getattr(self.train_loader, "dataset", None)
         tf = getattr(ds, "transform", None)
         if tf is not None and hasattr(tf, "set_random_state"):
@@ -356,7 +356,8 @@ class Trainer:
         return self._spent_before + (time.perf_counter() - t_fit) if t_fit is not None else self.state.train_seconds
 
     def _budget_spent(self, spent: float) -> bool:
-        return self.budget_schedule is not None and bool(self.max_minutes) and spent >= float(self.max_minutes or 0) * 60
+        budget_s = float(self.max_minutes or 0) * 60
+        return self.budget_schedule is not None and bool(self.max_minutes) and spent >= budget_s
 
     def _budget_lr(self, spent: float) -> None:
         """Set the LR from the share of the time budget spent (budget-fitted schedule only)."""
@@ -462,10 +463,14 @@ class Trainer:
             validated = False
             # the last epoch before the time budget runs out is validated too (so 'best' exists)
             out_of_time = budget_s is not None and (time.perf_counter() - t_start) >= budget_s
-            if self.val_fn is not None and self.dist.is_main and (  # rank 0 validates (its state is broadcast)
-                (self.state.epoch % self.val_every == 0 and self._validation_due())
-                or self.state.epoch == self.max_epochs
-                or out_of_time
+            if (
+                self.val_fn is not None
+                and self.dist.is_main
+                and (  # rank 0 validates (its state is broadcast)
+                    (self.state.epoch % self.val_every == 0 and self._validation_due())
+                    or self.state.epoch == self.max_epochs
+                    or out_of_time
+                )
             ):
                 t_val = time.perf_counter()
                 self.model.eval()

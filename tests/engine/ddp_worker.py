@@ -1,8 +1,9 @@
 """A worker that ``torchrun`` starts on every rank in tests/engine/test_ddp.py (and the single-process reference).
 
 ``python ddp_worker.py MODE OUT [BATCH]``: MODE ``step`` (one SGD step, weights saved), ``resume`` (4 epochs
-straight vs 2 + resume to 4, both saved), ``all`` (both), ``crash`` (rank 1 fails in its second step). Under torchrun the
-worker joins the group with :func:`medseg.engine.distributed.init_from_env` (gloo, short timeout).
+straight vs 2 + resume to 4, both saved), ``all`` (both),
+``crash`` (rank 1 fails in its second step). Under torchrun the worker joins the group with
+:func:`medseg.engine.distributed.init_from_env` (gloo, short timeout).
 """
 
 from __future__ import annotations
@@ -28,9 +29,7 @@ def _data() -> list[dict[str, torch.Tensor]]:
 
 def _model(dropout: float) -> nn.Module:
     torch.manual_seed(1)
-    return nn.Sequential(
-        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Dropout(dropout), nn.Conv2d(4, 1, 3, padding=1)
-    )
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Dropout(dropout), nn.Conv2d(4, 1, 3, padding=1))
 
 
 def _trainer(
@@ -76,7 +75,8 @@ def main(mode: str, out: Path, batch: int) -> None:
     if mode in ("resume", "all"):
         straight = _trainer(batch, 4, out / "straight", dropout=0.3)
         straight.fit()
-        first = _trainer(batch, 4, out / "resumed", dropout=0.3, on_validation=lambda e, row: "stop" if e == 2 else None)
+        stop_at_2 = lambda e, row: "stop" if e == 2 else None  # noqa: E731
+        first = _trainer(batch, 4, out / "resumed", dropout=0.3, on_validation=stop_at_2)
         first.val_fn = lambda m: {"val_loss": 0.0}
         first.fit()
         assert first.state.epoch == 2, first.state.epoch  # every rank stopped with rank 0's decision

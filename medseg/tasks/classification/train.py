@@ -152,7 +152,7 @@ def train(cfg: ClassificationConfig, run: Run, resume: bool = False) -> dict[str
     model = build_model(**params)
     counts = np.bincount(tr.labels, minlength=len(class_names)).astype(np.float64)
     weight = None
-    sampler = None
+    sampler: torch.utils.data.Sampler | None = None
     if cfg.imbalance == "weighted_loss":
         weight = torch.tensor(counts.sum() / (len(counts) * counts), dtype=torch.float32)
     elif cfg.imbalance == "sampler":
