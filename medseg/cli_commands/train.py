@@ -103,9 +103,9 @@ def _launch(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, args.overrides)  # a config error stops here, before any rank starts
     if args.gpus is not None and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return _launch(args)
-    cfg = load_config(args.config, args.overrides)
     distributed = importlib.import_module("medseg.engine.distributed")  # heavy (torch): only when a command runs
     kw = {} if args.ddp_timeout is None else {"timeout_s": args.ddp_timeout}
     ctx = distributed.init_from_env(getattr(cfg, "device", "auto"), **kw)
@@ -165,11 +165,11 @@ def _run_rank(args: argparse.Namespace, cfg: Any, ctx: Any, train: Any) -> int:
         for k, v in (summary or {}).items():
             print(f"  {k}: {v}")
         return 0
-    logging.getLogger("medseg").setLevel(logging.WARNING)  # rank 0 reports progress; the others only problems
     scratch = Path(found) / f".rank{ctx.rank}"
     shutil.rmtree(scratch, ignore_errors=True)
     try:
         with Run.create(scratch, cfg, command="train") as run_:
+            logging.getLogger("medseg").setLevel(logging.WARNING)  # rank 0 reports progress; the others problems
             train(cfg, run_, resume=args.resume)
         ctx.barrier()
     finally:

@@ -162,6 +162,9 @@ def train(cfg: ClassificationConfig, run: Run, resume: bool = False) -> dict[str
         sampler = torch.utils.data.WeightedRandomSampler(w.tolist(), n_draw, replacement=True)
     loss_fn = nn.CrossEntropyLoss(weight=weight.to(device) if weight is not None else None)
     ft = cfg.finetune
+    if dist.world_size > 1 and ft.strategy == "gradual_unfreeze":
+        # DDP syncs the gradients of the parameters trainable when it starts; unfreezing later would not sync them
+        raise ConfigError("finetune.strategy: gradual_unfreeze cannot train on several processes; use full or discriminative")
     groups, hook = configure_finetuning(
         model,
         ft.strategy,
@@ -188,7 +191,7 @@ def train(cfg: ClassificationConfig, run: Run, resume: bool = False) -> dict[str
     trainer_ref: dict[str, Trainer] = {}
 
     def step(m: nn.Module, batch: dict[str, Any], dev: torch.device) -> torch.Tensor:
-        hook(m, trainer_ref["t"].state.epoch)
+        hook(getattr(m, "module", m), trainer_ref["t"].state.epoch)  # the bare model inside a DDP wrapper
         x = batch["image"].to(dev, non_blocking=True)
         y = torch.as_tensor(batch["label"]).to(dev)
         return loss_fn(m(x), y)
