@@ -164,7 +164,9 @@ def train(cfg: ClassificationConfig, run: Run, resume: bool = False) -> dict[str
     ft = cfg.finetune
     if dist.world_size > 1 and ft.strategy == "gradual_unfreeze":
         # DDP syncs the gradients of the parameters trainable when it starts; unfreezing later would not sync them
-        raise ConfigError("finetune.strategy: gradual_unfreeze cannot train on several processes; use full or discriminative")
+        raise ConfigError(
+            "finetune.strategy: gradual_unfreeze cannot train on several processes; use full or discriminative"
+        )
     groups, hook = configure_finetuning(
         model,
         ft.strategy,
