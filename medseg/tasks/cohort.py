@@ -15,16 +15,24 @@ The summary (:class:`CohortSummary`) has the same keys in every command (``comma
 ``ok``, ``skipped``, ``needs_review``, ``ood``, ``skipped_cases``, ``table``, ``json``, ``report``,
 ``seconds``, ``exit_code``) plus the task's own figures. ``exit_code`` is what ``medseg`` exits
 with: 0 every case ok, 1 some skipped, 3 every case failed (2 is a usage or config error).
+
+Shards (issue 14): within :func:`sharding` (``--shard i/n`` of the predict commands, or rank i of n
+under torchrun) :func:`run_cohort` processes only the cases ``i, i + n, i + 2n ...`` of the expanded
+input list (round robin, as nnU-Net's ``-part_id/-num_parts``: deterministic, and slow cases spread
+evenly), and :func:`finish_cohort` records ``shard`` in run.json so that ``medseg merge`` can put the
+rows of every shard back in input order.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import logging
 import shutil
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +57,10 @@ __all__ = [
     "one_line_reason",
     "run_cohort",
     "finish_cohort",
+    "Shard",
+    "parse_shard",
+    "sharding",
+    "active_shard",
 ]
 
 log = logging.getLogger("medseg.cohort")
@@ -60,6 +72,52 @@ COLUMNS: tuple[str, ...] = ("case_id", "source", "split", "status", "reason", "f
 EXIT_OK, EXIT_SOME_SKIPPED, EXIT_ALL_FAILED = 0, 1, 3
 
 _REASON_MAX = 300
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard ``index`` of ``count`` (0-based): the cases ``index, index + count, ...`` of a cohort."""
+
+    index: int
+    count: int
+
+    def __post_init__(self) -> None:
+        if self.count < 1 or not 0 <= self.index < self.count:
+            raise ValueError(f"shard {self.index}/{self.count}: need 0 <= i < n")
+
+    def take(self, cases: Sequence[Any]) -> list[Any]:
+        """This shard's cases, in input order (round robin over the whole list)."""
+        return list(cases[self.index :: self.count])
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+def parse_shard(text: str) -> Shard:
+    """``"i/n"`` (0 <= i < n, e.g. a SLURM array index and the array's size) -> :class:`Shard`."""
+    try:
+        i, n = (int(x) for x in str(text).strip().split("/"))
+        return Shard(i, n)
+    except ValueError:
+        raise ValueError(f"{text!r}: use i/n with 0 <= i < n (e.g. 0/4 ... 3/4)") from None
+
+
+_SHARD: contextvars.ContextVar[Shard | None] = contextvars.ContextVar("medseg_shard", default=None)
+
+
+@contextlib.contextmanager
+def sharding(shard: Shard | None) -> Iterator[None]:
+    """Within the block, :func:`run_cohort` processes only ``shard``'s cases (None: all)."""
+    token = _SHARD.set(shard)
+    try:
+        yield
+    finally:
+        _SHARD.reset(token)
+
+
+def active_shard() -> Shard | None:
+    """The shard set by :func:`sharding`, or None."""
+    return _SHARD.get()
 
 
 def _root_cause(e: BaseException) -> BaseException:
@@ -270,6 +328,11 @@ def run_cohort(
     one :class:`CaseResult` per case, in input order.
     """
     results: list[CaseResult] = []
+    shard = active_shard()
+    if shard is not None:
+        total = len(cases)
+        cases = shard.take(cases)
+        log.info("%s: shard %s: %d of %d case(s)", command, shard, len(cases), total)
     with _progress(len(cases), command, progress) as bar:
         for case in cases:
             files = CaseOutputs(Path(out), case.case_id)
@@ -356,6 +419,9 @@ def finish_cohort(
                 summary={command: shown},
             )
         )
+    shard = active_shard()
+    if shard is not None:
+        run.set(shard={"index": shard.index, "count": shard.count, "cases": len(results)})
     run.set(summary={k: v for k, v in summary.to_dict().items() if not isinstance(v, Mapping) or k != "per_image"})
     if summary.skipped:
         run.set(status_detail=f"{summary.skipped} of {summary.cases} case(s) skipped")
