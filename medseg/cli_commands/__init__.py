@@ -181,6 +181,12 @@ def run_predict(args: argparse.Namespace, call: Callable[[], Mapping[str, Any] |
     then rank 0 merges every shard into ``--out`` (:func:`medseg.tasks.merge.merge_shards`).
     """
     cohort = importlib.import_module("medseg.tasks.cohort")  # heavy (torch, MONAI): only when a command runs
+    device = importlib.import_module("medseg.engine.device")
+    with device.torch_threads(device.thread_budget()):  # the one CPU-thread policy (docs/performance.md)
+        return _run_predict(args, call, cohort)
+
+
+def _run_predict(args: argparse.Namespace, call: Callable[[], Mapping[str, Any] | None], cohort: Any) -> int:
     world = int(os.environ.get("WORLD_SIZE", "1") or 1)
     if world <= 1 or args.shard is not None:
         with cohort.sharding(args.shard):

@@ -109,8 +109,12 @@ def run(args: argparse.Namespace) -> int:
     distributed = importlib.import_module("medseg.engine.distributed")  # heavy (torch): only when a command runs
     kw = {} if args.ddp_timeout is None else {"timeout_s": args.ddp_timeout}
     ctx = distributed.init_from_env(getattr(cfg, "device", "auto"), **kw)
+    device = importlib.import_module("medseg.engine.device")
+    # the one CPU-thread policy (docs/performance.md): cores per local rank, less the loader workers
+    workers = int(getattr(getattr(cfg, "data", None), "num_workers", 0) or 0)
     try:
-        return _run(args, cfg, ctx)
+        with device.torch_threads(device.thread_budget(workers)):
+            return _run(args, cfg, ctx)
     finally:
         distributed.shutdown()
 

@@ -22,7 +22,7 @@ from torch import nn
 from medseg.config import ClassificationConfig
 from medseg.data.lesions import make_lesion_dataset
 from medseg.engine.checkpoint import load_checkpoint
-from medseg.engine.device import describe_device, select_device
+from medseg.engine.device import describe_device, loader_options, select_device
 from medseg.engine.distributed import current
 from medseg.engine.trainer import Trainer, build_optimizer, build_scheduler
 from medseg.errors import ConfigError, InputError
@@ -187,8 +187,8 @@ def train(cfg: ClassificationConfig, run: Run, resume: bool = False) -> dict[str
         batch_size=min(cfg.train.batch_size, max(1, share)),
         shuffle=sampler is None,
         sampler=sampler,
-        num_workers=cfg.data.num_workers,
         drop_last=share > cfg.train.batch_size,
+        **loader_options(cfg.data.num_workers, device),
     )
     trainer_ref: dict[str, Trainer] = {}
 

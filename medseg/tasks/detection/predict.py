@@ -20,7 +20,7 @@ from torch import nn
 
 from medseg.config import DetectionConfig
 from medseg.engine.checkpoint import load_run_model
-from medseg.engine.device import describe_device, select_device
+from medseg.engine.device import describe_device, select_device, thread_budget, torch_threads
 from medseg.engine.tiling import detect_tiled
 from medseg.errors import ConfigError
 from medseg.review.cases import ReviewCase
@@ -30,7 +30,7 @@ from medseg.tasks.cohort import CaseOutputs, CaseResult, finish_cohort, run_coho
 from medseg.tasks.detection.data import DEFAULT_PIXEL_SIZE_UM, open_image
 from medseg.tasks.detection.outputs import overlay_markers, to_geojson, write_detections_csv
 from medseg.tasks.detection.params import DetectionParams
-from medseg.tasks.detection.scoring import score_map_fn, torch_threads
+from medseg.tasks.detection.scoring import score_map_fn
 from medseg.tasks.inputs import CaseInput, expand_inputs, refuse_series_for_2d
 from medseg.tasks.ood import OOD_MODES, check_ood_2d, read_reference
 from medseg.utils import atomic_write_csv, atomic_write_text
@@ -100,7 +100,7 @@ def detect(
     run = Run.create(Path(out), cfg, force=force, command="detect", identity=identity)
     run.set(device=describe_device(dev), model_dir=str(model_dir.resolve()), threshold=thr, ood_mode=ood)
     run.set(ensemble=(ckpt.get("meta") or {}).get("ensemble"))  # a cross-validation parent run: its K folds
-    with torch_threads(cpu_threads or cfg.cpu_threads), run:
+    with torch_threads(cpu_threads or cfg.cpu_threads or thread_budget()), run:
         return _detect_cases_to(run, model, cfg, p, dev, thr, cases, read_reference(model_dir), ood)
 
 

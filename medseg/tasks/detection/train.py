@@ -9,7 +9,7 @@ from torch import nn
 
 from medseg.config import DetectionConfig
 from medseg.engine.checkpoint import load_checkpoint
-from medseg.engine.device import select_device
+from medseg.engine.device import select_device, thread_budget, torch_threads
 from medseg.engine.distributed import current
 from medseg.engine.trainer import StepFn, Trainer, build_optimizer, build_scheduler
 from medseg.errors import ConfigError
@@ -20,7 +20,7 @@ from medseg.runs import Run
 from medseg.tasks.detection.data import load_detection_data
 from medseg.tasks.detection.params import DetectionParams
 from medseg.tasks.detection.sampling import MitosisPatches, ProximityBatches
-from medseg.tasks.detection.scoring import detect_cases, torch_threads
+from medseg.tasks.detection.scoring import detect_cases
 from medseg.tasks.modelcard import write_model_card
 from medseg.tasks.provenance import record_training_data
 
@@ -42,7 +42,7 @@ def train(cfg: DetectionConfig, run: Run, resume: bool = False) -> dict[str, Any
     Summary dict: method, epochs, best epoch, train seconds, threshold, validation F1, stop reason
     and, with a test split, test F1 / precision / recall / AP and the number of test images.
     """
-    with torch_threads(cfg.cpu_threads):
+    with torch_threads(cfg.cpu_threads or thread_budget()):
         return _train(cfg, run, resume)
 
 

@@ -24,7 +24,7 @@ from monai.transforms import Compose
 from torch import nn
 
 from medseg.config import SegmentationConfig
-from medseg.engine.device import describe_device, select_device, use_amp
+from medseg.engine.device import describe_device, loader_options, select_device, use_amp
 from medseg.engine.distributed import current
 from medseg.engine.inference import predict_probs
 from medseg.engine.plan import fingerprint, make_plan
@@ -235,7 +235,9 @@ def train(cfg: SegmentationConfig, run: Run, resume: bool = False) -> dict[str, 
         # batch (MONAI ThreadDataLoader); one thread keeps the random stream in order (exact resume)
         loader = ThreadDataLoader(train_ds, batch_size=cfg.train.batch_size, shuffle=True, num_workers=0, buffer_size=1)
     else:
-        loader = DataLoader(train_ds, batch_size=cfg.train.batch_size, shuffle=True, num_workers=cfg.data.num_workers)
+        loader = DataLoader(
+            train_ds, batch_size=cfg.train.batch_size, shuffle=True, **loader_options(cfg.data.num_workers, device)
+        )
     amp = use_amp(device, cfg.train.amp)
     opt = build_optimizer(model.parameters(), cfg.train.optimizer, cfg.train.lr, cfg.train.weight_decay)
     sched = build_scheduler(opt, cfg.train.scheduler, cfg.train.epochs)
