@@ -23,6 +23,7 @@ from medseg.engine.checkpoint import load_run_model
 from medseg.engine.device import describe_device, select_device, thread_budget, torch_threads
 from medseg.engine.tiling import detect_tiled
 from medseg.errors import ConfigError
+from medseg.io.wsi import is_slide, open_slide
 from medseg.review.cases import ReviewCase
 from medseg.review.overlay import save_png, shrink
 from medseg.runs import Run
@@ -31,6 +32,7 @@ from medseg.tasks.detection.data import DEFAULT_PIXEL_SIZE_UM, open_image
 from medseg.tasks.detection.outputs import overlay_markers, to_geojson, write_detections_csv
 from medseg.tasks.detection.params import DetectionParams
 from medseg.tasks.detection.scoring import score_map_fn
+from medseg.tasks.detection.slides import detect_slide
 from medseg.tasks.inputs import CaseInput, expand_inputs, refuse_series_for_2d
 from medseg.tasks.ood import OOD_MODES, check_ood_2d, read_reference
 from medseg.utils import atomic_write_csv, atomic_write_text
@@ -120,6 +122,8 @@ def _detect_cases_to(
     n_pixels = [0]
 
     def one(case: CaseInput, files: CaseOutputs) -> CaseResult:
+        if is_slide(case.image, min_pixels=0):  # vendor slides and every tiled pyramidal TIFF
+            return slide(case, files)
         cid = case.case_id
         img = open_image(case.image)
         reasons = check_ood_2d(img, reference, ood, case.source)
@@ -157,6 +161,61 @@ def _detect_cases_to(
             overlays=[overlay] if overlay else [],
             counts={p.output_class: len(pts)},
             density_per_mm2={p.output_class: values["density_per_mm2"]},
+            needs_review=bool(reasons),
+        )
+        flags = ["ood", "needs_review"] if reasons else []
+        return CaseResult.of(case, flags=flags, ood_reasons=reasons, values=values, review=review)
+
+    def slide(case: CaseInput, files: CaseOutputs) -> CaseResult:
+        """A whole slide: tiles over tissue, level-0 pixel and µm coordinates, a thumbnail for review."""
+        cid = case.case_id
+        img = open_slide(case.image)
+        try:
+            thumb_rgb = img.thumbnail(1024)
+            reasons = check_ood_2d(thumb_rgb, reference, ood, case.source)
+            model_um = cfg.data.pixel_size_um or DEFAULT_PIXEL_SIZE_UM
+            if img.mpp and abs(img.mpp / model_um - 1) > 0.25:
+                reasons = [*reasons, f"slide pixel size {img.mpp:.3g} µm, the model's {model_um:.3g} µm"]
+            res = detect_slide(
+                fn,
+                img,
+                tile=cfg.infer.tile_size,
+                margin=cfg.infer.tile_margin,
+                min_distance_px=p.min_distance_px,
+                threshold=thr,
+                sigma_px=p.sigma_px,
+                pixel_size_um=img.mpp or model_um,
+            )
+        finally:
+            img.close()
+        pts, sc = res.points, res.scores
+        cls = [p.output_class] * len(pts)
+        um = img.mpp or model_um
+        files.add("detections", write_detections_csv(files.path(f"{cid}_detections.csv"), pts, sc, cls, um))
+        files.add(
+            "geojson", atomic_write_text(files.path(f"{cid}.geojson"), json.dumps(to_geojson(pts, cls, sc)) + "\n")
+        )
+        f = thumb_rgb.shape[1] / img.shape[1]
+        rgb = overlay_markers(thumb_rgb, pts * f, cls, sc)
+        thumb = str(save_png(rgb, files.path("thumbnails", f"{cid}.png")).resolve())
+        n_pixels[0] += int(res.tissue_megapixels * 1e6)
+        area = res.tissue_mm2 or 0.0
+        density = round(len(pts) / area, 2) if area else 0.0
+        values: dict[str, Any] = {
+            "class": p.output_class,
+            "count": len(pts),
+            "area_mm2": round(area, 6),
+            "density_per_mm2": density,
+            "tiles": res.tiles,
+            "tiles_with_tissue": res.tiles_run,
+            "pixel_size_um": um,
+        }
+        review = ReviewCase(
+            case_id=cid,
+            task="detection",
+            thumbnail=thumb,
+            counts={p.output_class: len(pts)},
+            density_per_mm2={p.output_class: density},
             needs_review=bool(reasons),
         )
         flags = ["ood", "needs_review"] if reasons else []
