@@ -29,6 +29,7 @@ __all__ = [
     "thread_budget",
     "torch_threads",
     "loader_options",
+    "amp_dtype",
 ]
 
 
@@ -125,3 +126,11 @@ def loader_options(num_workers: int, device: torch.device | str = "cpu", *, pers
         "persistent_workers": bool(persistent) and int(num_workers) > 0,
         "pin_memory": dev.type == "cuda",
     }
+
+
+def amp_dtype(device: torch.device) -> torch.dtype:
+    """The autocast dtype of ``device``: bfloat16 where the GPU supports it (no loss scaling needed,
+    the range of float32), else float16 (with a ``GradScaler``); float32 on CPU (no autocast)."""
+    if device.type != "cuda":
+        return torch.float32
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

@@ -53,6 +53,7 @@ from tqdm.auto import tqdm
 
 from medseg.engine.checkpoint import load_checkpoint, save_checkpoint
 from medseg.engine.curves import plot_history
+from medseg.engine.device import amp_dtype
 from medseg.engine.distributed import DistContext, current
 from medseg.utils import atomic_write_bytes, atomic_write_records, seed_everything
 
@@ -223,7 +224,9 @@ class Trainer:
         self.mode = mode
         self.scheduler = scheduler
         self.amp = bool(amp) and self.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        # bf16 where the GPU has it (no scaling needed), else fp16 with loss scaling; CPU: no autocast
+        self.amp_dtype = amp_dtype(self.device)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.amp_dtype == torch.float16)
         self.grad_clip = grad_clip
         self.max_epochs = int(max_epochs)
         self.max_minutes = max_minutes
@@ -245,6 +248,7 @@ class Trainer:
         self.on_validation = on_validation if on_validation is not None else _VALIDATION_HOOK.get()
         self.state = TrainState()
         if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed patch sizes: cuDNN picks its fastest kernels once
             if _is_2d(self.model):  # Module.to takes memory_format at run time; torch's stubs lack it
                 self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         # what trains: the DDP wrapper under several ranks (syncs gradients), else the model itself;
@@ -302,7 +306,7 @@ class Trainer:
             model=self.model.state_dict(),
             optimizer=self.optimizer.state_dict(),
             scheduler=self.scheduler.state_dict() if self.scheduler is not None else None,
-            scaler=self.scaler.state_dict() if self.amp else None,
+            scaler=self.scaler.state_dict() if self.scaler.is_enabled() else None,
             state=self.state.to_dict(),
             meta={**self.model_meta, "seed": self.seed},
         )
@@ -325,7 +329,7 @@ class Trainer:
                     if hasattr(self.scheduler, "_get_closed_form_lr"):
                         for group, lr in zip(self.optimizer.param_groups, self.scheduler._get_closed_form_lr()):
                             group["lr"] = lr
-        if self.amp and ckpt.get("scaler"):
+        if self.scaler.is_enabled() and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         self.state = TrainState.from_dict(ckpt["state"])
         self.state.stop_reason = None
@@ -416,7 +420,7 @@ class Trainer:
                     break
                 self._budget_lr(spent)
             self.optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device_type=self.device.type, enabled=self.amp):
+            with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, enabled=self.amp):
                 loss = self.step_fn(self.net, batch, self.device)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite training loss at epoch {self.state.epoch + 1}, step {i}")

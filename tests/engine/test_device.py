@@ -65,3 +65,13 @@ def test_thread_budget_shares_the_cores_between_ranks_and_workers(monkeypatch) -
         loader_options(2, persistent=True)["persistent_workers"]
         and not loader_options(0, persistent=True)["persistent_workers"]
     )
+
+
+def test_amp_dtype_is_float32_on_cpu_and_the_cpu_trainer_has_no_scaler() -> None:
+    from medseg.engine.device import amp_dtype
+    from medseg.engine.trainer import Trainer
+
+    assert amp_dtype(torch.device("cpu")) == torch.float32
+    model = torch.nn.Linear(2, 1)
+    t = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), [], lambda m, b, d: m(b).sum(), amp=True)
+    assert not t.amp and not t.scaler.is_enabled()  # AMP asked for on CPU: the CPU path is unchanged
