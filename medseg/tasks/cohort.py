@@ -33,6 +33,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -149,11 +150,19 @@ class CaseOutputs:
     (``labels``, ``dicom_seg``, ``overlay`` ...) once written. ``root`` is the run folder.
     """
 
-    def __init__(self, root: Path, case_id: str):
+    def __init__(self, root: Path, case_id: str, preloaded: Future | None = None):
         self.root = Path(root)
         self.case_id = case_id
         self.outputs: dict[str, str] = {}
         self._paths: list[Path] = []
+        self._preloaded = preloaded
+
+    def loaded(self, load: Callable[[], Any]) -> Any:
+        """The case's input as :func:`run_cohort`'s ``prefetch`` read it in the background, else ``load()``.
+
+        A failure of the background read is raised here, inside the case (so it skips this case only).
+        """
+        return self._preloaded.result() if self._preloaded is not None else load()
 
     def path(self, *parts: str | Path) -> Path:
         """``root/<parts>``, registered as an output of this case (its folder is created)."""
@@ -311,6 +320,7 @@ def run_cohort(
     out: str | Path,
     command: str,
     progress: bool | None = None,
+    prefetch: Callable[[CaseInput], Any] | None = None,
 ) -> list[CaseResult]:
     """Run ``process`` on every case; a failing case is skipped (its outputs removed), the others run.
 
@@ -322,6 +332,9 @@ def run_cohort(
     out : the run folder (root of :class:`CaseOutputs`).
     command : name shown on the progress bar and in the log.
     progress : show the progress bar (default: when stderr is a terminal).
+    prefetch : ``prefetch(case) -> input``: read the next case's input in a background thread while
+        ``process`` works on the current one (nnU-Net's predictor overlaps them the same way); the
+        process gets it with ``files.loaded(fallback)``. At most two inputs are held at a time.
 
     Returns
     -------
@@ -333,9 +346,13 @@ def run_cohort(
         total = len(cases)
         cases = shard.take(cases)
         log.info("%s: shard %s: %d of %d case(s)", command, shard, len(cases), total)
-    with _progress(len(cases), command, progress) as bar:
-        for case in cases:
-            files = CaseOutputs(Path(out), case.case_id)
+    pool = ThreadPoolExecutor(1, thread_name_prefix="medseg-prefetch") if prefetch is not None else None
+    ahead: Future | None = pool.submit(prefetch, cases[0]) if pool is not None and prefetch and cases else None
+    with _progress(len(cases), command, progress) as bar, pool or contextlib.nullcontext():
+        for k, case in enumerate(cases):
+            files = CaseOutputs(Path(out), case.case_id, preloaded=ahead)
+            if pool is not None and prefetch is not None:  # the next case loads while this one runs
+                ahead = pool.submit(prefetch, cases[k + 1]) if k + 1 < len(cases) else None
             t0 = time.perf_counter()
             try:
                 res = process(case, files)

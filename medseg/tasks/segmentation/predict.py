@@ -287,7 +287,7 @@ def _segment_one(
 ) -> CaseResult:
     """One case: read, check against the model and its training data, segment, write, draw."""
     sd = int(sm.meta["spatial_dims"])
-    img = read_case_image(case.paths, spatial_dims=sd, series=series)
+    img = files.loaded(lambda: read_case_image(case.paths, spatial_dims=sd, series=series))  # prefetched
     check_model_input(img, case.source, spatial_dims=sd, channels=sm.channels)
     reasons: list[str] = []
     if ood != "off" and sm.reference is not None:
@@ -354,11 +354,14 @@ def _cohort(
     if ood not in OOD_MODES:
         raise ConfigError(f"ood must be one of {', '.join(OOD_MODES)}, got {ood!r}")
     cases = expand_inputs(inputs, kind="volume", split=split)
+    sd = int(sm.meta["spatial_dims"])
     return run_cohort(
         cases,
         lambda c, f: _segment_one(sm, c, f, series=series, ood=ood, thumbnails=thumbnails),
         out=out,
         command="segment",
+        # the next case is read (decoded, stacked, checked) while the network runs on this one
+        prefetch=lambda c: read_case_image(c.paths, spatial_dims=sd, series=series),
     )
 
 
