@@ -30,24 +30,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-
-def _emit(metric, value, unit, baseline, baseline_value, goal, met, device, **extra):
-    ratio = (value / baseline_value) if (value is not None and baseline_value) else None
-    row = {
-        "benchmark": "ddp",
-        "metric": metric,
-        "value": None if value is None else round(value, 4),
-        "unit": unit,
-        "baseline": baseline,
-        "baseline_value": None if baseline_value is None else round(baseline_value, 4),
-        "ratio": None if ratio is None else round(ratio, 3),
-        "goal": goal,
-        "met": bool(met),
-        "device": device,
-        **extra,
-    }
-    print(json.dumps(row), flush=True)
+from _model_selection import emit  # noqa: E402  (the benchmarks' one JSON-line writer)
 
 
 def _train(out: Path, nproc: int, sets: list[str]) -> dict:
@@ -98,7 +83,8 @@ def main(argv=None) -> int:
         "steps": [one["global_step"], two["global_step"]],
     }
     ratio = rates["two"] / rates["one"]
-    _emit(
+    emit(
+        "ddp",
         "samples_per_second",
         rates["two"],
         "samples/s",
@@ -110,7 +96,8 @@ def main(argv=None) -> int:
         **extra,
     )
     d1, d2 = one["summary"]["best_val_dice"], two["summary"]["best_val_dice"]
-    _emit(
+    emit(
+        "ddp",
         "val_dice_after_equal_time",
         d2,
         "Dice",

@@ -38,26 +38,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _model_selection import emit  # noqa: E402  (the benchmarks' one JSON-line writer)
 
 TILE, MARGIN = 512, 32
-
-
-def _emit(metric, value, unit, baseline, baseline_value, goal, met, device, **extra):
-    ratio = (value / baseline_value) if (value is not None and baseline_value) else None
-    row = {
-        "benchmark": "wsi",
-        "metric": metric,
-        "value": None if value is None else round(value, 4),
-        "unit": unit,
-        "baseline": baseline,
-        "baseline_value": None if baseline_value is None else round(baseline_value, 4),
-        "ratio": None if ratio is None else round(ratio, 3),
-        "goal": goal,
-        "met": bool(met),
-        "device": device,
-        **extra,
-    }
-    print(json.dumps(row), flush=True)
 
 
 def _rss_mb(field: str) -> float:
@@ -192,7 +177,8 @@ def main(argv=None) -> int:
     }
     dev = f"{args.device} (1 thread)"
     rate = {k: tissue / out[k]["seconds"] for k in out}
-    _emit(
+    emit(
+        "wsi",
         "tissue_megapixels_per_second",
         rate["slide"],
         "MP/s",
@@ -204,7 +190,8 @@ def main(argv=None) -> int:
         **extra,
     )
     mem = {k: max(out[k]["peak_mb"], 0.0) for k in out}
-    _emit(
+    emit(
+        "wsi",
         "peak_memory_increase",
         mem["slide"],
         "MB",
@@ -215,7 +202,8 @@ def main(argv=None) -> int:
         dev,
         **extra,
     )
-    _emit(
+    emit(
+        "wsi",
         "f1_vs_memory",
         f1["slide"],
         "F1",

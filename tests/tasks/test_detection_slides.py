@@ -54,10 +54,12 @@ def test_slide_detection_equals_tiled_inference_in_memory(slide) -> None:
     assert res.tissue_mm2 == pytest.approx(4 * 512 * 512 * 0.25e-6, rel=0.1)  # 4 tissue blocks at 0.5 µm
 
 
-def test_medseg_detect_reads_a_slide(slide, tmp_path: Path, det_model: Path) -> None:
+def test_medseg_detect_reads_a_slide(slide, tmp_path: Path, tiny_det_run) -> None:
     from medseg.cli import main
 
-    rc = main(["detect", "--model", str(det_model), str(slide.path), "--out", str(tmp_path / "out"), "--device", "cpu"])
+    rc = main(
+        ["detect", "--model", str(tiny_det_run[0]), str(slide.path), "--out", str(tmp_path / "out"), "--device", "cpu"]
+    )
     assert rc == 0
     rows = list(csv.DictReader(open(tmp_path / "out" / "detect.csv")))
     assert rows[0]["status"] == "ok" and int(rows[0]["tiles_with_tissue"]) < int(rows[0]["tiles"])
@@ -66,28 +68,3 @@ def test_medseg_detect_reads_a_slide(slide, tmp_path: Path, det_model: Path) -> 
         assert float(det[0]["x_um"]) == pytest.approx(float(det[0]["x"]) * 0.5, abs=0.01)
     geo = json.loads((tmp_path / "out" / "slide.geojson").read_text())
     assert geo["type"] == "FeatureCollection" and len(geo["features"]) == len(det)
-
-
-@pytest.fixture(scope="module")
-def det_model(tmp_path_factory) -> Path:
-    from medseg.config import parse_config
-    from medseg.data.histology import write_histology_dataset
-    from medseg.runs import Run
-    from medseg.tasks import detection as det
-
-    tmp = tmp_path_factory.mktemp("detrun")
-    ds = write_histology_dataset(tmp / "data", n_train=2, n_val=1, n_test=1, shape=(64, 64), mitosis_rate=0.2)
-    cfg = parse_config(
-        {
-            "task": "detection",
-            "device": "cpu",
-            "data": {"datalist": str(ds)},
-            "model": {"name": "proximity_unet", "features": [4, 4, 8, 8, 8, 4]},
-            "sampling": {"crop_size": 32},
-            "cpu_threads": 1,
-            "train": {"epochs": 1, "steps_per_epoch": 2, "batch_size": 4},
-        }
-    )
-    with Run.create(tmp / "run", cfg) as run:
-        det.train(cfg, run)
-    return tmp / "run"

@@ -121,6 +121,46 @@ def _detect_cases_to(
     t0 = time.perf_counter()
     n_pixels = [0]
 
+    def finish(
+        case: CaseInput,
+        files: CaseOutputs,
+        pts: Any,
+        sc: Any,
+        *,
+        area_mm2: float,
+        reasons: list[str],
+        thumb: str | None,
+        overlay: str | None = None,
+        um: float | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> CaseResult:
+        """Write the detections (CSV, GeoJSON) and build the case's table and report rows."""
+        cid = case.case_id
+        cls = [p.output_class] * len(pts)
+        files.add("detections", write_detections_csv(files.path(f"{cid}_detections.csv"), pts, sc, cls, um))
+        files.add(
+            "geojson", atomic_write_text(files.path(f"{cid}.geojson"), json.dumps(to_geojson(pts, cls, sc)) + "\n")
+        )
+        density = round(len(pts) / area_mm2, 2) if area_mm2 else 0.0
+        values: dict[str, Any] = {
+            "class": p.output_class,
+            "count": len(pts),
+            "area_mm2": round(area_mm2, 6),
+            "density_per_mm2": density,
+            **(extra or {}),
+        }
+        review = ReviewCase(
+            case_id=cid,
+            task="detection",
+            thumbnail=thumb,
+            overlays=[overlay] if overlay else [],
+            counts={p.output_class: len(pts)},
+            density_per_mm2={p.output_class: density},
+            needs_review=bool(reasons),
+        )
+        flags = ["ood", "needs_review"] if reasons else []
+        return CaseResult.of(case, flags=flags, ood_reasons=reasons, values=values, review=review)
+
     def one(case: CaseInput, files: CaseOutputs) -> CaseResult:
         if is_slide(case.image, min_pixels=0):  # vendor slides and every tiled pyramidal TIFF
             return slide(case, files)
@@ -136,46 +176,25 @@ def _detect_cases_to(
             threshold=thr,
             sigma_px=p.sigma_px,
         )
-        cls = [p.output_class] * len(pts)
-        files.add("detections", write_detections_csv(files.path(f"{cid}_detections.csv"), pts, sc, cls))
-        files.add(
-            "geojson", atomic_write_text(files.path(f"{cid}.geojson"), json.dumps(to_geojson(pts, cls, sc)) + "\n")
-        )
         thumb = overlay = None
         if img.shape[0] * img.shape[1] <= MAX_OVERLAY_PIXELS:
-            rgb = overlay_markers(img, pts, cls, sc)
+            rgb = overlay_markers(img, pts, [p.output_class] * len(pts), sc)
             overlay = files.add("overlay", save_png(rgb, files.path(f"{cid}_overlay.png")))
             thumb = str(save_png(shrink(rgb), files.path("thumbnails", f"{cid}.png")).resolve())
         area_mm2 = img.shape[0] * img.shape[1] * ((cfg.data.pixel_size_um or DEFAULT_PIXEL_SIZE_UM) * 1e-3) ** 2
         n_pixels[0] += img.shape[0] * img.shape[1]
-        values = {
-            "class": p.output_class,
-            "count": len(pts),
-            "area_mm2": round(area_mm2, 6),
-            "density_per_mm2": round(len(pts) / area_mm2, 2),
-        }
-        review = ReviewCase(
-            case_id=cid,
-            task="detection",
-            thumbnail=thumb,
-            overlays=[overlay] if overlay else [],
-            counts={p.output_class: len(pts)},
-            density_per_mm2={p.output_class: values["density_per_mm2"]},
-            needs_review=bool(reasons),
-        )
-        flags = ["ood", "needs_review"] if reasons else []
-        return CaseResult.of(case, flags=flags, ood_reasons=reasons, values=values, review=review)
+        return finish(case, files, pts, sc, area_mm2=area_mm2, reasons=reasons, thumb=thumb, overlay=overlay)
 
     def slide(case: CaseInput, files: CaseOutputs) -> CaseResult:
         """A whole slide: tiles over tissue, level-0 pixel and µm coordinates, a thumbnail for review."""
-        cid = case.case_id
         img = open_slide(case.image)
+        model_um = cfg.data.pixel_size_um or DEFAULT_PIXEL_SIZE_UM
         try:
             thumb_rgb = img.thumbnail(1024)
             reasons = check_ood_2d(thumb_rgb, reference, ood, case.source)
-            model_um = cfg.data.pixel_size_um or DEFAULT_PIXEL_SIZE_UM
             if img.mpp and abs(img.mpp / model_um - 1) > 0.25:
                 reasons = [*reasons, f"slide pixel size {img.mpp:.3g} µm, the model's {model_um:.3g} µm"]
+            um = img.mpp or model_um
             res = detect_slide(
                 fn,
                 img,
@@ -184,42 +203,19 @@ def _detect_cases_to(
                 min_distance_px=p.min_distance_px,
                 threshold=thr,
                 sigma_px=p.sigma_px,
-                pixel_size_um=img.mpp or model_um,
+                pixel_size_um=um,
             )
         finally:
             img.close()
-        pts, sc = res.points, res.scores
-        cls = [p.output_class] * len(pts)
-        um = img.mpp or model_um
-        files.add("detections", write_detections_csv(files.path(f"{cid}_detections.csv"), pts, sc, cls, um))
-        files.add(
-            "geojson", atomic_write_text(files.path(f"{cid}.geojson"), json.dumps(to_geojson(pts, cls, sc)) + "\n")
-        )
         f = thumb_rgb.shape[1] / img.shape[1]
-        rgb = overlay_markers(thumb_rgb, pts * f, cls, sc)
-        thumb = str(save_png(rgb, files.path("thumbnails", f"{cid}.png")).resolve())
+        rgb = overlay_markers(thumb_rgb, res.points * f, [p.output_class] * len(res.points), res.scores)
+        thumb = str(save_png(rgb, files.path("thumbnails", f"{case.case_id}.png")).resolve())
         n_pixels[0] += int(res.tissue_megapixels * 1e6)
-        area = res.tissue_mm2 or 0.0
-        density = round(len(pts) / area, 2) if area else 0.0
-        values: dict[str, Any] = {
-            "class": p.output_class,
-            "count": len(pts),
-            "area_mm2": round(area, 6),
-            "density_per_mm2": density,
-            "tiles": res.tiles,
-            "tiles_with_tissue": res.tiles_run,
-            "pixel_size_um": um,
-        }
-        review = ReviewCase(
-            case_id=cid,
-            task="detection",
-            thumbnail=thumb,
-            counts={p.output_class: len(pts)},
-            density_per_mm2={p.output_class: density},
-            needs_review=bool(reasons),
-        )
-        flags = ["ood", "needs_review"] if reasons else []
-        return CaseResult.of(case, flags=flags, ood_reasons=reasons, values=values, review=review)
+        extra = {"tiles": res.tiles, "tiles_with_tissue": res.tiles_run, "pixel_size_um": um}
+        return finish(
+            case, files, res.points, res.scores, area_mm2=res.tissue_mm2 or 0.0, reasons=reasons, thumb=thumb, um=um,
+            extra=extra,
+        )  # fmt: skip
 
     results = run_cohort(cases, one, out=run.path, command="detect")
     seconds = time.perf_counter() - t0
