@@ -121,6 +121,15 @@ def _detect_cases_to(
     t0 = time.perf_counter()
     n_pixels = [0]
 
+    # tiles, context margin and peak finding: the same for images and slides
+    tiling: dict[str, Any] = {
+        "tile": cfg.infer.tile_size,
+        "margin": cfg.infer.tile_margin,
+        "min_distance_px": p.min_distance_px,
+        "threshold": thr,
+        "sigma_px": p.sigma_px,
+    }
+
     def finish(
         case: CaseInput,
         files: CaseOutputs,
@@ -167,15 +176,7 @@ def _detect_cases_to(
         cid = case.case_id
         img = open_image(case.image)
         reasons = check_ood_2d(img, reference, ood, case.source)
-        pts, sc = detect_tiled(
-            fn,
-            img,
-            tile=cfg.infer.tile_size,
-            margin=cfg.infer.tile_margin,
-            min_distance_px=p.min_distance_px,
-            threshold=thr,
-            sigma_px=p.sigma_px,
-        )
+        pts, sc = detect_tiled(fn, img, **tiling)
         thumb = overlay = None
         if img.shape[0] * img.shape[1] <= MAX_OVERLAY_PIXELS:
             rgb = overlay_markers(img, pts, [p.output_class] * len(pts), sc)
@@ -195,16 +196,7 @@ def _detect_cases_to(
             if img.mpp and abs(img.mpp / model_um - 1) > 0.25:
                 reasons = [*reasons, f"slide pixel size {img.mpp:.3g} µm, the model's {model_um:.3g} µm"]
             um = img.mpp or model_um
-            res = detect_slide(
-                fn,
-                img,
-                tile=cfg.infer.tile_size,
-                margin=cfg.infer.tile_margin,
-                min_distance_px=p.min_distance_px,
-                threshold=thr,
-                sigma_px=p.sigma_px,
-                pixel_size_um=um,
-            )
+            res = detect_slide(fn, img, pixel_size_um=um, **tiling)
         finally:
             img.close()
         f = thumb_rgb.shape[1] / img.shape[1]
