@@ -46,8 +46,10 @@ def options(doc: str, argv, **sizes: tuple[int, int]) -> argparse.Namespace:
     return a
 
 
-def emit(benchmark: str, metric: str, value, unit: str, baseline: str, baseline_value, goal: str, met, device: str):
-    """Print one figure as a JSON line (ratio = value / baseline_value)."""
+def emit(
+    benchmark: str, metric: str, value, unit: str, baseline: str, baseline_value, goal: str, met, device: str, **extra
+):
+    """Print one figure as a JSON line (ratio = value / baseline_value); ``extra`` keys follow (settings, load)."""
     ratio = (value / baseline_value) if (value is not None and baseline_value) else None
     row = {
         "benchmark": benchmark,
@@ -60,6 +62,7 @@ def emit(benchmark: str, metric: str, value, unit: str, baseline: str, baseline_
         "goal": goal,
         "met": bool(met),
         "device": device,
+        **extra,
     }
     print(json.dumps(row), flush=True)
 

@@ -29,6 +29,7 @@ COMMANDS = [
     "classify",
     "explain",
     "evaluate",
+    "merge",
     "pacs",
     "export",
     "review-queue",
@@ -74,6 +75,7 @@ def _pixels(text: str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # `medseg train --gpus N` relaunches it under torchrun
     if not args.command:
         parser.print_help()
         return 1

@@ -241,3 +241,32 @@ def tiny_seg_run(tmp_path_factory, tiny_seg_cfg) -> Path:
     with Run.create(tmp / "run", cfg, command="train") as run:
         seg.train(cfg, run)
     return tmp / "run"
+
+
+@pytest.fixture(scope="session")
+def tiny_det_run(tmp_path_factory) -> tuple[Path, Path]:
+    """A detection run (proximity U-Net, 2 training steps on 64 x 64 synthetic H&E tiles) and its datalist.
+
+    Returns ``(run folder, dataset.json)``; the data set has 2 training, 1 validation, 2 test tiles.
+    """
+    from medseg.config import parse_config
+    from medseg.data.histology import write_histology_dataset
+    from medseg.runs import Run
+    from medseg.tasks import detection as det
+
+    tmp = tmp_path_factory.mktemp("detrun")
+    ds = write_histology_dataset(tmp / "data", n_train=2, n_val=1, n_test=2, shape=(64, 64), mitosis_rate=0.2)
+    cfg = parse_config(
+        {
+            "task": "detection",
+            "device": "cpu",
+            "data": {"datalist": str(ds)},
+            "model": {"name": "proximity_unet", "features": [4, 4, 8, 8, 8, 4]},
+            "sampling": {"crop_size": 32},
+            "cpu_threads": 1,
+            "train": {"epochs": 1, "steps_per_epoch": 2, "batch_size": 4},
+        }
+    )
+    with Run.create(tmp / "run", cfg) as run:
+        det.train(cfg, run)
+    return tmp / "run", ds

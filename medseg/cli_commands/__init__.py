@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,15 @@ def _device(value: str) -> str:
     raise argparse.ArgumentTypeError(f"{value!r}: use auto, cpu, cuda or cuda:N (N = GPU number)")
 
 
+def _shard(value: str) -> Any:
+    """``i/n`` -> :class:`medseg.tasks.cohort.Shard` (a malformed value is a usage error, exit 2)."""
+    cohort = importlib.import_module("medseg.tasks.cohort")  # only when --shard is given
+    try:
+        return cohort.parse_shard(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def add_predict_args(p: argparse.ArgumentParser, inputs_help: str, model_help: str | None = None) -> None:
     """The arguments every predict command takes: ``--model``, inputs, ``--out``, ``--split``, ``--series``,
     ``--ood``, ``--device``, ``--force`` (one wording, one set of choices)."""
@@ -90,6 +100,15 @@ def add_predict_args(p: argparse.ArgumentParser, inputs_help: str, model_help: s
         metavar="{auto,cpu,cuda,cuda:N}",
         help="where to run (default: auto = the first GPU when there is one); cuda:N = GPU number N "
         "(see also CUDA_VISIBLE_DEVICES)",
+    )
+    p.add_argument(
+        "--shard",
+        default=None,
+        type=_shard,
+        metavar="i/n",
+        help="process only shard i of n (0 <= i < n) of the cases: i, i+n, i+2n ... of the expanded inputs "
+        "(e.g. a SLURM array: --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT); join the shards' "
+        "folders with 'medseg merge'. Under torchrun every rank takes its shard and rank 0 merges",
     )
     p.add_argument("--force", action="store_true", help="move an existing output folder aside instead of failing")
     p.epilog = EXIT_CODES_HELP
@@ -152,3 +171,40 @@ def task_function(task: str, func: str) -> Callable[..., Any]:
     """
     fn: Callable[..., Any] = getattr(importlib.import_module(f"medseg.tasks.{task}"), func)
     return fn
+
+
+def run_predict(args: argparse.Namespace, call: Callable[[], Mapping[str, Any] | None]) -> int:
+    """Run a predict command (``call`` runs the task with :func:`predict_kwargs`) and print its summary.
+
+    With ``--shard i/n`` only that shard's cases run. Under torchrun (``WORLD_SIZE`` > 1, no ``--shard``)
+    rank r of n runs shard r/n into ``<out>.shards/shard-<r>-of-<n>/`` (one GPU per rank with CUDA),
+    then rank 0 merges every shard into ``--out`` (:func:`medseg.tasks.merge.merge_shards`).
+    """
+    cohort = importlib.import_module("medseg.tasks.cohort")  # heavy (torch, MONAI): only when a command runs
+    device = importlib.import_module("medseg.engine.device")
+    with device.torch_threads(device.thread_budget()):  # the one CPU-thread policy (docs/performance.md)
+        return _run_predict(args, call, cohort)
+
+
+def _run_predict(args: argparse.Namespace, call: Callable[[], Mapping[str, Any] | None], cohort: Any) -> int:
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world <= 1 or args.shard is not None:
+        with cohort.sharding(args.shard):
+            summary = call()
+        return print_summary(args.out, summary)
+    distributed = importlib.import_module("medseg.engine.distributed")
+    ctx = distributed.init_from_env(args.device)
+    try:
+        final = Path(args.out)
+        shard_dirs = [Path(f"{final}.shards") / f"shard-{r}-of-{ctx.world_size}" for r in range(ctx.world_size)]
+        args.out = shard_dirs[ctx.rank]
+        with cohort.sharding(cohort.Shard(ctx.rank, ctx.world_size)):
+            call()
+        ctx.barrier()
+        if not ctx.is_main:  # the rank's cases are in the merged summary (a non-zero exit would stop rank 0)
+            return EXIT_OK
+        merge = importlib.import_module("medseg.tasks.merge")
+        summary = merge.merge_shards(shard_dirs, final, force=args.force)
+        return print_summary(final, summary.to_dict())
+    finally:
+        distributed.shutdown()

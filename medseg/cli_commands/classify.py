@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from medseg.cli_commands import add_predict_args, predict_kwargs, print_summary, task_function
+from medseg.cli_commands import add_predict_args, predict_kwargs, run_predict, task_function
 
 
 def add_parser(sub) -> None:
@@ -34,5 +34,4 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     fn = task_function("classification", "classify")
-    summary = fn(**predict_kwargs(args), operating_point=args.operating_point)
-    return print_summary(args.out, summary)
+    return run_predict(args, lambda: fn(**predict_kwargs(args), operating_point=args.operating_point))

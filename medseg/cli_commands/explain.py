@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from medseg.cli_commands import add_predict_args, predict_kwargs, print_summary, task_function
+from medseg.cli_commands import add_predict_args, predict_kwargs, run_predict, task_function
 
 
 def add_parser(sub) -> None:
@@ -47,5 +47,6 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     fn = task_function("explain", "explain")
-    summary = fn(**predict_kwargs(args), method=args.method, target=args.target, layer=args.layer)
-    return print_summary(args.out, summary)
+    return run_predict(
+        args, lambda: fn(**predict_kwargs(args), method=args.method, target=args.target, layer=args.layer)
+    )

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from medseg.cli_commands import add_predict_args, predict_kwargs, print_summary, task_function
+from medseg.cli_commands import add_predict_args, predict_kwargs, run_predict, task_function
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -57,11 +57,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     fn = task_function("segmentation", "segment")
-    summary = fn(
-        **predict_kwargs(args),
-        tta=args.tta,
-        save_probabilities=args.probabilities,
-        labels_format=args.labels_format,
-        dicom_seg=args.dicom_seg,
+    return run_predict(
+        args,
+        lambda: fn(
+            **predict_kwargs(args),
+            tta=args.tta,
+            save_probabilities=args.probabilities,
+            labels_format=args.labels_format,
+            dicom_seg=args.dicom_seg,
+        ),
     )
-    return print_summary(args.out, summary)

@@ -73,6 +73,8 @@ def detect_tiled(
     min_distance_px: float = 6.0,
     threshold: float = 0.5,
     sigma_px: float = 0.0,
+    skip: Callable[[int, int, int, int], bool] | None = None,
+    on_tile: Callable[[int, int], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Detect on a large image tile by tile, with bounded memory.
 
@@ -89,6 +91,8 @@ def detect_tiled(
     image : (H, W, C) array (e.g. uint8 RGB), or a memory map of one.
     tile, margin : core size and context margin in pixels.
     min_distance_px, threshold, sigma_px : peak finding (see :func:`find_peaks`).
+    skip : ``skip(y0, x0, y1, x1) -> True`` leaves that core out (e.g. no tissue under it).
+    on_tile : ``on_tile(done, total)`` after each core (progress).
 
     Returns
     -------
@@ -96,9 +100,16 @@ def detect_tiled(
     """
     H, W = image.shape[:2]
     pts, scs = [], []
+    total = len(range(0, H, tile)) * len(range(0, W, tile))
+    done = 0
     for y0 in range(0, H, tile):
         for x0 in range(0, W, tile):
             y1, x1 = min(y0 + tile, H), min(x0 + tile, W)
+            done += 1
+            if skip is not None and skip(y0, x0, y1, x1):
+                if on_tile is not None:
+                    on_tile(done, total)
+                continue
             ey0, ex0 = max(0, y0 - margin), max(0, x0 - margin)
             ey1, ex1 = min(H, y1 + margin), min(W, x1 + margin)
             smap = score_fn(image[ey0:ey1, ex0:ex1])
@@ -108,6 +119,8 @@ def detect_tiled(
                 inside = (p[:, 0] >= x0) & (p[:, 0] < x1) & (p[:, 1] >= y0) & (p[:, 1] < y1)
                 pts.append(p[inside])
                 scs.append(s[inside])
+            if on_tile is not None:
+                on_tile(done, total)
     if not pts:
         return np.zeros((0, 2)), np.zeros(0)
     p, s = np.concatenate(pts), np.concatenate(scs)

@@ -19,6 +19,14 @@ when the budget ends); ``last.pt`` is written at validations; an epoch has at le
 Without a budget, ``max_epochs`` ends training and the expected duration is logged after the first
 epoch. An epoch-level progress bar shows the ETA (time budget or epochs).
 
+Several processes (DDP under torchrun, :mod:`medseg.engine.distributed`): with a ``dist`` context of
+more than one rank the model is wrapped in ``DistributedDataParallel`` (gradients averaged across
+ranks), each rank seeds its own RNG stream (:meth:`~medseg.engine.distributed.DistContext.rank_seed`),
+a ``DistributedSampler`` is re-seeded per epoch, the training loss is averaged across ranks, rank 0
+alone validates, writes checkpoints and ``metrics.csv`` and decides when to stop (its state is
+broadcast after every epoch), a budget-bound run uses the ranks' mean elapsed time, and resume
+broadcasts rank 0's checkpoint.
+
 Exact resume without pickling RNG objects: at the start of epoch ``e`` every RNG (Python, NumPy,
 torch, and the MONAI transforms of the training dataset) is re-seeded from ``(seed, e)``, so the
 state at an epoch boundary is a function of the seed and the epoch alone. Resuming from a
@@ -29,7 +37,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import io
 import itertools
 import logging
 import math
@@ -45,6 +52,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from medseg.engine.checkpoint import load_checkpoint, save_checkpoint
+from medseg.engine.curves import plot_history
+from medseg.engine.device import amp_dtype
+from medseg.engine.distributed import DistContext, current
 from medseg.utils import atomic_write_bytes, atomic_write_records, seed_everything
 
 __all__ = [
@@ -171,6 +181,7 @@ class Trainer:
     model_meta : plain values saved with every checkpoint (e.g. the model's build parameters).
     on_validation : :data:`ValidationHook` called after each validation (default: the one installed
         by :func:`validation_hook`, if any); a non-empty return value stops training with that reason.
+    dist : the rank of a distributed job (default: :func:`medseg.engine.distributed.current`).
     """
 
     def __init__(
@@ -198,7 +209,9 @@ class Trainer:
         progress: bool | None = None,
         budget_schedule: str | None = None,
         on_validation: ValidationHook | None = None,
+        dist: DistContext | None = None,
     ):
+        self.dist = dist if dist is not None else current()
         self.device = torch.device(device)
         self.model = model.to(self.device)
         self.optimizer = optimizer
@@ -211,7 +224,9 @@ class Trainer:
         self.mode = mode
         self.scheduler = scheduler
         self.amp = bool(amp) and self.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        # bf16 where the GPU has it (no scaling needed), else fp16 with loss scaling; CPU: no autocast
+        self.amp_dtype = amp_dtype(self.device)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.amp_dtype == torch.float16)
         self.grad_clip = grad_clip
         self.max_epochs = int(max_epochs)
         self.max_minutes = max_minutes
@@ -221,7 +236,7 @@ class Trainer:
         self.seed = int(seed)
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.model_meta = model_meta or {}
-        self.progress = sys.stderr.isatty() if progress is None else progress
+        self.progress = (sys.stderr.isatty() if progress is None else progress) and self.dist.is_main
         # budget-fitted LR (see the module docstring): the schedule's name, None = per-epoch scheduler
         self.budget_schedule = budget_schedule if max_minutes else None
         if self.budget_schedule is not None:
@@ -233,8 +248,12 @@ class Trainer:
         self.on_validation = on_validation if on_validation is not None else _VALIDATION_HOOK.get()
         self.state = TrainState()
         if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed patch sizes: cuDNN picks its fastest kernels once
             if _is_2d(self.model):  # Module.to takes memory_format at run time; torch's stubs lack it
                 self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        # what trains: the DDP wrapper under several ranks (syncs gradients), else the model itself;
+        # self.model stays the bare module (its state_dict is what checkpoints hold)
+        self.net = self.dist.wrap(self.model, self.device)
 
     @classmethod
     def from_config(
@@ -280,14 +299,14 @@ class Trainer:
         return self.run_dir / "checkpoints" / f"{which}.pt"
 
     def save(self, which: str) -> Path | None:
-        if self.run_dir is None:
+        if self.run_dir is None or not self.dist.is_main:  # rank 0 alone writes
             return None
         return save_checkpoint(
             self.checkpoint_path(which),
             model=self.model.state_dict(),
             optimizer=self.optimizer.state_dict(),
             scheduler=self.scheduler.state_dict() if self.scheduler is not None else None,
-            scaler=self.scaler.state_dict() if self.amp else None,
+            scaler=self.scaler.state_dict() if self.scaler.is_enabled() else None,
             state=self.state.to_dict(),
             meta={**self.model_meta, "seed": self.seed},
         )
@@ -295,7 +314,8 @@ class Trainer:
     def resume(self, path: str | Path | None = None) -> TrainState:
         """Restore model, optimiser, scheduler and state from ``last.pt`` (or ``path``)."""
         path = Path(path) if path is not None else self.checkpoint_path("last")
-        ckpt = load_checkpoint(path, map_location=self.device)
+        # distributed: rank 0 reads its checkpoint and every rank gets the same one
+        ckpt = self.dist.broadcast(load_checkpoint(path, map_location=self.device) if self.dist.is_main else {})
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.scheduler is not None and ckpt.get("scheduler") is not None:
@@ -309,7 +329,7 @@ class Trainer:
                     if hasattr(self.scheduler, "_get_closed_form_lr"):
                         for group, lr in zip(self.optimizer.param_groups, self.scheduler._get_closed_form_lr()):
                             group["lr"] = lr
-        if self.amp and ckpt.get("scaler"):
+        if self.scaler.is_enabled() and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         self.state = TrainState.from_dict(ckpt["state"])
         self.state.stop_reason = None
@@ -318,8 +338,11 @@ class Trainer:
 
     # -- loop --------------------------------------------------------------------------
     def _seed_epoch(self, epoch: int) -> None:
-        s = self.seed * 100_003 + epoch
+        s = self.dist.rank_seed(self.seed * 100_003 + epoch)  # rank 0 (and a single process): seed * 100003 + e
         seed_everything(s)
+        set_epoch = getattr(getattr(self.train_loader, "sampler", None), "set_epoch", None)
+        if callable(set_epoch):  # DistributedSampler: a new shuffle per epoch, the same on every rank
+            set_epoch(epoch)
         ds = getattr(self.train_loader, "dataset", None)
         tf = getattr(ds, "transform", None)
         if tf is not None and hasattr(tf, "set_random_state"):
@@ -336,18 +359,15 @@ class Trainer:
         t_fit = getattr(self, "_t_fit", None)
         return self._spent_before + (time.perf_counter() - t_fit) if t_fit is not None else self.state.train_seconds
 
-    def _budget_spent(self) -> bool:
-        return (
-            self.budget_schedule is not None
-            and bool(self.max_minutes)
-            and (self._spent_seconds() >= float(self.max_minutes or 0) * 60)
-        )
+    def _budget_spent(self, spent: float) -> bool:
+        budget_s = float(self.max_minutes or 0) * 60
+        return self.budget_schedule is not None and bool(self.max_minutes) and spent >= budget_s
 
-    def _budget_lr(self) -> None:
+    def _budget_lr(self, spent: float) -> None:
         """Set the LR from the share of the time budget spent (budget-fitted schedule only)."""
         if self.budget_schedule is None or not self.max_minutes:
             return
-        f = budget_lr_factor(self.budget_schedule, self._spent_seconds() / (self.max_minutes * 60))
+        f = budget_lr_factor(self.budget_schedule, spent / (self.max_minutes * 60))
         for g, lr0 in zip(self.optimizer.param_groups, self.base_lrs):
             g["lr"] = lr0 * f
 
@@ -393,12 +413,15 @@ class Trainer:
         for i, batch in enumerate(batches):
             if limit is not None and i >= limit:
                 break
-            if i > 0 and self._budget_spent():  # a budget-bound run stops mid-epoch when the time is up
-                break
-            self._budget_lr()
+            if self.budget_schedule is not None:
+                # the ranks' mean time: the same LR and the same stop step on every rank
+                spent = self.dist.mean({"s": self._spent_seconds()})["s"]
+                if i > 0 and self._budget_spent(spent):  # a budget-bound run stops mid-epoch when the time is up
+                    break
+                self._budget_lr(spent)
             self.optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device_type=self.device.type, enabled=self.amp):
-                loss = self.step_fn(self.model, batch, self.device)
+            with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, enabled=self.amp):
+                loss = self.step_fn(self.net, batch, self.device)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite training loss at epoch {self.state.epoch + 1}, step {i}")
             self.scaler.scale(loss).backward()
@@ -415,7 +438,7 @@ class Trainer:
                 bar.set_postfix(loss=f"{total / n:.4f}")
         if bar is not None:
             bar.close()
-        return total / max(n, 1)
+        return self.dist.mean({"loss": total / max(n, 1)})["loss"]  # metrics reduced across ranks
 
     def fit(self, resume: bool | str | Path = False) -> TrainState:
         """Train until ``max_epochs``, the time budget, or early stopping. Returns the final state."""
@@ -444,10 +467,14 @@ class Trainer:
             validated = False
             # the last epoch before the time budget runs out is validated too (so 'best' exists)
             out_of_time = budget_s is not None and (time.perf_counter() - t_start) >= budget_s
-            if self.val_fn is not None and (
-                (self.state.epoch % self.val_every == 0 and self._validation_due())
-                or self.state.epoch == self.max_epochs
-                or out_of_time
+            if (
+                self.val_fn is not None
+                and self.dist.is_main
+                and (  # rank 0 validates (its state is broadcast)
+                    (self.state.epoch % self.val_every == 0 and self._validation_due())
+                    or self.state.epoch == self.max_epochs
+                    or out_of_time
+                )
             ):
                 t_val = time.perf_counter()
                 self.model.eval()
@@ -490,6 +517,8 @@ class Trainer:
                 self.state.stop_reason = f"time budget of {self.max_minutes} min reached"
             if validated and self.on_validation is not None:
                 self.state.stop_reason = self.on_validation(self.state.epoch, dict(row)) or self.state.stop_reason
+            if self.dist.enabled:  # rank 0's history, best metric and stop decision bind every rank
+                self.state = TrainState.from_dict(self.dist.broadcast(self.state.to_dict()))
             if validated or self.budget_schedule is None:  # budget-bound: at validations only (cheap short epochs)
                 self.save("last")
                 self.write_metrics()
@@ -537,44 +566,11 @@ class Trainer:
     # -- outputs -----------------------------------------------------------------------
     def write_metrics(self, plot: bool = False) -> None:
         """``metrics.csv`` (one row per epoch) and, with ``plot``, ``training_curve.png``."""
-        if self.run_dir is None or not self.state.history:
+        if self.run_dir is None or not self.state.history or not self.dist.is_main:
             return
         atomic_write_records(self.run_dir / "metrics.csv", self.state.history)
         if plot:
             atomic_write_bytes(self.run_dir / "training_curve.png", plot_history(self.state.history))
-
-
-def plot_history(history: list[dict[str, float]]) -> bytes:
-    """PNG bytes: losses (left axis) and validation metrics (right axis) per epoch."""
-    import matplotlib  # heavy: imported only when a curve is drawn
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [r["epoch"] for r in history]
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
-    for k in ("train_loss", "val_loss"):
-        pts = [(r["epoch"], r[k]) for r in history if k in r]
-        if pts:
-            ax.plot(*zip(*pts), label=k)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("loss")
-    ax2 = ax.twinx()
-    skip = {"epoch", "train_loss", "val_loss", "lr", "epoch_seconds", "elapsed_seconds", "cpu_seconds"}
-    metric_keys = sorted({k for r in history for k in r if k not in skip})
-    for k in metric_keys:
-        pts = [(r["epoch"], r[k]) for r in history if k in r]
-        ax2.plot(*zip(*pts), "--", marker=".", label=k)
-    ax2.set_ylabel("validation metric")
-    lines = ax.get_legend_handles_labels()
-    lines2 = ax2.get_legend_handles_labels()
-    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=8, loc="best")
-    ax.set_xlim(min(epochs), max(max(epochs), min(epochs) + 1))
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
 
 
 def _len_or_none(x) -> int | None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medseg.io import dicom, image2d, metaimage, nifti, nrrd
+from medseg.io import dicom, image2d, metaimage, nifti, nrrd, wsi
 from medseg.io.base import ImageFormat
 
 __all__ = [
@@ -30,7 +30,7 @@ __all__ = [
 
 #: every readable format by name, in the order discover lists them (DICOM, volumes, 2D images)
 FORMATS: dict[str, ImageFormat] = {
-    f.name: f for f in (dicom.FORMAT, nifti.FORMAT, nrrd.FORMAT, metaimage.FORMAT, image2d.FORMAT)
+    f.name: f for f in (dicom.FORMAT, nifti.FORMAT, nrrd.FORMAT, metaimage.FORMAT, image2d.FORMAT, wsi.FORMAT)
 }
 
 #: suffixes of files that are certainly not images (skipped by discovery without being opened)

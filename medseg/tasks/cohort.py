@@ -15,16 +15,25 @@ The summary (:class:`CohortSummary`) has the same keys in every command (``comma
 ``ok``, ``skipped``, ``needs_review``, ``ood``, ``skipped_cases``, ``table``, ``json``, ``report``,
 ``seconds``, ``exit_code``) plus the task's own figures. ``exit_code`` is what ``medseg`` exits
 with: 0 every case ok, 1 some skipped, 3 every case failed (2 is a usage or config error).
+
+Shards (issue 14): within :func:`sharding` (``--shard i/n`` of the predict commands, or rank i of n
+under torchrun) :func:`run_cohort` processes only the cases ``i, i + n, i + 2n ...`` of the expanded
+input list (round robin, as nnU-Net's ``-part_id/-num_parts``: deterministic, and slow cases spread
+evenly), and :func:`finish_cohort` records ``shard`` in run.json so that ``medseg merge`` can put the
+rows of every shard back in input order.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import logging
 import shutil
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +58,10 @@ __all__ = [
     "one_line_reason",
     "run_cohort",
     "finish_cohort",
+    "Shard",
+    "parse_shard",
+    "sharding",
+    "active_shard",
 ]
 
 log = logging.getLogger("medseg.cohort")
@@ -60,6 +73,52 @@ COLUMNS: tuple[str, ...] = ("case_id", "source", "split", "status", "reason", "f
 EXIT_OK, EXIT_SOME_SKIPPED, EXIT_ALL_FAILED = 0, 1, 3
 
 _REASON_MAX = 300
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard ``index`` of ``count`` (0-based): the cases ``index, index + count, ...`` of a cohort."""
+
+    index: int
+    count: int
+
+    def __post_init__(self) -> None:
+        if self.count < 1 or not 0 <= self.index < self.count:
+            raise ValueError(f"shard {self.index}/{self.count}: need 0 <= i < n")
+
+    def take(self, cases: Sequence[Any]) -> list[Any]:
+        """This shard's cases, in input order (round robin over the whole list)."""
+        return list(cases[self.index :: self.count])
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+def parse_shard(text: str) -> Shard:
+    """``"i/n"`` (0 <= i < n, e.g. a SLURM array index and the array's size) -> :class:`Shard`."""
+    try:
+        i, n = (int(x) for x in str(text).strip().split("/"))
+        return Shard(i, n)
+    except ValueError:
+        raise ValueError(f"{text!r}: use i/n with 0 <= i < n (e.g. 0/4 ... 3/4)") from None
+
+
+_SHARD: contextvars.ContextVar[Shard | None] = contextvars.ContextVar("medseg_shard", default=None)
+
+
+@contextlib.contextmanager
+def sharding(shard: Shard | None) -> Iterator[None]:
+    """Within the block, :func:`run_cohort` processes only ``shard``'s cases (None: all)."""
+    token = _SHARD.set(shard)
+    try:
+        yield
+    finally:
+        _SHARD.reset(token)
+
+
+def active_shard() -> Shard | None:
+    """The shard set by :func:`sharding`, or None."""
+    return _SHARD.get()
 
 
 def _root_cause(e: BaseException) -> BaseException:
@@ -91,11 +150,19 @@ class CaseOutputs:
     (``labels``, ``dicom_seg``, ``overlay`` ...) once written. ``root`` is the run folder.
     """
 
-    def __init__(self, root: Path, case_id: str):
+    def __init__(self, root: Path, case_id: str, preloaded: Future | None = None):
         self.root = Path(root)
         self.case_id = case_id
         self.outputs: dict[str, str] = {}
         self._paths: list[Path] = []
+        self._preloaded = preloaded
+
+    def loaded(self, load: Callable[[], Any]) -> Any:
+        """The case's input as :func:`run_cohort`'s ``prefetch`` read it in the background, else ``load()``.
+
+        A failure of the background read is raised here, inside the case (so it skips this case only).
+        """
+        return self._preloaded.result() if self._preloaded is not None else load()
 
     def path(self, *parts: str | Path) -> Path:
         """``root/<parts>``, registered as an output of this case (its folder is created)."""
@@ -253,6 +320,7 @@ def run_cohort(
     out: str | Path,
     command: str,
     progress: bool | None = None,
+    prefetch: Callable[[CaseInput], Any] | None = None,
 ) -> list[CaseResult]:
     """Run ``process`` on every case; a failing case is skipped (its outputs removed), the others run.
 
@@ -264,15 +332,27 @@ def run_cohort(
     out : the run folder (root of :class:`CaseOutputs`).
     command : name shown on the progress bar and in the log.
     progress : show the progress bar (default: when stderr is a terminal).
+    prefetch : ``prefetch(case) -> input``: read the next case's input in a background thread while
+        ``process`` works on the current one (nnU-Net's predictor overlaps them the same way); the
+        process gets it with ``files.loaded(fallback)``. At most two inputs are held at a time.
 
     Returns
     -------
     one :class:`CaseResult` per case, in input order.
     """
     results: list[CaseResult] = []
-    with _progress(len(cases), command, progress) as bar:
-        for case in cases:
-            files = CaseOutputs(Path(out), case.case_id)
+    shard = active_shard()
+    if shard is not None:
+        total = len(cases)
+        cases = shard.take(cases)
+        log.info("%s: shard %s: %d of %d case(s)", command, shard, len(cases), total)
+    pool = ThreadPoolExecutor(1, thread_name_prefix="medseg-prefetch") if prefetch is not None else None
+    ahead: Future | None = pool.submit(prefetch, cases[0]) if pool is not None and prefetch and cases else None
+    with _progress(len(cases), command, progress) as bar, pool or contextlib.nullcontext():
+        for k, case in enumerate(cases):
+            files = CaseOutputs(Path(out), case.case_id, preloaded=ahead)
+            if pool is not None and prefetch is not None:  # the next case loads while this one runs
+                ahead = pool.submit(prefetch, cases[k + 1]) if k + 1 < len(cases) else None
             t0 = time.perf_counter()
             try:
                 res = process(case, files)
@@ -356,6 +436,9 @@ def finish_cohort(
                 summary={command: shown},
             )
         )
+    shard = active_shard()
+    if shard is not None:
+        run.set(shard={"index": shard.index, "count": shard.count, "cases": len(results)})
     run.set(summary={k: v for k, v in summary.to_dict().items() if not isinstance(v, Mapping) or k != "per_image"})
     if summary.skipped:
         run.set(status_detail=f"{summary.skipped} of {summary.cases} case(s) skipped")

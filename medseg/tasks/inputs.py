@@ -113,7 +113,7 @@ def _datalist_cases(path: Path, split: str) -> list[_Found]:
 
 def _folder_cases(folder: Path, kind: InputKind) -> list[Path]:
     if kind == "image2d":
-        found = sorted(p for p in folder.rglob("*") if p.is_file() and format_of(p) == "image2d")
+        found = sorted(p for p in folder.rglob("*") if p.is_file() and format_of(p) in ("image2d", "wsi"))
         if not found:
             raise InputError("no 2D images (PNG/TIFF/JPEG/BMP) in this folder", folder)
         return found

@@ -40,3 +40,38 @@ def test_cli_device_option_takes_cuda_n(capsys):
     with pytest.raises(SystemExit) as e:
         build_parser().parse_args(["segment", "--model", "m", "x.nii.gz", "--out", "o", "--device", "gpu"])
     assert e.value.code == 2 and "cuda:N" in capsys.readouterr().err
+
+
+def test_thread_budget_shares_the_cores_between_ranks_and_workers(monkeypatch) -> None:
+    from medseg.engine.device import available_cores, loader_options, thread_budget, torch_threads
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    cores = available_cores()
+    assert thread_budget() == cores  # one process, no workers: every core
+    assert thread_budget(processes=cores * 2) == 1  # never fewer than one thread
+    assert thread_budget(workers=cores) == 1
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # torchrun's ranks on this machine share the cores
+    assert thread_budget() == max(1, cores // 2)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the user's (or torchrun's) bound wins
+    assert thread_budget(processes=1) == 1
+    old = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == old
+    opts = loader_options(2, "cpu")
+    assert opts == {"num_workers": 2, "persistent_workers": False, "pin_memory": False}
+    assert (
+        loader_options(2, persistent=True)["persistent_workers"]
+        and not loader_options(0, persistent=True)["persistent_workers"]
+    )
+
+
+def test_amp_dtype_is_float32_on_cpu_and_the_cpu_trainer_has_no_scaler() -> None:
+    from medseg.engine.device import amp_dtype
+    from medseg.engine.trainer import Trainer
+
+    assert amp_dtype(torch.device("cpu")) == torch.float32
+    model = torch.nn.Linear(2, 1)
+    t = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), [], lambda m, b, d: m(b).sum(), amp=True)
+    assert not t.amp and not t.scaler.is_enabled()  # AMP asked for on CPU: the CPU path is unchanged

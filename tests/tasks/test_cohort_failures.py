@@ -22,12 +22,8 @@ import tifffile
 from pydicom.uid import RLELossless
 
 from medseg.cli import main
-from medseg.config import parse_config
-from medseg.data.histology import write_histology_dataset
 from medseg.data.synthetic import ct_phantom, write_phantom_dicom, write_phantom_nifti
 from medseg.io.dicom import pixels as dicom_pixels
-from medseg.runs import Run
-from medseg.tasks import detection as det
 from tests.explain.conftest import write_classifier_run
 
 
@@ -114,23 +110,8 @@ def test_segment_cohort_survives_every_failure_class(seg_run, tmp_path, monkeypa
 
 
 @pytest.fixture(scope="module")
-def det_run(tmp_path_factory) -> tuple[Path, Path]:
-    tmp = tmp_path_factory.mktemp("detrun")
-    ds = write_histology_dataset(tmp / "data", n_train=2, n_val=1, n_test=2, shape=(64, 64), mitosis_rate=0.2)
-    cfg = parse_config(
-        {
-            "task": "detection",
-            "device": "cpu",
-            "data": {"datalist": str(ds)},
-            "model": {"name": "proximity_unet", "features": [4, 4, 8, 8, 8, 4]},
-            "sampling": {"crop_size": 32},
-            "cpu_threads": 1,
-            "train": {"epochs": 1, "steps_per_epoch": 2, "batch_size": 4},
-        }
-    )
-    with Run.create(tmp / "run", cfg) as run:
-        det.train(cfg, run)
-    return tmp / "run", ds
+def det_run(tiny_det_run) -> tuple[Path, Path]:
+    return tiny_det_run
 
 
 def _image_inputs(tmp: Path, good: list[Path]) -> tuple[list[Path], dict[str, str]]:

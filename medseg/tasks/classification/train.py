@@ -22,7 +22,8 @@ from torch import nn
 from medseg.config import ClassificationConfig
 from medseg.data.lesions import make_lesion_dataset
 from medseg.engine.checkpoint import load_checkpoint
-from medseg.engine.device import describe_device, select_device
+from medseg.engine.device import describe_device, loader_options, select_device
+from medseg.engine.distributed import current
 from medseg.engine.trainer import Trainer, build_optimizer, build_scheduler
 from medseg.errors import ConfigError, InputError
 from medseg.models import build_model
@@ -120,7 +121,8 @@ def train(cfg: ClassificationConfig, run: Run, resume: bool = False) -> dict[str
     """
     t_start = time.perf_counter()
     device = select_device(cfg.device)
-    run.set(device=describe_device(device))
+    dist = current()  # the rank of a DDP job (torchrun), or the single process
+    run.set(device=describe_device(device), world_size=dist.world_size)
     seed_everything(cfg.seed)
     class_names = list(cfg.class_names)
     if len(set(class_names)) != len(class_names):
@@ -150,14 +152,21 @@ def train(cfg: ClassificationConfig, run: Run, resume: bool = False) -> dict[str
     model = build_model(**params)
     counts = np.bincount(tr.labels, minlength=len(class_names)).astype(np.float64)
     weight = None
-    sampler = None
+    sampler: torch.utils.data.Sampler | None = None
     if cfg.imbalance == "weighted_loss":
         weight = torch.tensor(counts.sum() / (len(counts) * counts), dtype=torch.float32)
     elif cfg.imbalance == "sampler":
         w = (1.0 / counts)[tr.labels]
-        sampler = torch.utils.data.WeightedRandomSampler(w.tolist(), len(w), replacement=True)
+        # DDP: each rank draws its share of the samples from its own (rank-seeded) stream
+        n_draw = max(1, len(w) // dist.world_size)
+        sampler = torch.utils.data.WeightedRandomSampler(w.tolist(), n_draw, replacement=True)
     loss_fn = nn.CrossEntropyLoss(weight=weight.to(device) if weight is not None else None)
     ft = cfg.finetune
+    if dist.world_size > 1 and ft.strategy == "gradual_unfreeze":
+        # DDP syncs the gradients of the parameters trainable when it starts; unfreezing later would not sync them
+        raise ConfigError(
+            "finetune.strategy: gradual_unfreeze cannot train on several processes; use full or discriminative"
+        )
     groups, hook = configure_finetuning(
         model,
         ft.strategy,
@@ -170,18 +179,21 @@ def train(cfg: ClassificationConfig, run: Run, resume: bool = False) -> dict[str
     optimizer = build_optimizer(groups, cfg.train.optimizer, cfg.train.lr, cfg.train.weight_decay)
     scheduler = build_scheduler(optimizer, cfg.train.scheduler, cfg.train.epochs)
     ds = ImageLabelDataset(d.x_tr, tr.labels, Compose(augmentation_transforms(cfg.augmentation, d.size)))
+    if sampler is None:  # DDP: a DistributedSampler (equal shares, one shuffle per epoch); None in one process
+        sampler = dist.sampler(ds, shuffle=True, seed=cfg.seed)
+    share = len(ds) // dist.world_size
     loader = torch.utils.data.DataLoader(
         ds,
-        batch_size=min(cfg.train.batch_size, len(ds)),
+        batch_size=min(cfg.train.batch_size, max(1, share)),
         shuffle=sampler is None,
         sampler=sampler,
-        num_workers=cfg.data.num_workers,
-        drop_last=len(ds) > cfg.train.batch_size,
+        drop_last=share > cfg.train.batch_size,
+        **loader_options(cfg.data.num_workers, device),
     )
     trainer_ref: dict[str, Trainer] = {}
 
     def step(m: nn.Module, batch: dict[str, Any], dev: torch.device) -> torch.Tensor:
-        hook(m, trainer_ref["t"].state.epoch)
+        hook(getattr(m, "module", m), trainer_ref["t"].state.epoch)  # the bare model inside a DDP wrapper
         x = batch["image"].to(dev, non_blocking=True)
         y = torch.as_tensor(batch["label"]).to(dev)
         return loss_fn(m(x), y)
@@ -218,6 +230,8 @@ def train(cfg: ClassificationConfig, run: Run, resume: bool = False) -> dict[str
     trainer_ref["t"] = trainer
     with run.stage("train"):
         state = trainer.fit(resume=resume)
+    if not dist.is_main:  # rank 0 writes the outputs (operating points, report, model card)
+        return {"rank": dist.rank, "epochs": state.epoch}
 
     # --- operating points on validation, report on test ------------------------------------------
     with run.stage("evaluate"):

@@ -45,7 +45,7 @@ from medseg.tasks.detection.evaluate import evaluate
 from medseg.tasks.detection.outputs import class_values, overlay_markers, to_geojson, write_detections_csv
 from medseg.tasks.detection.params import DetectionParams
 from medseg.tasks.detection.predict import detect
-from medseg.tasks.detection.scoring import score_map_fn, torch_threads
+from medseg.tasks.detection.scoring import score_map_fn
 from medseg.tasks.detection.targets import proximity_target, stain_jitter
 from medseg.tasks.detection.train import train
 
@@ -65,7 +65,6 @@ __all__ = [
     "find_peaks",
     "detect_tiled",
     "score_map_fn",
-    "torch_threads",
     "train",
     "detect",
     "evaluate",

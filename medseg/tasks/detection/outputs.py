@@ -65,8 +65,25 @@ def to_geojson(points: np.ndarray, classes: Sequence[str], scores: np.ndarray | 
     return {"type": "FeatureCollection", "features": feats}
 
 
-def write_detections_csv(path: str | Path, points: np.ndarray, scores: np.ndarray, classes: Sequence[str]) -> Path:
-    """Write one image's detections as CSV ``x,y,score,class`` (x, y in pixels, 2 decimals), atomically."""
+def write_detections_csv(
+    path: str | Path,
+    points: np.ndarray,
+    scores: np.ndarray,
+    classes: Sequence[str],
+    pixel_size_um: float | None = None,
+) -> Path:
+    """Write one image's detections as CSV ``x,y,score,class`` (x, y in pixels, 2 decimals), atomically.
+
+    With ``pixel_size_um`` (a whole slide's level-0 pixel size) two more columns ``x_um,y_um`` give
+    the position in µm from the slide's top-left corner.
+    """
+    if pixel_size_um:
+        um = float(pixel_size_um)
+        rows_um = (
+            [f"{x:.2f}", f"{y:.2f}", f"{s:.5f}", c, f"{x * um:.2f}", f"{y * um:.2f}"]
+            for (x, y), s, c in zip(points, scores, classes)
+        )
+        return atomic_write_csv(path, ["x", "y", "score", "class", "x_um", "y_um"], rows_um)
     rows = ([f"{x:.2f}", f"{y:.2f}", f"{s:.5f}", c] for (x, y), s, c in zip(points, scores, classes))
     return atomic_write_csv(path, ["x", "y", "score", "class"], rows)
 

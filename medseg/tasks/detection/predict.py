@@ -20,10 +20,11 @@ from torch import nn
 
 from medseg.config import DetectionConfig
 from medseg.engine.checkpoint import load_run_model
-from medseg.engine.device import describe_device, select_device
+from medseg.engine.device import describe_device, select_device, thread_budget, torch_threads
 from medseg.engine.tiling import detect_tiled
 from medseg.errors import ConfigError
 from medseg.io.resolution import read_pixel_size_um
+from medseg.io.wsi import is_slide, open_slide
 from medseg.review.cases import ReviewCase
 from medseg.review.overlay import save_png, shrink
 from medseg.runs import Run
@@ -31,7 +32,8 @@ from medseg.tasks.cohort import CaseOutputs, CaseResult, finish_cohort, run_coho
 from medseg.tasks.detection.data import DEFAULT_PIXEL_SIZE_UM, open_image
 from medseg.tasks.detection.outputs import overlay_markers, to_geojson, write_detections_csv
 from medseg.tasks.detection.params import DetectionParams
-from medseg.tasks.detection.scoring import score_map_fn, torch_threads
+from medseg.tasks.detection.scoring import score_map_fn
+from medseg.tasks.detection.slides import detect_slide
 from medseg.tasks.inputs import CaseInput, expand_inputs, refuse_series_for_2d
 from medseg.tasks.ood import OOD_MODES, check_ood_2d, read_reference
 from medseg.utils import atomic_write_csv, atomic_write_text
@@ -101,7 +103,7 @@ def detect(
     run = Run.create(Path(out), cfg, force=force, command="detect", identity=identity)
     run.set(device=describe_device(dev), model_dir=str(model_dir.resolve()), threshold=thr, ood_mode=ood)
     run.set(ensemble=(ckpt.get("meta") or {}).get("ensemble"))  # a cross-validation parent run: its K folds
-    with torch_threads(cpu_threads or cfg.cpu_threads), run:
+    with torch_threads(cpu_threads or cfg.cpu_threads or thread_budget()), run:
         return _detect_cases_to(run, model, cfg, p, dev, thr, cases, read_reference(model_dir), ood)
 
 
@@ -137,39 +139,42 @@ def _detect_cases_to(
     t0 = time.perf_counter()
     n_pixels = [0]
 
-    def one(case: CaseInput, files: CaseOutputs) -> CaseResult:
+    # tiles, context margin and peak finding: the same for images and slides
+    tiling: dict[str, Any] = {
+        "tile": cfg.infer.tile_size,
+        "margin": cfg.infer.tile_margin,
+        "min_distance_px": p.min_distance_px,
+        "threshold": thr,
+        "sigma_px": p.sigma_px,
+    }
+
+    def finish(
+        case: CaseInput,
+        files: CaseOutputs,
+        pts: Any,
+        sc: Any,
+        *,
+        area_mm2: float,
+        reasons: list[str],
+        thumb: str | None,
+        overlay: str | None = None,
+        um: float | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> CaseResult:
+        """Write the detections (CSV, GeoJSON) and build the case's table and report rows."""
         cid = case.case_id
-        img = open_image(case.image, modality=cfg.data.modality)  # the run's microscopy preset, as in training
-        reasons = check_ood_2d(img, reference, ood, case.source)
-        pts, sc = detect_tiled(
-            fn,
-            img,
-            tile=cfg.infer.tile_size,
-            margin=cfg.infer.tile_margin,
-            min_distance_px=p.min_distance_px,
-            threshold=thr,
-            sigma_px=p.sigma_px,
-        )
         cls = [p.output_class] * len(pts)
-        files.add("detections", write_detections_csv(files.path(f"{cid}_detections.csv"), pts, sc, cls))
+        files.add("detections", write_detections_csv(files.path(f"{cid}_detections.csv"), pts, sc, cls, um))
         files.add(
             "geojson", atomic_write_text(files.path(f"{cid}.geojson"), json.dumps(to_geojson(pts, cls, sc)) + "\n")
         )
-        thumb = overlay = None
-        if img.shape[0] * img.shape[1] <= MAX_OVERLAY_PIXELS:
-            rgb = overlay_markers(img, pts, cls, sc)
-            overlay = files.add("overlay", save_png(rgb, files.path(f"{cid}_overlay.png")))
-            thumb = str(save_png(shrink(rgb), files.path("thumbnails", f"{cid}.png")).resolve())
-        um, um_source = image_pixel_size(case.image, cfg.data.pixel_size_um)
-        area_mm2 = img.shape[0] * img.shape[1] * (um * 1e-3) ** 2
-        n_pixels[0] += img.shape[0] * img.shape[1]
-        values = {
+        density = round(len(pts) / area_mm2, 2) if area_mm2 else 0.0
+        values: dict[str, Any] = {
             "class": p.output_class,
             "count": len(pts),
             "area_mm2": round(area_mm2, 6),
-            "pixel_size_um": round(um, 6),
-            "pixel_size_source": um_source,
-            "density_per_mm2": round(len(pts) / area_mm2, 2),
+            "density_per_mm2": density,
+            **(extra or {}),
         }
         review = ReviewCase(
             case_id=cid,
@@ -177,11 +182,60 @@ def _detect_cases_to(
             thumbnail=thumb,
             overlays=[overlay] if overlay else [],
             counts={p.output_class: len(pts)},
-            density_per_mm2={p.output_class: values["density_per_mm2"]},
+            density_per_mm2={p.output_class: density},
             needs_review=bool(reasons),
         )
         flags = ["ood", "needs_review"] if reasons else []
         return CaseResult.of(case, flags=flags, ood_reasons=reasons, values=values, review=review)
+
+    def one(case: CaseInput, files: CaseOutputs) -> CaseResult:
+        if is_slide(case.image, min_pixels=0):  # vendor slides and every tiled pyramidal TIFF
+            return slide(case, files)
+        cid = case.case_id
+        img = open_image(case.image, modality=cfg.data.modality)  # the run's microscopy preset, as in training
+        reasons = check_ood_2d(img, reference, ood, case.source)
+        pts, sc = detect_tiled(fn, img, **tiling)
+        thumb = overlay = None
+        if img.shape[0] * img.shape[1] <= MAX_OVERLAY_PIXELS:
+            rgb = overlay_markers(img, pts, [p.output_class] * len(pts), sc)
+            overlay = files.add("overlay", save_png(rgb, files.path(f"{cid}_overlay.png")))
+            thumb = str(save_png(shrink(rgb), files.path("thumbnails", f"{cid}.png")).resolve())
+        um, um_source = image_pixel_size(case.image, cfg.data.pixel_size_um)  # the image's own tags, else the run's
+        area_mm2 = img.shape[0] * img.shape[1] * (um * 1e-3) ** 2
+        n_pixels[0] += img.shape[0] * img.shape[1]
+        extra = {"pixel_size_um": round(um, 6), "pixel_size_source": um_source}
+        return finish(
+            case, files, pts, sc, area_mm2=area_mm2, reasons=reasons, thumb=thumb, overlay=overlay, extra=extra
+        )
+
+    def slide(case: CaseInput, files: CaseOutputs) -> CaseResult:
+        """A whole slide: tiles over tissue, level-0 pixel and µm coordinates, a thumbnail for review."""
+        img = open_slide(case.image)
+        model_um = cfg.data.pixel_size_um or DEFAULT_PIXEL_SIZE_UM
+        try:
+            thumb_rgb = img.thumbnail(1024)
+            reasons = check_ood_2d(thumb_rgb, reference, ood, case.source)
+            if img.mpp and abs(img.mpp / model_um - 1) > 0.25:
+                reasons = [*reasons, f"slide pixel size {img.mpp:.3g} µm, the model's {model_um:.3g} µm"]
+            um = img.mpp or model_um
+            res = detect_slide(fn, img, pixel_size_um=um, **tiling)
+        finally:
+            img.close()
+        f = thumb_rgb.shape[1] / img.shape[1]
+        rgb = overlay_markers(thumb_rgb, res.points * f, [p.output_class] * len(res.points), res.scores)
+        thumb = str(save_png(rgb, files.path("thumbnails", f"{case.case_id}.png")).resolve())
+        n_pixels[0] += int(res.tissue_megapixels * 1e6)
+        source = "slide" if img.mpp else ("run" if cfg.data.pixel_size_um else "default")
+        extra = {
+            "tiles": res.tiles,
+            "tiles_with_tissue": res.tiles_run,
+            "pixel_size_um": um,
+            "pixel_size_source": source,
+        }
+        return finish(
+            case, files, res.points, res.scores, area_mm2=res.tissue_mm2 or 0.0, reasons=reasons, thumb=thumb, um=um,
+            extra=extra,
+        )  # fmt: skip
 
     results = run_cohort(cases, one, out=run.path, command="detect")
     seconds = time.perf_counter() - t0
@@ -206,8 +260,8 @@ def _detect_cases_to(
             "count": r.values["count"],
             "area_mm2": r.values["area_mm2"],
             "density_per_mm2": r.values["density_per_mm2"],
-            "pixel_size_um": r.values["pixel_size_um"],
-            "pixel_size_source": r.values["pixel_size_source"],
+            "pixel_size_um": r.values.get("pixel_size_um"),
+            "pixel_size_source": r.values.get("pixel_size_source"),
             "detections": r.outputs.get("detections"),
             "geojson": r.outputs.get("geojson"),
             "overlay": r.outputs.get("overlay"),

@@ -1,4 +1,4 @@
-"""Running a detection network: CPU threads, input normalisation, score maps, tiled detection of cases.
+"""Running a detection network: input normalisation, score maps, tiled detection of cases.
 
 Score maps are ``(h, w)`` float32 in [0, 1] for image windows ``(h, w, 3)`` uint8 RGB; detection on
 them is :func:`medseg.engine.tiling.detect_tiled` (tiles with a context margin, peaks, NMS).
@@ -6,8 +6,7 @@ them is :func:`medseg.engine.tiling.detect_tiled` (tiles with a context margin, 
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -20,25 +19,7 @@ from medseg.models.detection import MitosisCNN
 from medseg.tasks.detection.annotations import Case
 from medseg.tasks.detection.params import DetectionParams
 
-__all__ = ["torch_threads", "to_network_input", "score_map_fn", "detect_cases"]
-
-
-@contextlib.contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Temporarily set torch's CPU intra-op threads (None: leave as is).
-
-    On a shared, oversubscribed CPU, OpenMP threads that wait on each other can make a step
-    20x slower than one thread (measured here: 4.7 s vs 0.19 s per step on 2 busy cores).
-    """
-    if not n:
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
+__all__ = ["to_network_input", "score_map_fn", "detect_cases"]
 
 
 def to_network_input(x: np.ndarray) -> np.ndarray:

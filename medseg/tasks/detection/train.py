@@ -9,7 +9,8 @@ from torch import nn
 
 from medseg.config import DetectionConfig
 from medseg.engine.checkpoint import load_checkpoint
-from medseg.engine.device import select_device
+from medseg.engine.device import select_device, thread_budget, torch_threads
+from medseg.engine.distributed import current
 from medseg.engine.trainer import StepFn, Trainer, build_optimizer, build_scheduler
 from medseg.errors import ConfigError
 from medseg.metrics.detection import average_precision, detection_scores, pooled_scores, select_threshold
@@ -19,7 +20,7 @@ from medseg.runs import Run
 from medseg.tasks.detection.data import load_detection_data
 from medseg.tasks.detection.params import DetectionParams
 from medseg.tasks.detection.sampling import MitosisPatches, ProximityBatches
-from medseg.tasks.detection.scoring import detect_cases, torch_threads
+from medseg.tasks.detection.scoring import detect_cases
 from medseg.tasks.modelcard import write_model_card
 from medseg.tasks.provenance import record_training_data
 
@@ -41,7 +42,7 @@ def train(cfg: DetectionConfig, run: Run, resume: bool = False) -> dict[str, Any
     Summary dict: method, epochs, best epoch, train seconds, threshold, validation F1, stop reason
     and, with a test split, test F1 / precision / recall / AP and the number of test images.
     """
-    with torch_threads(cfg.cpu_threads):
+    with torch_threads(cfg.cpu_threads or thread_budget()):
         return _train(cfg, run, resume)
 
 
@@ -68,7 +69,8 @@ def _step_fn(cfg: DetectionConfig) -> StepFn:
 
 def _train(cfg: DetectionConfig, run: Run, resume: bool = False) -> dict[str, Any]:
     device = select_device(cfg.device)
-    run.set(device=str(device))
+    dist = current()  # DDP: every rank samples its own patches (the Trainer seeds each rank's stream)
+    run.set(device=str(device), world_size=dist.world_size)
     with run.stage("data"):
         data = load_detection_data(cfg, run.path)
     # pixel size, modality and augmentation resolved from the data: saved, so detect reads the same values
@@ -122,6 +124,8 @@ def _train(cfg: DetectionConfig, run: Run, resume: bool = False) -> dict[str, An
         loader.epoch_fn = lambda: trainer.state.epoch
     with run.stage("train"):
         state = trainer.fit(resume=resume)
+    if not dist.is_main:  # rank 0 writes the outputs (threshold, test figures, model card)
+        return {"rank": dist.rank, "epochs": state.epoch}
     # best weights -> threshold on validation -> test
     best = run.path / "checkpoints" / "best.pt"
     if best.is_file():

@@ -345,7 +345,7 @@ def _segment_one(
 ) -> CaseResult:
     """One case: read, check against the model and its training data, segment, write, draw."""
     sd = int(sm.meta["spatial_dims"])
-    img = read_case_image(case.paths, spatial_dims=sd, series=series)
+    img = files.loaded(lambda: read_case_image(case.paths, spatial_dims=sd, series=series))  # prefetched
     check_model_input(img, case.source, spatial_dims=sd, channels=sm.channels)
     reasons: list[str] = []
     if ood != "off" and sm.reference is not None:
@@ -426,6 +426,7 @@ def _cohort(
     if labels_format not in LABEL_FORMATS:  # before any case runs
         raise ConfigError(f"labels format must be one of {', '.join(LABEL_FORMATS)}, got {labels_format!r}")
     cases = expand_inputs(inputs, kind="volume", split=split)
+    sd = int(sm.meta["spatial_dims"])
     return run_cohort(
         cases,
         lambda c, f: _segment_one(
@@ -433,6 +434,8 @@ def _cohort(
         ),
         out=out,
         command="segment",
+        # the next case is read (decoded, stacked, checked) while the network runs on this one
+        prefetch=lambda c: read_case_image(c.paths, spatial_dims=sd, series=series),
     )
 
 

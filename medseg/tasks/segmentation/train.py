@@ -24,7 +24,8 @@ from monai.transforms import Compose
 from torch import nn
 
 from medseg.config import SegmentationConfig
-from medseg.engine.device import describe_device, select_device, use_amp
+from medseg.engine.device import describe_device, loader_options, select_device, use_amp
+from medseg.engine.distributed import current
 from medseg.engine.inference import predict_probs
 from medseg.engine.plan import fingerprint, make_plan
 from medseg.engine.trainer import Trainer, build_optimizer, build_scheduler, default_step
@@ -206,7 +207,8 @@ def train(cfg: SegmentationConfig, run: Run, resume: bool = False) -> dict[str, 
     if len(cfg.class_names) < 2:
         raise ConfigError("class_names needs background plus at least one class")
     device = select_device(cfg.device)
-    run.set(device=describe_device(device))
+    dist = current()  # the rank of a DDP job (torchrun), or the single process
+    run.set(device=describe_device(device), world_size=dist.world_size)
     seed_everything(cfg.seed)
     run_dir = Path(run.path)
     with run.stage("data"):
@@ -219,8 +221,10 @@ def train(cfg: SegmentationConfig, run: Run, resume: bool = False) -> dict[str, 
         # provenance (issue 13): datalist + SHA-256, case ids per split, fingerprint, OOD reference
         splits = {"training": train_items, "validation": val_items, "test": test_items}
         record_training_data(run, cfg, splits, plan["fingerprint"])
+        dist.check_same(plan, "plan (data fingerprint, patch size, spacing)")
         train_tf, val_tf = make_transforms(cfg, plan)
-        train_ds = dataset(train_items, train_tf, cfg, run_dir / "cache" / "train")
+        # DDP: each rank trains on (and caches) its own equal share of the cases (MONAI partition_dataset)
+        train_ds = dataset(dist.partition(train_items, cfg.seed), train_tf, cfg, run_dir / "cache" / "train")
         val_ds = dataset(val_items, val_tf, cfg, run_dir / "cache" / "val") if val_items else None
     params = model_params(cfg, plan, int(plan["fingerprint"]["channels"]))
     seed_everything(cfg.seed)
@@ -231,7 +235,9 @@ def train(cfg: SegmentationConfig, run: Run, resume: bool = False) -> dict[str, 
         # batch (MONAI ThreadDataLoader); one thread keeps the random stream in order (exact resume)
         loader = ThreadDataLoader(train_ds, batch_size=cfg.train.batch_size, shuffle=True, num_workers=0, buffer_size=1)
     else:
-        loader = DataLoader(train_ds, batch_size=cfg.train.batch_size, shuffle=True, num_workers=cfg.data.num_workers)
+        loader = DataLoader(
+            train_ds, batch_size=cfg.train.batch_size, shuffle=True, **loader_options(cfg.data.num_workers, device)
+        )
     amp = use_amp(device, cfg.train.amp)
     opt = build_optimizer(model.parameters(), cfg.train.optimizer, cfg.train.lr, cfg.train.weight_decay)
     sched = build_scheduler(opt, cfg.train.scheduler, cfg.train.epochs)
@@ -260,6 +266,8 @@ def train(cfg: SegmentationConfig, run: Run, resume: bool = False) -> dict[str, 
     with run.stage("train"):
         # resume: model, optimiser, scheduler (stretched by the Trainer when train.epochs grew), state, RNG
         state = trainer.fit(resume=resume)
+    if not dist.is_main:  # rank 0 writes the outputs (calibration, model card)
+        return {"rank": dist.rank, "epochs": state.epoch}
     validated = val_ds is not None
     if not validated:  # no selection on training figures: the checkpoint used is the last one
         last = run_dir / "checkpoints" / "last.pt"
