@@ -34,7 +34,7 @@ import numpy as np
 from medseg.errors import FileFormatError, InputError, LabelMismatchError, MissingFileError
 from medseg.io.base import LoadOptions, reference_grid
 from medseg.io.geometry import dicom_affine, grid_embedding
-from medseg.io.nrrd import load_nrrd
+from medseg.io.nrrd import is_seg_nrrd, load_nrrd
 from medseg.io.registry import format_of, reader_for
 from medseg.io.safety import clean_text, contained, third_party_quiet
 from medseg.io.seg import _norm_name, segment_type_code
@@ -108,9 +108,8 @@ def read_label(
     if len(ref_shape) != 3:
         raise InputError(f"the reference image must be a volume (C, X, Y, Z), got spatial shape {ref_shape}")
     table = _class_table(classes)
-    name = path.name.lower()
     fmt = format_of(path) if path.is_file() else None
-    if name.endswith(".seg.nrrd"):
+    if is_seg_nrrd(path):
         kind, segments = "seg.nrrd", _seg_nrrd_segments(path)
     elif fmt in ("nifti", "nrrd", "metaimage"):
         kind, segments = fmt, _volume_segments(path, table)

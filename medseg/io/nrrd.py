@@ -45,7 +45,7 @@ from medseg.utils import atomic_write
 if TYPE_CHECKING:  # annotations only: monai (torch) is imported when an image is loaded
     from monai.data import MetaTensor
 
-__all__ = ["load_nrrd", "nrrd_info", "nrrd_geometry", "save_label_nrrd", "FORMAT"]
+__all__ = ["load_nrrd", "nrrd_info", "nrrd_geometry", "save_label_nrrd", "is_seg_nrrd", "FORMAT"]
 
 log = logging.getLogger(__name__)
 
@@ -343,7 +343,7 @@ def save_label_nrrd(labels: Any, reference: Any, path: str | Path, segments: Map
         "kinds": ["domain"] * data.ndim,
         "encoding": "gzip",
     }
-    if path.name.lower().endswith(".seg.nrrd"):
+    if is_seg_nrrd(path):
         names = dict(segments or {})
         for seg in meta.get("segments") or []:
             if "label_value" in seg and "name" in seg:
@@ -355,6 +355,11 @@ def save_label_nrrd(labels: Any, reference: Any, path: str | Path, segments: Map
     with atomic_write(path) as tmp:
         _nrrd().write(str(tmp), np.ascontiguousarray(data), header, index_order="F")
     return path
+
+
+def is_seg_nrrd(path: str | Path) -> bool:
+    """True for a 3D Slicer segmentation file (``.seg.nrrd``)."""
+    return Path(path).name.lower().endswith(".seg.nrrd")
 
 
 def _reader(source: Path | SeriesInfo, options: LoadOptions) -> MetaTensor:
