@@ -17,7 +17,19 @@ from collections.abc import Sequence
 from medseg import __version__
 from medseg.errors import MedsegError
 
-COMMANDS = ["info", "convert", "train", "tune", "segment", "detect", "classify", "explain", "evaluate", "demo"]
+COMMANDS = [
+    "info",
+    "convert",
+    "train",
+    "tune",
+    "segment",
+    "lesions",
+    "detect",
+    "classify",
+    "explain",
+    "evaluate",
+    "demo",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -38,10 +38,27 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="also write class probabilities (default: the run's infer.save_probabilities)",
     )
+    p.add_argument(
+        "--lesions",
+        nargs="+",
+        default=None,
+        metavar="CLASS",
+        help="split these classes (names or label values) into lesions: OUT/lesions/<case>_lesions.csv, "
+        "OUT/lesions.csv and lesion columns in segment.csv (see 'medseg lesions')",
+    )
+    p.add_argument(
+        "--min-lesion-ml", type=float, default=0.0, help="with --lesions: drop lesions smaller than this (mL)"
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     fn = task_function("segmentation", "segment")
-    summary = fn(**predict_kwargs(args), tta=args.tta, save_probabilities=args.probabilities)
+    summary = fn(
+        **predict_kwargs(args),
+        tta=args.tta,
+        save_probabilities=args.probabilities,
+        lesions=args.lesions,
+        min_lesion_ml=args.min_lesion_ml,
+    )
     return print_summary(args.out, summary)

@@ -42,6 +42,7 @@ from medseg.review.cases import ReviewCase
 from medseg.runs import Run
 from medseg.tasks.cohort import CaseOutputs, CaseResult, finish_cohort, run_cohort
 from medseg.tasks.inputs import CaseInput, expand_inputs
+from medseg.tasks.lesions.instances import case_lesions, resolve_lesion_classes, write_cohort_lesions
 from medseg.tasks.ood import OOD_MODES, image_features, ood_reasons
 from medseg.tasks.segmentation.data import unwrap_error
 from medseg.tasks.segmentation.evaluate import dice_per_class
@@ -284,8 +285,11 @@ def _segment_one(
     series: str | int | None,
     ood: str,
     thumbnails: bool,
+    lesions: Mapping[int, str] | None = None,
+    min_lesion_ml: float = 0.0,
 ) -> CaseResult:
-    """One case: read, check against the model and its training data, segment, write, draw."""
+    """One case: read, check against the model and its training data, segment, write, draw
+    (and, with ``lesions``, the case's lesion table)."""
     sd = int(sm.meta["spatial_dims"])
     img = read_case_image(case.paths, spatial_dims=sd, series=series)
     check_model_input(img, case.source, spatial_dims=sd, channels=sm.channels)
@@ -338,6 +342,11 @@ def _segment_one(
         **{f"volume_ml_{k}": v for k, v in res["volumes_ml"].items()},
         **metrics,
     }
+    if lesions:
+        _, _, lesion_values = case_lesions(
+            res["labels"], res["affine"], case.case_id, files, classes=lesions, min_ml=min_lesion_ml
+        )
+        values.update(lesion_values)
     return CaseResult.of(case, flags=flags, ood_reasons=reasons, values=values, review=review)
 
 
@@ -350,13 +359,17 @@ def _cohort(
     series: str | int | None,
     ood: str,
     thumbnails: bool,
+    lesions: Mapping[int, str] | None = None,
+    min_lesion_ml: float = 0.0,
 ) -> list[CaseResult]:
     if ood not in OOD_MODES:
         raise ConfigError(f"ood must be one of {', '.join(OOD_MODES)}, got {ood!r}")
     cases = expand_inputs(inputs, kind="volume", split=split)
     return run_cohort(
         cases,
-        lambda c, f: _segment_one(sm, c, f, series=series, ood=ood, thumbnails=thumbnails),
+        lambda c, f: _segment_one(
+            sm, c, f, series=series, ood=ood, thumbnails=thumbnails, lesions=lesions, min_lesion_ml=min_lesion_ml
+        ),
         out=out,
         command="segment",
     )
@@ -409,6 +422,8 @@ def segment(
     split: str = "test",
     series: str | int | None = None,
     ood: str | None = None,
+    lesions: Sequence[str | int] | None = None,
+    min_lesion_ml: float = 0.0,
 ) -> dict[str, Any]:
     """Segment images with a trained run; outputs in the source geometry.
 
@@ -424,6 +439,10 @@ def segment(
     split : datalist list to segment: ``test`` (default), ``validation``, ``training`` or ``all``.
     series : which series of a folder holding several (its ``medseg info`` index, UID or description).
     ood : ``warn`` | ``refuse`` | ``off`` (default: the run's ``infer.ood``).
+    lesions : lesion classes (names or label values): split them into lesions, one
+        ``lesions/<case>_lesions.csv`` per case, ``lesions.csv`` for the cohort, and the columns
+        ``n_lesions``, ``lesions_total_ml`` ... in ``segment.csv`` (see :mod:`medseg.tasks.lesions`).
+    min_lesion_ml : with ``lesions``: drop lesions smaller than this (mL).
 
     Returns
     -------
@@ -438,9 +457,12 @@ def segment(
     if save_probabilities is not None:
         overrides["save_probabilities"] = save_probabilities
     sm = load_segmenter(model_dir, device, overrides)
+    lesion_classes = resolve_lesion_classes(lesions, sm.class_names) if lesions else None
     mode = ood or sm.infer.ood
     identity = json.dumps(
-        [str(model_dir.resolve()), [str(i) for i in inputs], split, series, mode, overrides], default=str
+        [str(model_dir.resolve()), [str(i) for i in inputs], split, series, mode, overrides]
+        + ([list(map(str, lesions)), min_lesion_ml] if lesions else []),
+        default=str,
     )
     run = Run.create(out, None, force=force, command="segment", identity=identity)
     with run:
@@ -454,14 +476,27 @@ def segment(
         )
         t0 = time.perf_counter()
         with run.stage("segment"):
-            results = _cohort(sm, inputs, run.path, split=split, series=series, ood=mode, thumbnails=True)
+            results = _cohort(
+                sm,
+                inputs,
+                run.path,
+                split=split,
+                series=series,
+                ood=mode,
+                thumbnails=True,
+                lesions=lesion_classes,
+                min_lesion_ml=min_lesion_ml,
+            )
+        details: dict[str, Any] = {"review_threshold": round(sm.review_threshold, 4)}
+        if lesion_classes:
+            details["lesions"] = str(write_cohort_lesions(run.path / "lesions.csv", results))
         summary = finish_cohort(
             run,
             results,
             command="segment",
             task="segmentation",
             title="medseg segmentation review",
-            details={"review_threshold": round(sm.review_threshold, 4)},
+            details=details,
             seconds=time.perf_counter() - t0,
         )
     return summary.to_dict()
