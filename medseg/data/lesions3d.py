@@ -81,7 +81,9 @@ def _unit(rng: np.random.Generator) -> np.ndarray:
     return v / np.linalg.norm(v)
 
 
-def _smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma: float | Sequence[float]) -> np.ndarray:
+def _smooth_noise(
+    rng: np.random.Generator, shape: tuple[int, ...], sigma: float | Sequence[float] | np.ndarray
+) -> np.ndarray:
     n = ndi.gaussian_filter(rng.standard_normal(shape), sigma, mode="wrap")
     return (n - n.mean()) / (n.std() + 1e-8)
 
