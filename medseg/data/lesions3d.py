@@ -66,7 +66,7 @@ def _radial_function(rng: np.random.Generator, label: int, atypical: bool) -> An
 
     def raw(u: np.ndarray) -> np.ndarray:
         local = u @ axes
-        r = 1.0 / np.sqrt(np.sum((local / stretch) ** 2, axis=-1))
+        r = 1.0 / np.sqrt(np.maximum(np.sum((local / stretch) ** 2, axis=-1), 1e-12))
         for d, amp, width in bumps:
             ang = np.arccos(np.clip(u @ d, -1.0, 1.0))
             r = r + amp * np.exp(-0.5 * (ang / width) ** 2)
