@@ -29,10 +29,45 @@ def add_parser(sub) -> None:
         "high_sensitivity (screening), high_specificity, youden (balanced), default (p >= 0.5); "
         "default: the one set in the training config (operating_points.use)",
     )
+    g = p.add_argument_group(
+        "lesions in volumes",
+        "with --lesions, the inputs are 'medseg segment' output folders (or datalists of image + label): each "
+        "label map is split into lesions, each lesion is cropped and classified by a classifier trained with "
+        "volume: (see docs/lesions.md); OUT/lesions.csv holds one row per lesion",
+    )
+    g.add_argument(
+        "--lesions",
+        nargs="*",
+        default=None,
+        metavar="CLASS",
+        help="classify lesions: the label values that are lesions (none given: every non-zero value)",
+    )
+    g.add_argument("--min-lesion-ml", type=float, default=0.0, help="drop lesions smaller than this (mL)")
+    g.add_argument("--no-cam", action="store_true", help="skip the per-lesion 3D Grad-CAM")
+    g.add_argument(
+        "--dicom-seg",
+        action="store_true",
+        help="write a DICOM SEG per DICOM case: one segment per lesion, its class in the segment description",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.lesions is not None:
+        summary = task_function("lesions", "classify_lesions")(
+            args.model,
+            args.inputs,
+            args.out,
+            classes=args.lesions or None,
+            min_ml=args.min_lesion_ml,
+            operating_point=args.operating_point,
+            device=args.device,
+            split=args.split,
+            force=args.force,
+            cam=not args.no_cam,
+            dicom_seg=args.dicom_seg,
+        )
+        return print_summary(args.out, summary)
     fn = task_function("classification", "classify")
     summary = fn(**predict_kwargs(args), operating_point=args.operating_point)
     return print_summary(args.out, summary)

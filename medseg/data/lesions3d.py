@@ -165,6 +165,9 @@ def lesion_ct_volume(
                 off = np.linalg.norm(rel - along[..., None] * d_sp, axis=-1)
                 inside |= off <= rng.uniform(0.5, 0.9) * (1 - 0.6 * along / length)
         inside &= inst == 0
+        comp, n_comp = ndi.label(inside, structure=np.ones((3, 3, 3)))
+        if n_comp > 1:  # one connected nodule: strand tips thinner than a voxel can fall apart
+            inside = comp == 1 + int(np.argmax(np.bincount(comp.ravel())[1:]))
         # texture with its mean fixed at the sampled density ("contrast"), class-independent
         mean_hu = rng.uniform(-150.0, 60.0)
         if label == 1:

@@ -126,18 +126,21 @@ class CubeViews(nn.Module):
         self.views = views
         self.num_slices = num_slices
 
+    def views_of(self, x: torch.Tensor) -> torch.Tensor:
+        """The 2D input ``(B, 3 or S, G, G)`` the network sees for a cube ``(B, 1, G, G, G)``."""
+        if x.ndim != 5:
+            return x
+        if x.shape[1] != 1:
+            raise ValueError(f"2.5D views take one image channel, got {x.shape[1]}")
+        v = x[:, 0]
+        if self.views == "planes":
+            c = [s // 2 for s in v.shape[1:]]
+            return torch.stack([v[:, :, :, c[2]], v[:, :, c[1], :], v[:, c[0], :, :]], dim=1)
+        z0 = v.shape[-1] // 2 - self.num_slices // 2
+        return v[..., z0 : z0 + self.num_slices].permute(0, 3, 1, 2)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim == 5:
-            if x.shape[1] != 1:
-                raise ValueError(f"2.5D views take one image channel, got {x.shape[1]}")
-            v = x[:, 0]
-            if self.views == "planes":
-                c = [s // 2 for s in v.shape[1:]]
-                x = torch.stack([v[:, :, :, c[2]], v[:, :, c[1], :], v[:, c[0], :, :]], dim=1)
-            else:
-                z0 = v.shape[-1] // 2 - self.num_slices // 2
-                x = v[..., z0 : z0 + self.num_slices].permute(0, 3, 1, 2)
-        return self.net(x)
+        return self.net(self.views_of(x))
 
 
 @register_model("efficientnet_lite0_25d")

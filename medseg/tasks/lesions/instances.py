@@ -27,7 +27,7 @@ from medseg.review.cases import ReviewCase
 from medseg.runs import Run
 from medseg.tasks.cohort import CaseOutputs, CaseResult, finish_cohort, run_cohort
 from medseg.tasks.inputs import CaseInput, expand_inputs
-from medseg.utils import atomic_write_csv, atomic_write_records
+from medseg.utils import atomic_write_records
 
 __all__ = ["resolve_lesion_classes", "case_lesions", "write_cohort_lesions", "find_lesions_in_labels"]
 
@@ -112,15 +112,19 @@ def case_lesions(
 
 
 def write_cohort_lesions(path: str | Path, results: Sequence[CaseResult]) -> Path:
-    """``lesions.csv`` of a cohort: the rows of every finished case's lesion table, ``case_id`` first."""
-    rows: list[list[Any]] = []
+    """``lesions.csv`` of a cohort: the rows of every finished case's lesion table, ``case_id`` first
+    (columns: :data:`LESION_COLUMNS`, then any the case tables add, e.g. probabilities and calls)."""
+    rows: list[dict[str, Any]] = []
+    cols = ["case_id", *LESION_COLUMNS]
     for r in results:
         src = r.outputs.get("lesions") if r.ok else None
         if not src or not Path(src).is_file():
             continue
         with open(src, newline="") as fh:
-            rows += [[r.case_id, *(row.get(c, "") for c in LESION_COLUMNS)] for row in csv.DictReader(fh)]
-    return atomic_write_csv(path, ["case_id", *LESION_COLUMNS], rows)
+            reader = csv.DictReader(fh)
+            cols += [c for c in reader.fieldnames or [] if c not in cols]
+            rows += [{"case_id": r.case_id, **row} for row in reader]
+    return atomic_write_records(path, rows, cols)
 
 
 def _read_labels(case: CaseInput) -> tuple[np.ndarray, np.ndarray]:
