@@ -152,6 +152,11 @@ def lesion_ct_volume(
             c = np.array([rng.uniform(1.6 * r0 + 1, e - 1.6 * r0 - 1) if e > 3.2 * r0 + 2 else e / 2 for e in ext])
             if all(np.linalg.norm(c - c2) > 1.8 * (r0 + r2) for c2, r2 in centres):
                 break
+        else:
+            raise ConfigError(
+                f"cannot place {len(labels)} separate nodules of up to {diameter_mm[1]} mm in a "
+                f"{' x '.join(f'{e:.0f}' for e in ext)} mm volume: use a larger shape or fewer nodules"
+            )
         centres.append((c, r0))
         f = _radial_function(rng, label, atyp)
         rel = grid - c

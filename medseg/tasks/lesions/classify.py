@@ -33,7 +33,6 @@ from medseg.engine.device import describe_device, select_device
 from medseg.errors import ConfigError, InputError, LabelMismatchError
 from medseg.explain.cam import grad_cam
 from medseg.io import load, write_dicom_seg
-from medseg.io.seg import DEFAULT_SEGMENT_CODES
 from medseg.metrics.lesions import LESION_COLUMNS, Lesion, find_lesions
 from medseg.metrics.localisation import map_dice, pointing_game
 from medseg.models.classifier import CubeViews
@@ -54,6 +53,9 @@ from medseg.utils import atomic_write_records
 __all__ = ["classify_lesions", "lesion_cases", "crop_planes", "lesion_cam"]
 
 log = logging.getLogger("medseg.lesions")
+
+#: SNOMED CT (category, type) of a lesion segment: morphologically altered structure / lesion
+_LESION_CODE = (("49755003", "SCT", "Morphologically Altered Structure"), ("52988006", "SCT", "Lesion"))
 
 
 def lesion_cases(inputs: Sequence[str | Path], split: str = "test") -> list[CaseInput]:
@@ -153,7 +155,7 @@ def _dicom_seg(
     if not case.image.is_dir() and img.meta.get("format") != "dicom":
         return
     names = {int(r["lesion_id"]): f"lesion {r['lesion_id']}" for r in rows}
-    codes = {n: DEFAULT_SEGMENT_CODES["lesion"] for n in names.values()}
+    codes = {n: _LESION_CODE for n in names.values()}
     path = files.path("dicom_seg", f"{case.case_id}_lesions.seg.dcm")
     descriptions = {int(r["lesion_id"]): f"{r['prediction']} (p={r['probability']:.2f})" for r in rows}
     write_dicom_seg(
