@@ -35,10 +35,34 @@ def add_parser(sub) -> None:
         help="target layer name, one of model.named_modules() "
         "(default: the model's, e.g. _blocks.5 for EfficientNet-Lite0)",
     )
+    p.add_argument(
+        "--lesions",
+        nargs="*",
+        default=None,
+        metavar="CLASS",
+        help="lesions in volumes: the inputs are 'medseg segment' output folders (or datalists of image + "
+        "label) and the model a classifier trained with volume:; each lesion's 3D Grad-CAM on its crop, "
+        "with the pointing game and CAM Dice against the lesion mask (CLASS: the lesion label values; "
+        "none given: every non-zero value); see docs/lesions.md",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.lesions is not None:
+        summary = task_function("lesions", "classify_lesions")(
+            args.model,
+            args.inputs,
+            args.out,
+            classes=args.lesions or None,
+            device=args.device,
+            split=args.split,
+            force=args.force,
+            cam=True,
+            method=args.method,
+            command="explain",
+        )
+        return print_summary(args.out, summary)
     fn = task_function("explain", "explain")
     summary = fn(**predict_kwargs(args), method=args.method, target=args.target, layer=args.layer)
     return print_summary(args.out, summary)

@@ -112,8 +112,8 @@ def test_25d_cam_is_scored_on_the_planes():
     crop = np.zeros((1, 32, 32, 32), np.uint8)
     crop[0, 12:20, 12:20, 12:20] = 200
     mask = crop[0] > 0
-    maps, hit, dice = lesion_cam(net, crop, mask, target=1)
-    assert len(maps) == 3 and maps[0].shape == (32, 32)
+    maps, c3, hit, dice = lesion_cam(net, crop, mask, target=1)
+    assert len(maps) == 3 and maps[0].shape == (32, 32) and c3 is None
     assert isinstance(hit, bool) and 0.0 <= dice <= 1.0
 
 
@@ -139,3 +139,21 @@ def test_dicom_case_gets_a_per_lesion_seg_with_calls(lesion_model, tmp_path):
     for s, r in zip(ds.SegmentSequence, rows, strict=True):
         assert s.SegmentDescription == f"{r['prediction']} (p={float(r['probability']):.2f})"
     assert "cam_dice" not in rows[0]
+
+
+def test_explain_lesions_writes_3d_maps_in_scan_space(lesion_model, tmp_path):
+    dl, truth = _scans(tmp_path)
+    out = tmp_path / "cams"
+    assert main(["explain", "--lesions", "--model", str(lesion_model), str(dl), "--out", str(out)]) == 0
+    rows = _rows(out / "lesions.csv")
+    assert (out / "explain.csv").is_file() and len(rows) == 4
+    summary = json.loads((out / "run.json").read_text())["summary"]
+    hits = [r["cam_pointing_hit"] == "True" for r in rows]
+    assert summary["cam_pointing_game"] == pytest.approx(np.mean(hits), abs=1e-3)
+    assert summary["cam_dice_mean"] == pytest.approx(np.mean([float(r["cam_dice"]) for r in rows]), abs=1e-3)
+    r = rows[0]
+    nii = nib.load(str(out / "lesion_cams" / f"{r['case_id']}_L{r['lesion_id']}_cam.nii.gz"))
+    assert nii.shape == (16, 16, 16) and np.allclose(nii.header.get_zooms(), 2.5)
+    centre = nii.affine[:3, :3] @ [7.5, 7.5, 7.5] + nii.affine[:3, 3]
+    assert centre == pytest.approx([float(r[f"centroid_{a}_mm"]) for a in "ras"], abs=0.01)
+    assert 0.0 <= np.asarray(nii.dataobj).min() and np.asarray(nii.dataobj).max() <= 1.0 + 1e-6

@@ -31,8 +31,8 @@ import torch
 from medseg.config import LesionVolumeSection
 from medseg.engine.device import describe_device, select_device
 from medseg.errors import ConfigError, InputError, LabelMismatchError
-from medseg.explain.cam import grad_cam
-from medseg.io import load, write_dicom_seg
+from medseg.explain.cam import Method, grad_cam
+from medseg.io import load, save_nifti, write_dicom_seg
 from medseg.metrics.lesions import LESION_COLUMNS, Lesion, find_lesions
 from medseg.metrics.localisation import map_dice, pointing_game
 from medseg.models.classifier import CubeViews
@@ -47,7 +47,7 @@ from medseg.tasks.cohort import CaseOutputs, CaseResult, finish_cohort, run_coho
 from medseg.tasks.inputs import CaseInput, expand_inputs
 from medseg.tasks.lesions.instances import resolve_lesion_classes, write_cohort_lesions
 from medseg.transforms.classification import normalize_lite
-from medseg.transforms.lesion_crop import lesion_crop
+from medseg.transforms.lesion_crop import crop_grid_affine, lesion_crop
 from medseg.utils import atomic_write_records
 
 __all__ = ["classify_lesions", "lesion_cases", "crop_planes", "lesion_cam"]
@@ -117,8 +117,8 @@ def _cam_views(cam_planes: Sequence[np.ndarray], crop: np.ndarray) -> np.ndarray
 
 
 def lesion_cam(
-    model: torch.nn.Module, crop: np.ndarray, lesion_mask: np.ndarray, target: int
-) -> tuple[list[np.ndarray], bool, float]:
+    model: torch.nn.Module, crop: np.ndarray, lesion_mask: np.ndarray, target: int, method: Method = "gradcam"
+) -> tuple[list[np.ndarray], np.ndarray | None, bool, float]:
     """Grad-CAM of one lesion crop, its pointing game hit and CAM Dice against the lesion mask.
 
     A 3D network gets a 3D Grad-CAM on the ``(G, G, G)`` crop (scored in 3D). The 2.5D model
@@ -128,12 +128,13 @@ def lesion_cam(
 
     Returns
     -------
-    (the map on the three central planes, native index order; pointing-game hit; CAM Dice).
+    (the map on the three central planes, native index order; the 3D map ``(G, G, G)`` of a 3D
+    network, else None; pointing-game hit; CAM Dice).
     """
     x = normalize_lite(torch.from_numpy(crop))[None]
     if isinstance(model, CubeViews):
         x2 = model.views_of(x)[0]
-        c2 = np.asarray(grad_cam(model.net, x2, target=target).detach().cpu())[0]
+        c2 = np.asarray(grad_cam(model.net, x2, target=target, method=method).detach().cpu())[0]
         m2 = (
             np.logical_or.reduce(_native_planes(lesion_mask))
             if model.views == "planes"
@@ -141,11 +142,11 @@ def lesion_cam(
         )
         hit = bool(pointing_game(c2[None, None], m2[None, None], spatial_dims=2)[0])
         dice = float(map_dice(c2[None, None], m2[None, None], spatial_dims=2)[0])
-        return [c2, c2, c2], hit, dice
-    c3 = np.asarray(grad_cam(model, x, target=target).detach().cpu())[0, 0]
+        return [c2, c2, c2], None, hit, dice
+    c3 = np.asarray(grad_cam(model, x, target=target, method=method).detach().cpu())[0, 0]
     hit = bool(pointing_game(c3[None, None], lesion_mask[None, None], spatial_dims=3)[0])
     dice = float(map_dice(c3[None, None], lesion_mask[None, None], spatial_dims=3)[0])
-    return _native_planes(c3), hit, dice
+    return _native_planes(c3), c3, hit, dice
 
 
 def _dicom_seg(
@@ -184,6 +185,8 @@ def classify_lesions(
     force: bool = False,
     cam: bool = True,
     dicom_seg: bool = False,
+    method: Method = "gradcam",
+    command: str = "classify",
 ) -> dict[str, Any]:
     """Classify every lesion of segmented scans with a lesion classifier (a ``volume:`` run).
 
@@ -197,12 +200,16 @@ def classify_lesions(
     min_ml : drop lesions smaller than this (mL).
     operating_point : the point of the predicted class (default: the run's ``operating_points.use``).
     device, split, force : as in every predict command.
-    cam : compute the 3D Grad-CAM of each lesion (pictures, pointing game, CAM Dice).
+    cam : compute the 3D Grad-CAM of each lesion (pictures, ``lesion_cams/<case>_L<id>_cam.nii.gz``
+        for 3D networks, pointing game, CAM Dice).
     dicom_seg : write a per-lesion DICOM SEG for DICOM cases.
+    method : ``gradcam`` or ``gradcampp``.
+    command : the name of the per-case table (``classify`` or ``explain``: ``medseg explain --lesions``).
 
     Returns
     -------
-    The cohort summary plus ``lesions`` (the cohort's lesions.csv), ``n_lesions``, ``calls`` per class.
+    The cohort summary plus ``lesions`` (the cohort's lesions.csv), ``n_lesions``, the operating point
+    and its threshold, and with ``cam`` the pointing-game hit rate and mean CAM Dice over the lesions.
     """
     model_dir = Path(model_dir)
     model, info = load_classifier(model_dir)
@@ -221,8 +228,10 @@ def classify_lesions(
     model.to(dev)
     cases = lesion_cases(inputs, split)
     identity = json.dumps([str(model_dir.resolve()), [str(i) for i in inputs], classes, min_ml, point, split])
-    run = Run.create(out, force=force, command="classify_lesions", identity=identity)
+    run = Run.create(out, force=force, command=f"{command} --lesions", identity=identity)
     review: list[ReviewCase] = []
+    hits: list[float] = []
+    dices: list[float] = []
 
     def one(case: CaseInput, files: CaseOutputs) -> CaseResult:
         img = load(case.image)
@@ -241,7 +250,7 @@ def classify_lesions(
         case_review = []
         for i, les in enumerate(lesions):
             case_review.append(
-                _lesion_views(case, les, crops[i], rows[i], files, model, cam, affine, instances, vol, pos)
+                _lesion_views(case, les, crops[i], rows[i], files, model, cam, affine, instances, vol, pos, method)
             )
         path = files.path("lesions", f"{case.case_id}_lesions.csv")
         atomic_write_records(path, rows, list(rows[0]) if rows else list(LESION_COLUMNS))
@@ -250,6 +259,8 @@ def classify_lesions(
             _dicom_seg(case, img, instances, rows, files, f"{model_dir.name}")
         review.extend(case_review)
         calls = [r["prediction"] for r in rows]
+        hits.extend(float(r["cam_pointing_hit"]) for r in rows if "cam_pointing_hit" in r)
+        dices.extend(float(r["cam_dice"]) for r in rows if "cam_dice" in r)
         values = {"n_lesions": len(rows), **{f"n_{n}": calls.count(n) for n in names}}
         return CaseResult.of(case, values=values)
 
@@ -267,13 +278,21 @@ def classify_lesions(
         summary = finish_cohort(
             run,
             results,
-            command="classify",
+            command=command,
             task="classification",
             details={
                 "lesions": str(cohort),
                 "n_lesions": sum(int(r.values.get("n_lesions", 0)) for r in results if r.ok),
                 "operating_point": point,
                 "threshold": points[point],
+                **(
+                    {
+                        "cam_pointing_game": round(float(np.mean(hits)), 3),
+                        "cam_dice_mean": round(float(np.mean(dices)), 3),
+                    }
+                    if hits
+                    else {}
+                ),
             },
             seconds=time.perf_counter() - t0,
             report=False,
@@ -308,6 +327,7 @@ def _lesion_views(
     instances: np.ndarray,
     vol: LesionVolumeSection,
     pos: int,
+    method: Method,
 ) -> ReviewCase:
     """The lesion's review row: its crop in three planes and (``cam``) its 3D Grad-CAM on them."""
     lid = f"{case.case_id}_L{les.lesion_id}"
@@ -337,7 +357,10 @@ def _lesion_views(
             )[0]
             > 127
         )
-        maps, hit, dice = lesion_cam(model, crop, mask, pos)
+        maps, c3, hit, dice = lesion_cam(model, crop, mask, pos, method)
+        if c3 is not None:  # the 3D map in the scan's world coordinates: opens over the scan in a viewer
+            nii = files.path("lesion_cams", f"{lid}_cam.nii.gz")
+            save_nifti(c3[None].astype(np.float32), nii, affine=crop_grid_affine(centre, vol.size_mm, vol.grid))
         row.update(cam_pointing_hit=hit, cam_dice=round(dice, 3))
         path = files.path("lesion_views", f"{lid}_cam.png")
         save_png(_cam_views(maps, crop[0]), path)
