@@ -157,3 +157,30 @@ def test_explain_lesions_writes_3d_maps_in_scan_space(lesion_model, tmp_path):
     centre = nii.affine[:3, :3] @ [7.5, 7.5, 7.5] + nii.affine[:3, 3]
     assert centre == pytest.approx([float(r[f"centroid_{a}_mm"]) for a in "ras"], abs=0.01)
     assert 0.0 <= np.asarray(nii.dataobj).min() and np.asarray(nii.dataobj).max() <= 1.0 + 1e-6
+
+
+@pytest.mark.slow
+def test_lesion_pipeline_script_segments_then_classifies(lesion_model, tmp_path, tiny_seg_cfg):
+    import importlib.util
+
+    from medseg.data.synthetic import ct_phantom, write_phantom_nifti
+    from medseg.tasks import segmentation as seg
+
+    cfg = tiny_seg_cfg(tmp_path, train__epochs=2)
+    run = Run.create(tmp_path / "seg_run", cfg)
+    with run:
+        seg.train(cfg, run)
+    ph = ct_phantom(seed=11, shape=(32, 32, 16), spacing=(6.0, 6.0, 9.0))
+    img = write_phantom_nifti(ph, tmp_path / "ct.nii.gz")[0]
+    spec = importlib.util.spec_from_file_location("lesion_pipeline", Path("pipelines/lesion_pipeline.py"))
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "out"
+    args = ["--segmenter", str(tmp_path / "seg_run"), "--classifier", str(lesion_model), "--lesions", "liver"]
+    assert mod.main([*args, "--out", str(out), "--device", "cpu", str(img)]) == 0
+    seg_rows = _rows(out / "segment" / "lesions.csv")
+    cls_rows = _rows(out / "classify" / "lesions.csv")
+    assert len(cls_rows) == len(seg_rows)
+    assert [r["volume_ml"] for r in cls_rows] == [r["volume_ml"] for r in seg_rows]
+    assert all(r["prediction"] in ("benign", "malignant") for r in cls_rows)
