@@ -152,3 +152,19 @@ def task_function(task: str, func: str) -> Callable[..., Any]:
     """
     fn: Callable[..., Any] = getattr(importlib.import_module(f"medseg.tasks.{task}"), func)
     return fn
+
+
+def run_lesion_classifier(args: argparse.Namespace, **kw: Any) -> int:
+    """``classify --lesions`` / ``explain --lesions``: :func:`medseg.tasks.lesions.classify_lesions` on the
+    parsed predict arguments (``--lesions`` values as the lesion classes; none: every non-zero value)."""
+    summary = task_function("lesions", "classify_lesions")(
+        args.model,
+        args.inputs,
+        args.out,
+        classes=args.lesions or None,
+        device=args.device,
+        split=args.split,
+        force=args.force,
+        **kw,
+    )
+    return print_summary(args.out, summary)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from medseg.cli_commands import add_predict_args, predict_kwargs, print_summary, task_function
+from medseg.cli_commands import add_predict_args, predict_kwargs, print_summary, run_lesion_classifier, task_function
 
 
 def add_parser(sub) -> None:
@@ -54,20 +54,13 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.lesions is not None:
-        summary = task_function("lesions", "classify_lesions")(
-            args.model,
-            args.inputs,
-            args.out,
-            classes=args.lesions or None,
+        return run_lesion_classifier(
+            args,
             min_ml=args.min_lesion_ml,
             operating_point=args.operating_point,
-            device=args.device,
-            split=args.split,
-            force=args.force,
             cam=not args.no_cam,
             dicom_seg=args.dicom_seg,
         )
-        return print_summary(args.out, summary)
     fn = task_function("classification", "classify")
     summary = fn(**predict_kwargs(args), operating_point=args.operating_point)
     return print_summary(args.out, summary)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from medseg.cli_commands import add_predict_args, predict_kwargs, print_summary, task_function
+from medseg.cli_commands import add_predict_args, predict_kwargs, print_summary, run_lesion_classifier, task_function
 
 
 def add_parser(sub) -> None:
@@ -50,19 +50,7 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.lesions is not None:
-        summary = task_function("lesions", "classify_lesions")(
-            args.model,
-            args.inputs,
-            args.out,
-            classes=args.lesions or None,
-            device=args.device,
-            split=args.split,
-            force=args.force,
-            cam=True,
-            method=args.method,
-            command="explain",
-        )
-        return print_summary(args.out, summary)
+        return run_lesion_classifier(args, cam=True, method=args.method, command="explain")
     fn = task_function("explain", "explain")
     summary = fn(**predict_kwargs(args), method=args.method, target=args.target, layer=args.layer)
     return print_summary(args.out, summary)
