@@ -22,7 +22,7 @@ Prints one JSON line per training-set size: value = (b)'s test AUC, baseline_val
 (a) and (c), each AUC with a stratified-bootstrap 95 % CI and the gaps. Goal: at n = 60 the
 pretrained 2.5D model beats both others.
 
-    python benchmarks/lesions3d.py [--quick] [--epochs N] [--grid G] [--n-test N] [--sizes 60,200]
+    python benchmarks/lesions3d.py [--quick] [--epochs N] [--grid G] [--view-size P] [--n-test N] [--sizes 60,200]
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def logistic_regression(f_tr: np.ndarray, y_tr: np.ndarray, f_te: np.ndarray, l2
 
 
 def train_net(
-    name: str, tr: dict, te: dict, idx: np.ndarray, epochs: int, grid: int, seed: int, dev: str
+    name: str, tr: dict, te: dict, idx: np.ndarray, epochs: int, grid: int, seed: int, dev: str, view_size: int | None
 ) -> np.ndarray:
     from monai.transforms import Compose
 
@@ -110,7 +110,14 @@ def train_net(
         model = build_model("resnet", num_classes=2, in_channels=2, spatial_dims=3, depth=10)
         x_tr, x_te = tr["x"][idx], te["x"]
     else:
-        model = build_model("efficientnet_lite0_25d", num_classes=2, pretrained=True, image_size=grid, views="planes")
+        model = build_model(
+            "efficientnet_lite0_25d",
+            num_classes=2,
+            pretrained=True,
+            image_size=grid,
+            views="planes",
+            view_size=view_size,
+        )
         x_tr, x_te = tr["x"][idx][:, :1], te["x"][:, :1]
     opt = build_optimizer(model.parameters(), "adamw", lr=1e-3, weight_decay=1e-4)
     aug = Compose(volume_augmentation(LesionVolumeSection()))
@@ -132,6 +139,7 @@ def main() -> int:
     ap.add_argument("--grid", type=int, default=32, help="crop voxels per side (40 mm cube)")
     ap.add_argument("--n-test", type=int, default=None, help="held-out test nodules (default 120; quick 40)")
     ap.add_argument("--sizes", default=None, help="training-set sizes (default 60,200; quick 60)")
+    ap.add_argument("--view-size", type=int, default=None, help="2.5D: resize the planes to this size (px)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
@@ -161,7 +169,7 @@ def main() -> int:
             if name == "radiomics_lr":
                 score = logistic_regression(tr["f"][idx], tr["y"][idx], te["f"])
             else:
-                score = train_net(name, tr, te, idx, epochs, args.grid, args.seed, dev)
+                score = train_net(name, tr, te, idx, epochs, args.grid, args.seed, dev, args.view_size)
             secs[name] = round(time.perf_counter() - t1, 1)
             aucs[name] = round(roc_auc(te["y"], score), 4)
             cis[name] = [round(v, 4) for v in bootstrap_auc_ci(te["y"], score, n_boot=1000, seed=args.seed)]

@@ -117,14 +117,17 @@ class CubeViews(nn.Module):
     ``views="planes"``: the three central orthogonal planes (axial ``[..., G//2]``, coronal
     ``[:, :, :, G//2, :]``, sagittal ``[:, :, G//2]``) as three channels ``(B, 3, G, G)``: the RGB
     stem of an ImageNet network sees one plane per colour. ``views="slices"``: the ``num_slices``
-    central axial slices as channels. A 4D input ``(B, S, H, W)`` passes through unchanged.
+    central axial slices as channels. ``size``: the views are resized (bilinear) to ``size`` pixels
+    a side (ImageNet features need more than the 16-32 px of a lesion crop). A 4D input
+    ``(B, S, H, W)`` passes through unchanged.
     """
 
-    def __init__(self, net: nn.Module, views: str, num_slices: int):
+    def __init__(self, net: nn.Module, views: str, num_slices: int, size: int | None = None):
         super().__init__()
         self.net = net
         self.views = views
         self.num_slices = num_slices
+        self.size = size
 
     def views_of(self, x: torch.Tensor) -> torch.Tensor:
         """The 2D input ``(B, 3 or S, G, G)`` the network sees for a cube ``(B, 1, G, G, G)``."""
@@ -135,9 +138,13 @@ class CubeViews(nn.Module):
         v = x[:, 0]
         if self.views == "planes":
             c = [s // 2 for s in v.shape[1:]]
-            return torch.stack([v[:, :, :, c[2]], v[:, :, c[1], :], v[:, c[0], :, :]], dim=1)
-        z0 = v.shape[-1] // 2 - self.num_slices // 2
-        return v[..., z0 : z0 + self.num_slices].permute(0, 3, 1, 2)
+            out = torch.stack([v[:, :, :, c[2]], v[:, :, c[1], :], v[:, c[0], :, :]], dim=1)
+        else:
+            z0 = v.shape[-1] // 2 - self.num_slices // 2
+            out = v[..., z0 : z0 + self.num_slices].permute(0, 3, 1, 2)
+        if self.size and tuple(out.shape[-2:]) != (self.size, self.size):
+            out = nn.functional.interpolate(out, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(self.views_of(x))
@@ -152,6 +159,7 @@ def build_efficientnet_lite0_25d(
     dropout_rate: float = 0.2,
     drop_connect_rate: float = 0.2,
     views: str | None = None,
+    view_size: int | None = None,
 ) -> nn.Module:
     """2.5D classifier: the 2D (ImageNet) Lite0 on ``num_slices`` slices as channels.
 
@@ -159,7 +167,8 @@ def build_efficientnet_lite0_25d(
     replicated to each slice (scaled by ``3 / num_slices``). ``views``: None (a volume patch whose
     last axis holds the ``num_slices`` slices, :class:`SlicesAsChannels`) or, for a lesion cube
     (:class:`CubeViews`), ``slices`` (its central axial slices) or ``planes`` (its three orthogonal
-    planes; ``num_slices`` must be 3).
+    planes; ``num_slices`` must be 3), resized to ``view_size`` pixels when set (the network is then
+    built for ``view_size``).
     """
     if num_slices < 1:
         raise ConfigError(f"num_slices must be >= 1, got {num_slices}")
@@ -172,12 +181,12 @@ def build_efficientnet_lite0_25d(
         num_classes=num_classes,
         in_channels=num_slices,
         spatial_dims=2,
-        image_size=image_size,
+        image_size=view_size or image_size,
         dropout_rate=dropout_rate,
         drop_connect_rate=drop_connect_rate,
     )
     if views is not None:
-        return CubeViews(net, views, num_slices)
+        return CubeViews(net, views, num_slices, view_size)
     return SlicesAsChannels(net, num_slices)
 
 

@@ -10,6 +10,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
+import torch
 
 from medseg.cli import main
 from medseg.config import ClassificationConfig
@@ -115,6 +116,11 @@ def test_25d_cam_is_scored_on_the_planes():
     maps, c3, hit, dice = lesion_cam(net, crop, mask, target=1)
     assert len(maps) == 3 and maps[0].shape == (32, 32) and c3 is None
     assert isinstance(hit, bool) and 0.0 <= dice <= 1.0
+    # views resized for the network (view_size): the map comes back on the crop's grid
+    big = build_model("efficientnet_lite0_25d", pretrained=False, image_size=32, views="planes", view_size=64).eval()
+    assert big.views_of(torch.zeros(1, 1, 32, 32, 32)).shape == (1, 3, 64, 64)
+    maps, _, _, _ = lesion_cam(big, crop, mask, target=1)
+    assert maps[0].shape == (32, 32)
 
 
 def test_dicom_case_gets_a_per_lesion_seg_with_calls(lesion_model, tmp_path):

@@ -32,6 +32,7 @@ from medseg.config import LesionVolumeSection
 from medseg.engine.device import describe_device, select_device
 from medseg.errors import ConfigError, InputError, LabelMismatchError
 from medseg.explain.cam import Method, grad_cam
+from medseg.explain.maps import resize_map
 from medseg.io import load, save_nifti, write_dicom_seg
 from medseg.metrics.lesions import LESION_COLUMNS, Lesion, find_lesions
 from medseg.metrics.localisation import map_dice, pointing_game
@@ -135,6 +136,7 @@ def lesion_cam(
     if isinstance(model, CubeViews):
         x2 = model.views_of(x)[0]
         c2 = np.asarray(grad_cam(model.net, x2, target=target, method=method).detach().cpu())[0]
+        c2 = resize_map(c2, lesion_mask.shape[:2])  # views resized for the network: back to the crop's grid
         m2 = (
             np.logical_or.reduce(_native_planes(lesion_mask))
             if model.views == "planes"
