@@ -25,8 +25,9 @@ def _features(seed: int, label: int) -> tuple[float, float, float]:
 
 
 def test_volume_is_deterministic_and_labelled_per_lesion():
-    a = lesion_ct_volume(5, [0, 1], atypical=[False, True])
-    b = lesion_ct_volume(5, [0, 1], atypical=[False, True])
+    kw = {"shape": (64, 64, 32), "diameter_mm": (6.0, 10.0), "atypical": [False, True]}
+    a = lesion_ct_volume(5, [0, 1], **kw)
+    b = lesion_ct_volume(5, [0, 1], **kw)
     assert np.array_equal(a["image"], b["image"]) and np.array_equal(a["instances"], b["instances"])
     assert [r["label"] for r in a["lesions"]] == [0, 1] and a["lesions"][1]["atypical"]
     assert set(np.unique(a["instances"])) == {0, 1, 2}
@@ -36,6 +37,8 @@ def test_volume_is_deterministic_and_labelled_per_lesion():
     assert np.median(a["image"]) == pytest.approx(-820, abs=40)  # lung parenchyma
     with pytest.raises(ConfigError):
         lesion_ct_volume(0, [2])
+    with pytest.raises(ConfigError, match="cannot place"):
+        lesion_ct_volume(0, [0, 1, 1, 0], shape=(24, 24, 16))
 
 
 def test_classes_differ_in_shape_and_texture_not_in_size():
@@ -48,7 +51,9 @@ def test_classes_differ_in_shape_and_texture_not_in_size():
 
 
 def test_dataset_one_entry_per_lesion_with_instance_masks(tmp_path):
-    path = make_lesion_volume_dataset(tmp_path, n=10, seed=1, lesions_per_volume=2, shape=(32, 32, 20))
+    path = make_lesion_volume_dataset(
+        tmp_path, n=10, seed=1, lesions_per_volume=2, shape=(48, 48, 24), diameter_mm=(5.0, 8.0)
+    )
     data = json.loads(path.read_text())
     entries = data["training"] + data["validation"] + data["test"]
     assert len(entries) == 10 and data["labels"] == {"0": "benign", "1": "malignant"}
@@ -57,7 +62,7 @@ def test_dataset_one_entry_per_lesion_with_instance_masks(tmp_path):
     mask = np.asarray(nib.load(str(tmp_path / e["mask"])).dataobj)
     assert (mask == e["mask_value"]).sum() > 0
     img = nib.load(str(tmp_path / e["image"]))
-    assert img.shape == (32, 32, 20) and np.allclose(img.header.get_zooms(), (0.8, 0.8, 1.25))
+    assert img.shape == (48, 48, 24) and np.allclose(img.header.get_zooms(), (0.8, 0.8, 1.25))
     assert (tmp_path / "lesions.csv").read_text().count("\n") == 11
     with pytest.raises(ConfigError):
         make_lesion_volume_dataset(tmp_path, n=2)
