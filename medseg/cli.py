@@ -25,6 +25,7 @@ COMMANDS = [
     "train",
     "tune",
     "segment",
+    "lesions",
     "detect",
     "classify",
     "explain",

@@ -208,3 +208,19 @@ def _run_predict(args: argparse.Namespace, call: Callable[[], Mapping[str, Any] 
         return print_summary(final, summary.to_dict())
     finally:
         distributed.shutdown()
+
+
+def run_lesion_classifier(args: argparse.Namespace, **kw: Any) -> int:
+    """``classify --lesions`` / ``explain --lesions``: :func:`medseg.tasks.lesions.classify_lesions` on the
+    parsed predict arguments (``--lesions`` values as the lesion classes; none: every non-zero value)."""
+    summary = task_function("lesions", "classify_lesions")(
+        args.model,
+        args.inputs,
+        args.out,
+        classes=args.lesions or None,
+        device=args.device,
+        split=args.split,
+        force=args.force,
+        **kw,
+    )
+    return print_summary(args.out, summary)

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from medseg.cli_commands import add_predict_args, predict_kwargs, run_predict, task_function
+from medseg.cli_commands import (
+    add_predict_args,
+    predict_kwargs,
+    run_lesion_classifier,
+    run_predict,
+    task_function,
+)
 
 
 def add_parser(sub) -> None:
@@ -42,10 +48,22 @@ def add_parser(sub) -> None:
         help="target layer name, one of model.named_modules() "
         "(default: the model's, e.g. _blocks.5 for EfficientNet-Lite0)",
     )
+    p.add_argument(
+        "--lesions",
+        nargs="*",
+        default=None,
+        metavar="CLASS",
+        help="lesions in volumes: the inputs are 'medseg segment' output folders (or datalists of image + "
+        "label) and the model a classifier trained with volume:; each lesion's 3D Grad-CAM on its crop, "
+        "with the pointing game and CAM Dice against the lesion mask (CLASS: the lesion label values; "
+        "none given: every non-zero value); see docs/lesions.md",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.lesions is not None:
+        return run_lesion_classifier(args, cam=True, method=args.method, command="explain")
     fn = task_function("explain", "explain")
     return run_predict(
         args, lambda: fn(**predict_kwargs(args), method=args.method, target=args.target, layer=args.layer)

@@ -52,6 +52,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="write a DICOM SEG per DICOM series input (default); --no-dicom-seg keeps the label maps only, "
         "e.g. for series whose UIDs are damaged (the SEG writer refuses them and fails the case)",
     )
+    p.add_argument(
+        "--lesions",
+        nargs="+",
+        default=None,
+        metavar="CLASS",
+        help="split these classes (names or label values) into lesions: OUT/lesions/<case>_lesions.csv, "
+        "OUT/lesions.csv and lesion columns in segment.csv (see 'medseg lesions')",
+    )
+    p.add_argument(
+        "--min-lesion-ml", type=float, default=0.0, help="with --lesions: drop lesions smaller than this (mL)"
+    )
     p.set_defaults(func=run)
 
 
@@ -65,5 +76,7 @@ def run(args: argparse.Namespace) -> int:
             save_probabilities=args.probabilities,
             labels_format=args.labels_format,
             dicom_seg=args.dicom_seg,
+            lesions=args.lesions,
+            min_lesion_ml=args.min_lesion_ml,
         ),
     )

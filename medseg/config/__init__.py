@@ -32,6 +32,7 @@ from medseg.config.classification import (
     ClassificationConfig,
     ClassifierModelSection,
     FinetuneSection,
+    LesionVolumeSection,
     OperatingPointSection,
     keys_set_in,
 )
@@ -98,6 +99,7 @@ __all__ = [
     "MOVED_KEYS",
     "ClassifierModelSection",
     "FinetuneSection",
+    "LesionVolumeSection",
     "OperatingPointSection",
     "ClassificationConfig",
     "keys_set_in",

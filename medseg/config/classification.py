@@ -24,6 +24,7 @@ __all__ = [
     "ClassifierModelSection",
     "FinetuneSection",
     "OperatingPointSection",
+    "LesionVolumeSection",
     "ClassificationConfig",
     "keys_set_in",
 ]
@@ -85,6 +86,34 @@ class OperatingPointSection(Section):
     n_bootstrap: int = Field(1000, ge=50, description="bootstrap resamples of the AUC 95% CI")
 
 
+class LesionVolumeSection(Section):
+    """Volumes: classify lesions of CT / MR volumes from a crop around each (``volume:`` set).
+
+    Each datalist entry is one lesion: ``image`` (the volume), ``mask`` (a label map on its grid),
+    ``mask_value`` (the lesion's value in it; default: every non-zero voxel), ``label`` (its class).
+    The crop is a cube ``size_mm`` wide around the lesion's centroid, resampled to ``grid`` voxels a
+    side (RAS-aligned: the last axis is axial), intensities windowed to 0..255.
+    """
+
+    size_mm: float = Field(40.0, gt=0, description="side of the cube cropped around each lesion (mm)")
+    grid: int = Field(32, ge=8, le=128, description="voxels per side of the crop (resampled)")
+    mask_channel: bool = Field(False, description="add the lesion mask as a second input channel (3D models)")
+    window: list[float] | None = Field(
+        [-1000.0, 400.0],
+        min_length=2,
+        max_length=2,
+        description="intensity window [low, high] mapped to 0..255 (CT: HU); null = per-crop 0.5/99.5 percentiles (MR)",
+    )
+    augment: bool = Field(True, description="random flips of the three axes and axial 90-degree rotations")
+
+    @field_validator("window")
+    @classmethod
+    def _window_order(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and not v[0] < v[1]:
+            raise ValueError(f"window must be [low, high] with low < high, got {v}")
+        return v
+
+
 @register_task("classification")
 class ClassificationConfig(PipelineConfig):
     """Fine-tune a (pretrained) classifier on image-level labels (2D images, PNG/JPEG/TIFF)."""
@@ -111,6 +140,9 @@ class ClassificationConfig(PipelineConfig):
     )
     infer: InferSection = Field(default_factory=InferSection)
     tune: TuneSection | None = Field(None, description="search space of `medseg tune` (not read by train)")
+    volume: LesionVolumeSection | None = Field(
+        None, description="classify lesions of volumes (3D crops) instead of 2D images; see docs/lesions.md"
+    )
 
     @field_validator("model", mode="before")
     @classmethod

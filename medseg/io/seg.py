@@ -354,6 +354,7 @@ def write_dicom_seg(
     content_label: str = "MEDSEG",
     manufacturer: str = "medseg",
     colors: bool = True,
+    segment_descriptions: Mapping[int, str] | None = None,
 ) -> Path:
     """Write a label map predicted on a DICOM series as a DICOM SEG referencing that series.
 
@@ -378,6 +379,8 @@ def write_dicom_seg(
         algorithm's source and as the ManufacturerModelName.
     series_description, series_number, content_label, manufacturer : header values of the SEG.
     colors : record each segment's display colour (the overlay palette, as CIELab).
+    segment_descriptions : ``{label value: text}`` written as each segment's SegmentDescription
+        (e.g. a lesion's predicted class and probability); at most 64 characters.
 
     Returns
     -------
@@ -420,6 +423,12 @@ def write_dicom_seg(
         else:
             datasets, pixel = _complete_first(datasets, pixel, where)
         descriptions = _segment_descriptions(names, seg_num, codes, algo, colors)
+        if segment_descriptions:
+            value_of = {n: v for v, n in seg_num.items()}
+            for d in descriptions:
+                text = segment_descriptions.get(value_of[int(d.SegmentNumber)])
+                if text:
+                    d.SegmentDescription = str(text)[:64]
         if not present:
             log.info("DICOM SEG: the label map is empty; writing a SEG with no segment pixels")
         # highdicom's warnings and errors can quote source header values: captured, reduced to a safe reason

@@ -7,7 +7,9 @@ name                       dims   what
                                   by default; gray input -> stem RGB filters summed
 ``efficientnet_lite0_25d`` 2.5D   the same 2D pretrained backbone on a stack of ``num_slices``
                                   slices used as channels; accepts (B, S, H, W) or a volume
-                                  patch (B, 1, H, W, S)
+                                  patch (B, 1, H, W, S); ``views: planes`` takes a
+                                  lesion cube (B, 1, G, G, G) as its three central
+                                  orthogonal planes (axial, coronal, sagittal) as RGB
 ``densenet121``            2D/3D  MONAI DenseNet121, from scratch or a local checkpoint
 ``resnet``                 2D/3D  MONAI ResNet (depth 10/18/34/50), from scratch or a checkpoint
 =========================  =====  ==============================================================
@@ -42,6 +44,7 @@ __all__ = [
     "build_densenet121",
     "build_resnet",
     "SlicesAsChannels",
+    "CubeViews",
     "head_parameter_names",
     "backbone_stages",
 ]
@@ -108,6 +111,45 @@ class SlicesAsChannels(nn.Module):
         return self.net(x)
 
 
+class CubeViews(nn.Module):
+    """2.5D views of a lesion cube ``(B, 1, G, G, G)`` (axes R, A, S) for a 2D network.
+
+    ``views="planes"``: the three central orthogonal planes (axial ``[..., G//2]``, coronal
+    ``[:, :, :, G//2, :]``, sagittal ``[:, :, G//2]``) as three channels ``(B, 3, G, G)``: the RGB
+    stem of an ImageNet network sees one plane per colour. ``views="slices"``: the ``num_slices``
+    central axial slices as channels. ``size``: the views are resized (bilinear) to ``size`` pixels
+    a side (ImageNet features need more than the 16-32 px of a lesion crop). A 4D input
+    ``(B, S, H, W)`` passes through unchanged.
+    """
+
+    def __init__(self, net: nn.Module, views: str, num_slices: int, size: int | None = None):
+        super().__init__()
+        self.net = net
+        self.views = views
+        self.num_slices = num_slices
+        self.size = size
+
+    def views_of(self, x: torch.Tensor) -> torch.Tensor:
+        """The 2D input ``(B, 3 or S, G, G)`` the network sees for a cube ``(B, 1, G, G, G)``."""
+        if x.ndim != 5:
+            return x
+        if x.shape[1] != 1:
+            raise ValueError(f"2.5D views take one image channel, got {x.shape[1]}")
+        v = x[:, 0]
+        if self.views == "planes":
+            c = [s // 2 for s in v.shape[1:]]
+            out = torch.stack([v[:, :, :, c[2]], v[:, :, c[1], :], v[:, c[0], :, :]], dim=1)
+        else:
+            z0 = v.shape[-1] // 2 - self.num_slices // 2
+            out = v[..., z0 : z0 + self.num_slices].permute(0, 3, 1, 2)
+        if self.size and tuple(out.shape[-2:]) != (self.size, self.size):
+            out = nn.functional.interpolate(out, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self.views_of(x))
+
+
 @register_model("efficientnet_lite0_25d")
 def build_efficientnet_lite0_25d(
     num_classes: int = 2,
@@ -116,23 +158,35 @@ def build_efficientnet_lite0_25d(
     image_size: int = 224,
     dropout_rate: float = 0.2,
     drop_connect_rate: float = 0.2,
+    views: str | None = None,
+    view_size: int | None = None,
 ) -> nn.Module:
     """2.5D classifier: the 2D (ImageNet) Lite0 on ``num_slices`` slices as channels.
 
     With 3 slices the RGB stem filters are used as they are; otherwise the mean RGB filter is
-    replicated to each slice (scaled by ``3 / num_slices``).
+    replicated to each slice (scaled by ``3 / num_slices``). ``views``: None (a volume patch whose
+    last axis holds the ``num_slices`` slices, :class:`SlicesAsChannels`) or, for a lesion cube
+    (:class:`CubeViews`), ``slices`` (its central axial slices) or ``planes`` (its three orthogonal
+    planes; ``num_slices`` must be 3), resized to ``view_size`` pixels when set (the network is then
+    built for ``view_size``).
     """
     if num_slices < 1:
         raise ConfigError(f"num_slices must be >= 1, got {num_slices}")
+    if views not in (None, "slices", "planes"):
+        raise ConfigError(f"views must be 'slices' or 'planes', got {views!r}")
+    if views == "planes" and num_slices != 3:
+        raise ConfigError("views: planes gives three channels (axial, coronal, sagittal): num_slices must be 3")
     net = _lite0(
         pretrained=pretrained,
         num_classes=num_classes,
         in_channels=num_slices,
         spatial_dims=2,
-        image_size=image_size,
+        image_size=view_size or image_size,
         dropout_rate=dropout_rate,
         drop_connect_rate=drop_connect_rate,
     )
+    if views is not None:
+        return CubeViews(net, views, num_slices, view_size)
     return SlicesAsChannels(net, num_slices)
 
 
@@ -176,7 +230,7 @@ def build_resnet(
 
 
 def _core(model: nn.Module) -> nn.Module:
-    return model.net if isinstance(model, SlicesAsChannels) else model
+    return model.net if isinstance(model, (SlicesAsChannels, CubeViews)) else model
 
 
 def head_parameter_names(model: nn.Module) -> list[str]:

@@ -386,6 +386,7 @@ def finish_cohort(
     details: Mapping[str, Any] | None = None,
     report: bool = True,
     seconds: float | None = None,
+    table: str | None = None,
 ) -> CohortSummary:
     """Write ``<command>.csv`` / ``.json``, ``report.html`` and the summary (run.json) of a cohort.
 
@@ -399,14 +400,16 @@ def finish_cohort(
     details : the task's own summary figures.
     report : write ``report.html``.
     seconds : wall time of the cohort (default: the sum of the cases').
+    table : the name of the per-case table and JSON (default: ``command``).
     """
     rows = [r.row() for r in results]
     cols = list(COLUMNS)
     for r in rows:
         cols += [k for k in r if k not in cols]
     csv_rows = [{**r, "outputs": "; ".join(f"{k}={v}" for k, v in r["outputs"].items())} for r in rows]
-    table = atomic_write_records(run.path / f"{command}.csv", csv_rows, cols)
-    js = atomic_write_text(run.path / f"{command}.json", json.dumps(rows, indent=2, default=str) + "\n")
+    stem = table or command
+    table_path = atomic_write_records(run.path / f"{stem}.csv", csv_rows, cols)
+    js = atomic_write_text(run.path / f"{stem}.json", json.dumps(rows, indent=2, default=str) + "\n")
     skipped = {r.case_id: r.reason for r in results if not r.ok}
     summary = CohortSummary(
         command=command,
@@ -416,7 +419,7 @@ def finish_cohort(
         needs_review=[r.case_id for r in results if r.ok and "needs_review" in r.flags],
         ood=[r.case_id for r in results if "ood" in r.flags],
         skipped_cases=skipped,
-        table=str(table),
+        table=str(table_path),
         json=str(js),
         report=None,
         seconds=float(seconds if seconds is not None else sum(r.seconds for r in results)),

@@ -35,6 +35,8 @@ def model_params(cfg: ClassificationConfig, mode: str, image_size: int) -> dict[
     except KeyError:
         allowed = {}
     params: dict[str, Any] = {"name": name, **extra}
+    if cfg.volume is not None:
+        return _volume_params(cfg, name, params, allowed)
     if "num_classes" in allowed:
         params.setdefault("num_classes", len(cfg.class_names))
     if "in_channels" in allowed:
@@ -46,6 +48,38 @@ def model_params(cfg: ClassificationConfig, mode: str, image_size: int) -> dict[
             f"the classification pipeline classifies 2D images; model {name!r} with spatial_dims="
             f"{params['spatial_dims']} is for volumes (use it through the library API), or set spatial_dims: 2"
         )
+    if params.get("num_classes") not in (None, len(cfg.class_names)):
+        raise ConfigError(f"model.num_classes={params['num_classes']} but {len(cfg.class_names)} class_names")
+    return params
+
+
+def _volume_params(
+    cfg: ClassificationConfig, name: str, params: dict[str, Any], allowed: dict[str, Any]
+) -> dict[str, Any]:
+    """``build_model`` parameters of a lesion-crop classifier (``volume:`` set): a 3D network on the
+    ``(C, G, G, G)`` crop, or the 2.5D Lite0 on its planes / central slices (one image channel)."""
+    vol = cfg.volume
+    assert vol is not None
+    if "num_classes" in allowed:
+        params.setdefault("num_classes", len(cfg.class_names))
+    if "views" in allowed:  # the 2.5D ImageNet model: planes of the cube by default
+        params.setdefault("views", "planes")
+        if params["views"] is None:
+            raise ConfigError("a lesion cube needs model.views: planes or slices")
+        if vol.mask_channel:
+            raise ConfigError(
+                "volume.mask_channel feeds a second channel to 3D networks; the 2.5D model takes the image "
+                "planes only (set mask_channel: false, or use densenet121 / resnet)"
+            )
+    elif params.get("spatial_dims", allowed.get("spatial_dims")) != 3:
+        raise ConfigError(
+            f"model {name!r} is not a volume classifier: with volume: use densenet121 / resnet "
+            "(spatial_dims: 3) or efficientnet_lite0_25d (2.5D, ImageNet-pretrained)"
+        )
+    if "in_channels" in allowed:
+        params.setdefault("in_channels", 2 if vol.mask_channel else 1)
+    if "image_size" in allowed:
+        params["image_size"] = int(vol.grid)
     if params.get("num_classes") not in (None, len(cfg.class_names)):
         raise ConfigError(f"model.num_classes={params['num_classes']} but {len(cfg.class_names)} class_names")
     return params

@@ -21,6 +21,7 @@ from torch import nn
 
 from medseg.config import ClassificationConfig
 from medseg.data.lesions import make_lesion_dataset
+from medseg.data.lesions3d import make_lesion_volume_dataset
 from medseg.engine.checkpoint import load_checkpoint
 from medseg.engine.device import describe_device, loader_options, select_device
 from medseg.engine.distributed import current
@@ -32,6 +33,7 @@ from medseg.tasks.classification.data import ImageLabelDataset, Split, load_rows
 from medseg.tasks.classification.finetune import configure_finetuning, model_params
 from medseg.tasks.classification.predict import predict_logits, softmax
 from medseg.tasks.classification.report import auc_or_nan, operating_report
+from medseg.tasks.classification.volumes import holdout_lesions, lesion_crops, read_lesion_datalist, volume_augmentation
 from medseg.tasks.modelcard import write_model_card
 from medseg.tasks.provenance import record_training_data
 from medseg.transforms.classification import augmentation_transforms, prepare_images
@@ -64,6 +66,8 @@ def _datalist(cfg: ClassificationConfig, run: Run) -> Path:
         if len(cfg.class_names) != 2:
             raise ConfigError("synthetic lesion data has two classes; set two class_names")
         datalist = run.path / "data" / "dataset.json"
+        if not datalist.is_file() and cfg.volume is not None:  # CT-like nodule volumes, one entry per lesion
+            datalist = make_lesion_volume_dataset(run.path / "data", n=cfg.data.num_cases, seed=cfg.seed)
         if not datalist.is_file():
             datalist = make_lesion_dataset(
                 run.path / "data",
@@ -76,16 +80,22 @@ def _datalist(cfg: ClassificationConfig, run: Run) -> Path:
     raise ConfigError("set data.datalist (a JSON of images and labels) or data.synthetic: true")
 
 
-def _load_data(cfg: ClassificationConfig, datalist: Path) -> _Data:
-    class_names = list(cfg.class_names)
-    lists = read_datalist(datalist, cfg.data.root, class_names)
+def _load_volumes(cfg: ClassificationConfig, datalist: Path) -> _Data:
+    """The lesion crops of a ``volume:`` run (uint8 ``(N, C, G, G, G)`` per split)."""
+    assert cfg.volume is not None
+    lists = read_lesion_datalist(datalist, cfg.data.root, list(cfg.class_names))
     train_rows, val_rows = lists["training"], lists["validation"]
     if not val_rows:
-        train_rows, val_rows = stratified_holdout(train_rows, cfg.data.val_fraction, cfg.seed)
+        train_rows, val_rows = holdout_lesions(train_rows, cfg.data.val_fraction, cfg.seed)
     skipped: list[dict[str, str]] = []
-    tr_imgs, tr = load_rows(train_rows, skipped)
-    va_imgs, va = load_rows(val_rows, skipped)
-    te_imgs, te = load_rows(lists["test"], skipped)
+    x_tr, tr = lesion_crops(train_rows, cfg.volume, skipped)
+    x_va, va = lesion_crops(val_rows, cfg.volume, skipped)
+    x_te, te = lesion_crops(lists["test"], cfg.volume, skipped)
+    _check_classes(list(cfg.class_names), tr, va, datalist)
+    return _Data(x_tr, x_va, x_te, tr, va, te, "gray", int(cfg.volume.grid), skipped)
+
+
+def _check_classes(class_names: list[str], tr: Split, va: Split, datalist: Path) -> None:
     missing = [class_names[c] for c in range(len(class_names)) if not (va.labels == c).any()]
     if missing:
         raise InputError(
@@ -97,6 +107,21 @@ def _load_data(cfg: ClassificationConfig, datalist: Path) -> _Data:
     absent = [class_names[c] for c in range(len(class_names)) if not (tr.labels == c).any()]
     if absent:
         raise InputError(f"class {absent[0]!r} has no training examples", datalist)
+
+
+def _load_data(cfg: ClassificationConfig, datalist: Path) -> _Data:
+    if cfg.volume is not None:
+        return _load_volumes(cfg, datalist)
+    class_names = list(cfg.class_names)
+    lists = read_datalist(datalist, cfg.data.root, class_names)
+    train_rows, val_rows = lists["training"], lists["validation"]
+    if not val_rows:
+        train_rows, val_rows = stratified_holdout(train_rows, cfg.data.val_fraction, cfg.seed)
+    skipped: list[dict[str, str]] = []
+    tr_imgs, tr = load_rows(train_rows, skipped)
+    va_imgs, va = load_rows(val_rows, skipped)
+    te_imgs, te = load_rows(lists["test"], skipped)
+    _check_classes(class_names, tr, va, datalist)
     stacked, mode = prepare_images(
         tr_imgs + va_imgs + te_imgs, tr.names + va.names + te.names, cfg.image_size, cfg.channels
     )
@@ -136,7 +161,12 @@ def train(cfg: ClassificationConfig, run: Run, resume: bool = False) -> dict[str
         d = _load_data(cfg, datalist)
     tr, va, te = d.tr, d.va, d.te
     # provenance (issue 13): datalist + SHA-256, case ids per split, image statistics, OOD reference
-    record_training_data(run, cfg, {"training": tr.paths, "validation": va.paths, "test": te.paths})
+    record_training_data(
+        run,
+        cfg,
+        {"training": tr.paths, "validation": va.paths, "test": te.paths},
+        reference=cfg.volume is None,  # the OOD reference describes 2D images
+    )
     log.info(
         "classification data: %d train, %d validation, %d test images (%s, %dpx), %d skipped",
         len(tr.labels),
@@ -178,7 +208,8 @@ def train(cfg: ClassificationConfig, run: Run, resume: bool = False) -> dict[str
     )
     optimizer = build_optimizer(groups, cfg.train.optimizer, cfg.train.lr, cfg.train.weight_decay)
     scheduler = build_scheduler(optimizer, cfg.train.scheduler, cfg.train.epochs)
-    ds = ImageLabelDataset(d.x_tr, tr.labels, Compose(augmentation_transforms(cfg.augmentation, d.size)))
+    aug = volume_augmentation(cfg.volume) if cfg.volume else augmentation_transforms(cfg.augmentation, d.size)
+    ds = ImageLabelDataset(d.x_tr, tr.labels, Compose(aug))
     if sampler is None:  # DDP: a DistributedSampler (equal shares, one shuffle per epoch); None in one process
         sampler = dist.sampler(ds, shuffle=True, seed=cfg.seed)
     share = len(ds) // dist.world_size
@@ -211,6 +242,7 @@ def train(cfg: ClassificationConfig, run: Run, resume: bool = False) -> dict[str
         "image_size": d.size,
         "channels": d.mode,
         "positive_index": pos,
+        **({"volume": cfg.volume.model_dump()} if cfg.volume else {}),
     }
     trainer = Trainer.from_config(
         model,
@@ -256,6 +288,7 @@ def train(cfg: ClassificationConfig, run: Run, resume: bool = False) -> dict[str
             "positive_index": pos,
             "image_size": d.size,
             "channels": d.mode,
+            **({"volume": cfg.volume.model_dump()} if cfg.volume else {}),
         }
         summary.update(
             operating_report(

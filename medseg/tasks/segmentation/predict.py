@@ -43,6 +43,7 @@ from medseg.review.cases import ReviewCase
 from medseg.runs import Run
 from medseg.tasks.cohort import CaseOutputs, CaseResult, finish_cohort, run_cohort
 from medseg.tasks.inputs import CaseInput, expand_inputs
+from medseg.tasks.lesions.instances import case_lesions, resolve_lesion_classes, write_cohort_lesions
 from medseg.tasks.ood import OOD_MODES, image_features, ood_reasons
 from medseg.tasks.segmentation.data import unwrap_error
 from medseg.tasks.segmentation.evaluate import dice_per_class
@@ -342,8 +343,11 @@ def _segment_one(
     thumbnails: bool,
     labels_format: str = "auto",
     dicom_seg: bool = True,
+    lesions: Mapping[int, str] | None = None,
+    min_lesion_ml: float = 0.0,
 ) -> CaseResult:
-    """One case: read, check against the model and its training data, segment, write, draw."""
+    """One case: read, check against the model and its training data, segment, write, draw
+    (and, with ``lesions``, the case's lesion table)."""
     sd = int(sm.meta["spatial_dims"])
     img = files.loaded(lambda: read_case_image(case.paths, spatial_dims=sd, series=series))  # prefetched
     check_model_input(img, case.source, spatial_dims=sd, channels=sm.channels)
@@ -406,6 +410,11 @@ def _segment_one(
         **({"disagreement": round(res["disagreement"], 4)} if res.get("disagreement") is not None else {}),
         **metrics,
     }
+    if lesions:
+        _, _, lesion_values = case_lesions(
+            res["labels"], res["affine"], case.case_id, files, classes=lesions, min_ml=min_lesion_ml
+        )
+        values.update(lesion_values)
     return CaseResult.of(case, flags=flags, ood_reasons=reasons, values=values, review=review)
 
 
@@ -420,6 +429,8 @@ def _cohort(
     thumbnails: bool,
     labels_format: str = "auto",
     dicom_seg: bool = True,
+    lesions: Mapping[int, str] | None = None,
+    min_lesion_ml: float = 0.0,
 ) -> list[CaseResult]:
     if ood not in OOD_MODES:
         raise ConfigError(f"ood must be one of {', '.join(OOD_MODES)}, got {ood!r}")
@@ -430,7 +441,16 @@ def _cohort(
     return run_cohort(
         cases,
         lambda c, f: _segment_one(
-            sm, c, f, series=series, ood=ood, thumbnails=thumbnails, labels_format=labels_format, dicom_seg=dicom_seg
+            sm,
+            c,
+            f,
+            series=series,
+            ood=ood,
+            thumbnails=thumbnails,
+            labels_format=labels_format,
+            dicom_seg=dicom_seg,
+            lesions=lesions,
+            min_lesion_ml=min_lesion_ml,
         ),
         out=out,
         command="segment",
@@ -488,6 +508,8 @@ def segment(
     ood: str | None = None,
     labels_format: str = "auto",
     dicom_seg: bool = True,
+    lesions: Sequence[str | int] | None = None,
+    min_lesion_ml: float = 0.0,
 ) -> dict[str, Any]:
     """Segment images with a trained run; outputs in the source geometry.
 
@@ -506,6 +528,10 @@ def segment(
     labels_format : ``auto`` (``.seg.nrrd`` for NRRD inputs, else NIfTI), ``nifti``, ``nrrd``, ``seg.nrrd``.
     dicom_seg : write a DICOM SEG per DICOM series input (False: label maps only, e.g. for series whose
         UIDs are damaged, on which the SEG writer fails the case).
+    lesions : lesion classes (names or label values): split them into lesions, one
+        ``lesions/<case>_lesions.csv`` per case, ``lesions.csv`` for the cohort, and the columns
+        ``n_lesions``, ``lesions_total_ml`` ... in ``segment.csv`` (see :mod:`medseg.tasks.lesions`).
+    min_lesion_ml : with ``lesions``: drop lesions smaller than this (mL).
 
     Returns
     -------
@@ -520,9 +546,11 @@ def segment(
     if save_probabilities is not None:
         overrides["save_probabilities"] = save_probabilities
     sm = load_segmenter(model_dir, device, overrides)
+    lesion_classes = resolve_lesion_classes(lesions, sm.class_names) if lesions else None
     mode = ood or sm.infer.ood
     identity = json.dumps(
-        [str(model_dir.resolve()), [str(i) for i in inputs], split, series, mode, overrides, labels_format, dicom_seg],
+        [str(model_dir.resolve()), [str(i) for i in inputs], split, series, mode, overrides, labels_format, dicom_seg]
+        + ([list(map(str, lesions)), min_lesion_ml] if lesions else []),
         default=str,
     )
     run = Run.create(out, None, force=force, command="segment", identity=identity)
@@ -547,14 +575,19 @@ def segment(
                 thumbnails=True,
                 labels_format=labels_format,
                 dicom_seg=dicom_seg,
+                lesions=lesion_classes,
+                min_lesion_ml=min_lesion_ml,
             )
+        details: dict[str, Any] = {"review_threshold": round(sm.review_threshold, 4)}
+        if lesion_classes:
+            details["lesions"] = str(write_cohort_lesions(run.path / "lesions.csv", results))
         summary = finish_cohort(
             run,
             results,
             command="segment",
             task="segmentation",
             title="medseg segmentation review",
-            details={"review_threshold": round(sm.review_threshold, 4)},
+            details=details,
             seconds=time.perf_counter() - t0,
         )
     return summary.to_dict()
