@@ -49,12 +49,16 @@ def options(doc: str, argv, **sizes: tuple[int, int]) -> argparse.Namespace:
 def emit(
     benchmark: str, metric: str, value, unit: str, baseline: str, baseline_value, goal: str, met, device: str, **extra
 ):
-    """Print one figure as a JSON line (ratio = value / baseline_value); ``extra`` keys follow (settings, load)."""
-    ratio = (value / baseline_value) if (value is not None and baseline_value) else None
+    """Print one figure as a JSON line (ratio = value / baseline_value); ``extra`` keys follow (settings, load).
+
+    The one figure writer of the benchmarks; a ``str`` value (a name, e.g. a chosen configuration) is printed as is.
+    """
+    number = value is not None and not isinstance(value, str)
+    ratio = (value / baseline_value) if (number and baseline_value) else None
     row = {
         "benchmark": benchmark,
         "metric": metric,
-        "value": value if value is None else round(float(value), 4),
+        "value": round(float(value), 4) if number else value,
         "unit": unit,
         "baseline": baseline,
         "baseline_value": None if baseline_value is None else round(float(baseline_value), 4),

@@ -42,29 +42,15 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _model_selection import emit  # noqa: E402  (the one figure writer)
 
 SHAPE, SPACING = (48, 48, 24), (4.0, 4.0, 6.0)
 
 
 def _emit(metric, value, unit, baseline, baseline_value, goal, met, device):
-    ratio = (value / baseline_value) if (value is not None and baseline_value) else None
-    print(
-        json.dumps(
-            {
-                "benchmark": "ood",
-                "metric": metric,
-                "value": value if value is None else round(float(value), 4),
-                "unit": unit,
-                "baseline": baseline,
-                "baseline_value": None if baseline_value is None else round(float(baseline_value), 4),
-                "ratio": None if ratio is None else round(ratio, 3),
-                "goal": goal,
-                "met": bool(met),
-                "device": device,
-            }
-        ),
-        flush=True,
-    )
+    emit("ood", metric, value, unit, baseline, baseline_value, goal, met, device)
 
 
 def _save(img: np.ndarray, lab: np.ndarray, affine: np.ndarray, folder: Path, name: str) -> dict[str, str]:

@@ -53,6 +53,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _model_selection import emit as figure  # noqa: E402  (the one figure writer)
 
 from medseg.config import SegmentationConfig  # noqa: E402
 from medseg.data.synthetic import ct_phantom, mr_phantom  # noqa: E402
@@ -120,24 +123,7 @@ class nnUNetTrainerMedsegBudget(nnUNetTrainer):
 
 
 def emit(dataset: str, metric: str, value, unit, baseline, baseline_value, goal, met, device="cpu") -> None:
-    ratio = value / baseline_value if value is not None and baseline_value else None
-    print(
-        json.dumps(
-            {
-                "benchmark": f"vs_nnunet/{dataset}",
-                "metric": metric,
-                "value": value if value is None or isinstance(value, str) else round(float(value), 4),
-                "unit": unit,
-                "baseline": baseline,
-                "baseline_value": None if baseline_value is None else round(float(baseline_value), 4),
-                "ratio": None if ratio is None else round(ratio, 3),
-                "goal": goal,
-                "met": bool(met),
-                "device": device,
-            }
-        ),
-        flush=True,
-    )
+    figure(f"vs_nnunet/{dataset}", metric, value, unit, baseline, baseline_value, goal, met, device)
 
 
 # ----------------------------------------------------------------------------- data sets
