@@ -154,6 +154,13 @@ def write_probabilities(probs: np.ndarray, affine: np.ndarray, path: str | Path)
 LABEL_FORMATS = ("auto", "nifti", "nrrd", "seg.nrrd")
 
 
+def check_labels_format(labels_format: str) -> str:
+    """``labels_format`` if it is one of :data:`LABEL_FORMATS`, else a ConfigError listing them."""
+    if labels_format not in LABEL_FORMATS:
+        raise ConfigError(f"labels format must be one of {', '.join(LABEL_FORMATS)}, got {labels_format!r}")
+    return labels_format
+
+
 def write_case_outputs(
     res: Mapping[str, Any],
     case_id: str,
@@ -184,8 +191,7 @@ def write_case_outputs(
     other excluded files stay out) is written too.
     """
     reg = files or CaseOutputs(out, case_id)
-    if labels_format not in LABEL_FORMATS:
-        raise ConfigError(f"labels format must be one of {', '.join(LABEL_FORMATS)}, got {labels_format!r}")
+    check_labels_format(labels_format)
     # auto: label maps in the input's family: a Slicer segmentation (named segments) for NRRD inputs, else NIfTI
     fmt = labels_format if labels_format != "auto" else ("seg.nrrd" if res.get("source_format") == "nrrd" else "nifti")
     if fmt in ("nrrd", "seg.nrrd"):

@@ -48,7 +48,7 @@ from medseg.tasks.ood import OOD_MODES, image_features, ood_reasons
 from medseg.tasks.segmentation.data import unwrap_error
 from medseg.tasks.segmentation.evaluate import dice_per_class
 from medseg.tasks.segmentation.files import (
-    LABEL_FORMATS,
+    check_labels_format,
     check_model_input,
     read_case_image,
     read_image,
@@ -333,28 +333,44 @@ def load_segmenter(
     return Segmenter(model, cfg, meta, infer, dev, model_dir, thr, source, reference)
 
 
+@dataclass(frozen=True)
+class CaseOptions:
+    """What ``segment`` does with each case besides running the model (checked when made).
+
+    ``series``: the series of a folder holding several; ``ood``: warn | refuse | off; ``thumbnails``: the
+    review pictures; ``labels_format`` / ``dicom_seg``: the label files (:func:`write_case_outputs`);
+    ``lesions`` ({label value: class}) and ``min_lesion_ml``: the lesion table of each case.
+    """
+
+    series: str | int | None = None
+    ood: str = "warn"
+    thumbnails: bool = True
+    labels_format: str = "auto"
+    dicom_seg: bool = True
+    lesions: Mapping[int, str] | None = None
+    min_lesion_ml: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.ood not in OOD_MODES:
+            raise ConfigError(f"ood must be one of {', '.join(OOD_MODES)}, got {self.ood!r}")
+        check_labels_format(self.labels_format)
+
+
 def _segment_one(
     sm: Segmenter,
     case: CaseInput,
     files: CaseOutputs,
-    *,
-    series: str | int | None,
-    ood: str,
-    thumbnails: bool,
-    labels_format: str = "auto",
-    dicom_seg: bool = True,
-    lesions: Mapping[int, str] | None = None,
-    min_lesion_ml: float = 0.0,
+    opts: CaseOptions,
 ) -> CaseResult:
     """One case: read, check against the model and its training data, segment, write, draw
     (and, with ``lesions``, the case's lesion table)."""
     sd = int(sm.meta["spatial_dims"])
-    img = files.loaded(lambda: read_case_image(case.paths, spatial_dims=sd, series=series))  # prefetched
+    img = files.loaded(lambda: read_case_image(case.paths, spatial_dims=sd, series=opts.series))  # prefetched
     check_model_input(img, case.source, spatial_dims=sd, channels=sm.channels)
     reasons: list[str] = []
-    if ood != "off" and sm.reference is not None:
+    if opts.ood != "off" and sm.reference is not None:
         reasons = ood_reasons(image_features(img, modality=sm.cfg.modality, spatial_dims=sd), sm.reference)
-        if reasons and ood == "refuse":
+        if reasons and opts.ood == "refuse":
             raise InputError("out of distribution (--ood refuse): " + "; ".join(reasons), case.source)
     t0 = time.perf_counter()
     res = predict_case(sm.model, img, meta=sm.meta, infer=sm.infer, device=sm.device, post=sm.cfg.postprocess)
@@ -366,8 +382,8 @@ def _segment_one(
         sm.infer.save_probabilities,
         model_name=model_name,
         files=files,
-        labels_format=labels_format,
-        dicom_seg=dicom_seg,
+        labels_format=opts.labels_format,
+        dicom_seg=opts.dicom_seg,
     )
     names = sm.class_names
     lp = case.label
@@ -378,7 +394,7 @@ def _segment_one(
     score = unc / max(sm.review_threshold, 1e-9) + (1.0 if reasons else 0.0)
     needs = unc > sm.review_threshold or bool(reasons)
     pics: dict[str, Any] = {"thumbnail": None, "planes": [], "stack": None}
-    if thumbnails:
+    if opts.thumbnails:
         pics = write_review_images(img, res["labels"], files, class_names=names, modality=sm.cfg.modality)
     flags = (["ood"] if reasons else []) + (["needs_review"] if needs else [])
     log.info(
@@ -410,52 +426,26 @@ def _segment_one(
         **({"disagreement": round(res["disagreement"], 4)} if res.get("disagreement") is not None else {}),
         **metrics,
     }
-    if lesions:
+    if opts.lesions:
         _, _, lesion_values = case_lesions(
-            res["labels"], res["affine"], case.case_id, files, classes=lesions, min_ml=min_lesion_ml
+            res["labels"], res["affine"], case.case_id, files, classes=opts.lesions, min_ml=opts.min_lesion_ml
         )
         values.update(lesion_values)
     return CaseResult.of(case, flags=flags, ood_reasons=reasons, values=values, review=review)
 
 
 def _cohort(
-    sm: Segmenter,
-    inputs: Sequence[str | Path],
-    out: Path,
-    *,
-    split: str,
-    series: str | int | None,
-    ood: str,
-    thumbnails: bool,
-    labels_format: str = "auto",
-    dicom_seg: bool = True,
-    lesions: Mapping[int, str] | None = None,
-    min_lesion_ml: float = 0.0,
+    sm: Segmenter, inputs: Sequence[str | Path], out: Path, *, split: str, opts: CaseOptions
 ) -> list[CaseResult]:
-    if ood not in OOD_MODES:
-        raise ConfigError(f"ood must be one of {', '.join(OOD_MODES)}, got {ood!r}")
-    if labels_format not in LABEL_FORMATS:  # before any case runs
-        raise ConfigError(f"labels format must be one of {', '.join(LABEL_FORMATS)}, got {labels_format!r}")
     cases = expand_inputs(inputs, kind="volume", split=split)
     sd = int(sm.meta["spatial_dims"])
     return run_cohort(
         cases,
-        lambda c, f: _segment_one(
-            sm,
-            c,
-            f,
-            series=series,
-            ood=ood,
-            thumbnails=thumbnails,
-            labels_format=labels_format,
-            dicom_seg=dicom_seg,
-            lesions=lesions,
-            min_lesion_ml=min_lesion_ml,
-        ),
+        lambda c, f: _segment_one(sm, c, f, opts),
         out=out,
         command="segment",
         # the next case is read (decoded, stacked, checked) while the network runs on this one
-        prefetch=lambda c: read_case_image(c.paths, spatial_dims=sd, series=series),
+        prefetch=lambda c: read_case_image(c.paths, spatial_dims=sd, series=opts.series),
     )
 
 
@@ -491,7 +481,8 @@ def segment_cases(
     (one :class:`ReviewCase` per case, one table row per case), in input order.
     """
     sm = load_segmenter(model_dir, device, infer_overrides)
-    results = _cohort(sm, inputs, Path(out), split=split, series=series, ood=ood, thumbnails=thumbnails)
+    opts = CaseOptions(series=series, ood=ood, thumbnails=thumbnails)
+    results = _cohort(sm, inputs, Path(out), split=split, opts=opts)
     return [r.review_case("segmentation") for r in results], [r.row() for r in results]
 
 
@@ -553,6 +544,14 @@ def segment(
         + ([list(map(str, lesions)), min_lesion_ml] if lesions else []),
         default=str,
     )
+    opts = CaseOptions(  # checked here: a bad option creates no run folder
+        series=series,
+        ood=mode,
+        labels_format=labels_format,
+        dicom_seg=dicom_seg,
+        lesions=lesion_classes,
+        min_lesion_ml=min_lesion_ml,
+    )
     run = Run.create(out, None, force=force, command="segment", identity=identity)
     with run:
         run.set(
@@ -565,19 +564,7 @@ def segment(
         )
         t0 = time.perf_counter()
         with run.stage("segment"):
-            results = _cohort(
-                sm,
-                inputs,
-                run.path,
-                split=split,
-                series=series,
-                ood=mode,
-                thumbnails=True,
-                labels_format=labels_format,
-                dicom_seg=dicom_seg,
-                lesions=lesion_classes,
-                min_lesion_ml=min_lesion_ml,
-            )
+            results = _cohort(sm, inputs, run.path, split=split, opts=opts)
         details: dict[str, Any] = {"review_threshold": round(sm.review_threshold, 4)}
         if lesion_classes:
             details["lesions"] = str(write_cohort_lesions(run.path / "lesions.csv", results))
