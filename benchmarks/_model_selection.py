@@ -165,6 +165,6 @@ def heldout_dice(run_dir: Path, datalist: Path, out: Path) -> float:
         rc = main(["-q", "segment", "--model", str(run_dir), str(datalist), "--out", str(out), "--split", "test"])
     if rc != 0:
         raise RuntimeError(f"medseg segment failed on {run_dir}")
-    with open(out / "segmentation.csv", newline="") as f:
+    with open(out / "segment.csv", newline="") as f:  # the cohort engine's table (was segmentation.csv)
         values = [float(r["dice_mean"]) for r in csv.DictReader(f) if r.get("dice_mean")]
     return float(np.mean(values)) if values else float("nan")
