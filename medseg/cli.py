@@ -34,6 +34,7 @@ COMMANDS = [
     "pacs",
     "export",
     "review-queue",
+    "finetune",
     "demo",
 ]
 

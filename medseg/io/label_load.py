@@ -42,7 +42,7 @@ from medseg.io.seg import _norm_name, segment_type_code
 if TYPE_CHECKING:  # annotations only: monai (torch) is imported when a label is read
     from monai.data import MetaTensor
 
-__all__ = ["read_label", "SEG_SOP_CLASSES"]
+__all__ = ["read_label", "seg_referenced_series", "SEG_SOP_CLASSES"]
 
 log = logging.getLogger(__name__)
 
@@ -258,6 +258,22 @@ def _seg_file(path: Path) -> Path:
     if len(files) != 1:
         raise InputError(f"{len(files)} DICOM SEG files in the folder; pass the one to read", path=str(path))
     return files[0]
+
+
+def seg_referenced_series(path: str | os.PathLike) -> set[str]:
+    """The SeriesInstanceUIDs a DICOM SEG file (or a folder holding one) was drawn on; empty when ``path``
+    is not a DICOM SEG (or a folder with none or several)."""
+    import pydicom  # lazy: keeps `import medseg.io` light
+
+    p = Path(path)
+    try:
+        f = _seg_file(p) if p.is_dir() else p
+        ds = pydicom.dcmread(f, stop_before_pixels=True, specific_tags=["SOPClassUID", "ReferencedSeriesSequence"])
+    except Exception:  # not DICOM, unreadable, or no single SEG in the folder: nothing referenced
+        return set()
+    if str(ds.get("SOPClassUID", "")) not in SEG_SOP_CLASSES:
+        return set()
+    return {str(r.SeriesInstanceUID) for r in ds.get("ReferencedSeriesSequence") or [] if "SeriesInstanceUID" in r}
 
 
 def _is_seg(p: Path) -> bool:

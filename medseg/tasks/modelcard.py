@@ -104,6 +104,7 @@ def model_card(run: Run, cfg: Any, summary: Mapping[str, Any]) -> dict[str, Any]
         },
         "validation": validation,
         "review": info.get("review"),
+        "finetune": info.get("finetune"),
         "ood_reference": reference or None,
         "versions": info.get("versions"),
         "git_revision": info.get("git_revision"),
@@ -136,6 +137,7 @@ def _markdown(card: Mapping[str, Any]) -> str:
         f"({json.dumps({k: v for k, v in (card.get('model') or {}).items() if k != 'name'}, default=str)})",
         f"- **Created**: {card.get('created')} on {card.get('device')}",
         *_ensemble_lines(card.get("ensemble")),
+        *_finetune_lines(card.get("finetune")),
         "",
         "## Training data",
         "",
@@ -229,6 +231,30 @@ def _markdown(card: Mapping[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _finetune_lines(ft: Mapping[str, Any] | None) -> list[str]:
+    """The model card's lines on a fine-tuned run (``medseg finetune``): parent, cases, Dice before / after."""
+    if not ft:
+        return []
+    kinds = [c.get("kind") for c in ft.get("cases") or []]
+    lines = [
+        f"- **Fine-tuned from** `{ft.get('parent')}` (checkpoint SHA-256 `{ft.get('parent_checkpoint_sha256')}`) on "
+        f"{kinds.count('corrected')} corrected and {kinds.count('accepted')} accepted case(s) "
+        f"({', '.join(c['case_id'] for c in ft.get('cases') or [])}) plus {len(ft.get('replay') or [])} replayed "
+        f"training case(s); {len(ft.get('left_out') or [])} correction(s) left out (finetune.json says why)"
+    ]
+    for where, figs in (ft.get("dice") or {}).items():
+        before, after = (figs or {}).get("parent") or {}, (figs or {}).get("finetuned") or {}
+        if before.get("dice_mean") is not None and after.get("dice_mean") is not None:
+            name = "parent's validation cases"
+            if where == "corrected_cases":
+                name = "corrected cases (trained on: a fit figure)"
+            lines.append(
+                f"- **Dice on the {name}**: {before['dice_mean']} before, "
+                f"{after['dice_mean']} after ({before.get('cases')} case(s))"
+            )
+    return lines
 
 
 def _ensemble_lines(ens: Mapping[str, Any] | None) -> list[str]:

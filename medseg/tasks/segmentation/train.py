@@ -29,7 +29,7 @@ from medseg.engine.distributed import current
 from medseg.engine.inference import predict_probs
 from medseg.engine.plan import fingerprint, make_plan
 from medseg.engine.trainer import Trainer, build_optimizer, build_scheduler, default_step
-from medseg.errors import ConfigError
+from medseg.errors import CheckpointError, ConfigError
 from medseg.models import build_model, model_parameters
 from medseg.runs import Run
 from medseg.tasks.modelcard import write_model_card
@@ -187,7 +187,14 @@ def _validation(
     return val_fn
 
 
-def train(cfg: SegmentationConfig, run: Run, resume: bool = False) -> dict[str, Any]:
+def train(
+    cfg: SegmentationConfig,
+    run: Run,
+    resume: bool = False,
+    *,
+    init_weights: Mapping[str, torch.Tensor] | None = None,
+    fixed_plan: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """Train a segmenter as configured; write checkpoints, metrics and the plan into ``run``.
 
     Parameters
@@ -196,6 +203,10 @@ def train(cfg: SegmentationConfig, run: Run, resume: bool = False) -> dict[str, 
     run : the run folder (``Run.create`` / ``open_run``); gets ``plan.json``, ``checkpoints/``,
         ``metrics.csv``, ``training_curve.png``, ``train_summary.json`` and (synthetic data) ``data/``.
     resume : continue from ``checkpoints/last.pt`` (exactly), possibly to a larger ``train.epochs``.
+    init_weights : start from these network weights (a parent run's ``state_dict``: fine-tuning,
+        :mod:`medseg.tasks.finetune`) instead of a random initialisation; ignored on resume.
+    fixed_plan : use this plan (a parent run's ``plan.json``: same spacing, patch, normalisation and
+        network) instead of planning from the data; written as this run's ``plan.json``.
 
     Returns
     -------
@@ -217,7 +228,11 @@ def train(cfg: SegmentationConfig, run: Run, resume: bool = False) -> dict[str, 
         run.set(validation=validation)
         if validation["mode"] != "cases":
             log.warning("validation: %s", validation["reason"])
-        plan = plan_run(cfg, run_dir, train_items + val_items, resume)
+        if fixed_plan is not None and not (resume and (run_dir / "plan.json").is_file()):
+            plan = dict(fixed_plan)
+            atomic_write_text(run_dir / "plan.json", json.dumps(plan, indent=2) + "\n")
+        else:
+            plan = plan_run(cfg, run_dir, train_items + val_items, resume)
         # provenance (issue 13): datalist + SHA-256, case ids per split, fingerprint, OOD reference
         splits = {"training": train_items, "validation": val_items, "test": test_items}
         record_training_data(run, cfg, splits, plan["fingerprint"])
@@ -229,6 +244,11 @@ def train(cfg: SegmentationConfig, run: Run, resume: bool = False) -> dict[str, 
     params = model_params(cfg, plan, int(plan["fingerprint"]["channels"]))
     seed_everything(cfg.seed)
     model = build_model(**params)
+    if init_weights is not None and not resume:
+        try:
+            model.load_state_dict(dict(init_weights))
+        except RuntimeError as e:
+            raise CheckpointError(f"the starting weights do not fit this network ({str(e).splitlines()[0]})") from None
     loader: DataLoader
     if cfg.data.num_workers == 0:
         # patches are cropped/augmented in a background thread while the network trains on the previous
