@@ -221,6 +221,7 @@ def run_lesion_classifier(args: argparse.Namespace, **kw: Any) -> int:
         device=args.device,
         split=args.split,
         force=args.force,
+        series=getattr(args, "series", None),
         **kw,
     )
     return print_summary(args.out, summary)

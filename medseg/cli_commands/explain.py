@@ -63,7 +63,7 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.lesions is not None:
-        return run_lesion_classifier(args, cam=True, method=args.method, command="explain")
+        return run_lesion_classifier(args, cam=True, method=args.method, command="explain", target=args.target)
     fn = task_function("explain", "explain")
     return run_predict(
         args, lambda: fn(**predict_kwargs(args), method=args.method, target=args.target, layer=args.layer)

@@ -41,12 +41,13 @@ import yaml
 from medseg.config import SegmentationConfig, apply_overrides, load_config, parse_config, read_datalist_json
 from medseg.engine.checkpoint import is_fold_parent
 from medseg.errors import InputError, MedsegError, MissingFileError
-from medseg.io import discover, load, load_label
+from medseg.io import discover, load, load_label, save_nifti
 from medseg.io.label_load import seg_referenced_series
 from medseg.io.registry import case_id as case_id_of
 from medseg.models.weights import load_checkpoint
 from medseg.runs import Run, file_sha256
 from medseg.tasks.cohort import one_line_reason
+from medseg.tasks.inputs import resolve_series
 from medseg.tasks.modelcard import write_model_card
 from medseg.tasks.ood import merge_references
 from medseg.tasks.review_queue import TABLES, read_feedback
@@ -70,13 +71,15 @@ class Correction:
     """One case to learn from.
 
     ``kind``: ``corrected`` (a radiologist's label file) or ``accepted`` (the prediction the radiologist
-    accepted); ``images``: the case's image file(s) (one per channel); ``label``: the file as given.
+    accepted); ``images``: the case's image file(s) (one per channel); ``label``: the file as given;
+    ``series``: the series ``segment --series`` read in a folder holding several.
     """
 
     case_id: str
     images: tuple[Path, ...]
     label: Path
     kind: str
+    series: str | int | None = None
 
 
 def _stem(p: Path) -> str:
@@ -168,6 +171,8 @@ def find_corrections(
     if pred is None:
         raise InputError("which predictions were corrected? pass --predictions (the medseg segment output)", src)
     rows = {str(r["case_id"]): r for r in _case_table(pred) if r.get("status") == "ok"}
+    info = json.loads((pred / "run.json").read_text()) if (pred / "run.json").is_file() else {}
+    chosen = info.get("series")  # what `segment --series` read in a folder holding several series
     if feedback is None and (pred / "feedback.json").is_file():
         feedback = pred / "feedback.json"
     decisions = {k: v["decision"] for k, v in read_feedback(feedback).items()} if feedback is not None else {}
@@ -194,7 +199,7 @@ def find_corrections(
             continue
         if decisions.get(cid) == "accept":
             log.info("case %s was accepted in the feedback but has a correction file: the correction is used", cid)
-        found_by_case[cid] = Correction(cid, _images(rows[cid], pred), f, "corrected")
+        found_by_case[cid] = Correction(cid, _images(rows[cid], pred), f, "corrected", chosen)
     for cid, decision in decisions.items():
         if cid in found_by_case or cid not in rows:
             continue
@@ -204,7 +209,7 @@ def find_corrections(
             labels = (rows[cid].get("outputs") or {}).get("labels")
             if labels:
                 lp = Path(labels) if Path(labels).is_absolute() else pred / labels
-                found_by_case[cid] = Correction(cid, _images(rows[cid], pred), lp, "accepted")
+                found_by_case[cid] = Correction(cid, _images(rows[cid], pred), lp, "accepted", chosen)
     return [found_by_case[c] for c in sorted(found_by_case)], left
 
 
@@ -230,15 +235,19 @@ def _prepare(
     entries, left = [], []
     for c in items:
         try:
-            ref = load(c.images[0])
+            ref = load(resolve_series(c.images[0], c.series))
             lab = load_label(c.label, ref, classes=list(cfg.class_names))
             arr = raw[np.asarray(lab)[0].astype(np.int64)]
             out = write_nifti(arr, np.asarray(ref.affine, dtype=np.float64), folder / f"{c.case_id}_label.nii.gz")
+            image: Any = [str(p) for p in c.images] if len(c.images) > 1 else str(c.images[0])
+            if len(c.images) == 1 and c.images[0].is_dir():
+                # a DICOM series folder (perhaps one of several): the voxels just read, kept in the run, so the
+                # training reads exactly the series the correction was drawn on (and the run stays reproducible)
+                image = str(save_nifti(ref, folder / f"{c.case_id}_image.nii.gz"))
         except MedsegError as e:
             left.append({"item": c.label.name, "reason": one_line_reason(e)})
             log.warning("correction %s left out: %s", c.label.name, one_line_reason(e))
             continue
-        image: Any = [str(p) for p in c.images] if len(c.images) > 1 else str(c.images[0])
         entries.append({"image": image, "label": str(out), "case_id": c.case_id, "kind": c.kind})
     return entries, left
 

@@ -188,6 +188,9 @@ def test_cli_loop_from_segment_output_to_finetuned_run(tmp_path, tiny_seg_run, s
         "case80": "corrected",
         "case81": "accepted",
     }
+    # the DICOM case's voxels are kept in the run (the series the SEG was drawn on), next to its label
+    kept = tmp_path / "ft" / "data" / "corrections" / f"{dicom_case}_image.nii.gz"
+    assert np.array_equal(np.asarray(load(kept)), np.asarray(load(series)))
     # the fine-tuned run is a model like any other: it segments
     assert (
         main(["segment", "--model", str(tmp_path / "ft"), str(img), "--out", str(tmp_path / "p2"), "--device", "cpu"])

@@ -190,3 +190,57 @@ def test_lesion_pipeline_script_segments_then_classifies(lesion_model, tmp_path,
     assert len(cls_rows) == len(seg_rows)
     assert [r["volume_ml"] for r in cls_rows] == [r["volume_ml"] for r in seg_rows]
     assert all(r["prediction"] in ("benign", "malignant") for r in cls_rows)
+
+
+def test_explain_lesions_target_picks_the_class_explained(lesion_model, tmp_path, monkeypatch):
+    import medseg.tasks.lesions.classify as lesion_classify
+
+    seen: list[int] = []
+    real = lesion_classify.lesion_cam
+
+    def spy(model, crop, mask, target, method="gradcam"):
+        seen.append(target)
+        return real(model, crop, mask, target, method)
+
+    monkeypatch.setattr(lesion_classify, "lesion_cam", spy)  # records the class each map is computed for
+    dl, _ = _scans(tmp_path)
+    for target, index in ((None, 1), ("benign", 0)):
+        out = tmp_path / f"cams_{target}"
+        args = ["explain", "--lesions", "--model", str(lesion_model), str(dl), "--out", str(out)]
+        seen.clear()
+        assert main(args + (["--target", target] if target else [])) == 0
+        assert seen == [index] * 4  # every lesion's map is of that class
+        assert json.loads((out / "run.json").read_text())["cam_class"] == ["benign", "malignant"][index]
+    code = main(["explain", "--lesions", "--model", str(lesion_model), str(dl), "--out", str(tmp_path / "bad")]
+                + ["--target", "cyst"])  # fmt: skip
+    assert code == 2 and not (tmp_path / "bad").exists()  # refused before a run folder is made
+
+
+def test_lesions_of_a_multi_series_folder_read_the_chosen_series(lesion_model, tmp_path):
+    v = lesion_ct_volume(8, [0, 1], shape=(64, 64, 32), diameter_mm=(6.0, 10.0))
+    study = tmp_path / "study"
+    write_phantom_dicom(
+        Phantom(v["image"].astype(np.int16), v["labels"], (0.8, 0.8, 1.25), (0.0, 0.0, 0.0), 8),
+        study / "a",
+        series_description="chest nodules",
+    )
+    other = lesion_ct_volume(9, [0], shape=(48, 48, 24), diameter_mm=(6.0, 8.0))
+    write_phantom_dicom(
+        Phantom(other["image"].astype(np.int16), other["labels"], (0.8, 0.8, 1.25), (0.0, 0.0, 0.0), 9),
+        study / "b",
+        series_description="other scan",
+    )
+    labels = save_label(v["labels"][None], load(study / "a"), tmp_path / "seg.nii.gz")
+    (tmp_path / "dl.json").write_text(json.dumps({"test": [{"image": str(study), "label": str(labels)}]}))
+    base = ["classify", "--lesions", "--no-cam", "--model", str(lesion_model), str(tmp_path / "dl.json")]
+    assert main([*base, "--series", "chest nodules", "--out", str(tmp_path / "ok")]) == 0
+    assert len(_rows(tmp_path / "ok" / "lesions.csv")) == 2
+    assert main([*base, "--series", "other scan", "--out", str(tmp_path / "wrong")]) == 3  # label map of the other grid
+    assert "differ" in json.loads((tmp_path / "wrong" / "classify.json").read_text())[0]["reason"]
+    # a segment folder passes on the series its run read
+    seg = tmp_path / "segout"
+    seg.mkdir()
+    (seg / "run.json").write_text(json.dumps({"series": "chest nodules"}))
+    row = {"case_id": "s", "source": str(study), "status": "ok", "outputs": {"labels": str(labels)}}
+    (seg / "segment.json").write_text(json.dumps([row]))
+    assert lesion_cases([seg])[0].entry == {"series": "chest nodules"}

@@ -45,7 +45,7 @@ from medseg.runs import Run
 from medseg.tasks.classification.predict import load_classifier, predict_logits, softmax
 from medseg.tasks.classification.volumes import crop_for
 from medseg.tasks.cohort import CaseOutputs, CaseResult, finish_cohort, run_cohort
-from medseg.tasks.inputs import CaseInput, expand_inputs
+from medseg.tasks.inputs import CaseInput, expand_inputs, resolve_series
 from medseg.tasks.lesions.instances import resolve_lesion_classes, write_cohort_lesions
 from medseg.transforms.classification import normalize_lite
 from medseg.transforms.lesion_crop import crop_grid_affine, lesion_crop
@@ -60,8 +60,9 @@ _LESION_CODE = (("49755003", "SCT", "Morphologically Altered Structure"), ("5298
 
 
 def lesion_cases(inputs: Sequence[str | Path], split: str = "test") -> list[CaseInput]:
-    """Scan + label-map cases: the ok rows of ``medseg segment`` folders (``segment.json``), and
-    datalist entries with ``image`` and ``label``.
+    """Scan + label-map cases: the ok rows of ``medseg segment`` folders (``segment.json``; the series that
+    ``segment --series`` chose, recorded in its ``run.json``, in ``entry["series"]``), and datalist entries
+    with ``image`` and ``label``.
 
     Raises InputError for an input that is neither (or a datalist entry without a label map).
     """
@@ -70,10 +71,13 @@ def lesion_cases(inputs: Sequence[str | Path], split: str = "test") -> list[Case
         p = Path(raw)
         table = p / "segment.json"
         if p.is_dir() and table.is_file():
+            info = json.loads((p / "run.json").read_text()) if (p / "run.json").is_file() else {}
+            series = info.get("series")  # the series `segment --series` read in a multi-series folder
             for row in json.loads(table.read_text()):
                 labels = (row.get("outputs") or {}).get("labels")
                 if row.get("status") == "ok" and labels:
-                    cases.append(CaseInput(row["case_id"], Path(row["source"]), label=Path(labels)))
+                    entry = {"series": series} if series is not None else {}
+                    cases.append(CaseInput(row["case_id"], Path(row["source"]), label=Path(labels), entry=entry))
             continue
         found = expand_inputs([p], kind="volume", split=split)
         missing = [c.case_id for c in found if c.label is None]
@@ -189,6 +193,8 @@ def classify_lesions(
     dicom_seg: bool = False,
     method: Method = "gradcam",
     command: str = "classify",
+    target: str | int | None = None,
+    series: str | int | None = None,
 ) -> dict[str, Any]:
     """Classify every lesion of segmented scans with a lesion classifier (a ``volume:`` run).
 
@@ -207,6 +213,9 @@ def classify_lesions(
     dicom_seg : write a per-lesion DICOM SEG for DICOM cases.
     method : ``gradcam`` or ``gradcampp``.
     command : the name of the per-case table (``classify`` or ``explain``: ``medseg explain --lesions``).
+    target : the class whose Grad-CAM is computed (a name or index; default the positive class).
+    series : a folder holding several DICOM series: which one (as ``medseg segment --series``; default the
+        series the segment run read, else medseg's automatic choice).
 
     Returns
     -------
@@ -225,6 +234,7 @@ def classify_lesions(
     if point not in points:
         raise ConfigError(f"operating point {point!r} not available; available: {sorted(points)}")
     temperature = float(info.get("temperature", 1.0))
+    cam_class = _class_of(target, names, pos)
     table = resolve_lesion_classes(classes) if classes else None
     dev = select_device(device)
     model.to(dev)
@@ -236,7 +246,7 @@ def classify_lesions(
     dices: list[float] = []
 
     def one(case: CaseInput, files: CaseOutputs) -> CaseResult:
-        img = load(case.image)
+        img = load(resolve_series(case.image, series if series is not None else case.entry.get("series")))
         image = np.asarray(img.array)[0]
         affine = np.asarray(img.affine, float)
         assert case.label is not None
@@ -252,7 +262,9 @@ def classify_lesions(
         case_review = []
         for i, les in enumerate(lesions):
             case_review.append(
-                _lesion_views(case, les, crops[i], rows[i], files, model, cam, affine, instances, vol, pos, method)
+                _lesion_views(
+                    case, les, crops[i], rows[i], files, model, cam, affine, instances, vol, cam_class, method
+                )
             )
         path = files.path("lesions", f"{case.case_id}_lesions.csv")
         atomic_write_records(path, rows, list(rows[0]) if rows else list(LESION_COLUMNS))
@@ -268,7 +280,12 @@ def classify_lesions(
 
     with run:
         run.set(
-            model=str(model_dir.resolve()), device=describe_device(dev), operating_point=point, crop=vol.model_dump()
+            model=str(model_dir.resolve()),
+            device=describe_device(dev),
+            operating_point=point,
+            crop=vol.model_dump(),
+            cam_class=names[cam_class] if cam else None,
+            series=series,
         )
         t0 = time.perf_counter()
         with run.stage("classify_lesions"):
@@ -302,6 +319,21 @@ def classify_lesions(
         summary.report = str(write_report(run.path, rows_review, title="medseg lesions review", summary={}))
         run.set(summary={**summary.to_dict()})
     return summary.to_dict()
+
+
+def _class_of(target: str | int | None, names: Sequence[str], default: int) -> int:
+    """The class index of ``target`` (a class name, or an index given as int or digits); ``default`` for None."""
+    if target is None:
+        return default
+    if str(target) in names:
+        return list(names).index(str(target))
+    try:
+        k = int(target)
+    except ValueError:
+        raise ConfigError(f"--target {target!r}: not a class of the model ({', '.join(names)})") from None
+    if not 0 <= k < len(names):
+        raise ConfigError(f"--target {k}: the model has {len(names)} classes ({', '.join(names)})")
+    return k
 
 
 def _row(

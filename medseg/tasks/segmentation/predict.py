@@ -556,6 +556,7 @@ def segment(
     with run:
         run.set(
             model=str(model_dir.resolve()),
+            series=series,  # read back by classify --lesions / finetune on this folder
             ensemble=sm.meta.get("ensemble"),  # a cross-validation parent run: the mean of its K folds
             device=describe_device(sm.device),
             review_threshold=sm.review_threshold,
