@@ -222,6 +222,7 @@ def run_lesion_classifier(args: argparse.Namespace, **kw: Any) -> int:
         split=args.split,
         force=args.force,
         series=getattr(args, "series", None),
+        ood=getattr(args, "ood", None) or "warn",
         **kw,
     )
     return print_summary(args.out, summary)

@@ -113,6 +113,11 @@ class LesionVolumeSection(Section):
             raise ValueError(f"window must be [low, high] with low < high, got {v}")
         return v
 
+    @property
+    def scan_modality(self) -> str:
+        """The scans' modality as the OOD check reads it: ``CT`` with a HU window, else ``MR``."""
+        return "CT" if self.window is not None else "MR"
+
 
 @register_task("classification")
 class ClassificationConfig(PipelineConfig):

@@ -350,6 +350,24 @@ def read_reference(model_dir: str | Path) -> dict[str, Any] | None:
     return ref
 
 
+def check_ood_image(
+    image: Any, reference: Mapping[str, Any] | None, mode: str, source: str, *, modality: str, spatial_dims: int
+) -> list[str]:
+    """The OOD reasons of an image in its source geometry (a MetaTensor from :func:`medseg.io.load`),
+    raising under ``refuse``; ``[]`` with ``mode == "off"`` or without a reference.
+
+    Raises
+    ------
+    InputError naming the file and the reasons when ``mode == "refuse"`` and the image is out of distribution.
+    """
+    if mode == "off" or reference is None:
+        return []
+    reasons = ood_reasons(image_features(image, modality=modality, spatial_dims=spatial_dims), reference)
+    if reasons and mode == "refuse":
+        raise InputError("out of distribution (--ood refuse): " + "; ".join(reasons), source)
+    return reasons
+
+
 def check_ood_2d(pixels: np.ndarray, reference: Mapping[str, Any] | None, mode: str, source: str) -> list[str]:
     """The OOD reasons of a 2D image (``(H, W[, 3])`` uint8; very large ones subsampled), raising under ``refuse``.
 

@@ -67,15 +67,19 @@ def _features(item: Any, cfg: Any) -> dict[str, Any]:
         if sd == 2 and img.ndim == 4 and img.shape[-1] == 1:
             img = img[..., 0]
         return image_features(img, modality=str(getattr(cfg, "modality", "other")), spatial_dims=sd)
+    volume = getattr(cfg, "volume", None)
+    if volume is not None:  # a lesion classifier on volumes: the reference describes the scans
+        return image_features(load(paths[0]), modality=volume.scan_modality, spatial_dims=3)
     return features_2d(read_image_uint8(paths[0]))
 
 
 def _reference(cfg: Any, items: Sequence[Any], fingerprint: Mapping[str, Any] | None) -> dict[str, Any] | None:
     if not items:
         return None
-    step = max(1, len(items) // MAX_REFERENCE_CASES)
     feats = []
-    for it in list(items)[::step][:MAX_REFERENCE_CASES]:
+    unique = list({str(item_paths(it)[0]): it for it in items}.values())  # lesions of one scan: the scan once
+    step = max(1, len(unique) // MAX_REFERENCE_CASES)
+    for it in unique[::step][:MAX_REFERENCE_CASES]:
         try:
             feats.append(_features(it, cfg))
         except (MedsegError, OSError, ValueError) as e:  # the training itself reports bad cases
@@ -83,6 +87,9 @@ def _reference(cfg: Any, items: Sequence[Any], fingerprint: Mapping[str, Any] | 
     if not feats:
         return None
     seg = getattr(cfg, "task", "") == "segmentation"
+    volume = getattr(cfg, "volume", None)
+    if volume is not None:
+        return build_reference(feats, modality=volume.scan_modality, spatial_dims=3, fingerprint=fingerprint)
     return build_reference(
         feats,
         modality=str(getattr(cfg, "modality", "RGB" if not seg else "other")),

@@ -244,3 +244,23 @@ def test_lesions_of_a_multi_series_folder_read_the_chosen_series(lesion_model, t
     row = {"case_id": "s", "source": str(study), "status": "ok", "outputs": {"labels": str(labels)}}
     (seg / "segment.json").write_text(json.dumps([row]))
     assert lesion_cases([seg])[0].entry == {"series": "chest nodules"}
+
+
+def test_scans_unlike_the_training_scans_are_flagged_or_refused(lesion_model, tmp_path):
+    ref = json.loads((lesion_model / "ood_reference.json").read_text())
+    assert ref["spatial_dims"] == 3 and ref["n_cases"] >= 2  # the classifier's training scans, each once
+    dl, _ = _scans(tmp_path)
+    v = lesion_ct_volume(30, [0, 1], shape=(64, 64, 32), diameter_mm=(6.0, 10.0))
+    coarse = np.diag([3.2, 3.2, 5.0, 1.0])  # 4x the training spacing on every axis: another protocol
+    nib.save(nib.Nifti1Image(v["image"], coarse), str(tmp_path / "coarse.nii.gz"))
+    nib.save(nib.Nifti1Image(v["labels"], coarse), str(tmp_path / "coarse_seg.nii.gz"))
+    entries = json.loads(dl.read_text())["test"] + [{"image": "coarse.nii.gz", "label": "coarse_seg.nii.gz"}]
+    dl.write_text(json.dumps({"test": entries}))
+    base = ["classify", "--lesions", "--no-cam", "--model", str(lesion_model), str(dl)]
+    assert main([*base, "--out", str(tmp_path / "warn")]) == 0
+    rows = {r["case_id"]: r for r in json.loads((tmp_path / "warn" / "classify.json").read_text())}
+    assert "ood" in rows["coarse"]["flags"] and "spacing" in rows["coarse"]["ood_reasons"]
+    assert "ood" not in rows["scan0"]["flags"] and "ood" not in rows["scan1"]["flags"]
+    assert main([*base, "--ood", "refuse", "--out", str(tmp_path / "refuse")]) == 1  # that case skipped
+    rows = {r["case_id"]: r for r in json.loads((tmp_path / "refuse" / "classify.json").read_text())}
+    assert rows["coarse"]["status"] == "skipped" and "out of distribution" in rows["coarse"]["reason"]

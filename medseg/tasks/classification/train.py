@@ -161,12 +161,7 @@ def train(cfg: ClassificationConfig, run: Run, resume: bool = False) -> dict[str
         d = _load_data(cfg, datalist)
     tr, va, te = d.tr, d.va, d.te
     # provenance (issue 13): datalist + SHA-256, case ids per split, image statistics, OOD reference
-    record_training_data(
-        run,
-        cfg,
-        {"training": tr.paths, "validation": va.paths, "test": te.paths},
-        reference=cfg.volume is None,  # the OOD reference describes 2D images
-    )
+    record_training_data(run, cfg, {"training": tr.paths, "validation": va.paths, "test": te.paths})
     log.info(
         "classification data: %d train, %d validation, %d test images (%s, %dpx), %d skipped",
         len(tr.labels),

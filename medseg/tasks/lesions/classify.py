@@ -47,6 +47,7 @@ from medseg.tasks.classification.volumes import crop_for
 from medseg.tasks.cohort import CaseOutputs, CaseResult, finish_cohort, run_cohort
 from medseg.tasks.inputs import CaseInput, expand_inputs, resolve_series
 from medseg.tasks.lesions.instances import resolve_lesion_classes, write_cohort_lesions
+from medseg.tasks.ood import OOD_MODES, check_ood_image, read_reference
 from medseg.transforms.classification import normalize_lite
 from medseg.transforms.lesion_crop import crop_grid_affine, lesion_crop
 from medseg.utils import atomic_write_records
@@ -195,6 +196,7 @@ def classify_lesions(
     command: str = "classify",
     target: str | int | None = None,
     series: str | int | None = None,
+    ood: str = "warn",
 ) -> dict[str, Any]:
     """Classify every lesion of segmented scans with a lesion classifier (a ``volume:`` run).
 
@@ -216,6 +218,8 @@ def classify_lesions(
     target : the class whose Grad-CAM is computed (a name or index; default the positive class).
     series : a folder holding several DICOM series: which one (as ``medseg segment --series``; default the
         series the segment run read, else medseg's automatic choice).
+    ood : ``warn`` | ``refuse`` | ``off``: scans unlike the classifier's training scans (modality, spacing,
+        field of view, intensity; its ``ood_reference.json``) are flagged, skipped, or not checked.
 
     Returns
     -------
@@ -235,6 +239,9 @@ def classify_lesions(
         raise ConfigError(f"operating point {point!r} not available; available: {sorted(points)}")
     temperature = float(info.get("temperature", 1.0))
     cam_class = _class_of(target, names, pos)
+    if ood not in OOD_MODES:
+        raise ConfigError(f"ood must be one of {', '.join(OOD_MODES)}, got {ood!r}")
+    reference = read_reference(model_dir)
     table = resolve_lesion_classes(classes) if classes else None
     dev = select_device(device)
     model.to(dev)
@@ -247,6 +254,7 @@ def classify_lesions(
 
     def one(case: CaseInput, files: CaseOutputs) -> CaseResult:
         img = load(resolve_series(case.image, series if series is not None else case.entry.get("series")))
+        reasons = check_ood_image(img, reference, ood, case.source, modality=vol.scan_modality, spatial_dims=3)
         image = np.asarray(img.array)[0]
         affine = np.asarray(img.affine, float)
         assert case.label is not None
@@ -276,7 +284,7 @@ def classify_lesions(
         hits.extend(float(r["cam_pointing_hit"]) for r in rows if "cam_pointing_hit" in r)
         dices.extend(float(r["cam_dice"]) for r in rows if "cam_dice" in r)
         values = {"n_lesions": len(rows), **{f"n_{n}": calls.count(n) for n in names}}
-        return CaseResult.of(case, values=values)
+        return CaseResult.of(case, flags=["ood"] if reasons else [], ood_reasons=reasons, values=values)
 
     with run:
         run.set(
@@ -286,6 +294,7 @@ def classify_lesions(
             crop=vol.model_dump(),
             cam_class=names[cam_class] if cam else None,
             series=series,
+            ood_mode=ood if reference is not None else f"{ood} (the model has no training reference: no check)",
         )
         t0 = time.perf_counter()
         with run.stage("classify_lesions"):
