@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from medseg.cli_commands import EXIT_OK, EXIT_SOME_SKIPPED
+from medseg.cli_commands import EXIT_OK, EXIT_SOME_SKIPPED, add_config_args
 
 
 def add_parser(sub) -> None:
@@ -17,7 +17,9 @@ def add_parser(sub) -> None:
         "series; or a datalist JSON of image + label), the cases accepted in the report's feedback, and a replay "
         "sample of RUN's training cases. Writes the run folder (run.json and the model card name the parent and "
         "the cases) with finetune.json: Dice before / after on RUN's validation cases and on the corrected cases. "
-        "Exit status 1 when some corrections were left out (each listed with why). See docs/review.md.",
+        "Defaults that differ from RUN's config: train.epochs=20, half its learning rate, no train.max_minutes "
+        "(change them with --set). Exit status 1 when some corrections were left out (each listed with why). "
+        "See docs/review.md.",
     )
     p.add_argument("--model", type=Path, required=True, help="the segmentation run to start from")
     p.add_argument("--corrections", type=Path, required=True, help="folder of corrected labels, or a datalist JSON")
@@ -43,16 +45,11 @@ def add_parser(sub) -> None:
         help="RUN's training cases mixed in so the model does not forget (default: as many as the corrected "
         "cases; 0: none)",
     )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override the new run's config (defaults: train.epochs=20, train.lr = half RUN's, no max_minutes)",
-    )
-    p.add_argument("--out", type=Path, default=None, help="new run folder (default: RUN-finetuned beside RUN)")
-    p.add_argument("--force", action="store_true", help="move an existing run folder aside instead of failing")
+    add_config_args(
+        p,
+        out_help="new run folder (default: RUN-finetuned beside RUN)",
+        force_help="move an existing run folder aside instead of failing",
+    )  # --set: the new run's config (defaults: train.epochs=20, train.lr = half RUN's, no max_minutes)
     p.set_defaults(func=run)
 
 

@@ -50,7 +50,7 @@ from medseg.tasks.cohort import one_line_reason
 from medseg.tasks.inputs import resolve_series
 from medseg.tasks.modelcard import write_model_card
 from medseg.tasks.ood import merge_references
-from medseg.tasks.review_queue import TABLES, read_feedback
+from medseg.tasks.review_queue import TABLES, case_table, read_feedback
 from medseg.tasks.segmentation.data import datalists
 from medseg.tasks.segmentation.files import read_case_image, write_nifti
 from medseg.tasks.segmentation.predict import load_segmenter, predict_case, reference_dice
@@ -89,19 +89,6 @@ def _stem(p: Path) -> str:
             name = name[: -len(suf)]
             break
     return name
-
-
-def _case_table(pred_dir: Path) -> list[dict[str, Any]]:
-    for name in TABLES[:1]:  # segment.json: the only table whose cases have label maps
-        p = pred_dir / name
-        if p.is_file():
-            try:
-                rows = json.loads(p.read_text())
-            except ValueError:
-                raise InputError("unreadable case table", p) from None
-            if isinstance(rows, list):
-                return [dict(r) for r in rows if isinstance(r, Mapping) and r.get("case_id")]
-    raise InputError("no segment.json here: pass the --out folder of medseg segment as --predictions", pred_dir)
 
 
 def _images(row: Mapping[str, Any], base: Path) -> tuple[Path, ...]:
@@ -170,7 +157,8 @@ def find_corrections(
     )
     if pred is None:
         raise InputError("which predictions were corrected? pass --predictions (the medseg segment output)", src)
-    rows = {str(r["case_id"]): r for r in _case_table(pred) if r.get("status") == "ok"}
+    table = case_table(pred, TABLES[:1])  # segment.json: the only table whose cases have label maps
+    rows = {str(r["case_id"]): r for r in table if r.get("case_id") and r.get("status") == "ok"}
     info = json.loads((pred / "run.json").read_text()) if (pred / "run.json").is_file() else {}
     chosen = info.get("series")  # what `segment --series` read in a folder holding several series
     if feedback is None and (pred / "feedback.json").is_file():

@@ -26,7 +26,7 @@ from typing import Any
 from medseg.errors import FileFormatError, InputError, MissingFileError
 from medseg.utils import atomic_write_records
 
-__all__ = ["review_queue", "read_feedback", "QUEUE_COLUMNS", "TABLES"]
+__all__ = ["review_queue", "read_feedback", "case_table", "QUEUE_COLUMNS", "TABLES"]
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +70,12 @@ def read_feedback(path: str | Path) -> dict[str, dict[str, str]]:
     }
 
 
-def _table(pred_dir: Path) -> list[dict[str, Any]]:
-    for name in TABLES:
+def case_table(pred_dir: Path, tables: tuple[str, ...] = TABLES) -> list[dict[str, Any]]:
+    """The rows of a prediction folder's case table (the first of ``tables`` found).
+
+    Raises FileFormatError for an unreadable table, InputError when there is none.
+    """
+    for name in tables:
         p = pred_dir / name
         if p.is_file():
             try:
@@ -82,7 +86,8 @@ def _table(pred_dir: Path) -> list[dict[str, Any]]:
                 raise FileFormatError("a case table is a list of rows", p)
             return rows
     raise InputError(
-        f"no case table ({', '.join(TABLES)}) here: pass the --out folder of medseg segment / detect / classify",
+        f"no case table ({', '.join(tables)}) here: pass the --out folder of medseg "
+        + " / ".join(t.split(".")[0] for t in tables),
         pred_dir,
     )
 
@@ -116,7 +121,7 @@ def review_queue(
     if feedback is None and (pred_dir / "feedback.json").is_file():
         feedback = pred_dir / "feedback.json"
     fb = read_feedback(feedback) if feedback is not None else {}
-    rows = _table(pred_dir)
+    rows = case_table(pred_dir)
     ok = [r for r in rows if r.get("status") == "ok"]
     unknown = sorted(set(fb) - {str(r.get("case_id")) for r in rows})
     if unknown:
