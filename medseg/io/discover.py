@@ -152,9 +152,9 @@ def _dicom_series(found: _Found, path: Path) -> tuple[list[SeriesInfo], list[Ser
     damaged: list[SeriesInfo] = []
     for h in headers:
         try:
-            if is_dicomdir_record(h.ds):
+            if is_dicomdir_record(h.values):
                 continue
-            uid = str(h.ds.get("SeriesInstanceUID", "")) or f"no-series-uid:{h.src}"
+            uid = str(h.values.get("SeriesInstanceUID", "")) or f"no-series-uid:{h.src}"
         except PASS_THROUGH:
             raise
         except BaseException as e:  # a header value that cannot be converted
