@@ -205,3 +205,33 @@ def test_the_bit_mask_is_applied_in_place_only_to_an_array_of_its_own():
     assert _fix_bits(own, _Ds(12)) is own and own.tolist() == [0x0FFF, 0x0FFF, 0x0234]
     signed = np.array([0x0FFF, 0x0800, -1, 5], np.int16)  # 12-bit two's complement: -1, -2048, -1, 5
     assert _fix_bits(signed.copy(), _Ds(12)).tolist() == [-1, -2048, -1, 5]
+
+
+def test_the_collector_pause_ends_with_the_outermost_block_and_keeps_a_switched_off_collector_off(small_ct_series):
+    import gc
+    import threading
+
+    from medseg.io.dicom import collector_paused
+
+    folder, _ = small_ct_series
+    assert gc.isenabled()
+    mio.load(folder)
+    assert gc.isenabled()
+    with collector_paused():
+        assert not gc.isenabled()
+        with collector_paused():
+            pass
+        t = threading.Thread(target=lambda: mio.load(folder))  # another thread's block shares the pause
+        t.start()
+        t.join()
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        mio.load(folder)
+        assert not gc.isenabled()  # the caller had switched it off: it stays off
+    finally:
+        gc.enable()
+    with pytest.raises(MedsegError), collector_paused():
+        mio.load(folder / "no such file")
+    assert gc.isenabled()

@@ -33,12 +33,13 @@ from __future__ import annotations
 
 from medseg.io.dicom.header import Header, is_dicomdir_record, read_dicom_header, read_headers
 from medseg.io.dicom.load import FORMAT, describe_series, load_dicom
-from medseg.io.dicom.source import Source, has_dicm_marker, looks_like_dicom
+from medseg.io.dicom.source import Source, collector_paused, has_dicm_marker, looks_like_dicom
 
 __all__ = [
     "FORMAT",
     "Header",
     "Source",
+    "collector_paused",
     "describe_series",
     "has_dicm_marker",
     "is_dicomdir_record",

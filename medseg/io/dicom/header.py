@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 from medseg.errors import FileFormatError, MedsegError, MissingFileError
-from medseg.io.dicom.source import Source, common_folder, looks_like_dicom, parallel_map
+from medseg.io.dicom.source import Source, collector_paused, common_folder, looks_like_dicom, parallel_map
 from medseg.io.safety import PASS_THROUGH, reading_file, reason_of, third_party_quiet
 
 __all__ = [
@@ -420,7 +420,7 @@ def read_headers(srcs: Sequence[Source]) -> tuple[list[Header], list[tuple[Sourc
     Never raises for one file: whatever reading a file raises (a MedsegError, or anything else as a
     FileFormatError naming it) is returned with the file.
     """
-    with third_party_quiet(common_folder(list(srcs)) if srcs else "DICOM files"):
+    with third_party_quiet(common_folder(list(srcs)) if srcs else "DICOM files"), collector_paused():
         return _read_headers(srcs)
 
 

@@ -19,7 +19,7 @@ from medseg.io.dicom.header import DICOMDIR_SOP, Header, read_dicom_header, read
 from medseg.io.dicom.pixels import build_volume
 from medseg.io.dicom.plan import ALL_LOCALIZERS, Plan, plan_volume
 from medseg.io.dicom.slices import as_number, is_palette
-from medseg.io.dicom.source import Source, common_folder, source_from_str, uid_for_message
+from medseg.io.dicom.source import Source, collector_paused, common_folder, source_from_str, uid_for_message
 from medseg.io.geometry import orientation_code
 from medseg.io.safety import PASS_THROUGH, clean_text, reason_of, safe_reason, third_party_quiet
 from medseg.io.series import SeriesInfo
@@ -58,7 +58,7 @@ def load_dicom(
     GeometryError, FileFormatError, MissingDependencyError : with the file/folder named.
     """
     name = str(series.path) if isinstance(series, SeriesInfo) else str(series)
-    with third_party_quiet(name):
+    with third_party_quiet(name), collector_paused():
         headers = _headers_of(series)
         if not headers:
             raise InputError("no DICOM files to load", path=name)
