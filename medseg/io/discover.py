@@ -18,6 +18,7 @@ from medseg.errors import FileFormatError, MissingFileError
 from medseg.io.dicom import (
     Header,
     Source,
+    collector_paused,
     describe_series,
     has_dicm_marker,
     is_dicomdir_record,
@@ -142,6 +143,11 @@ def _walk(path: Path) -> _Found:
 
 def _dicom_series(found: _Found, path: Path) -> tuple[list[SeriesInfo], list[SeriesInfo]]:
     """(DICOM series sorted by SeriesNumber then UID, unreadable DICOM files)."""
+    with collector_paused():  # headers read, grouped and planned without full collections (see there)
+        return _group_and_describe(found, path)
+
+
+def _group_and_describe(found: _Found, path: Path) -> tuple[list[SeriesInfo], list[SeriesInfo]]:
     headers, bad = read_headers(found.dicom + found.maybe)
     maybe = set(found.maybe)
     # files without a suffix that are not DICOM (README files in DICOMDIR trees) are skipped quietly
@@ -152,9 +158,9 @@ def _dicom_series(found: _Found, path: Path) -> tuple[list[SeriesInfo], list[Ser
     damaged: list[SeriesInfo] = []
     for h in headers:
         try:
-            if is_dicomdir_record(h.ds):
+            if is_dicomdir_record(h.values):
                 continue
-            uid = str(h.ds.get("SeriesInstanceUID", "")) or f"no-series-uid:{h.src}"
+            uid = str(h.values.get("SeriesInstanceUID", "")) or f"no-series-uid:{h.src}"
         except PASS_THROUGH:
             raise
         except BaseException as e:  # a header value that cannot be converted

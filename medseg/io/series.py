@@ -58,6 +58,8 @@ class SeriesInfo:
     localizer: bool = False
     # the DICOM headers already read by discover (medseg.io.dicom's Header records): load reuses them
     _headers: list[Any] = field(default_factory=list, repr=False, compare=False)
+    # the plan describe made from those headers, as (where, resample, Plan): load reuses it for the same arguments
+    _plan: tuple[str, bool, Any] | None = field(default=None, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -66,7 +68,7 @@ class SeriesInfo:
 
     def to_dict(self, with_files: bool = False) -> dict[str, Any]:
         """JSON-friendly dict (files listed only with ``with_files=True``: a series can have thousands)."""
-        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "_headers"}
+        d = {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}
         d["problems"], d["excluded"], d["files"] = list(self.problems), list(self.excluded), list(self.files)
         if not with_files:
             d.pop("files")

@@ -5,10 +5,11 @@ MONAI's ``LoadImage``): those readers sort and stack whatever files they are giv
 exclude localizers, do not detect missing slices, gantry tilt or duplicate positions, and apply one
 rescale slope/intercept to the whole series. medseg parses the headers with pydicom (GDCM-grade
 parsing, every transfer syntax through pydicom's pixel plugins), checks the geometry, and then
-reads uncompressed pixel data straight from the file offsets that pydicom found: faster than
-SimpleITK's C++ reader on the benchmark (see ``benchmarks/io_load.py``). Files are read serially by
-default (measured fastest on local disks); ``MEDSEG_IO_THREADS=N`` reads them with N threads, which
-helps only on network storage. Compressed pixel data decode through ``pydicom``'s plugins (pylibjpeg).
+reads uncompressed pixel data straight from the file offsets that pydicom found: about as fast as
+SimpleITK's C++ reader on the benchmark (``benchmarks/io_load.py``; figures in ``docs/benchmarks.md``).
+Files are read serially by default (measured fastest on local disks); ``MEDSEG_IO_THREADS=N`` reads
+them with N threads, which helps only on network storage. Compressed pixel data decode through
+``pydicom``'s plugins (pylibjpeg).
 
 Geometry rules (``docs/io.md``): slices are sorted by their position projected on the slice normal,
 the slice spacing comes from the positions (never SliceThickness), rescale slope/intercept are
@@ -33,12 +34,13 @@ from __future__ import annotations
 
 from medseg.io.dicom.header import Header, is_dicomdir_record, read_dicom_header, read_headers
 from medseg.io.dicom.load import FORMAT, describe_series, load_dicom
-from medseg.io.dicom.source import Source, has_dicm_marker, looks_like_dicom
+from medseg.io.dicom.source import Source, collector_paused, has_dicm_marker, looks_like_dicom
 
 __all__ = [
     "FORMAT",
     "Header",
     "Source",
+    "collector_paused",
     "describe_series",
     "has_dicm_marker",
     "is_dicomdir_record",

@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 from medseg.errors import FileFormatError, MedsegError, MissingFileError
-from medseg.io.dicom.source import Source, common_folder, looks_like_dicom, parallel_map
+from medseg.io.dicom.source import Source, collector_paused, common_folder, looks_like_dicom, parallel_map
 from medseg.io.safety import PASS_THROUGH, reading_file, reason_of, third_party_quiet
 
 __all__ = [
     "Header",
+    "HeaderValues",
     "read_dicom_header",
     "read_headers",
     "read_headers_strict",
@@ -71,20 +72,91 @@ _USED_KEYWORDS = (
 
 
 @lru_cache(maxsize=1)
-def _used_tags() -> tuple[Any, ...]:
-    """The tags of the elements medseg reads (pydicom ``BaseTag``), computed once."""
+def _used_tags() -> tuple[tuple[str, Any], ...]:
+    """``(keyword, tag)`` of the elements medseg reads (pydicom ``BaseTag``), computed once."""
     from pydicom.datadict import tag_for_keyword  # lazy: keeps `import medseg.io` light
     from pydicom.tag import Tag
 
-    return tuple(Tag(t) for t in (tag_for_keyword(k) for k in _USED_KEYWORDS) if t is not None)
+    tags = ((k, tag_for_keyword(k)) for k in _USED_KEYWORDS)
+    return tuple((k, Tag(t)) for k, t in tags if t is not None)
+
+
+_UNSEEN = object()  # HeaderValues: not looked up yet
+_ABSENT = object()  # HeaderValues: the dataset has no such element / attribute
+
+
+class HeaderValues:
+    """A read-only view of a pydicom Dataset by keyword that looks each answer up once.
+
+    ``view.get("Rows")``, ``"Rows" in view`` and ``view.Rows`` answer exactly what the Dataset
+    answers (pydicom converts every value; the view only remembers the answer), so the view stands in
+    for the Dataset wherever medseg reads header values. Why: a keyword lookup on a pydicom Dataset
+    costs 5-15 µs (keyword -> tag, element access), and planning and building a volume ask each
+    file's header for the same ~30 values several times: on a 300-file series that was ~0.2 s of a
+    ~1 s load (``benchmarks/io_load.py``). Keys that are not strings (tags) go to the Dataset as they
+    are. The Dataset must not be changed after the view is made (medseg never changes it).
+    """
+
+    __slots__ = ("ds", "_values", "_has")
+
+    def __init__(self, ds: Any) -> None:
+        self.ds = ds
+        self._values: dict[str, Any] = {}  # keyword -> value, or _ABSENT
+        self._has: dict[str, bool] = {}  # keyword -> `keyword in ds`
+
+    def _remember(self, keyword: str, present: bool, value: Any) -> None:
+        """Record what the Dataset holds for ``keyword`` (read by the caller through pydicom)."""
+        self._values[keyword] = value if present else _ABSENT
+        self._has[keyword] = present
+
+    def __reduce__(self) -> tuple[type[HeaderValues], tuple[Any]]:
+        return HeaderValues, (self.ds,)  # copies and pickles look the values up again
+
+    def _value(self, key: str) -> Any:
+        value = self._values.get(key, _UNSEEN)
+        if value is _UNSEEN:
+            try:
+                value = getattr(self.ds, key)  # what Dataset.get(key) returns (pydicom converts the value)
+            except AttributeError:
+                value = _ABSENT
+            self._values[key] = value
+        return value
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        """``Dataset.get(key, default)``: the value of the element named ``key`` (a keyword), else ``default``."""
+        if not isinstance(key, str):
+            return self.ds.get(key, default)
+        value = self._value(key)
+        return default if value is _ABSENT else value
+
+    def __contains__(self, key: Any) -> bool:
+        if not isinstance(key, str):
+            return key in self.ds
+        has = self._has.get(key)
+        if has is None:
+            has = self._has[key] = key in self.ds
+        return has
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):  # not a DICOM keyword (and not set yet while unpickling)
+            raise AttributeError(name)
+        value = self._value(name)
+        if value is _ABSENT:
+            raise AttributeError(name)
+        return value
 
 
 @dataclass
 class Header:
-    """One DICOM file's header (no pixel data) and where its pixel bytes start."""
+    """One DICOM file's header (no pixel data) and where its pixel bytes start.
+
+    ``ds`` is the pydicom Dataset; ``values`` reads it by keyword, each value looked up once
+    (:class:`HeaderValues`): medseg reads header values through ``values``.
+    """
 
     src: Source
     ds: Any  # pydicom Dataset (stop_before_pixels)
+    values: HeaderValues
     pixel_offset: int | None  # byte offset of the pixel data value (native transfer syntaxes only)
     native: bool  # uncompressed transfer syntax
     little_endian: bool
@@ -129,24 +201,25 @@ def read_dicom_header(src: str | Path | Source, *, check_truncation: bool = True
         with fp:
             if size == 0:
                 raise FileFormatError("empty file (0 bytes); re-export or re-copy it", path=name)
-            ds, syntax, pos, element = _parse(fp, name)
-        if element.forced and not ("SOPClassUID" in ds or "Rows" in ds):
+            ds, values, syntax, pos, element = _parse(fp, name)
+        if element.forced and not ("SOPClassUID" in values or "Rows" in values):
             raise FileFormatError("not a DICOM file (no 'DICM' marker and no DICOM image elements)", path=name)
         native = syntax.native and not syntax.deflated  # deflated: the bytes on disk are compressed
         offset = None
-        has_pixels = "Rows" in ds and pos < size
-        frames, note = _frame_count(ds, element.length if native else None, name)
+        has_pixels = "Rows" in values and pos < size
+        frames, note = _frame_count(values, element.length if native else None, name)
         if native and has_pixels and element.offset is not None:
             offset = pos + element.offset
             if check_truncation:
-                _check_pixel_length(ds, frames, element.length, size - offset, name)
+                _check_pixel_length(values, frames, element.length, size - offset, name)
         elif native and has_pixels:
             native = False  # float / double pixel data, encapsulated or unusual: let pydicom decode it
-        elif "Rows" in ds and pos >= size and check_truncation and not syntax.deflated:
+        elif "Rows" in values and pos >= size and check_truncation and not syntax.deflated:
             raise FileFormatError("truncated file: no pixel data after the header", path=name)
     return Header(
         src=src,
         ds=ds,
+        values=values,
         pixel_offset=offset,
         native=native,
         little_endian=syntax.little_endian,
@@ -220,8 +293,8 @@ def _open(src: Source) -> tuple[IO[bytes], int]:
         raise FileFormatError(f"cannot read file ({type(e).__name__})", path=name) from None
 
 
-def _parse(fp: IO[bytes], name: str) -> tuple[Any, _Syntax, int, _PixelElement]:
-    """(dataset, transfer syntax, position after the header, the element there)."""
+def _parse(fp: IO[bytes], name: str) -> tuple[Any, HeaderValues, _Syntax, int, _PixelElement]:
+    """(dataset, its values by keyword, transfer syntax, position after the header, the element there)."""
     import pydicom  # lazy: keeps `import medseg.io` light
     from pydicom.errors import InvalidDicomError
 
@@ -236,9 +309,10 @@ def _parse(fp: IO[bytes], name: str) -> tuple[Any, _Syntax, int, _PixelElement]:
         if fm is not None:
             for elem in fm:
                 elem.value  # noqa: B018  (converts the raw element)
-        for tag in _used_tags():
-            if tag in ds:
-                ds[tag]  # noqa: B018  (converts the raw element)
+        values = HeaderValues(ds)
+        for keyword, tag in _used_tags():
+            present = tag in ds
+            values._remember(keyword, present, ds[tag].value if present else None)  # converts the raw element
         syntax = _transfer_syntax(ds)
         pos = fp.tell()
         element = _pixel_element(fp.read(12), syntax, forced)  # must be (7FE0,0010) Pixel Data for the fast path
@@ -252,7 +326,7 @@ def _parse(fp: IO[bytes], name: str) -> tuple[Any, _Syntax, int, _PixelElement]:
         raise FileFormatError(
             f"corrupt DICOM header ({type(e).__name__}: {reason_of(str(e))}); the file is damaged", path=name
         ) from None
-    return ds, syntax, pos, element
+    return ds, values, syntax, pos, element
 
 
 def _transfer_syntax(ds: Any) -> _Syntax:
@@ -267,6 +341,21 @@ def _transfer_syntax(ds: Any) -> _Syntax:
             ts = pydicom.uid.ImplicitVRLittleEndian
         else:
             ts = pydicom.uid.ExplicitVRLittleEndian if little or little is None else pydicom.uid.ExplicitVRBigEndian
+    if isinstance(ts, str):
+        return _syntax_of_uid(str(ts))  # a UID (str) or a plain string: the same answer for the same text
+    return _syntax_of(ts)
+
+
+@lru_cache(maxsize=64)
+def _syntax_of_uid(ts: str) -> _Syntax:
+    """:func:`_syntax_of` once per UID text (the files of a series share one)."""
+    return _syntax_of(ts)
+
+
+def _syntax_of(ts: Any) -> _Syntax:
+    """What the transfer syntax value ``ts`` says."""
+    import pydicom  # lazy: keeps `import medseg.io` light
+
     deflated = str(ts) == pydicom.uid.DeflatedExplicitVRLittleEndian
     try:
         uid = pydicom.uid.UID(ts)
@@ -331,7 +420,7 @@ def read_headers(srcs: Sequence[Source]) -> tuple[list[Header], list[tuple[Sourc
     Never raises for one file: whatever reading a file raises (a MedsegError, or anything else as a
     FileFormatError naming it) is returned with the file.
     """
-    with third_party_quiet(common_folder(list(srcs)) if srcs else "DICOM files"):
+    with third_party_quiet(common_folder(list(srcs)) if srcs else "DICOM files"), collector_paused():
         return _read_headers(srcs)
 
 

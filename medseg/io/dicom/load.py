@@ -19,7 +19,7 @@ from medseg.io.dicom.header import DICOMDIR_SOP, Header, read_dicom_header, read
 from medseg.io.dicom.pixels import build_volume
 from medseg.io.dicom.plan import ALL_LOCALIZERS, Plan, plan_volume
 from medseg.io.dicom.slices import as_number, is_palette
-from medseg.io.dicom.source import Source, common_folder, source_from_str, uid_for_message
+from medseg.io.dicom.source import Source, collector_paused, common_folder, source_from_str, uid_for_message
 from medseg.io.geometry import orientation_code
 from medseg.io.safety import PASS_THROUGH, clean_text, reason_of, safe_reason, third_party_quiet
 from medseg.io.series import SeriesInfo
@@ -58,17 +58,17 @@ def load_dicom(
     GeometryError, FileFormatError, MissingDependencyError : with the file/folder named.
     """
     name = str(series.path) if isinstance(series, SeriesInfo) else str(series)
-    with third_party_quiet(name):
+    with third_party_quiet(name), collector_paused():
         headers = _headers_of(series)
         if not headers:
             raise InputError("no DICOM files to load", path=name)
         where = common_folder([h.src for h in headers]) if len(headers) > 1 else str(headers[0].src)
-        ds0 = headers[0].ds
+        ds0 = headers[0].values
         if "Rows" not in ds0:
             raise FileFormatError(
                 f"not an image (SOP class {uid_for_message(ds0.get('SOPClassUID'))}; no pixel data)", path=where
             )
-        plan = _plan(headers, where, resample)
+        plan = _cached_plan(series, where, resample) or _plan(headers, where, resample)
         if plan.errors:
             cls, msg = plan.errors[0]
             raise cls(msg, path=where)
@@ -105,6 +105,19 @@ def _plan(headers: list[Header], where: str, resample: bool) -> Plan:
         ) from None
 
 
+def _cached_plan(series: object, where: str, resample: bool) -> Plan | None:
+    """The plan :func:`describe_series` made for ``series`` (a SeriesInfo of discover) with the same arguments.
+
+    Planning is deterministic and reads only the headers, which the SeriesInfo keeps: the same
+    headers, ``where`` and ``resample`` give the same plan, so ``load(discover(...)[i])`` plans once.
+    """
+    if isinstance(series, SeriesInfo) and series._plan is not None and series._plan[:2] == (where, resample):
+        plan = series._plan[2]
+        assert isinstance(plan, Plan)
+        return plan
+    return None
+
+
 def _headers_of(series: SeriesInfo | str | Path | Sequence[str | Path]) -> list[Header]:
     """The headers to build from: those ``discover`` already read, or read now."""
     if isinstance(series, SeriesInfo):
@@ -119,7 +132,7 @@ def _to_metatensor(arr: np.ndarray, plan: Plan, headers: list[Header], where: st
     import torch  # lazy: keeps `import medseg.io` light (torch, MONAI)
     from monai.data import MetaTensor
 
-    ds = headers[0].ds
+    ds = headers[0].values
     affine = plan.affine
     used = sorted({str(s.hdr.src) for vol in plan.volumes for s in vol})
     problems = list(plan.problems)
@@ -150,7 +163,8 @@ def _to_metatensor(arr: np.ndarray, plan: Plan, headers: list[Header], where: st
         "spatial_shape": np.array(arr.shape[1:]),
     }
     t = torch.from_numpy(arr)  # keeps the (C, X, Y, Z) transposed view: no copy
-    return MetaTensor(t, affine=torch.as_tensor(affine, dtype=torch.float64), meta=meta)
+    # a copy: the plan (and its affine) may be reused by the next load of the same SeriesInfo
+    return MetaTensor(t, affine=torch.tensor(affine, dtype=torch.float64), meta=meta)
 
 
 def _uid(value: object) -> str | None:
@@ -164,7 +178,7 @@ def describe_series(headers: list[Header], resample: bool = False) -> SeriesInfo
 
     Never raises: a header value that cannot be read makes an ``"error: ..."`` problem.
     """
-    ds = headers[0].ds
+    ds = headers[0].values
     where = common_folder([h.src for h in headers])
     info = SeriesInfo(
         kind="dicom", path=where, n_files=len(headers), files=[str(h.src) for h in headers], _headers=headers
@@ -182,6 +196,7 @@ def describe_series(headers: list[Header], resample: bool = False) -> SeriesInfo
             )
             return info
         plan = _plan(headers, where, resample)
+        info._plan = (where, resample, plan)
     except MedsegError as e:
         info.problems.append(f"error: {e}")
         return info

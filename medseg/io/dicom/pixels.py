@@ -49,11 +49,14 @@ def _fix_bits(arr: np.ndarray, ds: Any) -> np.ndarray:
     bits = arr.dtype.itemsize * 8
     stored = int(as_number(ds.get("BitsStored", bits), bits))
     if 0 < stored < bits:
+        if not arr.flags.writeable or not arr.flags.owndata:
+            arr = arr.copy()  # in place below: never into a caller's (or the decoder cache's) array
         if arr.dtype.kind == "u":
-            arr = arr & np.array((1 << stored) - 1, arr.dtype)
+            np.bitwise_and(arr, np.array((1 << stored) - 1, arr.dtype), out=arr)
         else:
             shift = bits - stored
-            arr = (arr << shift) >> shift
+            np.left_shift(arr, shift, out=arr)
+            np.right_shift(arr, shift, out=arr)
     return arr
 
 
@@ -158,7 +161,7 @@ class PixelCache:
 def read_frame(sl: Slice, cache: PixelCache, spp: int) -> np.ndarray:
     """``(rows, cols[, spp])`` raw stored values of one slice / frame (RGB for palette colour)."""
     h = sl.hdr
-    ds = h.ds
+    ds = h.values
     rows, cols = int(ds.Rows), int(ds.Columns)
     frames = h.frames
     dt = _native_dtype(ds, h.little_endian) if h.native else None
@@ -180,13 +183,12 @@ def read_frame(sl: Slice, cache: PixelCache, spp: int) -> np.ndarray:
         arr = np.fromfile(h.src.path, dtype=dt, count=per, offset=off)
         if arr.size != per:
             raise FileFormatError(f"truncated file: pixel data ends early (frame {sl.frame or 0})", path=str(h.src))
+        arr = _fix_bits(arr.astype(dt.newbyteorder("="), copy=False), ds)  # element-wise: before the reshape
         if spp == 1:
-            arr = arr.reshape(rows, cols)
-        elif planar == 1:
-            arr = np.moveaxis(arr.reshape(spp, rows, cols), 0, -1)
-        else:
-            arr = arr.reshape(rows, cols, spp)
-        return _fix_bits(arr.astype(dt.newbyteorder("="), copy=False), ds)
+            return arr.reshape(rows, cols)
+        if planar == 1:
+            return np.moveaxis(arr.reshape(spp, rows, cols), 0, -1)
+        return arr.reshape(rows, cols, spp)
     arr = cache.get(h)
     if frames > 1:
         if arr.ndim < 3 or arr.shape[0] < frames:
@@ -233,6 +235,11 @@ def _rescale_into(out: np.ndarray, v: int, k: int, raw: np.ndarray, sl: Slice, s
     """``out[channels of volume v, k] = raw * slope + intercept`` (without temporaries for one channel)."""
     if spp == 1:
         dst = out[v, k]
+        if sl.slope == 1 and sl.intercept != 0 and dst.dtype.kind == "f":
+            # one pass instead of a copy and an add, with the same operations: the stored values cast to
+            # the output type, then the intercept (rounded to that type) added in that type
+            np.add(raw, dst.dtype.type(sl.intercept), out=dst, dtype=dst.dtype, casting="unsafe")
+            return
         if sl.slope != 1:
             np.multiply(raw, sl.slope, out=dst, casting="unsafe")
         else:

@@ -152,8 +152,8 @@ def _plan_without_geometry(slices: list[Slice], where: str, f: Findings) -> Plan
         f.problems.append(f"PixelSpacing {list(ps)} is not positive: 1.0 mm used (pixel units)")
         ps = (1.0, 1.0)
     aff = dicom_affine([1, 0, 0, 0, 1, 0], [0, 0, 0], ps, None)
-    h0 = slices[0].hdr.ds
-    sizes = {(s.hdr.ds.get("Rows"), s.hdr.ds.get("Columns")) for s in slices}
+    h0 = slices[0].hdr.values
+    sizes = {(s.hdr.values.get("Rows"), s.hdr.values.get("Columns")) for s in slices}
     if len(sizes) > 1:
         f.fail(
             GeometryError,
@@ -209,7 +209,7 @@ def _one_orientation(slices: list[Slice], where: str, f: Findings) -> list[Slice
 
 def _matrix(slices: list[Slice], where: str, f: Findings) -> tuple[int, int, int] | None:
     """``(rows, columns, samples per pixel)``; every slice must have the same matrix and pixel spacing."""
-    h0 = slices[0].hdr.ds
+    h0 = slices[0].hdr.values
     try:
         rows, cols = int(h0.Rows), int(h0.Columns)
     except Exception:
@@ -217,7 +217,7 @@ def _matrix(slices: list[Slice], where: str, f: Findings) -> tuple[int, int, int
         return None
     spp = samples_out(h0)
     for s in slices:
-        d = s.hdr.ds
+        d = s.hdr.values
         if (_int(d.get("Rows")), _int(d.get("Columns"))) != (rows, cols):
             f.fail(
                 GeometryError,

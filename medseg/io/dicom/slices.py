@@ -102,13 +102,13 @@ def _common_keys(ds: Any) -> dict[str, Any]:
         "TemporalPositionIdentifier": ds.get("TemporalPositionIdentifier"),
         "EchoNumbers": ds.get("EchoNumbers"),
         "TriggerTime": ds.get("TriggerTime"),
-        "DiffusionBValue": ds.get((0x0018, 0x9087)).value if (0x0018, 0x9087) in ds else None,
+        "DiffusionBValue": ds.get("DiffusionBValue"),
     }
 
 
 def slices_of(h: Header) -> list[Slice]:
     """The frames of one file, each with its own position, orientation, pixel spacing and rescale."""
-    ds = h.ds
+    ds = h.values
     frames = h.frames
     image_type = tuple(str(x).upper() for x in (ds.get("ImageType") or []))
     if "PerFrameFunctionalGroupsSequence" in ds:
@@ -148,7 +148,7 @@ def slices_of(h: Header) -> list[Slice]:
 
 def _enhanced_frame(h: Header, f: int, image_type: tuple[str, ...]) -> Slice:
     """Frame ``f`` of an enhanced multi-frame file (per-frame functional groups, shared as fall-back)."""
-    ds = h.ds
+    ds = h.values
     pos = _frame_group(ds, f, "PlanePositionSequence")
     ori = _frame_group(ds, f, "PlaneOrientationSequence")
     pm = _frame_group(ds, f, "PixelMeasuresSequence")

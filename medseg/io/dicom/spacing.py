@@ -83,7 +83,7 @@ def stack_spacing(
     pixel_size : ``(dx, dy)`` mm (along a row, down a column).
     """
     if len(vol) == 1:
-        ds = vol[0].hdr.ds
+        ds = vol[0].hdr.values
         thick = as_number(ds.get("SpacingBetweenSlices") or ds.get("SliceThickness"), 1.0)
         return StackSpacing(thick if thick > 0 else 1.0)
     s_arr = np.array([s.s for s in vol])

@@ -85,7 +85,7 @@ def _drop_copies(clusters: list[list[Slice]], findings: Findings) -> list[list[S
         seen: set[tuple[str, int | None]] = set()
         out = []
         for s in cl:
-            key = (str(s.hdr.ds.get("SOPInstanceUID", "")), s.frame)
+            key = (str(s.hdr.values.get("SOPInstanceUID", "")), s.frame)
             if key in seen and key[0]:
                 ncopies += 1
                 findings.excluded.append(f"{s.hdr.src}: duplicate of another file (same SOPInstanceUID)")
