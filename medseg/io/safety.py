@@ -223,6 +223,11 @@ def third_party_quiet(where: str, *, emit: bool = True) -> Iterator[ThirdPartyNo
                 original = warnings.showwarning
 
                 def show(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+                    if issubclass(category, ResourceWarning):
+                        # raised when the garbage collector closes some other object (e.g. pydicom's DICOMDIR
+                        # FileSet cleaning its temporary folder): not a note on the file being read. Python
+                        # ignores these by default; so do we
+                        return
                     active = _ACTIVE.get()
                     if active is not None:
                         active.add(str(message))
