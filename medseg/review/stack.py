@@ -28,7 +28,16 @@ from skimage.segmentation import find_boundaries
 from medseg.palette import class_color
 from medseg.review.annotate import draw_letters
 from medseg.review.orientation import best_index, canonical, orientation_letters, slice_2d, spacing_of, view_axes
-from medseg.review.windowing import Window, as_array, gray_to_rgb, names_map, physical_shape, resize_2d, unit_to_uint8
+from medseg.review.windowing import (
+    Window,
+    as_array,
+    gray_to_rgb,
+    names_map,
+    physical_shape,
+    resize_2d,
+    unit_to_uint8,
+    window_image,
+)
 from medseg.utils import atomic_write_text
 
 __all__ = ["slice_stack", "write_stack"]
@@ -121,7 +130,12 @@ def slice_stack(
     present: set[int] = set()
     for k in picks:
         sl = slice_2d(img, axes, int(k), flip_rows)
-        rgb = np.clip(resize_2d(gray_to_rgb(sl, window), shape, order=1), 0.0, 1.0)
+        if (
+            sl.ndim == 2
+        ):  # window and resize the one grey channel, then make it RGB (the same pixels, a third of the work)
+            rgb = np.repeat(np.clip(resize_2d(window_image(sl, window), shape, order=1), 0.0, 1.0)[..., None], 3, 2)
+        else:
+            rgb = np.clip(resize_2d(gray_to_rgb(sl, window), shape, order=1), 0.0, 1.0)
         images.append(_data_uri(draw_letters(unit_to_uint8(rgb), letters), "JPEG"))
         if lab is not None:
             ls = resize_2d(slice_2d(lab, axes, int(k), flip_rows).astype(np.int32), shape, order=0)

@@ -16,6 +16,13 @@ The summary (:class:`CohortSummary`) has the same keys in every command (``comma
 ``seconds``, ``exit_code``) plus the task's own figures. ``exit_code`` is what ``medseg`` exits
 with: 0 every case ok, 1 some skipped, 3 every case failed (2 is a usage or config error).
 
+Overlap (issue 14): ``prefetch`` reads the next case and a ``process`` that returns :class:`Pending`
+(its outputs still to write) has them written by the same background thread while the next case
+runs, as nnU-Net's predictor does; at most one case is being written while the next one computes,
+the rows stay in input order and a failed write skips only its own case (its files removed).
+``MEDSEG_COHORT_OVERLAP=0`` (or ``run_cohort(..., overlap=False)``) does every case in turn: the
+outputs are the same either way.
+
 Shards (issue 14): within :func:`sharding` (``--shard i/n`` of the predict commands, or rank i of n
 under torchrun) :func:`run_cohort` processes only the cases ``i, i + n, i + 2n ...`` of the expanded
 input list (round robin, as nnU-Net's ``-part_id/-num_parts``: deterministic, and slow cases spread
@@ -27,8 +34,10 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import json
 import logging
+import os
 import shutil
 import sys
 import time
@@ -54,6 +63,7 @@ __all__ = [
     "EXIT_ALL_FAILED",
     "CaseOutputs",
     "CaseResult",
+    "Pending",
     "CohortSummary",
     "one_line_reason",
     "run_cohort",
@@ -307,6 +317,59 @@ class CohortSummary:
         return out
 
 
+@dataclass(frozen=True)
+class Pending:
+    """What ``process`` returns when the rest of its case (writing the outputs) can run in the background.
+
+    ``finish()`` writes the case's files (registered with the case's :class:`CaseOutputs`, as in
+    ``process``) and returns its :class:`CaseResult`. It runs after ``process`` returns, in the
+    cohort's background thread while the next case computes (or at once when overlap is off), so it
+    must only use what ``process`` computed for this case (no state shared with the next one).
+    """
+
+    finish: Callable[[], CaseResult]
+
+
+#: the environment variable that turns the overlap of reading / writing with the network off ("0")
+OVERLAP_ENV = "MEDSEG_COHORT_OVERLAP"
+
+
+def _overlap_default() -> bool:
+    return os.environ.get(OVERLAP_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def _settle(
+    case: CaseInput, files: CaseOutputs, step: Callable[[], CaseResult | Pending], *, defer: bool = False
+) -> CaseResult | Pending:
+    """Run ``step`` (the case's work, or the rest of it) isolated: any failure -> a skipped result, files removed.
+
+    A :class:`Pending` is finished here too, unless ``defer`` (then it is returned as it is, for the
+    writer). ``KeyboardInterrupt`` and ``SystemExit`` remove the case's files and stop the cohort.
+    """
+    try:
+        res = step()
+        if isinstance(res, Pending):
+            if defer:
+                return res
+            res = res.finish()
+        res.outputs = {**files.outputs, **res.outputs}
+        return res
+    except (KeyboardInterrupt, SystemExit):
+        files.remove_all()
+        raise
+    except BaseException as e:  # noqa: BLE001  one case (even a decoder panic) never stops the cohort
+        removed = files.remove_all()
+        res = CaseResult.of(case, status="skipped", reason=one_line_reason(e))
+        log.error(
+            "%s: skipped: %s%s",
+            case.case_id,
+            res.reason,
+            f" ({len(removed)} partial output(s) removed)" if removed else "",
+        )
+        log.debug("%s: traceback", case.case_id, exc_info=e)
+        return res
+
+
 def _progress(total: int, desc: str, enabled: bool | None) -> Any:
     """A tqdm bar on stderr (ETA included), disabled when stderr is not a terminal (logs, CI, pipes)."""
     on = sys.stderr.isatty() if enabled is None else enabled
@@ -315,65 +378,92 @@ def _progress(total: int, desc: str, enabled: bool | None) -> Any:
 
 def run_cohort(
     cases: Sequence[CaseInput],
-    process: Callable[[CaseInput, CaseOutputs], CaseResult],
+    process: Callable[[CaseInput, CaseOutputs], CaseResult | Pending],
     *,
     out: str | Path,
     command: str,
     progress: bool | None = None,
     prefetch: Callable[[CaseInput], Any] | None = None,
+    overlap: bool | None = None,
 ) -> list[CaseResult]:
     """Run ``process`` on every case; a failing case is skipped (its outputs removed), the others run.
 
     Parameters
     ----------
     cases : the cases, from :func:`medseg.tasks.inputs.expand_inputs`.
-    process : ``process(case, files) -> CaseResult``; it registers every file it writes with
-        ``files.path(...)`` and records it with ``files.add(kind, path)``.
+    process : ``process(case, files) -> CaseResult | Pending``; it registers every file it writes with
+        ``files.path(...)`` and records it with ``files.add(kind, path)``. Returning :class:`Pending`
+        hands the rest of the case (writing its outputs) to the background thread.
     out : the run folder (root of :class:`CaseOutputs`).
     command : name shown on the progress bar and in the log.
     progress : show the progress bar (default: when stderr is a terminal).
     prefetch : ``prefetch(case) -> input``: read the next case's input in a background thread while
         ``process`` works on the current one (nnU-Net's predictor overlaps them the same way); the
         process gets it with ``files.loaded(fallback)``. At most two inputs are held at a time.
+    overlap : read ahead (``prefetch``) and write behind (:class:`Pending`) in one background thread
+        (default: on unless ``MEDSEG_COHORT_OVERLAP=0``); off, every case is read, computed and written
+        in turn. The results and files are the same either way.
 
     Returns
     -------
     one :class:`CaseResult` per case, in input order.
     """
-    results: list[CaseResult] = []
     shard = active_shard()
     if shard is not None:
         total = len(cases)
         cases = shard.take(cases)
         log.info("%s: shard %s: %d of %d case(s)", command, shard, len(cases), total)
-    pool = ThreadPoolExecutor(1, thread_name_prefix="medseg-prefetch") if prefetch is not None else None
+    results: list[CaseResult | None] = [None] * len(cases)
+    if overlap is None:
+        overlap = _overlap_default()
+    # one background thread, first in first out: it reads case k+1 (submitted when case k starts), then
+    # writes case k (submitted when its network is done), then reads case k+2 ...: reads never wait
+    # behind more than one write, and at most one case is being written while the next one computes
+    pool = ThreadPoolExecutor(1, thread_name_prefix="medseg-cohort-io") if overlap else None
     ahead: Future | None = pool.submit(prefetch, cases[0]) if pool is not None and prefetch and cases else None
+    writing: tuple[int, Future, float] | None = None  # (case index, its write, seconds of its process)
+
+    def settled(k: int, res: CaseResult, seconds: float) -> None:
+        res.seconds = round(seconds, 3)
+        results[k] = res
+        bar.update(1)
+
+    def drain() -> None:  # wait for the case being written (its failure is already its own result)
+        nonlocal writing
+        if writing is not None:
+            k, fut, before = writing
+            writing = None
+            res, took = fut.result()
+            settled(k, res, before + took)
+
     with _progress(len(cases), command, progress) as bar, pool or contextlib.nullcontext():
-        for k, case in enumerate(cases):
-            files = CaseOutputs(Path(out), case.case_id, preloaded=ahead)
-            if pool is not None and prefetch is not None:  # the next case loads while this one runs
-                ahead = pool.submit(prefetch, cases[k + 1]) if k + 1 < len(cases) else None
-            t0 = time.perf_counter()
-            try:
-                res = process(case, files)
-                res.outputs = {**files.outputs, **res.outputs}
-            except (KeyboardInterrupt, SystemExit):
-                files.remove_all()
-                raise
-            except BaseException as e:  # noqa: BLE001  one case (even a decoder panic) never stops the cohort
-                removed = files.remove_all()
-                res = CaseResult.of(case, status="skipped", reason=one_line_reason(e))
-                log.error(
-                    "%s: skipped: %s%s",
-                    case.case_id,
-                    res.reason,
-                    f" ({len(removed)} partial output(s) removed)" if removed else "",
-                )
-                log.debug("%s: traceback", case.case_id, exc_info=e)
-            res.seconds = round(time.perf_counter() - t0, 3)
-            results.append(res)
-            bar.update(1)
-    return results
+        try:
+            for k, case in enumerate(cases):
+                files = CaseOutputs(Path(out), case.case_id, preloaded=ahead)
+                if pool is not None and prefetch is not None:  # the next case loads while this one runs
+                    ahead = pool.submit(prefetch, cases[k + 1]) if k + 1 < len(cases) else None
+                t0 = time.perf_counter()
+                res = _settle(case, files, functools.partial(process, case, files), defer=pool is not None)
+                before = time.perf_counter() - t0
+                drain()  # at most one case in the writer
+                if isinstance(res, Pending) and pool is not None:
+                    writing = (k, pool.submit(_timed, case, files, res), before)
+                elif isinstance(res, CaseResult):
+                    settled(k, res, before)
+            drain()
+        except BaseException:
+            if pool is not None:  # a case being written finishes (its files are written atomically)
+                pool.shutdown(wait=True, cancel_futures=True)
+            raise
+    return [r for r in results if r is not None]
+
+
+def _timed(case: CaseInput, files: CaseOutputs, pending: Pending) -> tuple[CaseResult, float]:
+    """The writer's job: finish ``pending`` isolated; its result and seconds."""
+    t0 = time.perf_counter()
+    res = _settle(case, files, pending.finish)
+    assert isinstance(res, CaseResult)  # finished: not deferred
+    return res, time.perf_counter() - t0
 
 
 def finish_cohort(

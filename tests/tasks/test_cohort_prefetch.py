@@ -36,7 +36,7 @@ def test_prefetch_overlaps_reading_with_processing_and_keeps_failures_per_case(t
     assert [r.status for r in results] == ["ok", "ok", "skipped", "ok", "ok"]
     assert results[2].reason == "Panic: damaged frame"
     assert [r.values["data"] for r in results if r.ok] == [f"pixels of c{i}" for i in (0, 1, 3, 4)]
-    assert all(name.startswith("medseg-prefetch") for name in readers) and len(readers) == 5
+    assert all(name.startswith("medseg-cohort-io") for name in readers) and len(readers) == 5
     assert took < 0.9  # 5 x (100 ms read + 100 ms work) = 1 s in sequence; overlapped ~0.6 s
     # without prefetch the process reads by itself
     plain = run_cohort(cases[:1], process, out=tmp_path / "run2", command="test", progress=False)

@@ -28,7 +28,7 @@ from medseg.io.wsi import is_slide, open_slide
 from medseg.review.cases import ReviewCase
 from medseg.review.overlay import save_png, shrink
 from medseg.runs import Run
-from medseg.tasks.cohort import CaseOutputs, CaseResult, finish_cohort, run_cohort
+from medseg.tasks.cohort import CaseOutputs, CaseResult, Pending, finish_cohort, run_cohort
 from medseg.tasks.detection.data import DEFAULT_PIXEL_SIZE_UM, open_image
 from medseg.tasks.detection.outputs import overlay_markers, to_geojson, write_detections_csv
 from medseg.tasks.detection.params import DetectionParams
@@ -188,25 +188,29 @@ def _detect_cases_to(
         flags = ["ood", "needs_review"] if reasons else []
         return CaseResult.of(case, flags=flags, ood_reasons=reasons, values=values, review=review)
 
-    def one(case: CaseInput, files: CaseOutputs) -> CaseResult:
+    def one(case: CaseInput, files: CaseOutputs) -> CaseResult | Pending:
         if is_slide(case.image, min_pixels=0):  # vendor slides and every tiled pyramidal TIFF
             return slide(case, files)
         cid = case.case_id
         img = open_image(case.image, modality=cfg.data.modality)  # the run's microscopy preset, as in training
         reasons = check_ood_2d(img, reference, ood, case.source)
         pts, sc = detect_tiled(fn, img, **tiling)
-        thumb = overlay = None
-        if img.shape[0] * img.shape[1] <= MAX_OVERLAY_PIXELS:
-            rgb = overlay_markers(img, pts, [p.output_class] * len(pts), sc)
-            overlay = files.add("overlay", save_png(rgb, files.path(f"{cid}_overlay.png")))
-            thumb = str(save_png(shrink(rgb), files.path("thumbnails", f"{cid}.png")).resolve())
-        um, um_source = image_pixel_size(case.image, cfg.data.pixel_size_um)  # the image's own tags, else the run's
-        area_mm2 = img.shape[0] * img.shape[1] * (um * 1e-3) ** 2
         n_pixels[0] += img.shape[0] * img.shape[1]
-        extra = {"pixel_size_um": round(um, 6), "pixel_size_source": um_source}
-        return finish(
-            case, files, pts, sc, area_mm2=area_mm2, reasons=reasons, thumb=thumb, overlay=overlay, extra=extra
-        )
+
+        def write() -> CaseResult:  # the overlay, thumbnail and tables: written while the next image runs
+            thumb = overlay = None
+            if img.shape[0] * img.shape[1] <= MAX_OVERLAY_PIXELS:
+                rgb = overlay_markers(img, pts, [p.output_class] * len(pts), sc)
+                overlay = files.add("overlay", save_png(rgb, files.path(f"{cid}_overlay.png")))
+                thumb = str(save_png(shrink(rgb), files.path("thumbnails", f"{cid}.png")).resolve())
+            um, um_source = image_pixel_size(case.image, cfg.data.pixel_size_um)  # the image's tags, else the run's
+            area_mm2 = img.shape[0] * img.shape[1] * (um * 1e-3) ** 2
+            extra = {"pixel_size_um": round(um, 6), "pixel_size_source": um_source}
+            return finish(
+                case, files, pts, sc, area_mm2=area_mm2, reasons=reasons, thumb=thumb, overlay=overlay, extra=extra
+            )
+
+        return Pending(write)
 
     def slide(case: CaseInput, files: CaseOutputs) -> CaseResult:
         """A whole slide: tiles over tissue, level-0 pixel and µm coordinates, a thumbnail for review."""
