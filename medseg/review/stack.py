@@ -50,7 +50,9 @@ def _data_uri(a: np.ndarray, fmt: str) -> str:
         im.save(buf, format="JPEG", quality=88)
         mime = "image/jpeg"
     else:
-        im.save(buf, format="PNG", optimize=True)
+        # zlib level 6 (Pillow's default) instead of optimize=True (level 9 + filter search): 3-4x faster to
+        # encode for ~11 % more bytes, and the label layers were the largest share of a cohort's review time
+        im.save(buf, format="PNG", compress_level=6)
         mime = "image/png"
     return f"data:{mime};base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
