@@ -27,6 +27,7 @@ from torch import nn
 
 __all__ = [
     "sliding_window_probs",
+    "stitch_device",
     "predict_probs",
     "postprocess_labels",
     "entropy_uncertainty",
@@ -79,23 +80,38 @@ def sliding_window_probs(
     """
     device = torch.device(device)
     model.eval()
-    inferer = SlidingWindowInferer(
-        roi_size=list(roi_size),
-        sw_batch_size=sw_batch_size,
-        overlap=overlap,
-        mode="gaussian",
-        sigma_scale=sigma_scale,
-        padding_mode="replicate",
-        sw_device=device,
-        device=device,
-        progress=False,
-    )
     x = torch.as_tensor(image).to(device)
     use_amp = bool(amp) and device.type == "cuda"
+    free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else None
+    blend = [stitch_device(device, n_classes=None, spatial_shape=tuple(x.shape[2:]), free_bytes=free)]
+
+    def inferer(out_device: torch.device) -> SlidingWindowInferer:
+        # the windows run on `device`; MONAI blends them on `out_device` (GPU-side stitching when it fits)
+        return SlidingWindowInferer(
+            roi_size=list(roi_size),
+            sw_batch_size=sw_batch_size,
+            overlap=overlap,
+            mode="gaussian",
+            sigma_scale=sigma_scale,
+            padding_mode="replicate",
+            sw_device=device,
+            device=out_device,
+            progress=False,
+        )
 
     def run(inp: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(device_type=device.type, enabled=use_amp):
-            out = inferer(inp, lambda t: _logits(model(t)))
+        try:
+            with torch.autocast(device_type=device.type, enabled=use_amp):
+                out = inferer(blend[0])(inp, lambda t: _logits(model(t)))
+        except torch.OutOfMemoryError:
+            if blend[0].type == "cpu":
+                raise
+            # nnU-Net's fallback too: the blended output did not fit next to the network; blend on the CPU
+            log.warning("GPU memory ran out while blending the windows: blending this image on the CPU (slower)")
+            torch.cuda.empty_cache()
+            blend[0] = torch.device("cpu")
+            with torch.autocast(device_type=device.type, enabled=use_amp):
+                out = inferer(blend[0])(inp, lambda t: _logits(model(t)))
         return torch.softmax(torch.as_tensor(out).float(), dim=1)
 
     def member(f: tuple[int, ...]) -> torch.Tensor:  # probabilities of the image flipped along f, flipped back
@@ -116,6 +132,33 @@ def sliding_window_probs(
         mean_lab = probs.argmax(1)
         disagreement = torch.stack([(m != mean_lab).float() for m in members]).mean(0)
     return probs, disagreement
+
+
+def stitch_device(
+    device: torch.device,
+    *,
+    n_classes: int | None,
+    spatial_shape: Sequence[int],
+    free_bytes: int | None,
+    margin: float = 0.5,
+) -> torch.device:
+    """Where the sliding window's output is blended: on ``device`` (GPU-side stitching, no copies back and
+    forth) when the blended output fits in ``margin`` of the free GPU memory, else on the CPU.
+
+    Parameters
+    ----------
+    device : where the network runs.
+    n_classes : output channels (None: assume 8, a generous segmentation head).
+    spatial_shape : the image's spatial shape.
+    free_bytes : free memory on ``device`` (``torch.cuda.mem_get_info``), None for a CPU device.
+    margin : the fraction of the free memory the output and MONAI's count map may take.
+
+    The output is float32 ``(K, *S)`` plus a count map of ``*S``, each held twice while blending.
+    """
+    if device.type == "cpu" or free_bytes is None:
+        return device
+    need = 2 * 4 * ((n_classes or 8) + 1) * math.prod(int(s) for s in spatial_shape)
+    return device if need <= margin * free_bytes else torch.device("cpu")
 
 
 def predict_probs(

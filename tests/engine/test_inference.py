@@ -62,3 +62,14 @@ def test_entropy_uncertainty_and_volumes():
     assert entropy_uncertainty(sure, torch.ones(4, 4)) < 1e-3
     vols = component_volumes_ml(np.ones((10, 10, 10), np.uint8), np.diag([-2.0, -2.0, 3.0, 1.0]), ["bg", "liver"])
     assert vols == {"liver": 12.0}
+
+
+def test_windows_are_blended_on_the_gpu_only_when_the_output_fits():
+    from medseg.engine.inference import stitch_device
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")  # a device object needs no GPU
+    shape = (512, 512, 300)  # a CT: (3 classes + count map) x 4 bytes x 2 copies = 2.5 GB blended
+    assert stitch_device(cpu, n_classes=3, spatial_shape=shape, free_bytes=None) == cpu
+    assert stitch_device(cuda, n_classes=3, spatial_shape=shape, free_bytes=40 * 2**30) == cuda  # 40 GiB free
+    assert stitch_device(cuda, n_classes=3, spatial_shape=shape, free_bytes=4 * 2**30) == cpu  # 4 GiB: the CPU
+    assert stitch_device(cuda, n_classes=None, spatial_shape=(64, 64, 64), free_bytes=2**30) == cuda
