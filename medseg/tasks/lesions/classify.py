@@ -246,7 +246,10 @@ def classify_lesions(
     dev = select_device(device)
     model.to(dev)
     cases = lesion_cases(inputs, split)
-    identity = json.dumps([str(model_dir.resolve()), [str(i) for i in inputs], classes, min_ml, point, split])
+    identity = json.dumps(
+        [str(model_dir.resolve()), [str(i) for i in inputs], classes, min_ml, point, split, cam_class, series, ood],
+        default=str,
+    )
     run = Run.create(out, force=force, command=f"{command} --lesions", identity=identity)
     review: list[ReviewCase] = []
     hits: list[float] = []
