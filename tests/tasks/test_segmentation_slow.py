@@ -28,7 +28,7 @@ def test_phantom_unet_reaches_dice_090(tmp_path):
     (tmp_path / "heldout.json").write_text(json.dumps(held))
     summary = seg.segment(tmp_path / "run", [tmp_path / "heldout.json"], tmp_path / "seg", device="cpu")
     assert summary["ok"] == len(content["test"])
-    rows = json.loads((tmp_path / "seg" / "segmentation.json").read_text())
+    rows = json.loads((tmp_path / "seg" / "segment.json").read_text())
     dices = [r["dice_mean"] for r in rows]
     assert sum(dices) / len(dices) >= 0.90, dices
     ev = seg.evaluate(tmp_path / "seg", data / "labelsTs", tmp_path / "ev")
