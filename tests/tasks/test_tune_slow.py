@@ -40,13 +40,13 @@ def _study(folder: Path, name: str):
 
 
 def test_small_study_finds_the_good_learning_rates(tmp_path, tiny_seg2d_yaml):
-    """lr in [1e-6, 1e-4] learns nothing in 4 short epochs, lr in [1e-2, 1e-1] does: the best is there."""
+    """lr in [1e-6, 1e-4] learns nothing in 6 short epochs, lr in [1e-2, 1e-1] does: the best is there."""
     from medseg.cli import main
 
     cfg = tiny_seg2d_yaml(
         tmp_path,
         name="lr",
-        train={"epochs": 4, "steps_per_epoch": 3},
+        train={"epochs": 6, "steps_per_epoch": 4},
         tune={"space": SPACE, "startup_trials": 4, "warmup_epochs": 1},
     )
     assert main(["tune", str(cfg), "--trials", "10", "--no-plots"]) == 0
