@@ -45,7 +45,7 @@ from medseg.runs import Run
 from medseg.tasks.cohort import CaseOutputs, CaseResult, Pending, finish_cohort, run_cohort
 from medseg.tasks.inputs import CaseInput, expand_inputs
 from medseg.tasks.lesions.instances import case_lesions, resolve_lesion_classes, write_cohort_lesions
-from medseg.tasks.ood import OOD_MODES, image_features, ood_reasons
+from medseg.tasks.ood import OOD_MODES, check_ood_image
 from medseg.tasks.segmentation.data import unwrap_error
 from medseg.tasks.segmentation.evaluate import dice_per_class
 from medseg.tasks.segmentation.files import (
@@ -369,11 +369,7 @@ def _segment_one(
     sd = int(sm.meta["spatial_dims"])
     img = files.loaded(lambda: read_case_image(case.paths, spatial_dims=sd, series=opts.series))  # prefetched
     check_model_input(img, case.source, spatial_dims=sd, channels=sm.channels)
-    reasons: list[str] = []
-    if opts.ood != "off" and sm.reference is not None:
-        reasons = ood_reasons(image_features(img, modality=sm.cfg.modality, spatial_dims=sd), sm.reference)
-        if reasons and opts.ood == "refuse":
-            raise InputError("out of distribution (--ood refuse): " + "; ".join(reasons), case.source)
+    reasons = check_ood_image(img, sm.reference, opts.ood, case.source, modality=sm.cfg.modality, spatial_dims=sd)
     t0 = time.perf_counter()
     res = predict_case(sm.model, img, meta=sm.meta, infer=sm.infer, device=sm.device, post=sm.cfg.postprocess)
     unc = float(res["uncertainty"])
