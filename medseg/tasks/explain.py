@@ -49,7 +49,7 @@ from medseg.tasks.classification import load_classifier
 from medseg.tasks.cohort import CaseOutputs, CaseResult, finish_cohort, run_cohort
 from medseg.tasks.explain_runs import explain_run
 from medseg.tasks.inputs import CaseInput, expand_inputs, refuse_series_for_2d
-from medseg.tasks.ood import OOD_MODES, check_ood_2d, read_reference
+from medseg.tasks.ood import check_ood_2d, check_ood_mode, read_reference
 from medseg.utils import atomic_write
 
 __all__ = ["explain", "explain_images", "resolve_target"]
@@ -193,8 +193,7 @@ def explain(
         raise InputError(f"`medseg explain` explains classification, segmentation and detection runs, not {task!r}")
     if method not in ("gradcam", "gradcampp"):
         raise ConfigError(f"unknown method {method!r}; use gradcam or gradcampp")
-    if ood not in OOD_MODES:
-        raise ConfigError(f"ood must be one of {', '.join(OOD_MODES)}, got {ood!r}")
+    check_ood_mode(ood)
     cam_method: Method = "gradcampp" if method == "gradcampp" else "gradcam"
     dev = select_device(device)
     model, info = load_classifier(model_dir, map_location=dev)

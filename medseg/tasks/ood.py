@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 from nibabel.orientations import io_orientation
 
-from medseg.errors import InputError
+from medseg.errors import ConfigError, InputError
 
 __all__ = [
     "merge_references",
@@ -76,6 +76,14 @@ NOISE_RATIO = 1.5
 ANISOTROPY = 1.5
 #: what a predict command does with an out-of-distribution case
 OOD_MODES = ("warn", "refuse", "off")
+
+
+def check_ood_mode(mode: str) -> str:
+    """``mode`` if it is one of :data:`OOD_MODES`, else a ConfigError listing them."""
+    if mode not in OOD_MODES:
+        raise ConfigError(f"ood must be one of {', '.join(OOD_MODES)}, got {mode!r}")
+    return mode
+
 
 _AXES = ("R/L", "A/P", "S/I")
 _PLANES = {"R/L": "sagittal", "A/P": "coronal", "S/I": "axial"}

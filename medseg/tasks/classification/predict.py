@@ -30,7 +30,7 @@ from medseg.review.overlay import save_png, shrink
 from medseg.runs import Run
 from medseg.tasks.cohort import CaseOutputs, CaseResult, finish_cohort, run_cohort
 from medseg.tasks.inputs import CaseInput, expand_inputs, refuse_series_for_2d
-from medseg.tasks.ood import OOD_MODES, check_ood_2d, read_reference
+from medseg.tasks.ood import check_ood_2d, check_ood_mode, read_reference
 from medseg.transforms.classification import normalize_lite, prepare_images
 from medseg.utils import atomic_write_csv
 
@@ -175,8 +175,7 @@ def classify(
     """
     refuse_series_for_2d(series, "classify")
     model_dir = Path(model_dir)
-    if ood not in OOD_MODES:
-        raise ConfigError(f"ood must be one of {', '.join(OOD_MODES)}, got {ood!r}")
+    check_ood_mode(ood)
     model, info = load_classifier(model_dir)
     class_names = list(info["class_names"])
     pos = int(info.get("positive_index", 1))

@@ -35,7 +35,7 @@ from medseg.tasks.detection.params import DetectionParams
 from medseg.tasks.detection.scoring import score_map_fn
 from medseg.tasks.detection.slides import detect_slide
 from medseg.tasks.inputs import CaseInput, expand_inputs, refuse_series_for_2d
-from medseg.tasks.ood import OOD_MODES, check_ood_2d, read_reference
+from medseg.tasks.ood import check_ood_2d, check_ood_mode, read_reference
 from medseg.utils import atomic_write_csv, atomic_write_text
 
 __all__ = ["detect", "image_pixel_size", "MAX_OVERLAY_PIXELS"]
@@ -86,8 +86,7 @@ def detect(
     """
     refuse_series_for_2d(series, "detect")
     model_dir = Path(model_dir)
-    if ood not in OOD_MODES:
-        raise ConfigError(f"ood must be one of {', '.join(OOD_MODES)}, got {ood!r}")
+    check_ood_mode(ood)
     cases = expand_inputs(inputs, kind="image2d", split=split)
     dev = select_device(device)
     model, cfg, ckpt = load_run_model(model_dir, map_location=dev)

@@ -47,7 +47,7 @@ from medseg.tasks.classification.volumes import crop_for
 from medseg.tasks.cohort import CaseOutputs, CaseResult, finish_cohort, run_cohort
 from medseg.tasks.inputs import CaseInput, expand_inputs, resolve_series
 from medseg.tasks.lesions.instances import resolve_lesion_classes, write_cohort_lesions
-from medseg.tasks.ood import OOD_MODES, check_ood_image, read_reference
+from medseg.tasks.ood import check_ood_image, check_ood_mode, read_reference
 from medseg.transforms.classification import normalize_lite
 from medseg.transforms.lesion_crop import crop_grid_affine, lesion_crop
 from medseg.utils import atomic_write_records
@@ -239,8 +239,7 @@ def classify_lesions(
         raise ConfigError(f"operating point {point!r} not available; available: {sorted(points)}")
     temperature = float(info.get("temperature", 1.0))
     cam_class = _class_of(target, names, pos)
-    if ood not in OOD_MODES:
-        raise ConfigError(f"ood must be one of {', '.join(OOD_MODES)}, got {ood!r}")
+    check_ood_mode(ood)
     reference = read_reference(model_dir)
     table = resolve_lesion_classes(classes) if classes else None
     dev = select_device(device)

@@ -45,7 +45,7 @@ from medseg.runs import Run
 from medseg.tasks.cohort import CaseOutputs, CaseResult, Pending, finish_cohort, run_cohort
 from medseg.tasks.inputs import CaseInput, expand_inputs
 from medseg.tasks.lesions.instances import case_lesions, resolve_lesion_classes, write_cohort_lesions
-from medseg.tasks.ood import OOD_MODES, check_ood_image
+from medseg.tasks.ood import check_ood_image, check_ood_mode
 from medseg.tasks.segmentation.data import unwrap_error
 from medseg.tasks.segmentation.evaluate import dice_per_class
 from medseg.tasks.segmentation.files import (
@@ -352,8 +352,7 @@ class CaseOptions:
     min_lesion_ml: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.ood not in OOD_MODES:
-            raise ConfigError(f"ood must be one of {', '.join(OOD_MODES)}, got {self.ood!r}")
+        check_ood_mode(self.ood)
         check_labels_format(self.labels_format)
 
 
