@@ -83,11 +83,11 @@ def sliding_window_probs(
     x = torch.as_tensor(image).to(device)
     use_amp = bool(amp) and device.type == "cuda"
     free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else None
-    blend = [stitch_device(device, n_classes=None, spatial_shape=tuple(x.shape[2:]), free_bytes=free)]
+    blend = stitch_device(device, n_classes=None, spatial_shape=tuple(x.shape[2:]), free_bytes=free)
 
-    def inferer(out_device: torch.device) -> SlidingWindowInferer:
+    def blended(inp: torch.Tensor, out_device: torch.device) -> Any:
         # the windows run on `device`; MONAI blends them on `out_device` (GPU-side stitching when it fits)
-        return SlidingWindowInferer(
+        inferer = SlidingWindowInferer(
             roi_size=list(roi_size),
             sw_batch_size=sw_batch_size,
             overlap=overlap,
@@ -98,20 +98,21 @@ def sliding_window_probs(
             device=out_device,
             progress=False,
         )
+        with torch.autocast(device_type=device.type, enabled=use_amp):
+            return inferer(inp, lambda t: _logits(model(t)))
 
     def run(inp: torch.Tensor) -> torch.Tensor:
+        nonlocal blend
         try:
-            with torch.autocast(device_type=device.type, enabled=use_amp):
-                out = inferer(blend[0])(inp, lambda t: _logits(model(t)))
+            out = blended(inp, blend)
         except torch.OutOfMemoryError:
-            if blend[0].type == "cpu":
+            if blend.type == "cpu":
                 raise
             # nnU-Net's fallback too: the blended output did not fit next to the network; blend on the CPU
             log.warning("GPU memory ran out while blending the windows: blending this image on the CPU (slower)")
             torch.cuda.empty_cache()
-            blend[0] = torch.device("cpu")
-            with torch.autocast(device_type=device.type, enabled=use_amp):
-                out = inferer(blend[0])(inp, lambda t: _logits(model(t)))
+            blend = torch.device("cpu")
+            out = blended(inp, blend)
         return torch.softmax(torch.as_tensor(out).float(), dim=1)
 
     def member(f: tuple[int, ...]) -> torch.Tensor:  # probabilities of the image flipped along f, flipped back
