@@ -44,6 +44,7 @@ from medseg.errors import InputError, MedsegError, MissingFileError
 from medseg.io import discover, load, load_label, save_nifti
 from medseg.io.label_load import seg_referenced_series
 from medseg.io.registry import case_id as case_id_of
+from medseg.io.registry import format_of
 from medseg.models.weights import load_checkpoint
 from medseg.runs import Run, file_sha256
 from medseg.tasks.cohort import one_line_reason
@@ -53,7 +54,7 @@ from medseg.tasks.ood import merge_references
 from medseg.tasks.review_queue import TABLES, case_table, read_feedback
 from medseg.tasks.segmentation.data import datalists
 from medseg.tasks.segmentation.files import read_case_image, write_nifti
-from medseg.tasks.segmentation.predict import load_segmenter, predict_case, reference_dice
+from medseg.tasks.segmentation.predict import Segmenter, load_segmenter, predict_case, reference_dice
 from medseg.tasks.segmentation.train import train
 from medseg.utils import atomic_write_text
 
@@ -104,7 +105,7 @@ def _series_of(images: tuple[Path, ...]) -> set[str]:
     """The DICOM SeriesInstanceUIDs of a case's image (a DICOM folder or file), else empty."""
     uids: set[str] = set()
     for p in images:
-        if p.suffix.lower() in (".nii", ".gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".png", ".tif", ".tiff"):
+        if not p.is_dir() and format_of(p) not in ("dicom", None):  # another format: no series to match
             continue
         uids.update(str(s.series_uid) for s in discover(p) if s.series_uid)
     return uids
@@ -240,18 +241,27 @@ def _prepare(
     return entries, left
 
 
-def _dice(run_dir: Path, items: Sequence[Mapping[str, Any]], cfg: SegmentationConfig) -> dict[str, Any]:
-    """Mean Dice per class over ``items`` (image + label files) of the model in ``run_dir``, as ``segment``."""
-    if not items:
-        return {}
-    sm = load_segmenter(run_dir, "cpu" if cfg.device == "cpu" else "auto")
-    names = list(sm.class_names)
-    rows = []
+def _dice(
+    models: Mapping[str, Segmenter], items: Sequence[Mapping[str, Any]], cfg: SegmentationConfig
+) -> dict[str, dict[str, Any]]:
+    """Mean Dice per class over ``items`` (image + label files) of each model, as ``segment`` computes it;
+    each image is read once for all the models."""
+    rows: dict[str, list[dict[str, float]]] = {name: [] for name in models}
     for it in items:
         paths = it["image"] if isinstance(it["image"], list) else [it["image"]]
         img = read_case_image(paths, spatial_dims=cfg.spatial_dims)
-        res = predict_case(sm.model, img, meta=sm.meta, infer=sm.infer, device=sm.device, post=sm.cfg.postprocess)
-        rows.append(reference_dice(Path(it["label"]), res["labels"], cfg.label_map, names))
+        for name, sm in models.items():
+            res = predict_case(
+                sm.model, img.clone(), meta=sm.meta, infer=sm.infer, device=sm.device, post=sm.cfg.postprocess
+            )
+            rows[name].append(reference_dice(Path(it["label"]), res["labels"], cfg.label_map, sm.class_names))
+    return {name: _mean(r) for name, r in rows.items()}
+
+
+def _mean(rows: Sequence[Mapping[str, float]]) -> dict[str, Any]:
+    """The case count and the mean of each ``dice_*`` figure over ``rows`` ({} for none)."""
+    if not rows:
+        return {}
     keys = [k for k in rows[0] if k.startswith("dice_")]
     return {"cases": len(rows), **{k: round(float(np.nanmean([r.get(k, np.nan) for r in rows])), 4) for k in keys}}
 
@@ -355,12 +365,11 @@ def finetune(
             run.write_json("ood_reference.json", merge_references([json.loads(p.read_text()) for p in ref_files]))
         with run.stage("before_after"):
             corrected = [e for e in entries if e["kind"] == "corrected"]
+            device = "cpu" if cfg.device == "cpu" else "auto"
+            models = {"parent": load_segmenter(parent, device), "finetuned": load_segmenter(out_dir, device)}
             record["dice"] = {
-                "parent_validation": {"parent": _dice(parent, p_val, cfg), "finetuned": _dice(out_dir, p_val, cfg)},
-                "corrected_cases": {
-                    "parent": _dice(parent, corrected, cfg),
-                    "finetuned": _dice(out_dir, corrected, cfg),
-                },
+                "parent_validation": _dice(models, p_val, cfg),
+                "corrected_cases": _dice(models, corrected, cfg),
             }
         record["train"] = {k: summary.get(k) for k in ("epochs", "best_epoch", "best_val_dice", "train_seconds")}
         run.set(finetune=record)
