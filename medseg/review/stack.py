@@ -132,9 +132,8 @@ def slice_stack(
     present: set[int] = set()
     for k in picks:
         sl = slice_2d(img, axes, int(k), flip_rows)
-        if (
-            sl.ndim == 2
-        ):  # window and resize the one grey channel, then make it RGB (the same pixels, a third of the work)
+        # a grey slice: window and resize its one channel, then make it RGB (the same pixels, a third of the work)
+        if sl.ndim == 2:
             rgb = np.repeat(np.clip(resize_2d(window_image(sl, window), shape, order=1), 0.0, 1.0)[..., None], 3, 2)
         else:
             rgb = np.clip(resize_2d(gray_to_rgb(sl, window), shape, order=1), 0.0, 1.0)
