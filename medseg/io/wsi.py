@@ -20,6 +20,7 @@ pixel size in µm (``openslide.mpp-x``; None when the file does not say).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from medseg.io.base import ImageFormat, LoadOptions, source_path
 from medseg.io.raster import TIFF_SUFFIXES
 from medseg.io.series import SeriesInfo
 
-__all__ = ["FORMAT", "SLIDE_SUFFIXES", "SlideImage", "open_slide", "tissue_mask", "is_slide"]
+__all__ = ["FORMAT", "SLIDE_SUFFIXES", "SlideImage", "block_thumbnail", "open_slide", "tissue_mask", "is_slide"]
 
 #: vendor whole-slide suffixes (a generic tiled TIFF keeps its TIFF suffix: see :func:`is_slide`)
 SLIDE_SUFFIXES = (".svs", ".ndpi", ".mrxs", ".scn", ".bif", ".vms", ".vmu", ".svslide")
@@ -85,6 +86,8 @@ class SlideImage:
             return np.zeros((h, w, 3), np.uint8)
         d = self.downsample
         rgba = np.asarray(self._slide.read_region((int(round(x * d)), int(round(y * d))), self.level, (w, h)))
+        if rgba[..., 3].min() == 255:  # all scanned (the usual tile): the same pixels without float copies
+            return np.ascontiguousarray(rgba[..., :3])
         rgb = rgba[..., :3].astype(np.float32)
         alpha = rgba[..., 3:4].astype(np.float32) / 255.0
         return (rgb * alpha + 255.0 * (1.0 - alpha) + 0.5).astype(np.uint8)
@@ -92,17 +95,68 @@ class SlideImage:
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         raise FileFormatError("a whole slide is not read into memory at once; it is read tile by tile", self.path)
 
-    def thumbnail(self, max_side: int = 1024) -> np.ndarray:
-        """The whole slide at most ``max_side`` pixels on its longer side, (h, w, 3) uint8 RGB."""
-        img = self._slide.get_thumbnail((max_side, max_side)).convert("RGB")
-        return np.asarray(img)
+    def thumbnail(self, max_side: int = 1024, *, block_pixels: int = 1 << 18) -> np.ndarray:
+        """The whole slide at most ``max_side`` pixels on its longer side, (h, w, 3) uint8 RGB.
+
+        Read from the coarsest level fine enough (OpenSlide's choice) by :func:`block_thumbnail`, in
+        blocks of about ``block_pixels`` pixels. Not ``OpenSlide.get_thumbnail``: that reads the whole
+        chosen level into memory at once (all of level 0 for a slide without a pyramid: 1.6 GB for a
+        20k x 20k TIFF), so memory would grow with the slide; here it is bounded by ``block_pixels``.
+        """
+        h0, w0 = self.shape[:2]
+        need = max(h0, w0) / max_side  # pixels of this level per thumbnail pixel
+        if need <= 1:
+            return self.read(0, 0, w0, h0)
+        s = self._slide
+        lvl = max(self.level, int(s.get_best_level_for_downsample(need * self.downsample)))
+        w, h = (int(v) for v in s.level_dimensions[lvl])
+        src = SlideImage(self.path, lvl, (h, w, 3), float(s.level_downsamples[lvl]), self.mpp, s)
+        return block_thumbnail(src.read, (h, w), max_side, block_pixels=block_pixels)
 
     def close(self) -> None:
         self._slide.close()
 
 
-def open_slide(path: str | Path, level: int = 0) -> SlideImage:
+def block_thumbnail(
+    read: Callable[[int, int, int, int], np.ndarray],
+    shape: tuple[int, int],
+    max_side: int,
+    *,
+    block_pixels: int = 1 << 18,
+) -> np.ndarray:
+    """A ``(h, w, 3)`` uint8 thumbnail (longer side at most ``max_side``) of an image read block by block.
+
+    ``read(x, y, w, h)`` returns the ``(h, w, 3)`` uint8 pixels ``[y, y + h) x [x, x + w)`` of an image
+    of ``shape`` (H, W). Blocks of about ``block_pixels`` pixels, aligned to the box factor ``k`` (the
+    largest whole factor that still leaves at least ``max_side`` pixels), are box-averaged by Pillow's
+    ``reduce(k)``: the same pixels as reducing the whole image at once, without holding it. The result
+    is then fitted to ``max_side`` (Lanczos, as ``OpenSlide.get_thumbnail``).
+    """
+    from PIL import Image  # only where a thumbnail is made
+
+    h, w = shape
+    k = max(1, int(max(h, w) / max_side))
+    side = max(k, int(block_pixels**0.5) // k * k)  # blocks aligned to k: no seams between them
+    out = np.zeros((-(-h // k), -(-w // k), 3), np.uint8)
+    for y in range(0, h, side):
+        for x in range(0, w, side):
+            block = Image.fromarray(np.ascontiguousarray(read(x, y, min(side, w - x), min(side, h - y))))
+            r = np.asarray(block.reduce(k) if k > 1 else block)
+            out[y // k : y // k + r.shape[0], x // k : x // k + r.shape[1]] = r
+    im = Image.fromarray(out)
+    im.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    return np.asarray(im)
+
+
+#: OpenSlide's tile cache per slide (its own default is 32 MiB): enough for the neighbouring tiles a margin
+#: re-reads; a larger one buys little for a walk that reads each region once, and memory is what it costs
+SLIDE_CACHE_BYTES = 8 << 20
+
+
+def open_slide(path: str | Path, level: int = 0, *, cache_bytes: int = SLIDE_CACHE_BYTES) -> SlideImage:
     """Open ``path`` with OpenSlide; level ``level`` as a :class:`SlideImage`.
+
+    ``cache_bytes``: capacity of the slide's decoded-tile cache (``OpenSlideCache``).
 
     Raises MissingFileError, FileFormatError (not a slide OpenSlide reads, or no such level),
     MissingDependencyError (OpenSlide not installed).
@@ -115,6 +169,7 @@ def open_slide(path: str | Path, level: int = 0) -> SlideImage:
         slide = openslide.OpenSlide(str(path))
     except (openslide.OpenSlideError, openslide.OpenSlideUnsupportedFormatError) as e:
         raise FileFormatError(f"not a whole-slide image OpenSlide can read ({e})", path) from None
+    slide.set_cache(openslide.OpenSlideCache(int(cache_bytes)))
     if not 0 <= level < slide.level_count:
         raise FileFormatError(f"level {level} asked for; the slide has levels 0..{slide.level_count - 1}", path)
     w, h = slide.level_dimensions[level]
@@ -143,7 +198,9 @@ def tissue_mask(slide: SlideImage, max_side: int = 1024) -> tuple[np.ndarray, fl
     from skimage.filters import threshold_otsu
 
     thumb = slide.thumbnail(max_side)
-    sat = rgb2hsv(thumb)[..., 1]
+    sat = np.empty(thumb.shape[:2])
+    for i in range(0, len(sat), 64):  # by rows: the same values, without six full-size float64 temporaries
+        sat[i : i + 64] = rgb2hsv(thumb[i : i + 64])[..., 1]
     if float(sat.max() - sat.min()) < 1e-3:  # a uniform image: all tissue or all glass; keep everything
         mask = np.ones(sat.shape, bool)
     else:

@@ -59,3 +59,44 @@ def test_registry_and_slide_detection(slide, tmp_path: Path) -> None:
         open_slide(tmp_path / "missing.svs")
     with pytest.raises(FileFormatError):
         open_slide(flat)
+
+
+def test_regions_past_the_edge_read_white(slide) -> None:
+    img = open_slide(slide.path)
+    full = tifffile.imread(slide.path)
+    r = img.read(2040, 2030, 20, 30)  # 8 x 18 pixels inside, the rest outside the scanned area
+    assert np.array_equal(r[:18, :8], full[2030:, 2040:])
+    assert (r[18:] == 255).all() and (r[:, 8:] == 255).all()
+    img.close()
+
+
+@pytest.mark.parametrize(
+    ("shape", "max_side", "block"), [((300, 517), 64, 1000), ((1000, 90), 100, 5000), ((77, 80), 32, 64)]
+)
+def test_block_thumbnail_equals_reducing_the_whole_image(shape, max_side, block) -> None:
+    from PIL import Image
+
+    from medseg.io.wsi import block_thumbnail
+
+    a = np.random.default_rng(0).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    reads: list[int] = []
+
+    def read(x: int, y: int, w: int, h: int) -> np.ndarray:
+        reads.append(w * h)
+        return a[y : y + h, x : x + w]
+
+    got = block_thumbnail(read, shape, max_side, block_pixels=block)
+    k = max(1, int(max(shape) / max_side))
+    ref = Image.fromarray(a).reduce(k) if k > 1 else Image.fromarray(a)
+    ref.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    assert np.array_equal(got, np.asarray(ref))  # blocks aligned to k: no seams
+    assert max(got.shape[:2]) <= max_side and len(reads) > 1
+    assert max(reads) <= max(block, k * k)  # memory bounded by the block, not the image
+
+
+def test_slide_thumbnail_reads_blocks_of_the_chosen_level(slide) -> None:
+    img = open_slide(slide.path)
+    small = img.thumbnail(256, block_pixels=4096)
+    big = img.thumbnail(256, block_pixels=1 << 22)
+    assert np.array_equal(small, big) and max(small.shape[:2]) == 256
+    img.close()
