@@ -173,6 +173,9 @@ def slice_stack(
     images: list[str] = []
     overlays: list[str] = []
     present: set[int] = set()
+    # the label slices' nearest-neighbour resize as one index map: order 0 picks a source pixel by position
+    # alone, so resizing the flat indices once and gathering gives resize_2d's pixels for every slice
+    nearest = resize_2d(np.arange(img.shape[r] * img.shape[c]).reshape(img.shape[r], img.shape[c]), shape, order=0)
     for k in picks:
         sl = slice_2d(img, axes, int(k), flip_rows)
         # a grey slice: window and resize its one channel, then make it RGB (the same pixels, a third of the work)
@@ -182,7 +185,7 @@ def slice_stack(
             rgb = np.clip(resize_2d(gray_to_rgb(sl, window), shape, order=1), 0.0, 1.0)
         images.append(_data_uri(draw_letters(unit_to_uint8(rgb), letters), "JPEG"))
         if lab is not None:
-            ls = resize_2d(slice_2d(lab, axes, int(k), flip_rows).astype(np.int32), shape, order=0)
+            ls = np.ascontiguousarray(slice_2d(lab, axes, int(k), flip_rows), np.int32).ravel()[nearest]
             here = [int(v) for v in np.unique(ls) if v > 0]
             present.update(here)
             overlays.append(_data_uri(_label_layer(ls, alpha, here), "PNG"))

@@ -86,3 +86,16 @@ def test_stack_overlays_decode_to_the_reference_layer(alpha):
         assert set(np.unique(rgba[..., 3])) <= {0, int(round(alpha * 255)), 255}
         if shown.any() and alpha < 1.0:
             assert fill.any()  # inside: the class colour at alpha; edges opaque
+
+
+def test_nearest_resize_by_index_map_equals_resize_2d():
+    """The stack resizes label slices by gathering through one resized index map: resize_2d's pixels."""
+    from medseg.review.windowing import resize_2d
+
+    rng = np.random.default_rng(2)
+    for _ in range(60):
+        h, w = (int(v) for v in rng.integers(1, 300, 2))
+        shape = (int(rng.integers(1, 300)), int(rng.integers(1, 300)))
+        a = rng.integers(0, 50, (h, w)).astype(np.int32)
+        idx = resize_2d(np.arange(h * w).reshape(h, w), shape, order=0)
+        assert np.array_equal(a.ravel()[idx], resize_2d(a, shape, order=0))
