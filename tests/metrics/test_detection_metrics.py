@@ -97,3 +97,44 @@ def test_ap_edge_cases_and_units():
     assert average_precision([(np.array([(1, 1)]), np.array([0.5]))], [np.zeros((0, 2))], 3) == 0.0
     assert average_precision([(np.zeros((0, 2)), np.zeros(0))], [np.array([(1, 1)])], 3) == 0.0
     assert radius_in_pixels(3.0, 0.5) == 6.0
+
+
+def _dense_reference(p, r, radius):
+    """The matching as first written: one Hungarian assignment on the whole distance matrix."""
+    from scipy.optimize import linear_sum_assignment
+    from scipy.spatial.distance import cdist
+
+    d = cdist(p, r)
+    ok = d <= radius
+    rows, cols = linear_sum_assignment(np.where(ok, d, radius * (min(len(p), len(r)) + 1) + 1.0))
+    keep = ok[rows, cols]
+    return int(keep.sum()), float(d[rows[keep], cols[keep]].sum())
+
+
+def test_matching_by_components_equals_the_dense_assignment():
+    rng = np.random.default_rng(0)
+    for t in range(300):
+        n_p, n_r = (int(v) for v in rng.integers(1, 60, 2))
+        side = float(rng.choice([10, 30, 100]))
+        if t % 3 == 0:  # integer grids: ties and points exactly on the radius
+            p, r = (
+                rng.integers(0, int(side), (n_p, 2)).astype(float),
+                rng.integers(0, int(side), (n_r, 2)).astype(float),
+            )
+        else:
+            p, r = rng.uniform(0, side, (n_p, 2)), rng.uniform(0, side, (n_r, 2))
+        radius = float(rng.choice([1.0, 2.0, 4.0, 7.5]))
+        m = match_points(p, r, radius)
+        tp, total = _dense_reference(p, r, radius)
+        assert m.tp == tp and m.distances.sum() == pytest.approx(total, abs=1e-9), t
+        assert (m.distances <= radius).all() and len(set(m.pairs[:, 0])) == len(set(m.pairs[:, 1])) == m.tp
+        assert np.allclose(m.distances, np.hypot(*(p[m.pairs[:, 0]] - r[m.pairs[:, 1]]).T))
+
+
+def test_matching_a_slide_worth_of_points_stays_small():
+    """100k x 100k points (half a slide's nuclei) would be an 80 GB matrix; components keep it light."""
+    rng = np.random.default_rng(1)
+    ref = rng.uniform(0, 14000, (100_000, 2))
+    pred = np.concatenate([ref[:75_000] + rng.normal(0, 1.0, (75_000, 2)), rng.uniform(0, 14000, (15_000, 2))])
+    m = match_points(pred, ref, 4.0)
+    assert 74_500 <= m.tp <= 75_500 and m.fn == 100_000 - m.tp and m.fp == 90_000 - m.tp
