@@ -16,7 +16,8 @@ Figures (one JSON object per line):
 - ``compiled_steps_per_second`` (``--compile``): training steps/s (forward, loss, backward, AdamW) of the
   ``torch.compile``d network (as ``train.compile: true`` trains it) vs the same eager network, on the same
   pre-drawn batches of the run's patches, alternated ``--compile-rounds`` times. ``compile_seconds``: the
-  first compiled step (forward and backward compilation) minus one eager step, reported apart.
+  first compiled pass over the batches (forward and backward compilation, once per batch shape) minus an
+  eager pass, reported apart.
   Goal: ratio >= 1.0.
 
 ``--quick``: a tiny run (few epochs, small phantoms) to check the script works.
@@ -203,10 +204,11 @@ def _compile_figure(make_model, loss, batches, lr, steps: int, a, dname: str) ->
             torch.cuda.synchronize()
         return time.perf_counter() - t0
 
-    run(eager, 1)  # eager warm-up
-    t_one = run(eager, 1)
-    t_first = run(comp, 1)  # compiles forward and backward
-    run(comp, 1)
+    k = len(batches)  # warm-up: every batch once (a batch of another shape compiles its own graph)
+    run(eager, k)
+    t_one = run(eager, k)
+    t_first = run(comp, k)  # compiles forward and backward (per batch shape)
+    run(comp, k)
     t_eager = t_comp = 0.0
     rounds = max(1, a.compile_rounds)
     for _ in range(rounds):
@@ -218,7 +220,7 @@ def _compile_figure(make_model, loss, batches, lr, steps: int, a, dname: str) ->
         "compiled_steps_per_second",
         comp_sps,
         "step/s",
-        f"eager network, the same {len(batches)} batches of {tuple(batches[0][0].shape)}, "
+        f"eager network, the same {len(batches)} batches {sorted({tuple(x.shape) for x, _ in batches})}, "
         f"{steps} steps x {rounds} alternations",
         eager_sps,
         "ratio >= 1.0",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -190,3 +191,27 @@ def test_compiled_training_checkpoint_loads_uncompiled_and_predicts_the_same(tmp
     eager, _ = sliding_window_probs(plain, x, (16, 16, 16), sw_batch_size=2)
     comp, _ = sliding_window_probs(trainer.model, x, (16, 16, 16), sw_batch_size=2, compile=True)
     assert float((comp - eager).abs().max()) <= 1e-4
+
+
+def test_segment_compile_flag_records_the_fallback_and_keeps_the_labels(tiny_seg_run, tmp_path, monkeypatch, caplog):
+    import json
+
+    import nibabel as nib
+
+    from medseg.cli import main
+    from medseg.data.synthetic import ct_phantom, write_phantom_nifti
+
+    ph = ct_phantom(seed=21, shape=(32, 32, 16), spacing=(6.0, 6.0, 9.0))
+    nii = write_phantom_nifti(ph, tmp_path / "c0.nii.gz")[0]
+    train_rec = json.loads((tiny_seg_run / "run.json").read_text())
+    assert train_rec["compile"] == {"requested": False, "used": False, "fallback_reason": None}
+    common = ["segment", "--model", str(tiny_seg_run), str(nii), "--device", "cpu"]
+    assert main([*common, "--out", str(tmp_path / "eager")]) == 0
+    monkeypatch.setattr("medseg.engine.compiled._torch_compile", _failing_compile([]))
+    with caplog.at_level(logging.WARNING, logger="medseg.engine"):
+        assert main([*common, "--out", str(tmp_path / "comp"), "--compile"]) == 0
+    rec = json.loads((tmp_path / "comp" / "run.json").read_text())["compile"]
+    assert rec["requested"] and not rec["used"] and "CppCompileError" in rec["fallback_reason"]
+    assert caplog.text.count("torch.compile failed") == 1
+    labels = [np.asarray(nib.load(str(tmp_path / d / "labels" / "c0.nii.gz")).dataobj) for d in ("eager", "comp")]
+    assert np.array_equal(*labels)
