@@ -101,7 +101,10 @@ class CompiledModule(nn.Module):
         try:
             return super().__getattr__(name)
         except AttributeError:
-            return getattr(self._modules["_orig_mod"], name)
+            inner = self.__dict__.get("_modules", {}).get("_orig_mod")
+            if inner is None:  # not set up yet (copy, unpickling): a plain missing attribute
+                raise
+            return getattr(inner, name)
 
     def status(self) -> dict[str, Any]:
         """What run.json records: ``{"requested": True, "used": bool, "fallback_reason": str | None}``."""
