@@ -215,3 +215,14 @@ def test_segment_compile_flag_records_the_fallback_and_keeps_the_labels(tiny_seg
     assert caplog.text.count("torch.compile failed") == 1
     labels = [np.asarray(nib.load(str(tmp_path / d / "labels" / "c0.nii.gz")).dataobj) for d in ("eager", "comp")]
     assert np.array_equal(*labels)
+
+
+def test_compile_keys_default_off_and_set_from_the_command_line():
+    from pathlib import Path
+
+    from medseg.config import load_config
+
+    path = Path(__file__).resolve().parents[2] / "configs" / "seg_ct_phantom.yaml"
+    assert (load_config(path).train.compile, load_config(path).infer.compile) == (False, False)
+    cfg = load_config(path, ["train.compile=true", "infer.compile=true"])  # --set train.compile=true
+    assert cfg.train.compile is True and cfg.infer.compile is True
