@@ -20,6 +20,11 @@ Figures (one JSON object per line):
   figures of a shared machine drift with its load; ``load_1min`` is printed).
 - ``cohort_overlap_vs_sequential``: the same cohort with the overlap vs with ``MEDSEG_COHORT_OVERLAP=0``
   (every case read, computed and written in turn), measured in the same alternation. Reference.
+- ``compiled_network_seconds`` (``--compile``): the network floor's windows (same count, same batch
+  sizes) through the ``torch.compile``d network as ``segment --compile`` runs it (the last, smaller batch
+  padded to the full batch) vs the eager network, alternated ``--compile-rounds`` times (sums compared).
+  ``compile_seconds``: the first compiled call (the compilation) minus one eager call, reported apart
+  and not in ``value``; ``compile_used``: False when compiling failed (eager fallback). Goal: ratio <= 1.0.
 
 The network is an untrained U-Net of the phantom config (timings do not depend on its weights).
 ``--quick`` uses a small volume. Exit code 0 whether or not goals are met.
@@ -69,6 +74,8 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--cohort", type=int, default=6, help="volumes of the cohort figure (0: skip it)")
     p.add_argument("--repeats", type=int, default=1, help="alternations of the cohort runs (medians reported)")
+    p.add_argument("--compile", action="store_true", help="add the compiled_network_seconds figure (torch.compile)")
+    p.add_argument("--compile-rounds", type=int, default=2, help="alternations of eager and compiled windows")
     a = p.parse_args(argv)
 
     from monai.inferers import sliding_window_inference
@@ -272,7 +279,64 @@ def main(argv=None) -> int:
             dname,
             **extra,
         )
+    if a.compile:
+        _compile_figure(m, calls, patch, dev, dname, max(1, a.compile_rounds))
     return 0
+
+
+def _compile_figure(model, calls, patch, dev, dname, rounds: int) -> None:
+    """``compiled_network_seconds``: the floor's windows compiled vs eager, same process, alternated."""
+    import os
+
+    from medseg.engine.compiled import compile_status, compiled, pad_batch
+
+    full = max(calls)
+    xs = {b: torch.randn((b, 1, *patch), device=dev) for b in set(calls)}
+    net = pad_batch(compiled(model), full)  # what sliding_window_probs(compile=True) calls
+
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    def windows(fn) -> float:
+        sync()
+        t0 = time.perf_counter()
+        for b in calls:
+            fn(xs[b])
+        sync()
+        return time.perf_counter() - t0
+
+    with torch.no_grad():
+        model(xs[full])  # eager warm-up
+        sync()
+        t0 = time.perf_counter()
+        model(xs[full])
+        sync()
+        t_one = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        net(xs[full])  # compiles (the first call pays it)
+        sync()
+        t_first = time.perf_counter() - t0
+        net(xs[full])
+        t_eager = t_comp = 0.0
+        for _ in range(rounds):
+            t_eager += windows(model)
+            t_comp += windows(net)
+    status = compile_status(model, True)
+    _emit(
+        "compiled_network_seconds",
+        t_comp / rounds,
+        "s",
+        f"eager network, the same {len(calls)} batches ({sum(calls)} windows of {patch}), alternated {rounds}x",
+        t_eager / rounds,
+        "ratio <= 1.0",
+        t_comp <= t_eager,
+        dname,
+        compile_seconds=round(max(0.0, t_first - t_one), 2),
+        compile_used=status["used"],
+        fallback_reason=status["fallback_reason"],
+        load_1min=round(os.getloadavg()[0], 2),
+    )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,13 @@ Figures (one JSON object per line):
 - ``epochs_per_second``: medseg's training epochs/s vs a plain MONAI loop with the same network,
   transforms, loss and optimiser but a plain ``Dataset`` (files decoded every epoch). Goal: ratio >= 1.
 
+- ``compiled_steps_per_second`` (``--compile``): training steps/s (forward, loss, backward, AdamW) of the
+  ``torch.compile``d network (as ``train.compile: true`` trains it) vs the same eager network, on the same
+  pre-drawn batches of the run's patches, alternated ``--compile-rounds`` times. ``compile_seconds``: the
+  first compiled pass over the batches (forward and backward compilation, once per batch shape) minus an
+  eager pass, reported apart.
+  Goal: ratio >= 1.0.
+
 ``--quick``: a tiny run (few epochs, small phantoms) to check the script works.
 Exit code 0 whether or not goals are met.
 """
@@ -34,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def _emit(metric, value, unit, baseline, baseline_value, goal, met, device):
+def _emit(metric, value, unit, baseline, baseline_value, goal, met, device, **extra):
     ratio = (value / baseline_value) if (value is not None and baseline_value) else None
     print(
         json.dumps(
@@ -49,6 +56,7 @@ def _emit(metric, value, unit, baseline, baseline_value, goal, met, device):
                 "goal": goal,
                 "met": bool(met),
                 "device": device,
+                **extra,
             }
         ),
         flush=True,
@@ -59,6 +67,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true")
     p.add_argument("--plain-epochs", type=int, default=None, help="epochs of the plain loop (default 3, quick 1)")
+    p.add_argument("--compile", action="store_true", help="add the compiled_steps_per_second figure (torch.compile)")
+    p.add_argument("--compile-rounds", type=int, default=2, help="alternations of eager and compiled steps")
+    p.add_argument("--compile-steps", type=int, default=None, help="steps per round (default 10, quick 4)")
     a = p.parse_args(argv)
 
     from monai.data import DataLoader, Dataset
@@ -154,7 +165,72 @@ def main(argv=None) -> int:
         medseg_eps >= plain_eps,
         dname,
     )
+    if a.compile:
+        batches = []
+        for b in loader:  # the run's patches (random crops and augmentation drawn once, then reused)
+            batches.append((b["image"].to(dev), b["label"].to(dev)))
+            if len(batches) >= 4:
+                break
+        steps = a.compile_steps or (4 if a.quick else 10)
+        _compile_figure(lambda: build_model(**params).to(dev), loss, batches, cfg.train.lr, steps, a, dname)
     return 0
+
+
+def _compile_figure(make_model, loss, batches, lr, steps: int, a, dname: str) -> None:
+    """``compiled_steps_per_second``: training steps of the compiled vs the eager network, alternated."""
+    import os
+
+    from medseg.engine.compiled import compiled
+
+    torch.manual_seed(0)
+    eager = make_model().train()
+    torch.manual_seed(0)
+    plain = make_model().train()
+    comp = compiled(plain)
+    opts = {
+        id(eager): torch.optim.AdamW(eager.parameters(), lr=lr),
+        id(comp): torch.optim.AdamW(plain.parameters(), lr=lr),
+    }
+
+    def run(net, n: int) -> float:
+        opt = opts[id(net)]
+        t0 = time.perf_counter()
+        for i in range(n):
+            x, y = batches[i % len(batches)]
+            opt.zero_grad(set_to_none=True)
+            loss(net(x), y).backward()
+            opt.step()
+        if x.is_cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0
+
+    k = len(batches)  # warm-up: every batch once (a batch of another shape compiles its own graph)
+    run(eager, k)
+    t_one = run(eager, k)
+    t_first = run(comp, k)  # compiles forward and backward (per batch shape)
+    run(comp, k)
+    t_eager = t_comp = 0.0
+    rounds = max(1, a.compile_rounds)
+    for _ in range(rounds):
+        t_eager += run(eager, steps)
+        t_comp += run(comp, steps)
+    comp_sps, eager_sps = rounds * steps / t_comp, rounds * steps / t_eager
+    status = comp.status()
+    _emit(
+        "compiled_steps_per_second",
+        comp_sps,
+        "step/s",
+        f"eager network, the same {len(batches)} batches {sorted({tuple(x.shape) for x, _ in batches})}, "
+        f"{steps} steps x {rounds} alternations",
+        eager_sps,
+        "ratio >= 1.0",
+        comp_sps >= eager_sps,
+        dname,
+        compile_seconds=round(max(0.0, t_first - t_one), 2),
+        compile_used=status["used"],
+        fallback_reason=status["fallback_reason"],
+        load_1min=round(os.getloadavg()[0], 2),
+    )
 
 
 if __name__ == "__main__":

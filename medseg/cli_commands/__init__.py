@@ -114,6 +114,19 @@ def add_predict_args(p: argparse.ArgumentParser, inputs_help: str, model_help: s
     p.epilog = EXIT_CODES_HELP
 
 
+def add_compile_arg(p: argparse.ArgumentParser) -> None:
+    """``--compile/--no-compile`` of the commands that run a network through ``medseg.engine.inference``
+    (``args.compile``: None = the run's ``infer.compile``)."""
+    p.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run the network through torch.compile (default: the run's infer.compile): the first case pays the "
+        "compilation (tens of seconds on CPU), later windows run faster where it helps (docs/performance.md); "
+        "when compiling fails the network runs uncompiled with one warning, same results",
+    )
+
+
 def predict_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """The keyword arguments of the task function that :func:`add_predict_args` collected
     (``series`` and ``ood`` only when given, so each task keeps its own default)."""

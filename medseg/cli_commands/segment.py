@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from medseg.cli_commands import add_predict_args, predict_kwargs, run_predict, task_function
+from medseg.cli_commands import add_compile_arg, add_predict_args, predict_kwargs, run_predict, task_function
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -63,6 +63,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--min-lesion-ml", type=float, default=0.0, help="with --lesions: drop lesions smaller than this (mL)"
     )
+    add_compile_arg(p)
     p.set_defaults(func=run)
 
 
@@ -78,5 +79,6 @@ def run(args: argparse.Namespace) -> int:
             dicom_seg=args.dicom_seg,
             lesions=args.lesions,
             min_lesion_ml=args.min_lesion_ml,
+            compile=args.compile,
         ),
     )

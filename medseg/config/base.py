@@ -58,6 +58,14 @@ __all__ = [
 Device = str
 
 
+#: what ``train.compile`` / ``infer.compile`` do (medseg.engine.compiled)
+_COMPILE_HELP = (
+    "run the network through torch.compile (Inductor: C++ on CPU, Triton on CUDA); the first call pays the "
+    "compilation (tens of seconds to minutes), later calls are faster where it helps; when compiling fails the "
+    "network runs eagerly (one warning, same results); run.json records whether it was used"
+)
+
+
 class Section(BaseModel):
     """Base for every config section: unknown keys are errors, assignments re-validated."""
 
@@ -123,6 +131,7 @@ class TrainSection(Section):
     early_stop_patience: int | None = Field(None, ge=1, description="validations without improvement before stopping")
     grad_clip: float | None = Field(1.0, gt=0)
     amp: bool = Field(True, description="automatic mixed precision (CUDA only; ignored on CPU)")
+    compile: bool = Field(False, description=_COMPILE_HELP)
     steps_per_epoch: int | None = Field(None, ge=1)
 
 
@@ -130,6 +139,7 @@ class InferSection(Section):
     """Inference settings shared by every task (each task's own section adds what it reads)."""
 
     batch_size: int = Field(4, ge=1)
+    compile: bool = Field(False, description=_COMPILE_HELP + " (read by segmentation's sliding window)")
 
 
 class PipelineConfig(Section):

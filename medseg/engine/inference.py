@@ -25,6 +25,8 @@ from monai.inferers import SlidingWindowInferer
 from scipy import ndimage
 from torch import nn
 
+from medseg.engine.compiled import compiled, pad_batch
+
 __all__ = [
     "sliding_window_probs",
     "stitch_device",
@@ -57,6 +59,7 @@ def sliding_window_probs(
     amp: bool = False,
     tta_axes: Sequence[int] | None = None,
     return_disagreement: bool = False,
+    compile: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Class probabilities of a whole image by Gaussian-blended sliding-window inference.
 
@@ -73,6 +76,9 @@ def sliding_window_probs(
     tta_axes : spatial axes (0-based) to flip for test-time augmentation (each axis alone); None: none.
     return_disagreement : also return, per voxel, the fraction of TTA members whose argmax differs
         from the averaged prediction's (``(B, *S)`` float).
+    compile : run the network through ``torch.compile`` (:func:`medseg.engine.compiled.compiled`: compiled
+        once per network and reused, eager for good when compiling fails; the last, smaller batch of
+        windows is padded to ``sw_batch_size`` so one shape is compiled).
 
     Returns
     -------
@@ -80,10 +86,16 @@ def sliding_window_probs(
     """
     device = torch.device(device)
     model.eval()
+    net = compiled(model, compile)
     x = torch.as_tensor(image).to(device)
     use_amp = bool(amp) and device.type == "cuda"
     free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else None
     blend = stitch_device(device, n_classes=None, spatial_shape=tuple(x.shape[2:]), free_bytes=free)
+
+    def logits(t: torch.Tensor) -> torch.Tensor:
+        return _logits(net(t))
+
+    network = pad_batch(logits, sw_batch_size) if compile else logits
 
     def blended(inp: torch.Tensor, out_device: torch.device) -> Any:
         # the windows run on `device`; MONAI blends them on `out_device` (GPU-side stitching when it fits)
@@ -99,7 +111,7 @@ def sliding_window_probs(
             progress=False,
         )
         with torch.autocast(device_type=device.type, enabled=use_amp):
-            return inferer(inp, lambda t: _logits(model(t)))
+            return inferer(inp, network)
 
     def run(inp: torch.Tensor) -> torch.Tensor:
         nonlocal blend
@@ -181,7 +193,7 @@ def predict_probs(
     tta_axes : spatial axes of ``image`` (0-based) flipped for TTA; for a 2D configuration the slice
         axis is skipped (flipping the stack does not change a slice).
     **window : the other keyword arguments of :func:`sliding_window_probs` (``sw_batch_size``,
-        ``overlap``, ``sigma_scale``, ``device``, ``amp``, ``return_disagreement``: the TTA
+        ``overlap``, ``sigma_scale``, ``device``, ``amp``, ``compile``, ``return_disagreement``: the TTA
         disagreement ``(1, *S)``).
 
     Returns

@@ -52,6 +52,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from medseg.engine.checkpoint import load_checkpoint, save_checkpoint
+from medseg.engine.compiled import compile_status, compiled
 from medseg.engine.curves import plot_history
 from medseg.engine.device import amp_dtype
 from medseg.engine.distributed import DistContext, current
@@ -182,6 +183,8 @@ class Trainer:
     on_validation : :data:`ValidationHook` called after each validation (default: the one installed
         by :func:`validation_hook`, if any); a non-empty return value stops training with that reason.
     dist : the rank of a distributed job (default: :func:`medseg.engine.distributed.current`).
+    compile : train through ``torch.compile`` (:mod:`medseg.engine.compiled`: eager for good when it fails;
+        checkpoints hold the plain network's keys either way).
     """
 
     def __init__(
@@ -210,6 +213,7 @@ class Trainer:
         budget_schedule: str | None = None,
         on_validation: ValidationHook | None = None,
         dist: DistContext | None = None,
+        compile: bool = False,
     ):
         self.dist = dist if dist is not None else current()
         self.device = torch.device(device)
@@ -251,9 +255,10 @@ class Trainer:
             torch.backends.cudnn.benchmark = True  # fixed patch sizes: cuDNN picks its fastest kernels once
             if _is_2d(self.model):  # Module.to takes memory_format at run time; torch's stubs lack it
                 self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        # what trains: the DDP wrapper under several ranks (syncs gradients), else the model itself;
-        # self.model stays the bare module (its state_dict is what checkpoints hold)
-        self.net = self.dist.wrap(self.model, self.device)
+        # what trains: the DDP wrapper under several ranks (syncs gradients), else the model itself, compiled
+        # after the DDP wrap when asked (PyTorch's order); self.model stays the bare module (checkpoints' keys)
+        self.compile = bool(compile)
+        self.net = compiled(self.dist.wrap(self.model, self.device), self.compile)
 
     @classmethod
     def from_config(
@@ -280,6 +285,7 @@ class Trainer:
         """
         settings: dict[str, Any] = {
             "amp": train.amp,
+            "compile": getattr(train, "compile", False),
             "grad_clip": train.grad_clip,
             "max_epochs": train.epochs,
             "max_minutes": train.max_minutes,
@@ -292,6 +298,10 @@ class Trainer:
         if train.max_minutes and "epochs" not in fields_set:
             settings["budget_schedule"] = getattr(train, "scheduler", "cosine")
         return cls(model, optimizer, train_loader, step_fn, **{**settings, **kwargs})
+
+    def compile_status(self) -> dict[str, Any]:
+        """run.json's ``compile``: ``{"requested", "used", "fallback_reason"}``."""
+        return compile_status(self.net, self.compile)
 
     # -- checkpoints -------------------------------------------------------------------
     def checkpoint_path(self, which: str) -> Path:

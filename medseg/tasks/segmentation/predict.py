@@ -31,6 +31,7 @@ from torch import nn
 
 from medseg.config import SegInferSection, SegmentationConfig, SegPostSection
 from medseg.engine.checkpoint import load_run_model
+from medseg.engine.compiled import compile_status
 from medseg.engine.device import describe_device, select_device
 from medseg.engine.ensemble import mutual_information
 from medseg.engine.inference import (
@@ -189,6 +190,7 @@ def predict_case(
         sigma_scale=infer.sigma_scale,
         device=device,
         amp=device.type == "cuda",
+        compile=infer.compile,
         tta_axes=tta_axes,
         return_disagreement=want_dis,
     )
@@ -512,6 +514,7 @@ def segment(
     dicom_seg: bool = True,
     lesions: Sequence[str | int] | None = None,
     min_lesion_ml: float = 0.0,
+    compile: bool | None = None,
 ) -> dict[str, Any]:
     """Segment images with a trained run; outputs in the source geometry.
 
@@ -534,6 +537,7 @@ def segment(
         ``lesions/<case>_lesions.csv`` per case, ``lesions.csv`` for the cohort, and the columns
         ``n_lesions``, ``lesions_total_ml`` ... in ``segment.csv`` (see :mod:`medseg.tasks.lesions`).
     min_lesion_ml : with ``lesions``: drop lesions smaller than this (mL).
+    compile : ``torch.compile`` the network (default: ``infer.compile``; eager if it fails; see run.json).
 
     Returns
     -------
@@ -547,6 +551,8 @@ def segment(
         overrides["tta"] = tta
     if save_probabilities is not None:
         overrides["save_probabilities"] = save_probabilities
+    if compile is not None:
+        overrides["compile"] = compile
     sm = load_segmenter(model_dir, device, overrides)
     lesion_classes = resolve_lesion_classes(lesions, sm.class_names) if lesions else None
     mode = ood or sm.infer.ood
@@ -577,6 +583,7 @@ def segment(
         t0 = time.perf_counter()
         with run.stage("segment"):
             results = _cohort(sm, inputs, run.path, split=split, opts=opts)
+        run.set(compile=compile_status(sm.model, sm.infer.compile))  # asked for, and used or fell back
         details: dict[str, Any] = {"review_threshold": round(sm.review_threshold, 4)}
         if lesion_classes:
             details["lesions"] = str(write_cohort_lesions(run.path / "lesions.csv", results))

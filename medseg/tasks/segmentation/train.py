@@ -286,6 +286,7 @@ def train(
     with run.stage("train"):
         # resume: model, optimiser, scheduler (stretched by the Trainer when train.epochs grew), state, RNG
         state = trainer.fit(resume=resume)
+    run.set(compile=trainer.compile_status())  # asked for, and used or fell back (like device, in run.json)
     if not dist.is_main:  # rank 0 writes the outputs (calibration, model card)
         return {"rank": dist.rank, "epochs": state.epoch}
     validated = val_ds is not None
