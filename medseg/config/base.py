@@ -139,7 +139,6 @@ class InferSection(Section):
     """Inference settings shared by every task (each task's own section adds what it reads)."""
 
     batch_size: int = Field(4, ge=1)
-    compile: bool = Field(False, description=_COMPILE_HELP + " (read by segmentation's sliding window)")
 
 
 class PipelineConfig(Section):

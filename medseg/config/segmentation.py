@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from medseg.config.base import (
+    _COMPILE_HELP,
     DataSection,
     InferSection,
     ModelSection,
@@ -141,6 +142,7 @@ class SegInferSection(InferSection):
     """Inference: sliding window (Gaussian blending), flip TTA, probabilities, uncertainty and review flag."""
 
     overlap: float = Field(0.5, ge=0.0, lt=1.0, description="sliding-window overlap of neighbouring windows")
+    compile: bool = Field(False, description=_COMPILE_HELP + " (the sliding window's network)")
     tta: bool = Field(False, description="flip test-time augmentation")
     sigma_scale: float = Field(0.125, gt=0, description="Gaussian blending sigma as a fraction of the window")
     save_probabilities: bool = Field(False, description="also write float32 class probabilities (source geometry)")

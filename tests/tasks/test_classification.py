@@ -61,6 +61,7 @@ def test_train_writes_a_usable_run_folder(trained):
 
     root, dl, summary = trained
     run = root / "run"
+    assert json.loads((run / "run.json").read_text())["compile"]["requested"] is False
     for f in (
         "checkpoints/best.pt",
         "metrics.csv",

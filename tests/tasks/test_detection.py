@@ -42,6 +42,11 @@ def test_train_detect_evaluate_tiny(tmp_path, method):
     with run:
         s = det.train(cfg, run)
     assert s["epochs"] == 1 and 0.0 <= s["test_f1"] <= 1.0
+    assert json.loads((run.path / "run.json").read_text())["compile"] == {
+        "requested": False,
+        "used": False,
+        "fallback_reason": None,
+    }  # recorded as segmentation records it
     info = json.loads((run.path / "detection.json").read_text())
     assert info["method"] == method and info["output_class"] == ("mitosis" if method == "mitosis" else "nucleus")
     test_img = tmp_path / "data" / json.loads(ds.read_text())["test"][0]["image"]

@@ -257,6 +257,7 @@ def train(cfg: ClassificationConfig, run: Run, resume: bool = False) -> dict[str
     trainer_ref["t"] = trainer
     with run.stage("train"):
         state = trainer.fit(resume=resume)
+    run.set(compile=trainer.compile_status())  # asked for, and used or fell back (as segmentation records it)
     if not dist.is_main:  # rank 0 writes the outputs (operating points, report, model card)
         return {"rank": dist.rank, "epochs": state.epoch}
 

@@ -124,6 +124,7 @@ def _train(cfg: DetectionConfig, run: Run, resume: bool = False) -> dict[str, An
         loader.epoch_fn = lambda: trainer.state.epoch
     with run.stage("train"):
         state = trainer.fit(resume=resume)
+    run.set(compile=trainer.compile_status())  # asked for, and used or fell back (as segmentation records it)
     if not dist.is_main:  # rank 0 writes the outputs (threshold, test figures, model card)
         return {"rank": dist.rank, "epochs": state.epoch}
     # best weights -> threshold on validation -> test
