@@ -19,13 +19,14 @@ Figures (one JSON object per line):
   reading included). Goal: ratio >= 1.
 - ``peak_memory_increase``: the process's peak resident memory during detection minus its memory
   before (model loaded, libraries imported, one warm-up tile; Linux ``clear_refs`` resets the peak).
-  Both modes hold one tile's network activations (~100 MB for 512-px tiles with this U-Net); only the
-  baseline holds level 0 (3 bytes per pixel). Goal: ratio <= 0.1.
+  Both modes hold one tile's network activations (~90 MB for 512-px tiles with this U-Net) and what the
+  C library's heap keeps of earlier tiles; only the baseline holds level 0 (3 bytes per pixel). Goal:
+  ratio <= 0.1 (on the ~20k x 20k slide: the baseline grows with the slide, the slide mode does not).
 - ``f1_vs_memory``: F1 of the slide-mode detections against the known nuclei (4 px), baseline the
   in-memory F1 on the same pixels. Goal: equal (|difference| <= 0.005).
 
-``--size N``: level-0 side in pixels (default 8192; the issue's ~20k x 20k slide takes tens of minutes
-on 2 shared cores); ``--quick``: 3072. Exit code 0 whether or not goals are met.
+``--size N``: level-0 side in pixels (default 20000, the issue's slide: about 10 minutes on 2 cores,
+1 thread per mode); ``--quick``: 3072. Exit code 0 whether or not goals are met.
 """
 
 from __future__ import annotations
@@ -149,7 +150,7 @@ def _train_model(tmp: Path, device: str) -> Path:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--size", type=int, default=None, help="level-0 side in pixels (default 8192)")
+    p.add_argument("--size", type=int, default=None, help="level-0 side in pixels (default 20000)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -162,7 +163,7 @@ def main(argv=None) -> int:
     from medseg.data.slide import write_synthetic_slide
     from medseg.metrics.detection import match_points
 
-    size = args.size or (3072 if args.quick else 8192)
+    size = args.size or (3072 if args.quick else 20000)
     load = round(os.getloadavg()[0], 2)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
@@ -210,7 +211,7 @@ def main(argv=None) -> int:
         "tissue_megapixels_per_second",
         rate["slide"],
         "MP/s",
-        "level 0 read into memory, tiled inference over the whole image",
+        "level 0 read into memory, the same tissue tiles read from it",
         rate["memory"],
         "ratio >= 1",
         rate["slide"] >= rate["memory"],
@@ -223,7 +224,7 @@ def main(argv=None) -> int:
         "peak_memory_increase",
         mem["slide"],
         "MB",
-        "level 0 read into memory, tiled inference over the whole image",
+        "level 0 read into memory, the same tissue tiles read from it",
         mem["memory"],
         "ratio <= 0.1",
         mem["slide"] <= 0.1 * mem["memory"],
