@@ -90,7 +90,7 @@ def run_demo(out: Path, quick: bool = False) -> dict[str, Any]:
     if dicom.is_dir():
         inputs.append(dicom)
     cases, rows = segment_cases(out / "train", inputs, seg_out, device="auto")
-    write_table(rows, seg_out)
+    write_table(rows, seg_out, "segment")  # the name `medseg segment` gives its table: one name for one table
     dices = [c.metrics["dice_mean"] for c in cases if "dice_mean" in c.metrics]
     summary = {
         "mean_dice": round(float(np.mean(dices)), 4) if dices else None,
@@ -101,6 +101,6 @@ def run_demo(out: Path, quick: bool = False) -> dict[str, Any]:
         "skipped": sum(c.status != "ok" for c in cases),
         "dicom_series_segmented": dicom.is_dir(),
         "needs_review": sum(c.needs_review for c in cases),
-        "table": str(seg_out / "segmentation.csv"),
+        "table": str(seg_out / "segment.csv"),
     }
     return {"summary": summary, "cases": cases}

@@ -272,7 +272,7 @@ def write_review_images(
     return out
 
 
-def write_table(rows: Sequence[Mapping[str, Any]], out: Path, name: str = "segmentation") -> tuple[Path, Path]:
+def write_table(rows: Sequence[Mapping[str, Any]], out: Path, name: str = "segment") -> tuple[Path, Path]:
     """Write ``rows`` as ``out/<name>.csv`` (columns: union of keys, first-seen order) and ``.json``."""
     c = atomic_write_records(out / f"{name}.csv", rows)
     j = atomic_write_text(out / f"{name}.json", json.dumps(list(rows), indent=2, default=str) + "\n")
