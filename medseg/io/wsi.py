@@ -206,7 +206,7 @@ def tissue_mask(slide: SlideImage, max_side: int = 1024) -> tuple[np.ndarray, fl
     else:
         mask = sat > threshold_otsu(sat)
         mask = ndi.binary_closing(ndi.binary_opening(mask, iterations=1), iterations=2)
-    scale = slide.shape[0] / mask.shape[0]
+    scale = slide.shape[0] / len(sat)  # mask rows = thumbnail rows
     return mask, float(scale)
 
 
