@@ -123,14 +123,25 @@ def match_points(pred, ref, radius: float) -> MatchResult:
     )
 
 
-def _admissible_matching(p: np.ndarray, r: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+#: up to this many point pairs (P x R) one dense assignment is solved (fast for an image's points);
+#: beyond it, one per connected component (a slide's points: the dense matrix would not fit in memory)
+DENSE_MAX_PAIRS = 4_000_000
+
+
+def _admissible_matching(
+    p: np.ndarray, r: np.ndarray, radius: float, dense_max_pairs: int = DENSE_MAX_PAIRS
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(pred rows, ref cols, distances) of the matching :func:`match_points` describes.
 
     Points can only pair within ``radius``, so the problem splits into the connected components of the
-    graph of admissible pairs (a KD-tree finds them) and each is solved on its own dense matrix, as the
-    whole problem used to be: the same optimum, in memory that grows with the points, not with their
-    product (a whole slide: 134k x 193k points were a 193 GB distance matrix).
+    graph of admissible pairs and each can be solved on its own dense matrix with the same optimum. Up to
+    ``dense_max_pairs`` pairs the whole problem is one dense matrix (a KD-tree and a loop over components
+    cost more than they save there); beyond, the components (found with a KD-tree) are solved one by one,
+    in memory that grows with the points, not with their product (a 20k slide's 134k x 193k points were a
+    193 GB distance matrix). Both give the same number of pairs and total distance (tested).
     """
+    if len(p) * len(r) <= dense_max_pairs:
+        return _assign(p, r, np.arange(len(p)), np.arange(len(r)), radius)
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
     from scipy.spatial import cKDTree
@@ -148,24 +159,29 @@ def _admissible_matching(p: np.ndarray, r: np.ndarray, radius: float) -> tuple[n
     _, comp = connected_components(graph, directed=False)
     order = np.argsort(comp, kind="stable")
     bounds = np.flatnonzero(np.diff(comp[order])) + 1
-    rows_out, cols_out = [], []
+    parts = []
     for members in np.split(order, bounds):
         ip, ir = members[members < len(p)], members[members >= len(p)] - len(p)
-        if not (len(ip) and len(ir)):
-            continue
-        d = cdist(p[ip], r[ir])
-        ok = d <= radius
-        # Pairs beyond the radius get a cost larger than any sum of admissible distances, so the
-        # assignment first maximises the number of admissible pairs, then minimises their distance.
-        big = radius * (min(len(ip), len(ir)) + 1) + 1.0
-        rows, cols = linear_sum_assignment(np.where(ok, d, big))
-        sel = ok[rows, cols]
-        rows_out.append(ip[rows[sel]])
-        cols_out.append(ir[cols[sel]])
-    rows, cols = np.concatenate(rows_out), np.concatenate(cols_out)
+        if len(ip) and len(ir):
+            parts.append(_assign(p, r, ip, ir, radius))
+    rows, cols = np.concatenate([a for a, _, _ in parts]), np.concatenate([b for _, b, _ in parts])
     o = np.argsort(rows, kind="stable")
-    rows, cols = rows[o], cols[o]
-    return rows, cols, _pair_distances(p[rows], r[cols])
+    return rows[o], cols[o], np.concatenate([d for _, _, d in parts])[o]
+
+
+def _assign(
+    p: np.ndarray, r: np.ndarray, ip: np.ndarray, ir: np.ndarray, radius: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Hungarian assignment of the points ``p[ip]`` to ``r[ir]``: (rows, cols, distances) within ``radius``."""
+    d = cdist(p[ip], r[ir])
+    ok = d <= radius
+    # Pairs beyond the radius get a cost larger than any sum of admissible distances, so the
+    # assignment first maximises the number of admissible pairs, then minimises their distance.
+    big = radius * (min(len(ip), len(ir)) + 1) + 1.0
+    rows, cols = linear_sum_assignment(np.where(ok, d, big))
+    sel = ok[rows, cols]
+    rows, cols = rows[sel], cols[sel]
+    return ip[rows], ir[cols], d[rows, cols]
 
 
 def _pair_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from medseg.metrics.detection import (
+    _admissible_matching,
     average_precision,
     detection_scores,
     match_points,
@@ -124,11 +125,13 @@ def test_matching_by_components_equals_the_dense_assignment():
         else:
             p, r = rng.uniform(0, side, (n_p, 2)), rng.uniform(0, side, (n_r, 2))
         radius = float(rng.choice([1.0, 2.0, 4.0, 7.5]))
-        m = match_points(p, r, radius)
         tp, total = _dense_reference(p, r, radius)
+        m = match_points(p, r, radius)  # an image's points: one dense assignment, as first written
         assert m.tp == tp and m.distances.sum() == pytest.approx(total, abs=1e-9), t
-        assert (m.distances <= radius).all() and len(set(m.pairs[:, 0])) == len(set(m.pairs[:, 1])) == m.tp
-        assert np.allclose(m.distances, np.hypot(*(p[m.pairs[:, 0]] - r[m.pairs[:, 1]]).T))
+        rows, cols, dist = _admissible_matching(p, r, radius, dense_max_pairs=0)  # a slide's: by components
+        assert len(rows) == tp and dist.sum() == pytest.approx(total, abs=1e-9), t
+        assert (dist <= radius).all() and len(set(rows)) == len(set(cols)) == tp
+        assert np.allclose(dist, np.hypot(*(p[rows] - r[cols]).T))
 
 
 def test_matching_a_slide_worth_of_points_stays_small():
