@@ -1,7 +1,8 @@
 """PNG overlays for review: label maps, detections and heat maps drawn over an image.
 
-Everything here is pure NumPy + scikit-image (contours with
-:func:`skimage.segmentation.find_boundaries`, physical aspect ratio with
+Everything here is pure NumPy + scikit-image (contours: the inner class boundaries of
+:func:`skimage.segmentation.find_boundaries`, found in one pass by
+:func:`medseg.review.windowing.label_edges`; physical aspect ratio with
 :func:`skimage.transform.resize`, markers with :mod:`skimage.draw`), text with Pillow's built-in
 font (headless, no GUI, no font files needed) and colour maps from matplotlib (no figure is made).
 

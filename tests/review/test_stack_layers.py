@@ -12,7 +12,8 @@ from scipy import ndimage as ndi
 from skimage.segmentation import find_boundaries
 
 from medseg.palette import class_color
-from medseg.review.stack import _data_uri, _inner_edges, _label_layer, _label_rgba, slice_stack
+from medseg.review.stack import _data_uri, _label_layer, _label_rgba, slice_stack
+from medseg.review.windowing import blend_labels, label_edges
 
 
 def _reference_rgba(lab: np.ndarray, alpha: float) -> np.ndarray:
@@ -53,7 +54,7 @@ def test_edges_and_layers_equal_scikit_image_reference():
         ref_edges = np.zeros(lab.shape, bool)
         for k in np.unique(lab[lab > 0]):
             ref_edges |= find_boundaries(lab == k, mode="inner")
-        assert np.array_equal(_inner_edges(lab), ref_edges), t
+        assert np.array_equal(label_edges(lab), ref_edges), t
         ref = _reference_rgba(lab, 0.4)
         assert np.array_equal(_label_rgba(lab, 0.4), ref), t
         here = [int(v) for v in np.unique(lab) if v > 0]
@@ -99,3 +100,18 @@ def test_nearest_resize_by_index_map_equals_resize_2d():
         a = rng.integers(0, 50, (h, w)).astype(np.int32)
         idx = resize_2d(np.arange(h * w).reshape(h, w), shape, order=0)
         assert np.array_equal(a.ravel()[idx], resize_2d(a, shape, order=0))
+
+
+def test_blend_labels_contours_equal_scikit_image_reference():
+    """The three planes' overlays (blend_labels) draw the same contours as find_boundaries class by class."""
+    rng = np.random.default_rng(4)
+    for t in range(60):
+        lab = _labels(rng, t)
+        rgb = rng.random((*lab.shape, 3)).astype(np.float32)
+        ref = rgb.copy()
+        for k in np.unique(lab[lab > 0]):
+            m = lab == k
+            col = np.array(class_color(int(k)), np.float32) / 255.0
+            ref[m] = (1.0 - 0.4) * ref[m] + 0.4 * col
+            ref[find_boundaries(m, mode="inner")] = col
+        assert np.array_equal(blend_labels(rgb, lab, 0.4, contour=True), ref), t
