@@ -4,10 +4,10 @@ MONAI's detection metrics score boxes (IoU); cell and mitosis detection is score
 within a distance, as in the MICCAI/ICPR mitosis challenges. Matching here is a maximum-cardinality
 one-to-one assignment between predicted and reference points whose distance is at most
 ``radius``, with the smallest total distance among those (Hungarian algorithm:
-:func:`scipy.optimize.linear_sum_assignment`), solved per connected group of points within reach of
-each other (a KD-tree finds them), so a whole slide's hundreds of thousands of nuclei match in
-seconds and little memory. A prediction matches at most one reference, so duplicates count as
-false positives.
+:func:`scipy.optimize.linear_sum_assignment`): one assignment for an image's points, and beyond
+``DENSE_MAX_PAIRS`` point pairs one per connected group of points within reach of each other (a
+KD-tree finds them), so a whole slide's hundreds of thousands of nuclei match in seconds and little
+memory. A prediction matches at most one reference, so duplicates count as false positives.
 
 Conventions
 -----------
@@ -186,7 +186,7 @@ def _assign(
 
 def _pair_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Euclidean distances of row-aligned point pairs ``a[k]``-``b[k]`` (the same values as ``cdist``)."""
-    return np.sqrt(((a - b) ** 2).sum(axis=1)) if len(a) else np.zeros(0)
+    return np.sqrt(((a - b) ** 2).sum(axis=1))
 
 
 def _prf(tp: int, fp: int, fn: int) -> dict[str, float]:
